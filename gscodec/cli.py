@@ -1,0 +1,207 @@
+"""The `gsi` command line: encode, decode, info, bench.
+
+Errors a user can cause print one line to stderr ("gsi: error: ...") and exit with 1;
+bad usage exits with 2 (argparse). No traceback unless GSI_DEBUG=1 is set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import GscodecError, InputError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return v
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}: {text!r}")
+        return v
+    return parse
+
+
+def _crop(text: str) -> tuple[int, int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"crop must be X,Y,WIDTH,HEIGHT (got {text!r})")
+    return parts  # type: ignore[return-value]
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="where to render: cpu, cuda or auto (the GPU when present; default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    parser = argparse.ArgumentParser(
+        prog="gsi", description="Image codec built on 2D Gaussian splatting (.gsi files).")
+    parser.add_argument("--version", action="version", version=f"gscodec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("encode", help="fit Gaussians to an image and write a .gsi file",
+                       description="Fit Gaussians to an image and write a .gsi file.")
+    p.add_argument("input", help="image to encode (PNG, JPEG, ... anything Pillow reads)")
+    p.add_argument("-o", "--output", help="output .gsi file (default: INPUT with .gsi suffix)")
+    p.add_argument("--gaussians", type=_count(1), metavar="N",
+                   help="number of Gaussians (default: 8 per 1000 pixels)")
+    p.add_argument("--iterations", type=_count(0), metavar="K",
+                   help="fitting iterations (default 1200, then a fifth as many "
+                        "quantization-aware ones)")
+    p.add_argument("--init", choices=["structure", "random"], default="structure",
+                   help="starting placement: structure-guided (default) or random")
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+    p = sub.add_parser("decode", help="render a .gsi file to an image",
+                       description="Render a .gsi file to an image (PNG unless the "
+                                   "output's extension names another format).")
+    p.add_argument("input", help=".gsi file")
+    p.add_argument("-o", "--output", required=True, help="output image (e.g. out.png)")
+    p.add_argument("--scale", type=_positive_float, default=1.0,
+                   help="render at this scale (e.g. 2 for twice the size; default 1)")
+    p.add_argument("--crop", type=_crop, metavar="X,Y,W,H",
+                   help="render only this window of the (scaled) output")
+    _add_device(p)
+
+    p = sub.add_parser("info", help="describe a .gsi file",
+                       description="Print the header, Gaussian count, bytes per section and bpp.")
+    p.add_argument("input", help=".gsi file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    try:
+        from .benchmark import runner as bench_runner
+    except ImportError:  # optional benchmark dependencies missing
+        bench_runner = None
+    p = sub.add_parser("bench", help="rate-distortion benchmark against JPEG, WebP, ...",
+                       description="Rate-distortion benchmark of gsi against image codecs "
+                                   "(needs the [bench] extras).")
+    if bench_runner is not None:
+        bench_runner.add_arguments(p)
+    p.set_defaults(_bench=bench_runner)
+    return parser
+
+
+def _cmd_encode(args) -> int:
+    from .codec import encode, read, render_gaussians
+    from .imageio import atomic_write, load_image
+    from .metrics import psnr
+    out = Path(args.output) if args.output else Path(args.input).with_suffix(".gsi")
+    image = load_image(args.input)
+    t0 = time.perf_counter()
+    data = encode(image, gaussians=args.gaussians, iterations=args.iterations,
+                  device=args.device, seed=args.seed, init=args.init,
+                  progress=not args.quiet and not args.json)
+    seconds = time.perf_counter() - t0
+    _write(out, data, atomic_write)
+    h, w = image.shape[:2]
+    qg = read(data)
+    decoded = render_gaussians(qg, device=args.device)
+    summary = {"input": str(args.input), "output": str(out), "width": w, "height": h,
+               "channels": qg.channels, "gaussians": qg.count, "bytes": len(data),
+               "bpp": len(data) * 8 / (w * h), "psnr": psnr(image, decoded),
+               "seconds": seconds}
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        print(f"{out}: {qg.count} Gaussians, {len(data)} bytes, {summary['bpp']:.4f} bpp, "
+              f"PSNR {summary['psnr']:.2f} dB, {seconds:.1f} s")
+    return 0
+
+
+def _write(out: Path, data: bytes, writer) -> None:
+    try:
+        writer(out, data)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write ({exc.strerror or exc})") from None
+
+
+def _cmd_decode(args) -> int:
+    from .codec import decode
+    from .imageio import save_image
+    arr = decode(args.input, scale=args.scale, device=args.device, crop=args.crop)
+    try:
+        save_image(args.output, arr)
+    except OSError as exc:
+        raise InputError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .codec import info
+    d = info(args.input)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{args.input}: .gsi version {d['version']}, {d['width']}x{d['height']}, "
+          f"{d['channels']} channel(s), {d['count']} Gaussians")
+    print(f"  {d['file_bytes']} bytes, {d['bpp']:.4f} bpp"
+          + (", fitted under an inpainting mask" if d.get("masked") else ""))
+    q = d.get("quantization", {})
+    if q:
+        print("  quantization: " + ", ".join(f"{k} {v}" for k, v in q.items()))
+    per = d.get("bits_per_gaussian", {})
+    for name, size in d.get("sections", {}).items():
+        extra = f" ({per[name]:.2f} bits/Gaussian)" if name in per else ""
+        print(f"  section {name}: {size} bytes{extra}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    if args._bench is None:
+        raise InputError("gsi bench needs the benchmark extras: pip install 'gscodec[bench]'")
+    return int(args._bench.run(args) or 0)
+
+
+COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "bench": _cmd_bench}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"gsi: warning: {message}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    debug = os.environ.get("GSI_DEBUG") == "1"
+    try:
+        return COMMANDS[args.command](args)
+    except GscodecError as exc:
+        if debug:
+            raise
+        print(f"gsi: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gsi: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("gsi: error: out of memory", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

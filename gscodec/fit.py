@@ -1,0 +1,157 @@
+"""Fitting Gaussians to an image: the encoder's optimisation.
+
+Three phases:
+1. start (`init.py`): structure-guided or random placement, least-squares colours;
+2. free fit: Adam on positions, log-scales, rotations and colours with cosine-decayed
+   learning rates, minimising the mean squared error over known pixels;
+3. quantization-aware fit: the same loss on `fake_quantize`d parameters (straight-through
+   rounding), then a last least-squares colour solve for the quantized geometry, so the
+   integers written are what the fit saw.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .init import random_init, solve_colors, structure_init
+from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantizedGaussians
+from .quantize import GaussianParams, QuantConfig, canonicalize, fake_quantize, to_integers
+from .render import render
+
+
+@dataclass
+class FitConfig:
+    iterations: int = 1500            # free-fit iterations
+    qat_iterations: int | None = None  # default: a fifth of `iterations`, at least 50
+    init: str = "structure"           # "structure" or "random"
+    lr_xy: float = 0.15               # pixels
+    lr_log2_sigma: float = 0.02
+    lr_theta: float = 0.03
+    lr_color: float = 0.006
+    lr_final_fraction: float = 0.05   # cosine decay down to this fraction
+    color_solve_steps: int = 12
+    seed: int = 0
+    backend: str = "auto"
+    quant: QuantConfig = field(default_factory=QuantConfig)
+
+    def qat_steps(self) -> int:
+        if self.qat_iterations is not None:
+            return self.qat_iterations
+        return max(50, self.iterations // 5) if self.iterations > 0 else 0
+
+
+def _lr_factor(step: int, total: int, final: float) -> float:
+    if total <= 1:
+        return 1.0
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * step / (total - 1)))
+
+
+class _Progress:
+    """tqdm bar showing the phase and the current PSNR; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and total > 0:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, unit="it", desc="fit", dynamic_ncols=True, leave=False)
+
+    def update(self, phase: str, mse: float):
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
+                self.bar.set_description(phase, refresh=False)
+                self.bar.set_postfix_str(f"PSNR {psnr_from_mse(mse):.2f} dB", refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def psnr_from_mse(mse: float) -> float:
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+class Fitter:
+    def __init__(self, image: np.ndarray, cfg: FitConfig, mask: np.ndarray | None = None):
+        """image: HxWxC uint8. mask: HxW bool, True where the pixel is unknown (ignored)."""
+        self.cfg = cfg
+        self.target = torch.from_numpy(image.astype(np.float32) / 255.0)
+        self.h, self.w, self.c = self.target.shape
+        self.known = None
+        if mask is not None:
+            self.known = torch.from_numpy((~mask).astype(np.float32))
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
+
+    # ---- pieces -------------------------------------------------------------------------
+    def render(self, p: GaussianParams) -> torch.Tensor:
+        return render(p.xy, p.conics(), p.color, self.h, self.w, backend=self.cfg.backend)
+
+    def mse(self, out: torch.Tensor) -> torch.Tensor:
+        diff = out - self.target
+        if self.known is not None:
+            diff = diff * self.known[:, :, None]
+        return (diff * diff).sum() / (self.npix * self.c)
+
+    def start(self, n: int) -> GaussianParams:
+        init = structure_init if self.cfg.init == "structure" else random_init
+        p = init(self.target, n, self.gen)
+        p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.known)
+        return p
+
+    def _optimizer(self, p: GaussianParams, scale: float):
+        c = self.cfg
+        for t in p.tensors():
+            t.requires_grad_(True)
+        groups = [(p.xy, c.lr_xy), (p.log2_sigma, c.lr_log2_sigma), (p.theta, c.lr_theta),
+                  (p.color, c.lr_color)]
+        opt = torch.optim.Adam([{"params": [t], "lr": lr * scale, "base_lr": lr * scale}
+                                for t, lr in groups], betas=(0.9, 0.999), eps=1e-12)
+        return opt
+
+    def _clamp(self, p: GaussianParams) -> None:
+        with torch.no_grad():
+            p.xy[:, 0].clamp_(0, self.w)
+            p.xy[:, 1].clamp_(0, self.h)
+            p.log2_sigma.clamp_(LOG2_SIGMA_MIN, LOG2_SIGMA_MAX)
+
+    def optimize(self, p: GaussianParams, steps: int, progress: _Progress, phase: str,
+                 quantized: bool = False, lr_scale: float = 1.0) -> GaussianParams:
+        if steps <= 0:
+            return p
+        opt = self._optimizer(p, lr_scale)
+        q = self.cfg.quant
+        for step in range(steps):
+            f = _lr_factor(step, steps, self.cfg.lr_final_fraction)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * f
+            view = fake_quantize(p, q, self.w, self.h) if quantized else p
+            loss = self.mse(self.render(view))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self._clamp(p)
+            progress.update(phase, float(loss))
+        return p.detach()
+
+    # ---- the whole fit ------------------------------------------------------------------
+    def fit(self, n: int, progress: bool = False) -> QuantizedGaussians:
+        cfg = self.cfg
+        bar = _Progress(cfg.iterations + cfg.qat_steps(), progress)
+        try:
+            p = self.start(n)
+            p = self.optimize(p, cfg.iterations, bar, "fit")
+            p = canonicalize(p)
+            p = self.optimize(p, cfg.qat_steps(), bar, "quantize", quantized=True, lr_scale=0.2)
+            p = canonicalize(p)
+            # Final colours: least squares for the quantized geometry.
+            geom = fake_quantize(p, cfg.quant, self.w, self.h)
+            geom = GaussianParams(geom.xy.detach(), geom.log2_sigma.detach(),
+                                  geom.theta.detach(), p.color.detach())
+            p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.known)
+        finally:
+            bar.close()
+        return to_integers(p, cfg.quant, self.w, self.h, masked=self.known is not None)

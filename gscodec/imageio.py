@@ -1,0 +1,131 @@
+"""Reading images into uint8 arrays and writing files atomically.
+
+The codec works on HxWxC uint8 arrays with C in {1, 2, 3, 4} (L, LA, RGB, RGBA). Anything
+else Pillow can open is converted here, with a warning when information is lost
+(palette images are expanded, 16-bit images are reduced to 8 bits).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+MODES_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_EXACT_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+def load_image(image) -> np.ndarray:
+    """Return an HxWxC uint8 array (C in 1..4) from a path, a PIL image or an array."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return pil_to_array(im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read image ({exc})") from None
+    if isinstance(image, Image.Image):
+        return pil_to_array(image)
+    if isinstance(image, np.ndarray):
+        return _array_to_hwc(image)
+    raise InputError(f"cannot use an image of type {type(image).__name__} "
+                     "(give a path, a PIL image or a uint8 array)")
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in _EXACT_MODES:
+        arr = np.asarray(im)
+    elif mode == "1":
+        arr = np.asarray(im.convert("L"))
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        target = "RGBA" if has_alpha else "RGB"
+        warnings.warn(f"palette image converted to {target}", stacklevel=3)
+        arr = np.asarray(im.convert(target))
+    elif mode.startswith("I;16") or mode in ("I", "F"):
+        warnings.warn(f"{mode} image reduced to 8-bit grayscale", stacklevel=3)
+        arr = _high_depth_to_uint8(np.asarray(im), mode)
+    elif mode in ("RGBa", "La"):
+        target = "RGBA" if mode == "RGBa" else "LA"
+        arr = np.asarray(im.convert(target))
+    else:  # CMYK, YCbCr, LAB, HSV, ...
+        warnings.warn(f"{mode} image converted to RGB", stacklevel=3)
+        arr = np.asarray(im.convert("RGB"))
+    return _array_to_hwc(arr)
+
+
+def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "F":
+        # Floating-point images are taken as 0..1 when they fit, else stretched.
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scale = 1.0 if (lo >= 0 and hi <= 1) else (1.0 / (hi - lo) if hi > lo else 1.0)
+        off = 0.0 if (lo >= 0 and hi <= 1) else lo
+        return np.clip(np.round((arr - off) * scale * 255), 0, 255).astype(np.uint8)
+    arr = arr.astype(np.int64)
+    # 16-bit data: keep the top 8 bits with rounding.
+    return np.clip((arr + 128) >> 8, 0, 255).astype(np.uint8)
+
+
+def _array_to_hwc(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        warnings.warn("16-bit image reduced to 8 bits", stacklevel=3)
+        arr = np.clip((arr.astype(np.int64) + 128) >> 8, 0, 255).astype(np.uint8)
+    if arr.dtype != np.uint8:
+        raise InputError(f"image array must be uint8 (got {arr.dtype})")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in MODES_BY_CHANNELS:
+        raise InputError(f"image array must be HxW or HxWxC with C in 1..4 (got shape {arr.shape})")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise InputError(f"image has no pixels (shape {arr.shape})")
+    return np.ascontiguousarray(arr)
+
+
+def array_to_pil(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L")
+    if arr.shape[2] == 1:
+        return Image.fromarray(arr[:, :, 0], "L")
+    return Image.fromarray(arr, MODES_BY_CHANNELS[arr.shape[2]])
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write bytes to path through a temporary file in the same folder and a rename, so a
+    failure never leaves a partly written file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_image(path, arr: np.ndarray, format: str | None = None) -> None:
+    """Save an image atomically; the format follows the file extension (PNG if none)."""
+    import io
+    path = Path(path)
+    fmt = format or Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    buf = io.BytesIO()
+    try:
+        array_to_pil(arr).save(buf, format=fmt)
+    except (KeyError, ValueError, OSError) as exc:
+        raise InputError(f"{path}: cannot save as {fmt} ({exc})") from None
+    atomic_write(path, buf.getvalue())

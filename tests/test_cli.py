@@ -1,0 +1,108 @@
+"""The gsi command line, run as a user would (a subprocess): exit codes, one-line errors,
+no traceback, no partial output files."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_codec import smooth_image
+
+
+def gsi(*args, cwd=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "gscodec", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def assert_clean_error(res, needle):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, res.stderr
+    assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    src = d / "in.png"
+    Image.fromarray(smooth_image(24, 32, 3)).save(src)
+    out = d / "in.gsi"
+    res = gsi("encode", src, "-o", out, "--gaussians", 40, "--iterations", 40, "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    return d, src, out, summary
+
+
+def test_encode_decode_info(encoded):
+    d, src, out, summary = encoded
+    assert out.is_file() and summary["bytes"] == out.stat().st_size
+    assert summary["bpp"] == pytest.approx(out.stat().st_size * 8 / (24 * 32))
+    assert summary["gaussians"] == 40 and summary["psnr"] > 25
+    png = d / "out.png"
+    res = gsi("decode", out, "-o", png)
+    assert res.returncode == 0, res.stderr
+    assert np.asarray(Image.open(png)).shape == (24, 32, 3)
+    res = gsi("decode", out, "-o", d / "big.png", "--scale", 2)
+    assert res.returncode == 0 and Image.open(d / "big.png").size == (64, 48)
+    res = gsi("info", out, "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["count"] == 40 and info["file_bytes"] == out.stat().st_size
+    assert sum(info["sections"].values()) < info["file_bytes"]
+    res = gsi("info", out)
+    assert res.returncode == 0 and "40 Gaussians" in res.stdout
+
+
+def test_help_lists_every_command():
+    res = gsi("--help")
+    assert res.returncode == 0
+    for cmd in ("encode", "decode", "info", "bench"):
+        assert cmd in res.stdout
+    res = gsi("encode", "--help")
+    for opt in ("--gaussians", "--iterations", "--device", "--seed", "--quiet"):
+        assert opt in res.stdout
+
+
+def test_truncated_file_is_a_clean_error(encoded, tmp_path):
+    _, _, out, _ = encoded
+    bad = tmp_path / "bad.gsi"
+    bad.write_bytes(out.read_bytes()[:-10])
+    target = tmp_path / "never.png"
+    res = gsi("decode", bad, "-o", target)
+    assert_clean_error(res, "gsi: error:")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == [bad]   # no temporary file left behind
+    assert_clean_error(gsi("info", bad), "gsi: error:")
+
+
+def test_random_bytes_and_missing_files(tmp_path):
+    junk = tmp_path / "junk.gsi"
+    junk.write_bytes(os.urandom(300))
+    assert_clean_error(gsi("decode", junk, "-o", tmp_path / "x.png"), "gsi: error:")
+    assert_clean_error(gsi("decode", tmp_path / "missing.gsi", "-o", tmp_path / "x.png"),
+                       "no such file")
+    assert_clean_error(gsi("encode", tmp_path / "missing.png", "-o", tmp_path / "x.gsi"),
+                       "no such file")
+    notimage = tmp_path / "text.png"
+    notimage.write_text("hello")
+    assert_clean_error(gsi("encode", notimage, "-o", tmp_path / "y.gsi"), "cannot read image")
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.gsi").exists()
+
+
+def test_impossible_options_are_usage_errors(encoded, tmp_path):
+    _, src, out, _ = encoded
+    res = gsi("encode", src, "-o", tmp_path / "z.gsi", "--gaussians", 0)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = gsi("decode", out, "-o", tmp_path / "z.png", "--scale", -2)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = gsi("decode", out, "-o", tmp_path / "z.png", "--scale", 100000)
+    assert_clean_error(res, "at most 16384")
+    res = gsi("decode", out, "-o", tmp_path / "nodir" / "z.png")
+    assert_clean_error(res, "cannot write")
+    assert not (tmp_path / "z.gsi").exists() and not (tmp_path / "z.png").exists()
