@@ -1,0 +1,224 @@
+"""Independent .gsi v1 decoder written from spec/gsi-format.md alone.
+
+Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec imports. It exists
+to prove that the specification is complete; tests compare it with gscodec.format.read().
+
+decode(data) -> dict with the header fields and lists of per-Gaussian integers
+(x, y, major, minor, rot, color[N][C]) in file order. Raises ReferenceDecodeError.
+"""
+import struct
+import zlib
+
+MAGIC = b"\x89GSI\r\n\x1a\n"
+LUT = [0, 1, 1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128,
+       181, 256, 362, 512, 724, 1024, 1448, 2048, 2896, 4096, 5793, 8192,
+       11585, 16384, 23170, 32768]
+M64 = (1 << 64) - 1
+
+
+class ReferenceDecodeError(Exception):
+    pass
+
+
+def fail(msg):
+    raise ReferenceDecodeError(msg)
+
+
+def normalise(codes):
+    n = len(codes)
+    w = [LUT[c] for c in codes]
+    s = sum(w)
+    if s == 0:
+        w = [1] * n
+        s = n
+    F = (1 << 24) - n
+    f = [1 + (wi * F) // s for wi in w]
+    j = w.index(max(w))
+    f[j] += (1 << 24) - sum(f)
+    return f
+
+
+class RangeDecoder:
+    def __init__(self, words):
+        self.words = words
+        self.lower = 0
+        self.range = M64
+        self.point = (self.word(0) << 32) | self.word(1)
+        self.next = 2
+
+    def word(self, i):
+        return self.words[i] if i < len(self.words) else 0
+
+    def decode(self, f, cum):
+        scale = self.range >> 24
+        q = ((self.point - self.lower) & M64) // scale
+        if q >= 1 << 24:
+            fail("range decoder: quantile out of range")
+        # find s with cum[s] <= q < cum[s] + f[s] (binary search)
+        lo, hi = 0, len(f) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if cum[mid] <= q:
+                lo = mid
+            else:
+                hi = mid - 1
+        s = lo
+        self.lower = (self.lower + scale * cum[s]) & M64
+        self.range = scale * f[s]
+        if self.range < 1 << 32:
+            self.lower = (self.lower << 32) & M64
+            self.range <<= 32
+            self.point = ((self.point << 32) & M64) | self.word(self.next)
+            self.next += 1
+        return s
+
+
+def decode_section(data, start, end, n, num_streams):
+    pos = start
+    tables = []
+    for _ in range(num_streams):
+        if pos + 1 > end:
+            fail("truncated table")
+        T = data[pos]
+        pos += 1
+        if T > 52:
+            fail("T too large")
+        ncodes = T + 1
+        nbytes = (5 * ncodes + 7) // 8
+        if pos + nbytes > end:
+            fail("truncated table")
+        bits = int.from_bytes(data[pos:pos + nbytes], "big")
+        pad = 8 * nbytes - 5 * ncodes
+        if bits & ((1 << pad) - 1):
+            fail("table padding")
+        bits >>= pad
+        codes = [(bits >> (5 * (ncodes - 1 - i))) & 31 for i in range(ncodes)]
+        tables.append(codes)
+        pos += nbytes
+    if pos + 4 > end:
+        fail("truncated word count")
+    (W,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    if 4 * W > end - pos:
+        fail("payload too long")
+    words = list(struct.unpack_from("<%dI" % W, data, pos))
+    pos += 4 * W
+    rd = RangeDecoder(words)
+    all_tokens = []
+    for codes in tables:
+        if n == 0 or len(codes) == 1:
+            all_tokens.append([0] * n)
+            continue
+        f = normalise(codes)
+        cum = [0]
+        for fi in f:
+            cum.append(cum[-1] + fi)
+        all_tokens.append([rd.decode(f, cum) for _ in range(n)])
+    B = sum(t - 5 for toks in all_tokens for t in toks if t >= 8)
+    area = data[pos:end]
+    if len(area) != (B + 7) // 8:
+        fail("raw area size")
+    abits = int.from_bytes(area, "big")
+    pad = 8 * len(area) - B
+    if abits & ((1 << pad) - 1):
+        fail("raw padding")
+    bitstr = bin(abits >> pad)[2:].zfill(B) if B else ""
+    bp = 0
+    out = []
+    for toks in all_tokens:
+        vals = []
+        for t in toks:
+            if t < 8:
+                vals.append(t)
+            else:
+                nb = t - 5
+                r = int(bitstr[bp:bp + nb], 2) if nb else 0
+                bp += nb
+                vals.append((1 << nb) + r)
+        out.append(vals)
+    return out
+
+
+def unzigzag(u):
+    return u >> 1 if u % 2 == 0 else -(u >> 1) - 1
+
+
+def deinterleave(m):
+    x = y = 0
+    for k in range(32):
+        x |= ((m >> (2 * k)) & 1) << k
+        y |= ((m >> (2 * k + 1)) & 1) << k
+    return x, y
+
+
+def decode(data):
+    data = bytes(data)
+    L = len(data)
+    if L < 8 or data[:8] != MAGIC:
+        fail("magic")
+    if L < 9 or data[8] != 1:
+        fail("version")
+    if L < 55:
+        fail("short")
+    (version, C, flags, W, H, N, pos_bits, scale_steps, rot_levels,
+     color_den) = struct.unpack_from("<BBHIIIBBHH", data, 8)
+    if C not in (1, 2, 3, 4) or flags & 0xFFFE or not 1 <= W <= 16384 \
+            or not 1 <= H <= 16384:
+        fail("header field")
+    if N > 1 << 26 or N > 16 * L:
+        fail("count")
+    if not (pos_bits <= 8 and 1 <= scale_steps <= 64 and 1 <= rot_levels <= 4096
+            and 1 <= color_den):
+        fail("quantization parameter")
+    if data[30] != 4:
+        fail("section count")
+    lengths = []
+    for i in range(4):
+        sid, ln = struct.unpack_from("<BI", data, 31 + 5 * i)
+        if sid != i + 1:
+            fail("section id")
+        lengths.append(ln)
+    if 51 + sum(lengths) + 4 != L:
+        fail("lengths")
+    if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, L - 4)[0]:
+        fail("crc")
+    starts = [51]
+    for ln in lengths:
+        starts.append(starts[-1] + ln)
+    (pos,) = decode_section(data, starts[0], starts[1], N, 1)
+    scale0, scale1 = decode_section(data, starts[1], starts[2], N, 2)
+    (rots,) = decode_section(data, starts[2], starts[3], N, 1)
+    cols = decode_section(data, starts[3], starts[4], N, C)
+
+    xs, ys, majors, minors, color = [], [], [], [], []
+    m = major = 0
+    prev = [0] * C
+    lo, hi = -3 * scale_steps, 15 * scale_steps
+    clo, chi = -2 * color_den, 3 * color_den
+    for i in range(N):
+        m += pos[i]
+        x, y = deinterleave(m)
+        if m >> 64 or x > W << pos_bits or y > H << pos_bits:
+            fail("position")
+        major += unzigzag(scale0[i])
+        minor = major - scale1[i]
+        if not (lo <= minor <= major <= hi):
+            fail("log-scale")
+        if rots[i] >= rot_levels:
+            fail("rot")
+        row = []
+        for c in range(C):
+            prev[c] += unzigzag(cols[c][i])
+            if not clo <= prev[c] <= chi:
+                fail("colour")
+            row.append(prev[c])
+        xs.append(x)
+        ys.append(y)
+        majors.append(major)
+        minors.append(minor)
+        color.append(row)
+    return {"version": version, "channels": C, "flags": flags, "width": W, "height": H,
+            "count": N, "pos_bits": pos_bits, "scale_steps": scale_steps,
+            "rot_levels": rot_levels, "color_den": color_den,
+            "x": xs, "y": ys, "major": majors, "minor": minors, "rot": rots,
+            "color": color}

@@ -1,0 +1,42 @@
+"""Fixed test vectors: read() must give the JSON integers, write(JSON) the same bytes,
+and the independent reference decoder must agree."""
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+from gscodec import format as gsi
+
+import gsi_reference_decoder as ref
+
+HERE = pathlib.Path(__file__).resolve().parent / "vectors"
+NAMES = sorted(p.stem for p in HERE.glob("*.gsi"))
+
+_spec = importlib.util.spec_from_file_location("make_vectors", HERE / "make_vectors.py")
+make_vectors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_vectors)
+
+
+def test_vectors_present():
+    assert len(NAMES) >= 4
+    for name in NAMES:
+        assert (HERE / f"{name}.json").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vector(name):
+    data = (HERE / f"{name}.gsi").read_bytes()
+    expected = json.loads((HERE / f"{name}.json").read_text())
+    assert make_vectors.to_json(data) == expected
+    assert gsi.write(make_vectors.from_json(expected)) == data
+    r = ref.decode(data)
+    for key in ("x", "y", "major", "minor", "rot", "color"):
+        assert r[key] == expected[key], key
+    for key, val in expected["header"].items():
+        assert r[key] == val, key
+
+
+def test_generator_reproduces_vectors():
+    for name, qg in make_vectors.vectors().items():
+        assert gsi.write(qg) == (HERE / f"{name}.gsi").read_bytes(), name

@@ -1,0 +1,94 @@
+"""Regenerate the .gsi test vectors: python tests/vectors/make_vectors.py
+
+Each vector NAME.gsi comes with NAME.json: the header fields and the exact decoded
+integers in file order (x, y, major, minor, rot, color). The inputs are deterministic
+(fixed seeds), so rerunning reproduces the same bytes unless the format changed.
+"""
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from gscodec import format as gsi            # noqa: E402
+from gscodec.model import QuantizedGaussians  # noqa: E402
+
+
+def qg_from_lists(w, h, c, xy, ls, rot, col, params=(2, 8, 32, 255), masked=False):
+    n = len(rot)
+    return QuantizedGaussians(w, h, c, np.array(xy, np.int32).reshape(n, 2),
+                              np.array(ls, np.int32).reshape(n, 2),
+                              np.array(rot, np.int32).reshape(n),
+                              np.array(col, np.int32).reshape(n, c), *params, masked)
+
+
+def vectors():
+    rng = np.random.default_rng(20240611)
+    out = {}
+    # 1: one grey Gaussian in a 1x1 image
+    out["single_gray_1x1"] = qg_from_lists(1, 1, 1, [[2, 2]], [[0, -4]], [5], [[200]])
+    # 2: 20 RGB Gaussians, 16x12, default quantization
+    n = 20
+    xy = np.stack([rng.integers(0, 16 * 4 + 1, n), rng.integers(0, 12 * 4 + 1, n)], 1)
+    major = rng.integers(-8, 24, n)
+    minor = major - rng.integers(0, 10, n)
+    out["rgb_16x12_20"] = qg_from_lists(
+        16, 12, 3, xy, np.stack([major, np.maximum(minor, -24)], 1),
+        rng.integers(0, 32, n), rng.integers(0, 256, (n, 3)))
+    # 3: RGBA with a duplicate, masked flag, non-default quantization
+    n = 9
+    xy = np.stack([rng.integers(0, 10 * 8 + 1, n), rng.integers(0, 7 * 8 + 1, n)], 1)
+    major = rng.integers(-7, 40, n)
+    ls = np.stack([major, major - rng.integers(0, 6, n)], 1)
+    rot, col = rng.integers(0, 64, n), rng.integers(-100, 1100, (n, 4))
+    xy[3], ls[3], rot[3], col[3] = xy[7], ls[7], rot[7], col[7]
+    out["rgba_masked_10x7"] = qg_from_lists(10, 7, 4, xy, ls, rot, col,
+                                            params=(3, 4, 64, 1000), masked=True)
+    # 4: extreme values (raw bits, long tokens), LA, largest image and quantization
+    w = h = 16384
+    p = (8, 64, 4096, 65535)
+    xy = [[0, 0], [w << 8, h << 8], [12345, 4000000], [w << 8, 0], [1, 1]]
+    ls = [[15 * 64, -3 * 64], [-3 * 64, -3 * 64], [15 * 64, 15 * 64], [100, 99], [0, 0]]
+    rot = [4095, 0, 2048, 1, 7]
+    col = [[-2 * 65535, 3 * 65535], [3 * 65535, -2 * 65535], [0, 0], [65535, 1], [-1, 2]]
+    out["extreme_la_16384"] = qg_from_lists(w, h, 2, xy, ls, rot, col, params=p)
+    return out
+
+
+def to_json(data: bytes) -> dict:
+    q = gsi.read(data)
+    hdr = gsi.read_header(data)
+    return {
+        "header": {k: hdr[k] for k in ("version", "channels", "flags", "width", "height",
+                                       "count", "pos_bits", "scale_steps", "rot_levels",
+                                       "color_den")},
+        "section_bytes": hdr["sections"],
+        "file_bytes": len(data),
+        "x": q.xy[:, 0].tolist(), "y": q.xy[:, 1].tolist(),
+        "major": q.log_scale[:, 0].tolist(), "minor": q.log_scale[:, 1].tolist(),
+        "rot": q.rot.tolist(), "color": q.color.tolist(),
+    }
+
+
+def from_json(j: dict) -> QuantizedGaussians:
+    h = j["header"]
+    return qg_from_lists(h["width"], h["height"], h["channels"],
+                         list(zip(j["x"], j["y"])), list(zip(j["major"], j["minor"])),
+                         j["rot"], j["color"],
+                         (h["pos_bits"], h["scale_steps"], h["rot_levels"], h["color_den"]),
+                         bool(h["flags"] & 1))
+
+
+def main():
+    for name, qg in vectors().items():
+        data = gsi.write(qg)
+        (HERE / f"{name}.gsi").write_bytes(data)
+        (HERE / f"{name}.json").write_text(json.dumps(to_json(data), indent=1) + "\n")
+        print(f"{name}: {len(data)} bytes, {qg.count} Gaussians")
+
+
+if __name__ == "__main__":
+    main()
