@@ -1,0 +1,105 @@
+"""Pure-PyTorch reference renderer: the ground truth the compiled backends are tested against.
+
+It follows the contract in `gscodec.render` literally; simple and obviously right beats fast.
+The image is processed in TILE x TILE pixel tiles; for each tile only the Gaussians whose
+bounding box of the ellipse q <= Q_CUT (widened by one pixel) meets the tile are evaluated,
+in blocks small enough that at most about MAX_BLOCK_FLOATS floats of intermediates are live.
+When gradients are needed each (tile, block) step is wrapped in activation checkpointing, so
+memory stays bounded in the backward pass too (intermediates are recomputed there).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from .common import Q_CUT
+
+TILE = 32
+MAX_BLOCK_FLOATS = 16 * 1024 * 1024
+_LIVE_TENSORS = 8          # rough count of [n, th, tw] intermediates alive at once
+
+
+def gaussian_bounds(means: torch.Tensor, conics: torch.Tensor):
+    """Per-Gaussian (x0, x1, y0, y1) bounding box of {q <= Q_CUT} widened by one pixel, in
+    float64, and the positive-definiteness mask evaluated in float32 exactly as the
+    contract says (a > 0 and a*c - b*b > 0). Boxes of non-PD Gaussians are meaningless."""
+    m32 = means.detach()
+    c32 = conics.detach()
+    a, b, c = c32[:, 0], c32[:, 1], c32[:, 2]
+    pd = (a > 0) & ((a * c - b * b) > 0)
+    a64, b64, c64 = a.double(), b.double(), c.double()
+    det = a64 * c64 - b64 * b64
+    ok = pd & (det > 0)
+    det_safe = torch.where(ok, det, torch.ones_like(det))
+    # Half-extents sqrt(Q*Sigma_xx), sqrt(Q*Sigma_yy) with Sigma = conic^-1; infinite where
+    # float64 cannot resolve the determinant (then the whole image is a candidate).
+    rx = torch.where(ok, torch.sqrt(Q_CUT * c64 / det_safe), torch.full_like(det, math.inf))
+    ry = torch.where(ok, torch.sqrt(Q_CUT * a64 / det_safe), torch.full_like(det, math.inf))
+    mx, my = m32[:, 0].double(), m32[:, 1].double()
+    return (mx - rx - 1.0, mx + rx + 1.0, my - ry - 1.0, my + ry + 1.0), pd
+
+
+def _tile_contribution(means, conics, colors, x0: int, y0: int, tw: int, th: int):
+    """Sum of the Gaussians' contributions over one tile: [th, tw, C] in colors' dtype."""
+    dt = colors.dtype
+    px = torch.arange(tw, dtype=dt) + (x0 + 0.5)          # pixel-centre x, exact in float32
+    py = torch.arange(th, dtype=dt) + (y0 + 0.5)
+    mx = means[:, 0].to(dt)[:, None, None]
+    my = means[:, 1].to(dt)[:, None, None]
+    a = conics[:, 0].to(dt)[:, None, None]
+    b = conics[:, 1].to(dt)[:, None, None]
+    c = conics[:, 2].to(dt)[:, None, None]
+    dx = px[None, None, :] - mx                           # [n, 1, tw]
+    dy = py[None, :, None] - my                           # [n, th, 1]
+    # q in the exact float32 evaluation order fixed by the contract.
+    q = (a * dx + (2.0 * b) * dy) * dx + (c * dy) * dy    # [n, th, tw]
+    pd = (a > 0) & ((a * c - b * b) > 0)
+    keep = (q <= Q_CUT) & pd
+    # exp of a masked-out q could be inf (non-PD) and poison gradients: zero q first.
+    w = torch.where(keep, torch.exp(-0.5 * torch.where(keep, q, torch.zeros_like(q))),
+                    torch.zeros_like(q))
+    return torch.einsum("nhw,nc->hwc", w, colors)
+
+
+def render_reference(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
+                     height: int, width: int) -> torch.Tensor:
+    """Render [height, width, C] float32 by the contract of `gscodec.render`.
+    Differentiable (autograd) with respect to means, conics and colors.
+    Computes in float32, or in float64 if any input is float64 (for gradcheck)."""
+    height, width = int(height), int(width)
+    dt = torch.float64 if torch.float64 in (means.dtype, conics.dtype, colors.dtype) \
+        else torch.float32
+    means, conics, colors = means.to(dt), conics.to(dt), colors.to(dt)
+    n, C = colors.shape[0], colors.shape[1]
+    if means.shape != (n, 2) or conics.shape != (n, 3):
+        raise ValueError(f"shape mismatch: means {tuple(means.shape)}, "
+                         f"conics {tuple(conics.shape)}, colors {tuple(colors.shape)}")
+    (bx0, bx1, by0, by1), pd = gaussian_bounds(means, conics)
+    need_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (means, conics, colors))
+    rows = []
+    for y0 in range(0, height, TILE):
+        th = min(TILE, height - y0)
+        row_sel = pd & (by1 >= y0 + 0.5) & (by0 <= y0 + th - 0.5)
+        tiles = []
+        for x0 in range(0, width, TILE):
+            tw = min(TILE, width - x0)
+            sel = row_sel & (bx1 >= x0 + 0.5) & (bx0 <= x0 + tw - 0.5)
+            idx = torch.nonzero(sel).flatten()
+            acc = torch.zeros(th, tw, C, dtype=dt)
+            block = max(1, MAX_BLOCK_FLOATS // (_LIVE_TENSORS * th * tw))
+            for s in range(0, idx.numel(), block):
+                bi = idx[s:s + block]
+                args = (means[bi], conics[bi], colors[bi], x0, y0, tw, th)
+                if need_grad:
+                    part = checkpoint(_tile_contribution, *args, use_reentrant=False)
+                else:
+                    part = _tile_contribution(*args)
+                acc = acc + part
+            tiles.append(acc)
+        rows.append(torch.cat(tiles, dim=1))
+    if not rows:
+        return torch.zeros(height, width, C, dtype=dt)
+    return torch.cat(rows, dim=0)
