@@ -1,0 +1,225 @@
+"""Codec adapters for the rate-distortion benchmark.
+
+Every adapter turns an HxWx3 uint8 array and one rate point into the bytes of a real
+file, and turns those bytes back into pixels.  The peers (JPEG, WebP, JPEG 2000, AVIF,
+JPEG XL) go through Pillow and are decoded back from their bytes with Pillow, never
+from the encoder's in-memory image.  A peer whose Pillow support is missing is reported
+by ``unavailable()`` and skipped by the runner, never substituted.
+
+Peers run single-threaded (AVIF ``max_threads=1``, JPEG XL ``num_threads=1``) so that
+their encode/decode seconds are comparable between runs and between parallel jobs.
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import numpy as np
+from PIL import Image, features
+
+from .metrics import decode_with_pillow, to_rgb_array
+
+ALL_CODECS = ("gsi", "jpeg", "webp", "jpeg2000", "avif", "jxl")
+PEER_CODECS = ALL_CODECS[1:]
+DEFAULT_DENSITIES = (2.0, 4.0, 8.0, 16.0)  # Gaussians per 1000 pixels
+
+
+class Codec:
+    """Base adapter.  ``points`` are the codec's own knob values (quality, target bpp,
+    Gaussian density), sorted from low to high rate."""
+
+    name = "?"
+    label = "?"
+    point_name = "quality"
+    description = ""
+    default_points: tuple = ()
+
+    def __init__(self, points=None):
+        self.points = [self._norm(p) for p in (points if points is not None else self.default_points)]
+
+    @staticmethod
+    def _norm(p):
+        p = float(p)
+        return int(p) if p.is_integer() else p
+
+    def unavailable(self) -> str | None:
+        """None when usable, else the reason it is not."""
+        return None
+
+    def settings(self) -> dict:
+        """Options that change the bytes; part of the cache key."""
+        return {}
+
+    def encode(self, rgb: np.ndarray, point) -> tuple[bytes, dict]:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return decode_with_pillow(data)
+
+
+class _PillowCodec(Codec):
+    fmt = "?"
+    feature: str | None = None
+
+    def unavailable(self):
+        if self.feature is not None:
+            try:
+                ok = features.check(self.feature)
+            except ValueError:
+                ok = False
+            if not ok:
+                return f"Pillow {Image.__version__} was built without {self.feature} support"
+        return None
+
+    def save_kwargs(self, point, rgb) -> dict:
+        raise NotImplementedError
+
+    def settings(self):
+        kw = self.save_kwargs(self.points[0] if self.points else 50, np.zeros((8, 8, 3), np.uint8))
+        kw.pop("quality", None)
+        kw.pop("quality_layers", None)
+        return kw
+
+    def encode(self, rgb, point):
+        buf = io.BytesIO()
+        Image.fromarray(to_rgb_array(rgb), "RGB").save(buf, self.fmt, **self.save_kwargs(point, rgb))
+        return buf.getvalue(), {}
+
+
+class JPEG(_PillowCodec):
+    name, label, fmt, feature = "jpeg", "JPEG", "JPEG", "jpg"
+    description = "JPEG via Pillow (libjpeg), 4:2:0, optimize=False, quality sweep"
+    default_points = (2, 5, 10, 20, 30, 50, 70, 85, 92)
+
+    def save_kwargs(self, point, rgb):
+        return {"quality": int(point)}
+
+
+class WebP(_PillowCodec):
+    name, label, fmt, feature = "webp", "WebP", "WEBP", "webp"
+    description = "WebP (lossy) via Pillow (libwebp), method=4, quality sweep"
+    default_points = (0, 5, 10, 20, 35, 50, 70, 85, 95)
+
+    def save_kwargs(self, point, rgb):
+        return {"quality": int(point), "method": 4, "lossless": False}
+
+
+class JPEG2000(_PillowCodec):
+    name, label, fmt, feature = "jpeg2000", "JPEG 2000", "JPEG2000", "jpg_2000"
+    point_name = "target_bpp"
+    description = ("JPEG 2000 via Pillow (OpenJPEG), irreversible 9/7 wavelet with ICT (mct=1), "
+                   "one quality layer at a target rate (quality_mode='rates')")
+    default_points = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+    def save_kwargs(self, point, rgb):
+        # OpenJPEG's "rates" are compression ratios against the raw 24-bit samples.
+        ratio = 24.0 / float(point)
+        return {"quality_mode": "rates", "quality_layers": [ratio], "irreversible": True, "mct": 1}
+
+
+class AVIF(_PillowCodec):
+    name, label, fmt, feature = "avif", "AVIF", "AVIF", "avif"
+    description = "AVIF via Pillow (libavif), 4:2:0, speed=6, one thread, quality sweep"
+    default_points = (1, 10, 20, 30, 40, 50, 60, 75, 90)
+
+    def save_kwargs(self, point, rgb):
+        return {"quality": int(point), "speed": 6, "subsampling": "4:2:0", "max_threads": 1}
+
+
+class JXL(_PillowCodec):
+    name, label, fmt, feature = "jxl", "JPEG XL", "JXL", None
+    description = "JPEG XL via pillow-jxl-plugin (libjxl), effort=7, one thread, quality sweep"
+    default_points = (1, 10, 20, 35, 50, 65, 80, 90)
+
+    def unavailable(self):
+        try:
+            import pillow_jxl  # noqa: F401  (registers the JXL plugin)
+        except ImportError:
+            return "pillow-jxl-plugin is not installed (pip install pillow-jxl-plugin)"
+        return None
+
+    def save_kwargs(self, point, rgb):
+        return {"quality": int(point), "effort": 7, "num_threads": 1}
+
+    def decode(self, data):
+        import pillow_jxl  # noqa: F401
+        return decode_with_pillow(data)
+
+
+class GSI(Codec):
+    """Our codec through the public API: gscodec.encode / gscodec.decode."""
+
+    name, label = "gsi", "GSI (ours)"
+    point_name = "density"
+    description = ("gscodec 2D Gaussian splatting codec; rate points are Gaussian densities "
+                   "(Gaussians per 1000 pixels), N = round(density*W*H/1000); real .gsi bytes")
+    default_points = DEFAULT_DENSITIES
+
+    def __init__(self, points=None, iterations=None, device="auto", seed=0):
+        super().__init__(points)
+        self.iterations = iterations
+        self.device = device
+        self.seed = seed
+
+    def unavailable(self):
+        try:
+            import gscodec
+        except Exception as e:  # pragma: no cover - depends on the tree
+            return f"gscodec does not import: {e!r}"
+        missing = [f for f in ("encode", "decode") if not callable(getattr(gscodec, f, None))]
+        if missing:
+            return f"gscodec has no {', '.join(missing)}() yet"
+        return None
+
+    def settings(self):
+        return {"iterations": self.iterations, "seed": self.seed}
+
+    @staticmethod
+    def gaussians_for(density, height, width) -> int:
+        return max(1, int(round(float(density) * width * height / 1000.0)))
+
+    def encode(self, rgb, point):
+        import gscodec
+        h, w = rgb.shape[:2]
+        n = self.gaussians_for(point, h, w)
+        data = gscodec.encode(rgb, gaussians=n, iterations=self.iterations, device=self.device,
+                              seed=self.seed, progress=False)
+        return bytes(data), {"gaussians": n}
+
+    def decode(self, data):
+        import gscodec
+        return to_rgb_array(gscodec.decode(data, device=self.device))
+
+
+_REGISTRY: dict[str, Callable[..., Codec]] = {
+    "jpeg": JPEG, "webp": WebP, "jpeg2000": JPEG2000, "avif": AVIF, "jxl": JXL, "gsi": GSI,
+}
+ALIASES = {"j2k": "jpeg2000", "jp2": "jpeg2000", "jpegxl": "jxl", "jpeg-xl": "jxl", "ours": "gsi"}
+
+
+def canonical(name: str) -> str:
+    n = name.strip().lower()
+    n = ALIASES.get(n, n)
+    if n not in _REGISTRY:
+        raise ValueError(f"unknown codec {name!r}; choose from {', '.join(ALL_CODECS)}")
+    return n
+
+
+def make_codec(name: str, points=None, **gsi_options) -> Codec:
+    name = canonical(name)
+    if name == "gsi":
+        return GSI(points, **gsi_options)
+    return _REGISTRY[name](points)
+
+
+def closest_jpeg_quality(rgb: np.ndarray, target_bytes: int, qualities=range(1, 96)):
+    """The JPEG (Pillow) quality in 1..95 whose file size is closest to ``target_bytes``.
+    Returns (quality, bytes)."""
+    codec = JPEG()
+    best = None
+    for q in qualities:
+        data, _ = codec.encode(rgb, q)
+        d = abs(len(data) - target_bytes)
+        if best is None or d < best[0]:
+            best = (d, q, data)
+    return best[1], best[2]

@@ -1,0 +1,85 @@
+"""Rate-distortion plots (matplotlib, Agg backend, PNG) from CompressAI-schema JSON files."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+METRIC_KEYS = {"psnr": ("psnr-rgb", "PSNR (RGB) [dB]"), "ms-ssim": ("ms-ssim-rgb", "MS-SSIM (RGB) [dB]")}
+
+
+def load_results(src) -> dict:
+    """A results dict from a path or a dict (CompressAI schema)."""
+    if isinstance(src, dict):
+        return src
+    with open(src) as f:
+        return json.load(f)
+
+
+def _series(res: dict, key: str):
+    r = res.get("results", {})
+    bpp, val = r.get("bpp"), r.get(key)
+    if not bpp or not val or len(bpp) != len(val):
+        return None
+    pts = [(float(b), float(v)) for b, v in zip(bpp, val)
+           if b is not None and v is not None and math.isfinite(float(b)) and math.isfinite(float(v))]
+    if not pts:
+        return None
+    pts.sort()
+    xs, ys = zip(*pts)
+    if key == "ms-ssim-rgb":
+        ys = tuple(-10.0 * math.log10(max(1e-12, 1.0 - y)) for y in ys)
+    return list(xs), list(ys)
+
+
+def plot_rd(out_png, measured, anchors=(), *, metric="psnr", title=None, max_bpp=None):
+    """Draw one RD plot.  ``measured``: results (paths or dicts) drawn solid with markers;
+    ``anchors``: published results drawn dashed, labelled "(published)".
+    Returns the PNG path, or None when there was nothing to draw."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key, ylabel = METRIC_KEYS[metric]
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
+    drawn = 0
+    xmax = 0.0
+    for src in measured:
+        res = load_results(src)
+        s = _series(res, key)
+        if s is None:
+            continue
+        ours = res.get("codec") == "gsi" or str(res.get("name", "")).lower().startswith("gsi")
+        ax.plot(s[0], s[1], marker="o", ms=4, lw=2.4 if ours else 1.5,
+                color="black" if ours else None, label=res.get("name", "?"), zorder=3 if ours else 2)
+        xmax = max(xmax, max(s[0]))
+        drawn += 1
+    for src in anchors:
+        res = load_results(src)
+        s = _series(res, key)
+        if s is None:
+            continue
+        if max_bpp is not None:
+            keep = [(x, y) for x, y in zip(*s) if x <= max_bpp * 1.05]
+            if len(keep) < 1:
+                continue
+            s = [list(t) for t in zip(*keep)]
+        ax.plot(s[0], s[1], ls="--", lw=1.1, marker=".", ms=3, alpha=0.8,
+                label=f"{res.get('name', '?')} (published)")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(ylabel)
+    if xmax > 0:
+        ax.set_xlim(0, xmax * 1.05 if max_bpp is None else max_bpp * 1.05)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or f"Rate-distortion, {ylabel.split(' [')[0]}")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

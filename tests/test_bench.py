@@ -1,0 +1,205 @@
+"""Tests of the rate-distortion benchmark (gscodec.benchmark); fast (< 60 s)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("bjontegaard")
+pytest.importorskip("matplotlib")
+
+from gscodec.benchmark import bdrate, runner  # noqa: E402
+from gscodec.benchmark.metrics import ms_ssim, psnr  # noqa: E402
+from gscodec.benchmark.plot import plot_rd  # noqa: E402
+
+RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
+PSNRS = [26.0, 28.5, 31.0, 33.5, 36.0]
+MSSSIM = [0.90, 0.94, 0.965, 0.98, 0.99]
+
+
+# ----------------------------------------------------------------------------- BD-rate
+
+@pytest.mark.parametrize("factor", [1.2, 0.75])
+def test_bd_rate_constant_factor(factor):
+    # Test curve = anchor curve with every rate multiplied by `factor`: BD-rate = (factor-1)*100 %.
+    r = bdrate.bd_rate(RATES, PSNRS, [x * factor for x in RATES], PSNRS)
+    assert r.meaningful, r.reason
+    assert r.value == pytest.approx((factor - 1) * 100, abs=1e-6)
+    m = bdrate.bd_rate(RATES, MSSSIM, [x * factor for x in RATES], MSSSIM, metric="ms-ssim")
+    assert m.meaningful and m.value == pytest.approx((factor - 1) * 100, abs=1e-6)
+
+
+def test_bd_rate_unmatched_point_counts():
+    # Different numbers of points (require_matching_points=False), same underlying curve x 1.5.
+    rt = [0.15, 0.3, 0.6, 1.2, 2.4]
+    r = bdrate.bd_rate(RATES[:4], PSNRS[:4], rt, PSNRS)
+    assert r.meaningful and r.value == pytest.approx(50.0, abs=1e-6)
+
+
+def test_bd_rate_no_overlap_not_meaningful():
+    r = bdrate.bd_rate(RATES, PSNRS, [2, 3, 4, 5], [40, 41, 42, 43])
+    assert not r.meaningful and r.value is None
+    assert "overlap" in r.reason and r.format() == "not meaningful"
+
+
+def test_bd_rate_small_overlap_not_meaningful():
+    # Ranges 26-36 and 35-45: overlap 1 dB of a 10 dB range (10 %) -> not meaningful.
+    r = bdrate.bd_rate(RATES, PSNRS, [1, 2, 3, 4, 5], [35, 37.5, 40, 42.5, 45])
+    assert not r.meaningful
+    # Enough overlap but a single test point inside it -> not meaningful either.
+    r = bdrate.bd_rate(RATES, PSNRS, [0.05, 2.0], [24.0, 37.0])
+    assert not r.meaningful and "points" in r.reason
+
+
+def test_bd_rate_too_few_points_and_nan():
+    r = bdrate.bd_rate(RATES, PSNRS, [0.3], [30.0])
+    assert not r.meaningful
+    r = bdrate.bd_rate(RATES, PSNRS, [0.2, 0.4, float("nan")], [28.5, 31.0, 40.0])
+    assert r.meaningful  # the NaN point is dropped, two remain
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_metrics():
+    a = np.zeros((200, 200, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    assert psnr(a, a) == math.inf
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255 ** 2 / (255 ** 2 / (200 * 200 * 3))))
+    assert ms_ssim(a, a) == pytest.approx(1.0)
+    assert math.isnan(ms_ssim(a[:100], a[:100]))  # below pytorch-msssim's 161 px minimum
+
+
+# ----------------------------------------------------------------------------- schema + plot
+
+def test_json_schema_round_trip(tmp_path):
+    doc = {"name": "Test", "description": "synthetic",
+           "results": {"bpp": RATES, "psnr-rgb": PSNRS, "ms-ssim-rgb": MSSSIM,
+                       "encoding_time": [0.1] * 5, "decoding_time": [0.01] * 5}}
+    p = tmp_path / "test.json"
+    p.write_text(json.dumps(runner._jsonable(doc)))
+    back = json.loads(p.read_text())
+    assert set(back) >= {"name", "description", "results"}
+    n = len(back["results"]["bpp"])
+    for k in ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"):
+        assert len(back["results"][k]) == n
+    anchor = dict(doc, name="Anchor", results=dict(doc["results"], bpp=[x * 1.3 for x in RATES]))
+    for metric in ("psnr", "ms-ssim"):
+        out = plot_rd(tmp_path / f"{metric}.png", [p], [anchor], metric=metric)
+        assert out is not None and out.stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def _make_images(folder, n=2, w=48, h=32):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        a = np.stack([x * 5 + 20 * i, y * 7, (x + y) * 3], -1) + rng.integers(0, 20, (h, w, 3))
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _args(*argv):
+    return runner.build_parser().parse_args([str(a) for a in argv])
+
+
+def _cache_lines(out):
+    return (out / runner.CACHE_NAME).read_text().splitlines()
+
+
+def test_tiny_run_peers_and_resume(tmp_path, capsys):
+    data = _make_images(tmp_path / "imgs")
+    out = tmp_path / "res"
+    argv = [data, "--codecs", "jpeg,webp", "--quality", "jpeg=10,50,90", "--quality", "webp=10,50,90",
+            "--out", out, "--no-progress"]
+    assert runner.run(_args(*argv)) == 0
+    text = capsys.readouterr().out
+    assert "JPEG [jpeg]" in text and "WebP [webp]" in text and "BD-rate" in text
+    for codec in ("jpeg", "webp"):
+        doc = json.loads((out / f"{codec}.json").read_text())
+        res = doc["results"]
+        assert doc["name"] and doc["description"]
+        for k in ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"):
+            assert len(res[k]) == 3
+        assert all(v is None for v in res["ms-ssim-rgb"])  # 48x32 is below MS-SSIM's minimum
+        assert res["bpp"] == sorted(res["bpp"]) and all(b > 0 for b in res["bpp"])
+        assert len(doc["per_image"]) == 6
+        assert doc["meta"]["machine"]["cpu_count"] and doc["meta"]["command"]
+    assert (out / "rd_psnr.png").exists() and (out / "summary.txt").exists()
+    assert len(_cache_lines(out)) == 12
+
+    # Re-run: nothing new is computed.
+    assert runner.run(_args(*argv)) == 0
+    assert "0 to compute" in capsys.readouterr().out
+    assert len(_cache_lines(out)) == 12
+
+    # More points, two parallel workers: only the new ones are computed.
+    argv2 = [data, "--codecs", "jpeg", "--quality", "jpeg=10,30,50,90", "--out", out, "--no-progress",
+             "--jobs", "2"]
+    assert runner.run(_args(*argv2)) == 0
+    assert "2 to compute" in capsys.readouterr().out
+    assert len(_cache_lines(out)) == 14
+    assert len(json.loads((out / "jpeg.json").read_text())["results"]["bpp"]) == 4
+
+
+def test_interrupted_cache_line_is_ignored(tmp_path, capsys):
+    data = _make_images(tmp_path / "imgs", n=1)
+    out = tmp_path / "res"
+    argv = [data, "--codecs", "jpeg", "--quality", "jpeg=20,60", "--out", out, "--no-progress", "--no-plot"]
+    assert runner.run(_args(*argv)) == 0
+    lines = _cache_lines(out)
+    (out / runner.CACHE_NAME).write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    assert runner.run(_args(*argv)) == 0
+    assert "1 to compute" in capsys.readouterr().out
+
+
+def test_missing_peer_is_skipped(tmp_path, capsys, monkeypatch):
+    from gscodec.benchmark import peers
+    monkeypatch.setattr(peers.AVIF, "unavailable", lambda self: "no AVIF here")
+    data = _make_images(tmp_path / "imgs", n=1)
+    out = tmp_path / "res"
+    assert runner.run(_args(data, "--codecs", "jpeg,avif", "--quality", "jpeg=50", "--out", out,
+                            "--no-progress", "--no-plot")) == 0
+    assert "skipping avif: no AVIF here" in capsys.readouterr().out
+    assert not (out / "avif.json").exists()
+
+
+def test_no_dataset_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert runner.run(_args(empty, "--codecs", "jpeg", "--out", tmp_path / "o")) == 2
+
+
+def _gsi_api_ready():
+    try:
+        import gscodec
+        return callable(getattr(gscodec, "encode", None)) and callable(getattr(gscodec, "decode", None))
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _gsi_api_ready(), reason="gscodec.encode/decode not there yet")
+def test_tiny_run_with_gsi(tmp_path, capsys):
+    data = _make_images(tmp_path / "imgs")
+    out = tmp_path / "res"
+    argv = [data, "--codecs", "gsi,jpeg,webp", "--points", "100,200", "--iterations", "20",
+            "--quality", "jpeg=5,20,50,90", "--quality", "webp=5,20,50,90", "--device", "cpu",
+            "--out", out, "--no-progress"]
+    assert runner.run(_args(*argv)) == 0
+    text = capsys.readouterr().out
+    assert "GSI (ours) [gsi]" in text and "gsi        jpeg" in text
+    doc = json.loads((out / "gsi.json").read_text())
+    assert len(doc["results"]["bpp"]) == 2 and len(doc["per_image"]) == 4
+    # N = round(density * W * H / 1000): 100 * 48 * 32 / 1000 = 154
+    assert sorted({r["gaussians"] for r in doc["per_image"]}) == [154, 307]
+    assert all(r["bytes"] > 0 and r["psnr"] > 5 for r in doc["per_image"])
+    bd = json.loads((out / "bdrate.json").read_text())
+    assert {p["anchor"] for p in bd["pairs"]} >= {"jpeg", "webp"}
+    n = len(_cache_lines(out))
+    assert runner.run(_args(*argv)) == 0
+    assert "0 to compute" in capsys.readouterr().out and len(_cache_lines(out)) == n
