@@ -134,7 +134,7 @@ class Fitter:
             loss.backward()
             opt.step()
             self._clamp(p)
-            progress.update(phase, float(loss))
+            progress.update(phase, float(loss.detach()))
         return p.detach()
 
     # ---- the whole fit ------------------------------------------------------------------

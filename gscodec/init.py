@@ -139,9 +139,10 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
         return out * wmap if wmap is not None else out
 
     def adjoint(v):  # A^T v through the renderer's backward
-        col = torch.zeros(p.count, c, requires_grad=True)
-        out = forward(col)
-        (g,) = torch.autograd.grad(out, col, grad_outputs=v)
+        with torch.enable_grad():
+            col = torch.zeros(p.count, c, requires_grad=True)
+            out = forward(col)
+            (g,) = torch.autograd.grad(out, col, grad_outputs=v)
         return g
 
     target = img * wmap if wmap is not None else img
