@@ -232,17 +232,24 @@ def _signed(u: np.ndarray, limit: int, what: str) -> np.ndarray:
 
 # ---- description --------------------------------------------------------------------------
 def describe(data: bytes) -> dict:
-    """Header fields, exact section sizes and rates of a .gsi file (header checks only)."""
+    """Header fields, exact section sizes and rates of a .gsi file (header checks only).
+
+    Keys: version, channels, flags, masked, width, height, count, pos_bits, scale_steps,
+    rot_levels, color_den, quantization (the four parameters again, as a dict),
+    file_bytes, header_bytes, crc_bytes, sections ({name: bytes}), bpp (file bits per
+    pixel), bits_per_gaussian ({name: bits, "total": bits}; empty when count == 0)."""
     h = read_header(data)
     n, size = h["count"], len(data)
-    pixels = h["width"] * h["height"]
     info = {k: v for k, v in h.items() if k != "sections"}
+    info["quantization"] = {k: h[k] for k in ("pos_bits", "scale_steps", "rot_levels",
+                                              "color_den")}
     info["file_bytes"] = size
     info["header_bytes"] = HEADER_SIZE
     info["crc_bytes"] = CRC_SIZE
-    info["section_bytes"] = dict(h["sections"])
-    info["bpp"] = size * 8 / pixels
-    info["bits_per_gaussian"] = {name: (8 * b / n if n else None)
-                                 for name, b in h["sections"].items()}
-    info["bits_per_gaussian"]["total"] = 8 * size / n if n else None
+    info["sections"] = dict(h["sections"])
+    info["bpp"] = size * 8 / (h["width"] * h["height"])
+    info["bits_per_gaussian"] = {}
+    if n:
+        info["bits_per_gaussian"] = {name: 8 * b / n for name, b in h["sections"].items()}
+        info["bits_per_gaussian"]["total"] = 8 * size / n
     return info
