@@ -48,9 +48,26 @@ def _compact(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _deltas(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.int64)
-    return np.diff(v, prepend=np.int64(0))
+def _median(v: np.ndarray) -> int:
+    return int(np.sort(v)[(len(v) - 1) // 2]) if len(v) else 0
+
+
+def color_transform(col: np.ndarray) -> np.ndarray:
+    """Integer channel decorrelation: (R, G, B[, A]) -> (G, R - G, B - G[, A]); one and
+    two channel images are coded as they are."""
+    if col.shape[1] < 3:
+        return col
+    t = col.copy()
+    t[:, 0], t[:, 1], t[:, 2] = col[:, 1], col[:, 0] - col[:, 1], col[:, 2] - col[:, 1]
+    return t
+
+
+def inverse_color_transform(t: np.ndarray) -> np.ndarray:
+    if t.shape[1] < 3:
+        return t
+    col = t.copy()
+    col[:, 1], col[:, 0], col[:, 2] = t[:, 0], t[:, 1] + t[:, 0], t[:, 2] + t[:, 0]
+    return col
 
 
 def _check_params(pos_bits, scale_steps, rot_levels, color_den, exc):
@@ -74,13 +91,20 @@ def write(qg: QuantizedGaussians) -> bytes:
     ls = q.log_scale.astype(np.int64)
     code = morton_code(xy[:, 0], xy[:, 1]).astype(np.uint64)
     pos_delta = np.diff(code, prepend=np.uint64(0)) if n else code
+    # Absolute values minus a per-stream offset (the median) code better than deltas:
+    # neighbours in Morton order overlap additively, so their values are weakly related.
+    major_off = _median(ls[:, 0])
+    tcol = color_transform(q.color.astype(np.int64))
+    col_off = [_median(tcol[:, c]) for c in range(q.channels)]
     streams = {
         "pos": [pos_delta],
-        "scale": [entropy.zigzag(_deltas(ls[:, 0])), (ls[:, 0] - ls[:, 1]).astype(np.uint64)],
+        "scale": [entropy.zigzag(ls[:, 0] - major_off), (ls[:, 0] - ls[:, 1]).astype(np.uint64)],
         "rot": [q.rot.astype(np.uint64)],
-        "color": [entropy.zigzag(_deltas(q.color[:, c])) for c in range(q.channels)],
+        "color": [entropy.zigzag(tcol[:, c] - col_off[c]) for c in range(q.channels)],
     }
-    bodies = [entropy.encode_streams(streams[name]) for _, name in SECTIONS]
+    offsets = {"pos": [], "scale": [major_off], "rot": [], "color": col_off}
+    bodies = [struct.pack(f"<{len(offsets[name])}i", *offsets[name])
+              + entropy.encode_streams(streams[name]) for _, name in SECTIONS]
     flags = FLAG_MASKED if qg.masked else 0
     head = _FIXED.pack(MAGIC, VERSION, q.channels, flags, q.width, q.height, n,
                        q.pos_bits, q.scale_steps, q.rot_levels, q.color_den)
@@ -164,12 +188,15 @@ def _read(data: bytes) -> QuantizedGaussians:
         bodies[name] = (pos, pos + h["sections"][name])
         pos += h["sections"][name]
 
-    def dec(name, k):
+    def dec(name, k, n_offsets=0):
         s, e = bodies[name]
-        return entropy.decode_streams(data, n, k, s, e)
+        if e - s < 4 * n_offsets:
+            raise FormatError(f"{name} section too short for its offsets")
+        offs = list(struct.unpack_from(f"<{n_offsets}i", data, s))
+        return offs, entropy.decode_streams(data, n, k, s + 4 * n_offsets, e)
 
     # POS: Morton code deltas
-    (pdelta,) = dec("pos", 1)
+    _, (pdelta,) = dec("pos", 1)
     w_max, h_max = h["width"] << h["pos_bits"], h["height"] << h["pos_bits"]
     max_code = int(morton_code(np.array([w_max]), np.array([h_max]))[0])
     if n and int(pdelta.max()) > max_code:
@@ -183,11 +210,12 @@ def _read(data: bytes) -> QuantizedGaussians:
     if n and (x.max() > w_max or y.max() > h_max):
         raise FormatError("position outside the image")
 
-    # SCALE: major as signed deltas, then major - minor
-    dmajor, aniso = dec("scale", 2)
+    # SCALE: major minus its offset (signed), then major - minor
+    (major_off,), (zmajor, aniso) = dec("scale", 2, 1)
     lo, hi = LOG2_SIGMA_MIN * h["scale_steps"], LOG2_SIGMA_MAX * h["scale_steps"]
-    dmajor = _signed(dmajor, hi - lo, "log-scale delta")
-    major = np.cumsum(dmajor)
+    if not lo <= major_off <= hi:
+        raise FormatError("log-scale offset out of range")
+    major = _signed(zmajor, hi - lo, "log-scale") + major_off
     if n and (major.min() < lo or major.max() > hi):
         raise FormatError("log-scale outside the allowed range")
     if n and int(aniso.max()) > hi - lo:
@@ -197,16 +225,20 @@ def _read(data: bytes) -> QuantizedGaussians:
         raise FormatError("log-scale outside the allowed range")
 
     # ROT
-    (rot,) = dec("rot", 1)
+    _, (rot,) = dec("rot", 1)
     if n and int(rot.max()) >= h["rot_levels"]:
         raise FormatError("rotation index outside [0, rot_levels)")
 
-    # COLOR: per channel signed deltas
-    streams = dec("color", c)
+    # COLOR: transformed channels minus their offsets (signed)
+    offs, streams = dec("color", c, c)
     clo, chi = COLOR_RANGE[0] * h["color_den"], COLOR_RANGE[1] * h["color_den"]
-    color = np.zeros((n, c), dtype=np.int64)
+    span = 2 * (chi - clo)   # bound on |transformed colour| and |offset|
+    tcol = np.zeros((n, c), dtype=np.int64)
     for k, s in enumerate(streams):
-        color[:, k] = np.cumsum(_signed(s, chi - clo, "colour delta"))
+        if abs(offs[k]) > span:
+            raise FormatError("colour offset out of range")
+        tcol[:, k] = _signed(s, 2 * span, "colour") + offs[k]
+    color = inverse_color_transform(tcol)
     if n and (color.min() < clo or color.max() > chi):
         raise FormatError("colour outside the allowed range")
 
@@ -224,7 +256,7 @@ def _read(data: bytes) -> QuantizedGaussians:
 
 
 def _signed(u: np.ndarray, limit: int, what: str) -> np.ndarray:
-    """Unzigzag and bound |v| <= limit (so cumulative sums stay far from overflow)."""
+    """Unzigzag and bound |v| <= limit (so later sums stay far from overflow)."""
     if u.size and int(u.max()) > 2 * limit:
         raise FormatError(f"{what} out of range")
     return entropy.unzigzag(u)

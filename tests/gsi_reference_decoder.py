@@ -185,33 +185,41 @@ def decode(data):
     starts = [51]
     for ln in lengths:
         starts.append(starts[-1] + ln)
+    def offsets(start, end, k):
+        if end - start < 4 * k:
+            fail("offsets")
+        return list(struct.unpack_from("<%di" % k, data, start)), start + 4 * k
+
     (pos,) = decode_section(data, starts[0], starts[1], N, 1)
-    scale0, scale1 = decode_section(data, starts[1], starts[2], N, 2)
+    (major_off,), s1 = offsets(starts[1], starts[2], 1)
+    scale0, scale1 = decode_section(data, s1, starts[2], N, 2)
     (rots,) = decode_section(data, starts[2], starts[3], N, 1)
-    cols = decode_section(data, starts[3], starts[4], N, C)
+    col_off, s3 = offsets(starts[3], starts[4], C)
+    cols = decode_section(data, s3, starts[4], N, C)
 
     xs, ys, majors, minors, color = [], [], [], [], []
-    m = major = 0
-    prev = [0] * C
+    m = 0
     lo, hi = -3 * scale_steps, 15 * scale_steps
     clo, chi = -2 * color_den, 3 * color_den
+    if not lo <= major_off <= hi or any(abs(o) > 10 * color_den for o in col_off):
+        fail("offset")
     for i in range(N):
         m += pos[i]
         x, y = deinterleave(m)
         if m >> 64 or x > W << pos_bits or y > H << pos_bits:
             fail("position")
-        major += unzigzag(scale0[i])
+        major = major_off + unzigzag(scale0[i])
         minor = major - scale1[i]
         if not (lo <= minor <= major <= hi):
             fail("log-scale")
         if rots[i] >= rot_levels:
             fail("rot")
-        row = []
-        for c in range(C):
-            prev[c] += unzigzag(cols[c][i])
-            if not clo <= prev[c] <= chi:
-                fail("colour")
-            row.append(prev[c])
+        t = [col_off[c] + unzigzag(cols[c][i]) for c in range(C)]
+        if C >= 3:  # coded as (G, R - G, B - G[, A])
+            t[0], t[1], t[2] = t[1] + t[0], t[0], t[2] + t[0]
+        if not all(clo <= v <= chi for v in t):
+            fail("colour")
+        row = t
         xs.append(x)
         ys.append(y)
         majors.append(major)
