@@ -67,7 +67,10 @@ def encode(image, *, gaussians: int | None = None, iterations: int | None = None
     cfg = FitConfig(iterations=DEFAULT_ITERATIONS if its is None else its, init=init,
                     seed=int(seed), backend=_backend(device))
     known_mask = _mask_array(mask, h, w) if mask is not None else None
-    qg = Fitter(arr, cfg, known_mask).fit(n, progress=progress)
+    fitter_cls = Fitter
+    if known_mask is not None:
+        from .inpaint import HoleAwareFitter as fitter_cls
+    qg = fitter_cls(arr, cfg, known_mask).fit(n, progress=progress)
     try:
         return gsi_format.write(qg)
     except ValueError as exc:  # e.g. more Gaussians than the format allows for the size

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .init import random_init, solve_colors, structure_init
+from .init import _blur, random_init, solve_colors, structure_init, structure_maps
 from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantizedGaussians
 from .quantize import GaussianParams, QuantConfig, canonicalize, fake_quantize, to_integers
 from .render import render
@@ -33,6 +33,9 @@ class FitConfig:
     lr_color: float = 0.006
     lr_final_fraction: float = 0.05   # cosine decay down to this fraction
     color_solve_steps: int = 12
+    refine_at: tuple = (0.25, 0.5)    # densify+prune at these fractions of the free fit
+    refine_fraction: float = 0.05     # share of Gaussians moved per refinement
+    orient_weight: float = 0.0        # orientation-alignment regulariser (see _orient_loss)
     seed: int = 0
     backend: str = "auto"
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -85,6 +88,11 @@ class Fitter:
             self.known = torch.from_numpy((~mask).astype(np.float32))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
+        self._edge_angle = self._coherence = None
+        if cfg.orient_weight > 0:
+            _, grad_angle, coherence = structure_maps(self.target)
+            self._edge_angle = grad_angle + math.pi / 2   # edges run across the gradient
+            self._coherence = coherence
 
     # ---- pieces -------------------------------------------------------------------------
     def render(self, p: GaussianParams) -> torch.Tensor:
@@ -118,23 +126,73 @@ class Fitter:
             p.xy[:, 1].clamp_(0, self.h)
             p.log2_sigma.clamp_(LOG2_SIGMA_MIN, LOG2_SIGMA_MAX)
 
+    def extra_loss(self, p: GaussianParams, out: torch.Tensor):
+        """Hook for subclasses (e.g. hole-aware fitting): a term added to the loss."""
+        return 0.0
+
+    def _orient_loss(self, p: GaussianParams) -> torch.Tensor:
+        """Mean over Gaussians of coherence * sin^2(major axis - local edge direction):
+        aligns elongated Gaussians with edges (structure-guided 2DGS)."""
+        ix = p.xy[:, 0].detach().long().clamp(0, self.w - 1)
+        iy = p.xy[:, 1].detach().long().clamp(0, self.h - 1)
+        major_is_second = (p.log2_sigma[:, 1] > p.log2_sigma[:, 0]).detach()
+        theta = p.theta + major_is_second.float() * (math.pi / 2)
+        diff = theta - self._edge_angle[iy, ix]
+        return (self._coherence[iy, ix] * torch.sin(diff) ** 2).mean()
+
+    def refine(self, p: GaussianParams, k: int) -> GaussianParams:
+        """Error-guided densify and prune at constant count: drop the k Gaussians that
+        carry the least colour mass, add k where the smoothed squared residual is largest."""
+        if k <= 0 or p.count <= k:
+            return p
+        with torch.no_grad():
+            out = self.render(p)
+            err = ((out - self.target) ** 2).sum(-1)
+            if self.known is not None:
+                err = err * self.known
+            err = _blur(err, 1.0).clamp(min=0)
+            mass = p.color.abs().sum(1) * torch.exp2(p.log2_sigma.clamp(max=12)).prod(1)
+            keep = torch.ones(p.count, dtype=torch.bool)
+            keep[torch.argsort(mass)[:k]] = False
+            if float(err.sum()) <= 0:
+                return p
+            idx = torch.multinomial(err.flatten().double(), k, replacement=False
+                                    if k <= int((err > 0).sum()) else True, generator=self.gen)
+            jitter = torch.rand(k, 2, generator=self.gen)
+            xy = torch.stack([(idx % self.w).float(), (idx // self.w).float()], -1) + jitter
+            # New Gaussians are small (detail), isotropic, coloured by the residual.
+            sigma = 0.5 * math.sqrt(self.h * self.w / p.count)
+            ls = torch.full((k, 2), math.log2(max(0.5, sigma)))
+            resid = (self.target - out).reshape(-1, self.c)[idx]
+            new = GaussianParams(xy, ls, torch.zeros(k), resid)
+        return GaussianParams.cat(p.select(keep), new)
+
     def optimize(self, p: GaussianParams, steps: int, progress: _Progress, phase: str,
-                 quantized: bool = False, lr_scale: float = 1.0) -> GaussianParams:
+                 quantized: bool = False, lr_scale: float = 1.0,
+                 refine_at: tuple = ()) -> GaussianParams:
         if steps <= 0:
             return p
+        refine_steps = {int(f * steps) for f in refine_at if 0 < f < 1}
         opt = self._optimizer(p, lr_scale)
         q = self.cfg.quant
         for step in range(steps):
+            if step in refine_steps:
+                p = self.refine(p.detach(), int(self.cfg.refine_fraction * p.count))
+                opt = self._optimizer(p, lr_scale)   # fresh moments for the new set
             f = _lr_factor(step, steps, self.cfg.lr_final_fraction)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * f
             view = fake_quantize(p, q, self.w, self.h) if quantized else p
-            loss = self.mse(self.render(view))
+            out = self.render(view)
+            mse = self.mse(out)
+            loss = mse + self.extra_loss(view, out)
+            if self._coherence is not None and not quantized:
+                loss = loss + self.cfg.orient_weight * self._orient_loss(p)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             self._clamp(p)
-            progress.update(phase, float(loss.detach()))
+            progress.update(phase, float(mse.detach()))
         return p.detach()
 
     # ---- the whole fit ------------------------------------------------------------------
@@ -143,7 +201,7 @@ class Fitter:
         bar = _Progress(cfg.iterations + cfg.qat_steps(), progress)
         try:
             p = self.start(n)
-            p = self.optimize(p, cfg.iterations, bar, "fit")
+            p = self.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
             p = canonicalize(p)
             p = self.optimize(p, cfg.qat_steps(), bar, "quantize", quantized=True, lr_scale=0.2)
             p = canonicalize(p)

@@ -125,7 +125,8 @@ def test_palette_and_16bit_inputs_are_converted_with_a_warning():
     with pytest.warns(UserWarning, match="palette"):
         data = gscodec.encode(pal, gaussians=4, iterations=5)
     assert gscodec.info(data)["channels"] == 3
-    deep = Image.fromarray((np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000), "I;16")
+    deep = Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    assert deep.mode == "I;16"
     with pytest.warns(UserWarning, match="8-bit"):
         data = gscodec.encode(deep, gaussians=4, iterations=5)
     assert gscodec.info(data)["channels"] == 1
