@@ -67,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gaussians", type=_count(1), metavar="N",
                    help="number of Gaussians (default: 8 per 1000 pixels)")
     p.add_argument("--iterations", type=_count(0), metavar="K",
-                   help="fitting iterations (default 1200, then a fifth as many "
-                        "quantization-aware ones)")
+                   help="fitting iterations (default: set by --effort; a fifth as many "
+                        "quantization-aware ones follow)")
+    p.add_argument("--effort", choices=["fast", "default", "max"], default="default",
+                   help="fitting budget: fast (400 iterations, CPU), default (1200), "
+                        "max (5000, for a GPU)")
     p.add_argument("--init", choices=["structure", "random"], default="structure",
                    help="starting placement: structure-guided (default) or random")
     _add_device(p)
@@ -113,7 +116,7 @@ def _cmd_encode(args) -> int:
     image = load_image(args.input)
     t0 = time.perf_counter()
     data = encode(image, gaussians=args.gaussians, iterations=args.iterations,
-                  device=args.device, seed=args.seed, init=args.init,
+                  device=args.device, seed=args.seed, init=args.init, effort=args.effort,
                   progress=not args.quiet and not args.json)
     seconds = time.perf_counter() - t0
     _write(out, data, atomic_write)

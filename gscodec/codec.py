@@ -10,7 +10,7 @@ import torch
 
 from . import format as gsi_format
 from .errors import FormatError, InputError
-from .fit import FitConfig, Fitter
+from .fit import EFFORT_ITERATIONS, FitConfig, Fitter
 from .imageio import load_image
 from .model import MAX_SIDE, QuantizedGaussians
 from .quantize import render_inputs
@@ -19,7 +19,6 @@ from .render import render, to_uint8
 # Default number of Gaussians per 1000 pixels (Kodak 768x512: 3146 Gaussians) and the
 # default number of free-fit iterations. Chosen by measurement on Kodak: see README.
 DEFAULT_DENSITY = 8.0
-DEFAULT_ITERATIONS = 1200
 STRIP_ROWS = 512          # decode renders horizontal strips so memory stays bounded
 
 
@@ -46,13 +45,14 @@ def _check_count(name: str, value, minimum: int = 0):
 
 def encode(image, *, gaussians: int | None = None, iterations: int | None = None,
            device: str = "auto", seed: int = 0, progress: bool = False,
-           init: str = "structure", mask=None) -> bytes:
+           init: str = "structure", effort: str = "default", mask=None) -> bytes:
     """Fit Gaussians to `image` and return the bytes of a .gsi file.
 
     image: a path, a PIL image, or an HxW / HxWxC uint8 array (C in 1..4).
     gaussians: how many Gaussians (default: DEFAULT_DENSITY per 1000 pixels).
-    iterations: free-fit iterations (default DEFAULT_ITERATIONS); a fifth as many
+    iterations: free-fit iterations (default: set by `effort`); a fifth as many
         quantization-aware iterations follow.
+    effort: "fast" (400 iterations, for a laptop CPU), "default" (1200) or "max" (5000).
     mask: optional HxW array, nonzero = pixel unknown (ignored by the fit).
     """
     arr = load_image(image)
@@ -64,7 +64,9 @@ def encode(image, *, gaussians: int | None = None, iterations: int | None = None
     its = _check_count("iterations", iterations, 0)
     if init not in ("structure", "random"):
         raise InputError(f"unknown init {init!r} (use structure or random)")
-    cfg = FitConfig(iterations=DEFAULT_ITERATIONS if its is None else its, init=init,
+    if effort not in EFFORT_ITERATIONS:
+        raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_ITERATIONS)})")
+    cfg = FitConfig(iterations=EFFORT_ITERATIONS[effort] if its is None else its, init=init,
                     seed=int(seed), backend=_backend(device))
     known_mask = _mask_array(mask, h, w) if mask is not None else None
     fitter_cls = Fitter

@@ -38,12 +38,17 @@ class FitConfig:
     orient_weight: float = 0.0        # orientation-alignment regulariser (see _orient_loss)
     seed: int = 0
     backend: str = "auto"
+    record_every: int = 0             # >0: keep (phase, step, mse) in Fitter.history
     quant: QuantConfig = field(default_factory=QuantConfig)
 
     def qat_steps(self) -> int:
         if self.qat_iterations is not None:
             return self.qat_iterations
         return max(50, self.iterations // 5) if self.iterations > 0 else 0
+
+
+# --effort presets: free-fit iterations (a fifth as many quantization-aware ones follow).
+EFFORT_ITERATIONS = {"fast": 400, "default": 1200, "max": 5000}
 
 
 def _lr_factor(step: int, total: int, final: float) -> float:
@@ -87,6 +92,7 @@ class Fitter:
         if mask is not None:
             self.known = torch.from_numpy((~mask).astype(np.float32))
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[tuple[str, int, float]] = []
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
         self._edge_angle = self._coherence = None
         if cfg.orient_weight > 0:
@@ -192,7 +198,11 @@ class Fitter:
             loss.backward()
             opt.step()
             self._clamp(p)
-            progress.update(phase, float(mse.detach()))
+            mse_value = float(mse.detach())
+            progress.update(phase, mse_value)
+            every = self.cfg.record_every
+            if every and (step % every == 0 or step == steps - 1):
+                self.history.append((phase, step + 1, mse_value))
         return p.detach()
 
     # ---- the whole fit ------------------------------------------------------------------
