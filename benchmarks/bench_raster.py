@@ -4,7 +4,8 @@
                                       [--backends cpu,reference] [--json OUT]
 
 For each N and each available backend it measures forward ms and forward+backward ms
-(median of --repeat runs after one warm-up) and the speed ratio to the reference measured
+(median of --repeat runs after one warm-up; the slow reference: --reference-repeat runs,
+default 1, no warm-up) and the speed ratio to the reference measured
 in the same run. The reference is skipped above --reference-max (default 10000) Gaussians
 because it is slow; the table says so. Results go to benchmarks/results/bench_raster.json.
 New backends (e.g. "cuda", "gsplat") are added by registering a function in BACKENDS.
@@ -59,8 +60,9 @@ def random_gaussians(n, width=WIDTH, height=HEIGHT, channels=3, seed=0):
     return means, conics, colors
 
 
-def _timeit(fn, repeat):
-    fn()  # warm-up (and kernel build)
+def _timeit(fn, repeat, warmup=True):
+    if warmup:
+        fn()  # warm-up (and kernel build)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -69,7 +71,7 @@ def _timeit(fn, repeat):
     return statistics.median(times)
 
 
-def bench_one(render_fn, n, repeat):
+def bench_one(render_fn, n, repeat, warmup=True):
     means, conics, colors = random_gaussians(n)
     grad = torch.randn(HEIGHT, WIDTH, colors.shape[1], generator=torch.Generator().manual_seed(1))
 
@@ -82,7 +84,7 @@ def bench_one(render_fn, n, repeat):
         img = render_fn(m, q, c, HEIGHT, WIDTH)
         torch.autograd.grad(img, (m, q, c), grad)
 
-    return _timeit(fwd, repeat), _timeit(fwd_bwd, repeat)
+    return _timeit(fwd, repeat, warmup), _timeit(fwd_bwd, repeat, warmup)
 
 
 def machine_info():
@@ -105,6 +107,8 @@ def main(argv=None):
     ap.add_argument("--sizes", default="1000,10000,50000")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--reference-repeat", type=int, default=1,
+                    help="timed runs of the (slow) reference, without warm-up")
     ap.add_argument("--reference-max", type=int, default=10000,
                     help="skip the reference above this many Gaussians (slow)")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results"
@@ -132,7 +136,10 @@ def main(argv=None):
             if name == "reference" and n > args.reference_max:
                 row[name] = None
                 continue
-            row[name] = bench_one(BACKENDS[name][1], n, args.repeat)
+            if name == "reference":
+                row[name] = bench_one(BACKENDS[name][1], n, args.reference_repeat, False)
+            else:
+                row[name] = bench_one(BACKENDS[name][1], n, args.repeat)
         ref = row.get("reference")
         for name, val in row.items():
             entry = {"n": n, "backend": name, "width": WIDTH, "height": HEIGHT}
@@ -151,7 +158,8 @@ def main(argv=None):
             results.append(entry)
     for note in notes:
         print(note)
-    out = {"machine": machine_info(), "repeat": args.repeat, "results": results,
+    out = {"machine": machine_info(), "repeat": args.repeat,
+           "reference_repeat": args.reference_repeat, "results": results,
            "notes": notes}
     if args.json:
         path = Path(args.json)

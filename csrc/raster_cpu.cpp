@@ -234,11 +234,20 @@ static void backward_impl(const std::vector<Gauss>& gs, const float* col, const 
                           int64_t H, int64_t W, float* gm, float* gq, float* gc) {
     const int64_t N = (int64_t)gs.size();
     const int64_t plane = H * W;
+    // Visit Gaussians grouped by the band of their first row (counting sort, stable), so
+    // that consecutive Gaussians read nearby rows of grad_out (cache locality).
+    const int64_t nb = (H + BAND - 1) / BAND;
+    std::vector<int64_t> start((size_t)nb + 2, 0);
+    for (int64_t k = 0; k < N; ++k) start[(gs[k].valid ? gs[k].i0 / BAND : nb) + 1]++;
+    for (int64_t b = 0; b <= nb; ++b) start[b + 1] += start[b];
+    std::vector<int32_t> order((size_t)N);
+    for (int64_t k = 0; k < N; ++k) order[start[gs[k].valid ? gs[k].i0 / BAND : nb]++] = (int32_t)k;
     const int64_t nchunks = (N + BWD_CHUNK - 1) / BWD_CHUNK;
     parallel_dynamic(nchunks, [&](int64_t chunk) {
         std::vector<float> w((size_t)W);
         const int64_t kend = std::min(N, (chunk + 1) * BWD_CHUNK);
-        for (int64_t k = chunk * BWD_CHUNK; k < kend; ++k) {
+        for (int64_t e = chunk * BWD_CHUNK; e < kend; ++e) {
+            const int64_t k = order[e];
             const Gauss& g = gs[k];
             double tda = 0, tdb = 0, tdc = 0, tdmx = 0, tdmy = 0;
             double tcol[4] = {0, 0, 0, 0};

@@ -4,15 +4,16 @@ It follows the contract in `gscodec.render` literally; simple and obviously righ
 The image is processed in TILE x TILE pixel tiles; for each tile only the Gaussians whose
 bounding box of the ellipse q <= Q_CUT (widened by one pixel) meets the tile are evaluated,
 in blocks small enough that at most about MAX_BLOCK_FLOATS floats of intermediates are live.
-When gradients are needed each (tile, block) step is wrapped in activation checkpointing, so
-memory stays bounded in the backward pass too (intermediates are recomputed there).
+When gradients are needed each (tile, block) step is a small autograd Function that saves
+only its inputs and recomputes the step under autograd in backward (activation
+checkpointing), so memory stays bounded in the backward pass too. (torch.utils.checkpoint
+is avoided because its first use imports torch._dynamo, which is slow.)
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from .common import Q_CUT
 
@@ -63,6 +64,26 @@ def _tile_contribution(means, conics, colors, x0: int, y0: int, tw: int, th: int
     return torch.einsum("nhw,nc->hwc", w, colors)
 
 
+class _Recompute(torch.autograd.Function):
+    """One (tile, block) step that keeps only its inputs and recomputes in backward."""
+
+    @staticmethod
+    def forward(ctx, means, conics, colors, x0, y0, tw, th):
+        ctx.save_for_backward(means, conics, colors)
+        ctx.geom = (x0, y0, tw, th)
+        with torch.no_grad():
+            return _tile_contribution(means, conics, colors, x0, y0, tw, th)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = [t.detach().requires_grad_(True) for t in ctx.saved_tensors]
+        with torch.enable_grad():
+            out = _tile_contribution(*inputs, *ctx.geom)
+            grads = torch.autograd.grad(out, inputs, grad, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+        return (*grads, None, None, None, None)
+
+
 def render_reference(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
                      height: int, width: int) -> torch.Tensor:
     """Render [height, width, C] float32 by the contract of `gscodec.render`.
@@ -94,7 +115,7 @@ def render_reference(means: torch.Tensor, conics: torch.Tensor, colors: torch.Te
                 bi = idx[s:s + block]
                 args = (means[bi], conics[bi], colors[bi], x0, y0, tw, th)
                 if need_grad:
-                    part = checkpoint(_tile_contribution, *args, use_reentrant=False)
+                    part = _Recompute.apply(*args)
                 else:
                     part = _tile_contribution(*args)
                 acc = acc + part
