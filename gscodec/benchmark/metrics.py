@@ -95,8 +95,8 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
         from pytorch_msssim import ms_ssim as _ms_ssim
     except ImportError:
         return math.nan
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].double()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].double()
+    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
+    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         return float(_ms_ssim(ta, tb, data_range=255, size_average=True, win_size=MS_SSIM_WIN))
 

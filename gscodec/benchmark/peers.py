@@ -141,6 +141,10 @@ class JXL(_PillowCodec):
     def save_kwargs(self, point, rgb):
         return {"quality": int(point), "effort": 7, "num_threads": 1}
 
+    def encode(self, rgb, point):
+        import pillow_jxl  # noqa: F401  (registers "JXL" with Pillow in this process)
+        return super().encode(rgb, point)
+
     def decode(self, data):
         import pillow_jxl  # noqa: F401
         return decode_with_pillow(data)

@@ -543,8 +543,8 @@ def run(args) -> int:
     # ---- aggregate + write
     meta = {
         "command": shlex.join(sys.argv),
-        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                      if not callable(v)},
+        "arguments": {k: (v if isinstance(v, (str, int, float, bool, list, type(None))) else str(v))
+                      for k, v in vars(args).items() if not callable(v)},
         "dataset": str(dataset.resolve()),
         "images": [p.name for p in images],
         "machine": machine_info(),
