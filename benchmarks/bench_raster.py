@@ -97,7 +97,11 @@ def machine_info():
                     break
     except OSError:
         pass
-    return {"cpu_model": cpu, "logical_cpus": os.cpu_count(),
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu_model": cpu, "logical_cpus": os.cpu_count(), "load_average_1_5_15": load,
             "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
 
