@@ -9,11 +9,12 @@ Importing gscodec also registers a Pillow plugin, so PIL.Image.open("x.gsi") dec
 """
 from .codec import decode, encode, info, read, render_gaussians
 from .errors import FormatError, GscodecError, InputError
+from .inpaint import inpaint
 from .model import QuantizedGaussians
 
 __version__ = "0.1.0"
 
 from . import pil_plugin as _pil_plugin  # noqa: E402  (registers the Pillow plugin)
 
-__all__ = ["encode", "decode", "info", "read", "render_gaussians", "FormatError",
+__all__ = ["encode", "decode", "info", "read", "render_gaussians", "inpaint", "FormatError",
            "GscodecError", "InputError", "QuantizedGaussians", "__version__"]

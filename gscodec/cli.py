@@ -53,6 +53,55 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                    help="where to render: cpu, cuda or auto (the GPU when present; default auto)")
 
 
+def _add_mask(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mask", metavar="MASK.png",
+                   help="mask image, same size; nonzero = missing pixel (ignored by the fit)")
+    p.add_argument("--mask-from-alpha", action="store_true",
+                   help="the missing pixels are those with alpha 0 (the image is then RGB)")
+
+
+def _load_masked(args):
+    """(image, mask or None) from --mask / --mask-from-alpha."""
+    import numpy as np
+    from .imageio import load_image
+    image = load_image(args.input)
+    mask = None
+    if getattr(args, "mask_from_alpha", False):
+        if args.mask:
+            raise InputError("give either --mask or --mask-from-alpha, not both")
+        if image.shape[2] not in (2, 4):
+            raise InputError(f"{args.input}: no alpha channel (--mask-from-alpha)")
+        mask = image[:, :, -1] == 0
+        image = np.ascontiguousarray(image[:, :, :-1])
+    elif getattr(args, "mask", None):
+        mask = load_image(args.mask)
+        mask = mask[:, :, -1] if mask.shape[2] in (2, 4) else mask[:, :, 0]
+    if mask is not None:
+        from .codec import _mask_array
+        mask = _mask_array(mask, image.shape[0], image.shape[1])
+    return image, mask
+
+
+def _cmd_inpaint(args) -> int:
+    from .imageio import save_image
+    from .inpaint import inpaint
+    image, mask = _load_masked(args)
+    if mask is None:
+        raise InputError("inpaint needs --mask MASK.png or --mask-from-alpha")
+    t0 = time.perf_counter()
+    out = inpaint(image, mask, keep_known=not args.pure, gaussians=args.gaussians,
+                  iterations=args.iterations, device=args.device, seed=args.seed,
+                  progress=not args.quiet)
+    try:
+        save_image(args.output, out)
+    except OSError as exc:
+        raise InputError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
+    if not args.quiet:
+        print(f"{args.output}: {int(mask.sum())} pixels filled, "
+              f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(
@@ -78,6 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    _add_mask(p)
+
+    p = sub.add_parser("inpaint", help="fill the masked pixels of an image",
+                       description="Fill the pixels marked by a mask (nonzero = missing) "
+                                   "by hole-aware Gaussian fitting.")
+    p.add_argument("input", help="image with missing pixels")
+    p.add_argument("-o", "--output", required=True, help="output image (e.g. out.png)")
+    _add_mask(p)
+    p.add_argument("--pure", action="store_true",
+                   help="output the pure decode (do not paste the known pixels back)")
+    p.add_argument("--gaussians", type=_count(1), metavar="N",
+                   help="number of Gaussians (default: 4 per 1000 pixels)")
+    p.add_argument("--iterations", type=_count(0), metavar="K",
+                   help="fitting iterations (default: the inpainting default)")
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
     p = sub.add_parser("decode", help="render a .gsi file to an image",
                        description="Render a .gsi file to an image (PNG unless the "
@@ -113,10 +179,10 @@ def _cmd_encode(args) -> int:
     from .imageio import atomic_write, load_image
     from .metrics import psnr
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".gsi")
-    image = load_image(args.input)
+    image, mask = _load_masked(args)
     t0 = time.perf_counter()
     data = encode(image, gaussians=args.gaussians, iterations=args.iterations,
-                  device=args.device, seed=args.seed, init=args.init, effort=args.effort,
+                  device=args.device, seed=args.seed, init=args.init, mask=mask, effort=args.effort,
                   progress=not args.quiet and not args.json)
     seconds = time.perf_counter() - t0
     _write(out, data, atomic_write)
@@ -179,7 +245,8 @@ def _cmd_bench(args) -> int:
     return int(args._bench.run(args) or 0)
 
 
-COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "bench": _cmd_bench}
+COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "bench": _cmd_bench,
+            "inpaint": _cmd_inpaint}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

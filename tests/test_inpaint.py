@@ -1,0 +1,111 @@
+"""Inpainting: masked fitting, mask validation, keep_known, the masked flag, the CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gscodec
+from gscodec.cli import main as cli_main
+from gscodec.errors import InputError
+from gscodec.inpaint import harmonic_fill
+
+H, W = 24, 32
+OPTS = dict(gaussians=40, iterations=3, seed=3)
+
+
+def _image(seed=0):
+    y, x = np.mgrid[0:H, 0:W]
+    img = np.stack([x * 7, y * 9, (x + y) * 4], -1).astype(np.float64)
+    img[:, W // 2:] += 60                       # a vertical edge
+    rng = np.random.default_rng(seed)
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _mask():
+    m = np.zeros((H, W), bool)
+    m[8:16, 10:22] = True                       # a box across the edge
+    return m
+
+
+def test_masked_pixels_do_not_influence_the_fit():
+    img, m = _image(), _mask()
+    other = img.copy()
+    other[m] = np.random.default_rng(1).integers(0, 256, (int(m.sum()), 3), dtype=np.uint8)
+    a = gscodec.encode(img, mask=m, **OPTS)
+    b = gscodec.encode(other, mask=m, **OPTS)
+    assert a == b
+    assert gscodec.info(a)["masked"] is True
+    assert gscodec.info(gscodec.encode(img, gaussians=40, iterations=0))["masked"] is False
+
+
+@pytest.mark.parametrize("mask, message", [
+    (np.ones((H + 1, W), np.uint8), "mask is"),
+    (np.zeros((H, W), np.uint8), "empty"),
+    (np.ones((H, W), np.uint8), "whole image"),
+])
+def test_mask_validation(mask, message):
+    with pytest.raises(InputError, match=message):
+        gscodec.encode(_image(), mask=mask, gaussians=10, iterations=0)
+    with pytest.raises(InputError, match=message):
+        gscodec.inpaint(_image(), mask, gaussians=10, iterations=0)
+
+
+def test_keep_known_and_pure():
+    img, m = _image(), _mask()
+    out = gscodec.inpaint(img, m, gaussians=40, iterations=0)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.array_equal(out[~m], img[~m])
+    pure = gscodec.inpaint(img, m, keep_known=False, gaussians=40, iterations=0)
+    assert np.array_equal(pure[m], out[m])
+    # The hole is filled with colours from around it (no dark gap).
+    assert out[m].mean() > 0.5 * img[~m].mean()
+
+
+def test_harmonic_fill_reproduces_a_linear_ramp():
+    import torch
+    y, x = np.mgrid[0:H, 0:W]
+    ramp = torch.from_numpy(np.stack([x / W, y / H, 0 * x + 0.5], -1).astype(np.float32))
+    known = torch.from_numpy((~_mask()).astype(np.float32))
+    f = harmonic_fill(ramp, known)
+    assert float((f - ramp).abs().max()) < 0.02
+
+
+
+def test_cli_inpaint_end_to_end(tmp_path):
+    img, m = _image(), _mask()
+    Image.fromarray(img).save(tmp_path / "in.png")
+    Image.fromarray(m).convert("1").save(tmp_path / "mask.png")      # 1-bit mask
+    out = tmp_path / "out.png"
+    rc = cli_main(["inpaint", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+                   "-o", str(out), "--gaussians", "40", "--iterations", "0", "--quiet"])
+    assert rc == 0
+    res = np.asarray(Image.open(out))
+    assert np.array_equal(res[~m], img[~m])
+    # --mask-from-alpha: alpha 0 = missing; encode writes a masked RGB file.
+    rgba = np.dstack([img, np.where(m, 0, 255).astype(np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    rc = cli_main(["encode", str(tmp_path / "rgba.png"), "--mask-from-alpha", "-o",
+                   str(tmp_path / "a.gsi"), "--gaussians", "40", "--iterations", "0", "--quiet"])
+    assert rc == 0
+    d = gscodec.info(tmp_path / "a.gsi")
+    assert d["masked"] is True and d["channels"] == 3
+
+
+@pytest.mark.parametrize("mask, message", [
+    (np.full((H + 2, W), 255, np.uint8), "mask is"),
+    (np.zeros((H, W), np.uint8), "empty"),
+    (np.full((H, W), 255, np.uint8), "whole image"),
+])
+@pytest.mark.parametrize("command", ["inpaint", "encode"])
+def test_cli_mask_errors(tmp_path, capsys, mask, message, command):
+    Image.fromarray(_image()).save(tmp_path / "in.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")                # 8-bit mask
+    out = tmp_path / ("out.png" if command == "inpaint" else "out.gsi")
+    rc = cli_main([command, str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+                   "-o", str(out), "--gaussians", "10", "--iterations", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.startswith("gsi: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
