@@ -188,7 +188,12 @@ class GSI(Codec):
         n = self.gaussians_for(point, h, w)
         data = gscodec.encode(rgb, gaussians=n, iterations=self.iterations, device=self.device,
                               seed=self.seed, progress=False)
-        return bytes(data), {"gaussians": n}
+        extra = {"gaussians": n}
+        try:  # the count actually written (the encoder may prune)
+            extra["gaussians_in_file"] = int(gscodec.info(bytes(data))["count"])
+        except Exception:
+            pass
+        return bytes(data), extra
 
     def decode(self, data):
         import gscodec
