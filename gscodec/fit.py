@@ -78,6 +78,39 @@ class _Progress:
             self.bar.close()
 
 
+class Adam:
+    """Adam (Kingma & Ba) over a few tensors, each with its own learning rate. Written out
+    because constructing torch.optim.Adam imports torch._dynamo, which costs 5-20 s of
+    start-up per process on a small CPU: more than a short encode takes."""
+
+    def __init__(self, groups, betas=(0.9, 0.999), eps=1e-12):
+        self.params = [t for t, _ in groups]
+        self.base_lr = [lr for _, lr in groups]
+        self.lr = list(self.base_lr)
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.m = [torch.zeros_like(t) for t in self.params]
+        self.v = [torch.zeros_like(t) for t in self.params]
+        self.t = 0
+
+    def zero_grad(self):
+        for t in self.params:
+            t.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        bc1 = 1 - self.b1 ** self.t
+        bc2 = 1 - self.b2 ** self.t
+        for p, m, v, lr in zip(self.params, self.m, self.v, self.lr):
+            if p.grad is None:
+                continue
+            m.mul_(self.b1).add_(p.grad, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(p.grad, p.grad, value=1 - self.b2)
+            denom = (v / bc2).sqrt_().add_(self.eps)
+            p.addcdiv_(m, denom, value=-lr / bc1)
+
+
 def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
@@ -122,9 +155,7 @@ class Fitter:
             t.requires_grad_(True)
         groups = [(p.xy, c.lr_xy), (p.log2_sigma, c.lr_log2_sigma), (p.theta, c.lr_theta),
                   (p.color, c.lr_color)]
-        opt = torch.optim.Adam([{"params": [t], "lr": lr * scale, "base_lr": lr * scale}
-                                for t, lr in groups], betas=(0.9, 0.999), eps=1e-12)
-        return opt
+        return Adam([(t, lr * scale) for t, lr in groups])
 
     def _clamp(self, p: GaussianParams) -> None:
         with torch.no_grad():
@@ -186,15 +217,14 @@ class Fitter:
                 p = self.refine(p.detach(), int(self.cfg.refine_fraction * p.count))
                 opt = self._optimizer(p, lr_scale)   # fresh moments for the new set
             f = _lr_factor(step, steps, self.cfg.lr_final_fraction)
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * f
+            opt.lr = [lr * f for lr in opt.base_lr]
             view = fake_quantize(p, q, self.w, self.h) if quantized else p
             out = self.render(view)
             mse = self.mse(out)
             loss = mse + self.extra_loss(view, out)
             if self._coherence is not None and not quantized:
                 loss = loss + self.cfg.orient_weight * self._orient_loss(p)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             self._clamp(p)
