@@ -124,6 +124,10 @@ class Fitter:
         self.known = None
         if mask is not None:
             self.known = torch.from_numpy((~mask).astype(np.float32))
+            # Unknown pixels never reach the fit (not even the initialisation).
+            self.target = self.target * self.known[:, :, None]
+        # Per-pixel weight of the least-squares colour solves (subclasses may soften it).
+        self.color_weight = self.known
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: list[tuple[str, int, float]] = []
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
@@ -146,7 +150,7 @@ class Fitter:
     def start(self, n: int) -> GaussianParams:
         init = structure_init if self.cfg.init == "structure" else random_init
         p = init(self.target, n, self.gen)
-        p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.known)
+        p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.color_weight)
         return p
 
     def _optimizer(self, p: GaussianParams, scale: float):
@@ -249,7 +253,7 @@ class Fitter:
             geom = fake_quantize(p, cfg.quant, self.w, self.h)
             geom = GaussianParams(geom.xy.detach(), geom.log2_sigma.detach(),
                                   geom.theta.detach(), p.color.detach())
-            p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.known)
+            p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.color_weight)
         finally:
             bar.close()
         return to_integers(p, cfg.quant, self.w, self.h, masked=self.known is not None)

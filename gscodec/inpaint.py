@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fit import FitConfig, Fitter, _Progress
+from .fit import FitConfig, Fitter
 from .init import _blur, image_gradients, luminance, solve_colors, structure_init, random_init
-from .quantize import GaussianParams, canonicalize, fake_quantize, to_integers
+from .quantize import GaussianParams
 
 # Inpainting defaults (chosen on Kodak with LaMa-style masks: benchmarks/inpaint.py).
 INPAINT_DENSITY = 4.0        # Gaussians per 1000 pixels
@@ -199,24 +199,6 @@ class HoleAwareFitter(Fitter):
         gy = (out[1:] - out[:-1]) * self._gy_w[:, :, None]
         grad = ((gx * gx).sum() + (gy * gy).sum()) / (self.npix * self.c)
         return PRIOR_WEIGHT * prior + GRAD_WEIGHT * grad
-
-    # ---- the whole fit (as Fitter.fit, with the hole prior in the last colour solve) -------
-    def fit(self, n: int, progress: bool = False):
-        cfg = self.cfg
-        bar = _Progress(cfg.iterations + cfg.qat_steps(), progress)
-        try:
-            p = self.start(n)
-            p = self.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
-            p = canonicalize(p)
-            p = self.optimize(p, cfg.qat_steps(), bar, "quantize", quantized=True, lr_scale=0.2)
-            p = canonicalize(p)
-            geom = fake_quantize(p, cfg.quant, self.w, self.h)
-            geom = GaussianParams(geom.xy.detach(), geom.log2_sigma.detach(),
-                                  geom.theta.detach(), p.color.detach())
-            p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.color_weight)
-        finally:
-            bar.close()
-        return to_integers(p, cfg.quant, self.w, self.h, masked=True)
 
 
 def inpaint(image, mask, *, keep_known: bool = True, **encode_options) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""The encoder's pieces: initialisation, colour solve, densify/prune, quantization."""
+import math
+
+import numpy as np
+import torch
+
+from gscodec.fit import FitConfig, Fitter
+from gscodec.init import solve_colors, structure_init
+from gscodec.quantize import (GaussianParams, QuantConfig, canonicalize, fake_quantize,
+                              render_inputs, to_integers)
+from gscodec.render import render
+
+
+def edge_image(h=48, w=64):
+    """Dark left half, bright right half: one vertical edge at x = w/2."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, w // 2:] = 200
+    return img
+
+
+def test_structure_init_follows_the_edge():
+    img = torch.from_numpy(edge_image().astype(np.float32) / 255)
+    p = structure_init(img, 400, torch.Generator().manual_seed(0))
+    x = p.xy[:, 0]
+    near = ((x - 32).abs() < 4).float().mean()      # 1/8 of the width around the edge
+    assert near > 0.4, f"only {near:.2f} of the Gaussians near the edge"
+    # Near the edge the major axis is vertical (along the edge).
+    sel = (x - 32).abs() < 2
+    ls, theta = p.log2_sigma[sel], p.theta[sel]
+    major_theta = torch.where(ls[:, 1] > ls[:, 0], theta + math.pi / 2, theta)
+    assert (torch.sin(major_theta).abs() > 0.9).float().mean() > 0.9
+    assert (ls[:, 0] - ls[:, 1]).abs().mean() > 0.3          # elongated, not round
+
+
+def test_solve_colors_reaches_least_squares():
+    gen = torch.Generator().manual_seed(1)
+    h, w = 20, 24
+    img = torch.rand(h, w, 3, generator=gen)
+    n = 30
+    p = GaussianParams(torch.rand(n, 2, generator=gen) * torch.tensor([w, h]),
+                       torch.full((n, 2), 1.5), torch.zeros(n), torch.zeros(n, 3))
+    col = solve_colors(img, p, steps=40)
+    # Dense least squares: column k of A is Gaussian k rendered with unit colour.
+    conics = p.conics()
+    basis = torch.stack([render(p.xy[k:k + 1], conics[k:k + 1], torch.ones(1, 1), h, w).flatten()
+                         for k in range(n)], 1).double()
+    exact = torch.linalg.lstsq(basis, img.reshape(-1, 3).double()).solution
+    err = lambda c: float(((basis @ c.double() - img.reshape(-1, 3).double()) ** 2).sum())
+    assert err(col) <= err(exact) * 1.01 + 1e-6
+    assert err(col) < 0.5 * err(p.color)
+
+
+def test_refine_keeps_the_count_and_moves_gaussians_to_the_error():
+    img = edge_image()
+    f = Fitter(img, FitConfig(iterations=0))
+    p = f.start(60)
+    q = f.refine(p, 10)
+    assert q.count == 60
+    assert torch.all(q.xy[:, 0] >= 0) and torch.all(q.xy[:, 0] <= 64)
+    assert not torch.equal(q.xy, p.xy)
+
+
+def test_fake_quantize_is_what_the_decoder_renders():
+    gen = torch.Generator().manual_seed(2)
+    h, w, n = 16, 20, 25
+    p = canonicalize(GaussianParams(torch.rand(n, 2, generator=gen) * torch.tensor([w, h]),
+                                    torch.randn(n, 2, generator=gen) * 0.5 + 1.0,
+                                    torch.rand(n, generator=gen) * 6 - 3,
+                                    torch.rand(n, 3, generator=gen)))
+    cfg = QuantConfig()
+    fq = fake_quantize(p, cfg, w, h)
+    seen = render(fq.xy, fq.conics(), fq.color, h, w)
+    qg = to_integers(p, cfg, w, h)
+    decoded = render(*render_inputs(qg), h, w)
+    assert torch.allclose(seen, decoded, atol=1e-4)
+
+
+def test_masked_pixels_do_not_change_the_fit():
+    img = edge_image(24, 32)
+    mask = np.zeros((24, 32), bool)
+    mask[8:16, 10:20] = True
+    other = img.copy()
+    other[mask] = 255 - other[mask]
+    cfg = FitConfig(iterations=15)
+    a = Fitter(img, cfg, mask).fit(20)
+    b = Fitter(other, cfg, mask).fit(20)
+    for name in ("xy", "log_scale", "rot", "color"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
