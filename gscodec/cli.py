@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image to encode (PNG, JPEG, ... anything Pillow reads)")
     p.add_argument("-o", "--output", help="output .gsi file (default: INPUT with .gsi suffix)")
     p.add_argument("--gaussians", type=_count(1), metavar="N",
-                   help="number of Gaussians (default: 8 per 1000 pixels)")
+                   help="number of Gaussians (default: 6 per 1000 pixels)")
     p.add_argument("--iterations", type=_count(0), metavar="K",
                    help="fitting iterations (default: set by --effort; a fifth as many "
                         "quantization-aware ones follow)")
