@@ -63,8 +63,12 @@ class _Progress:
     def __init__(self, total: int, enabled: bool):
         self.bar = None
         if enabled and total > 0:
+            import sys
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, unit="it", desc="fit", dynamic_ncols=True, leave=False)
+            # In a log file (not a terminal) redraw rarely, or every redraw becomes a line.
+            every = 0.1 if sys.stderr.isatty() else 15.0
+            self.bar = tqdm(total=total, unit="it", desc="fit", dynamic_ncols=True,
+                            leave=False, mininterval=every)
 
     def update(self, phase: str, mse: float):
         if self.bar is not None:
