@@ -66,7 +66,8 @@ def realistic(rng, n, width=768, height=512, channels=3):
     return QuantizedGaussians(width, height, channels,
                               np.stack([x, y], 1).astype(np.int32),
                               np.stack([major, minor], 1).astype(np.int32),
-                              rot.astype(np.int32), color.astype(np.int32))
+                              rot.astype(np.int32), color.astype(np.int32),
+                              pos_bits=2, scale_steps=8, rot_levels=32, color_den=255)
 
 
 @st.composite
