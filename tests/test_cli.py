@@ -42,6 +42,9 @@ def encoded(tmp_path_factory):
 def test_encode_decode_info(encoded):
     d, src, out, summary = encoded
     assert out.is_file() and summary["bytes"] == out.stat().st_size
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask   # not mkstemp's 0600
     assert summary["bpp"] == pytest.approx(out.stat().st_size * 8 / (24 * 32))
     assert summary["gaussians"] == 40 and summary["psnr"] > 25
     png = d / "out.png"
