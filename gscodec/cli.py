@@ -74,8 +74,7 @@ def _load_masked(args):
         mask = image[:, :, -1] == 0
         image = np.ascontiguousarray(image[:, :, :-1])
     elif getattr(args, "mask", None):
-        mask = load_image(args.mask)
-        mask = mask[:, :, -1] if mask.shape[2] in (2, 4) else mask[:, :, 0]
+        mask = args.mask           # _mask_array loads it and picks alpha or the first channel
     if mask is not None:
         from .codec import _mask_array
         mask = _mask_array(mask, image.shape[0], image.shape[1])

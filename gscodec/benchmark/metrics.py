@@ -61,20 +61,10 @@ def bpp(nbytes: int, height: int, width: int) -> float:
     return nbytes * 8.0 / (height * width)
 
 
-def mse(a: np.ndarray, b: np.ndarray) -> float:
-    a = to_rgb_array(a).astype(np.float64)
-    b = to_rgb_array(b).astype(np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-    return float(np.mean((a - b) ** 2))
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB over all RGB samples; inf for identical images."""
-    m = mse(a, b)
-    if m == 0.0:
-        return math.inf
-    return 10.0 * math.log10(peak * peak / m)
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB over all RGB samples (peak 255); inf for identical images."""
+    from ..metrics import psnr as _psnr
+    return _psnr(to_rgb_array(a), to_rgb_array(b))
 
 
 def ms_ssim_ok(height: int, width: int) -> bool:
