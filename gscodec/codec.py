@@ -43,13 +43,26 @@ def _check_count(name: str, value, minimum: int = 0):
     return int(value)
 
 
-def encode(image, *, gaussians: int | None = None, iterations: int | None = None,
+PROFILES = ("gsi", "gaussianimage")
+
+
+def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
+           quality: float | None = None, iterations: int | None = None,
            device: str = "auto", seed: int = 0, progress: bool = False,
-           init: str = "structure", effort: str = "default", mask=None) -> bytes:
+           init: str = "structure", effort: str = "default", mask=None,
+           profile: str = "gsi", adaptive: bool = False, rate_weight: float = 0.0) -> bytes:
     """Fit Gaussians to `image` and return the bytes of a .gsi file.
 
     image: a path, a PIL image, or an HxW / HxWxC uint8 array (C in 1..4).
-    gaussians: how many Gaussians (default: DEFAULT_DENSITY per 1000 pixels).
+    At most one of gaussians / bpp / quality chooses the size:
+    gaussians: how many Gaussians (default: DEFAULT_DENSITY per 1000 pixels);
+    bpp: a target file size in bits per pixel (lands within 5 %; see ratecontrol.py);
+    quality: 1..100 on a geometric ladder of Gaussian densities (ratecontrol.py).
+    profile: "gsi" (entropy-coded integers) or "gaussianimage" (GaussianImage's
+        fixed-length scheme: fp16 positions, 6-bit Cholesky, 2x8-bit residual VQ colour).
+    adaptive: two quantization classes (coarser steps for large Gaussians in flat
+        regions) instead of one.
+    rate_weight: weight of the rate term in the quantization-aware phase (0 = off).
     iterations: free-fit iterations (default: set by `effort`); a fifth as many
         quantization-aware iterations follow.
     effort: "fast" (400 iterations, for a laptop CPU), "default" (1200) or "max" (5000).
@@ -60,21 +73,52 @@ def encode(image, *, gaussians: int | None = None, iterations: int | None = None
     if h > MAX_SIDE or w > MAX_SIDE:
         raise InputError(f"image is {w}x{h}; the .gsi format allows at most {MAX_SIDE} pixels a side")
     n = _check_count("gaussians", gaussians, 1)
+    if sum(x is not None for x in (gaussians, bpp, quality)) > 1:
+        raise InputError("give at most one of gaussians, bpp and quality")
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r} (use {' or '.join(PROFILES)})")
+    if bpp is not None:
+        if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) \
+                or not math.isfinite(bpp) or bpp <= 0:
+            raise InputError(f"bpp must be a positive number (got {bpp!r})")
+        if profile != "gsi":
+            raise InputError("bpp targets need profile gsi")
+    if quality is not None:
+        from .ratecontrol import quality_density
+        n = default_gaussians(h, w, quality_density(quality))
     n = default_gaussians(h, w) if n is None else n
+    if not isinstance(rate_weight, (int, float)) or not 0 <= rate_weight <= 100:
+        raise InputError(f"rate_weight must be a number in 0..100 (got {rate_weight!r})")
     its = _check_count("iterations", iterations, 0)
     if init not in ("structure", "random"):
         raise InputError(f"unknown init {init!r} (use structure or random)")
     if effort not in EFFORT_ITERATIONS:
         raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_ITERATIONS)})")
+    from .quantize import QuantConfig, adaptive_config
     cfg = FitConfig(iterations=EFFORT_ITERATIONS[effort] if its is None else its, init=init,
-                    seed=int(seed), backend=_backend(device))
+                    seed=int(seed), backend=_backend(device), rate_weight=float(rate_weight),
+                    quant=adaptive_config() if adaptive else QuantConfig())
     known_mask = _mask_array(mask, h, w) if mask is not None else None
     fitter_cls = Fitter
     if known_mask is not None:
         from .inpaint import HoleAwareFitter as fitter_cls
-    qg = fitter_cls(arr, cfg, known_mask).fit(n, progress=progress)
+    fitter = fitter_cls(arr, cfg, known_mask)
     try:
-        return gsi_format.write(qg)
+        if bpp is not None:
+            from .ratecontrol import fit_to_size
+            return fit_to_size(fitter, int(round(bpp * h * w / 8.0)), progress=progress)
+        if profile == "gaussianimage":
+            from .gaussianimage import quantize_gaussianimage
+            from .fit import _Progress
+            bar = _Progress(cfg.iterations, progress)
+            try:
+                p = fitter.start(n)
+                p = fitter.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
+            finally:
+                bar.close()
+            return gsi_format.write(quantize_gaussianimage(fitter, p, cfg.qat_steps(),
+                                                           progress=progress))
+        return gsi_format.write(fitter.fit(n, progress=progress))
     except ValueError as exc:  # e.g. more Gaussians than the format allows for the size
         raise InputError(str(exc)) from None
 

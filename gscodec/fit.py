@@ -40,6 +40,11 @@ class FitConfig:
     backend: str = "auto"
     record_every: int = 0             # >0: keep (phase, step, mse) in Fitter.history
     quant: QuantConfig = field(default_factory=QuantConfig)
+    # Rate term of the quantization-aware phase (rate.RateModel): the loss is
+    # mse + rate_weight * mse / bits * estimated_bits, i.e. a Lagrangian whose multiplier
+    # is rate_weight times the current distortion-per-bit; 0 turns it off.
+    rate_weight: float = 0.0
+    rate_update_every: int = 25       # rebuild the rate model's tables this often
 
     def qat_steps(self) -> int:
         if self.qat_iterations is not None:
@@ -134,6 +139,9 @@ class Fitter:
         self.color_weight = self.known
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: list[tuple[str, int, float]] = []
+        self.rate = None          # rate.RateModel during the quantization-aware phase
+        self._rate_step = 0
+        self.cls = None           # class of each Gaussian (set before quantization)
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
         self._edge_angle = self._coherence = None
         if cfg.orient_weight > 0:
@@ -172,8 +180,17 @@ class Fitter:
             p.log2_sigma.clamp_(LOG2_SIGMA_MIN, LOG2_SIGMA_MAX)
 
     def extra_loss(self, p: GaussianParams, out: torch.Tensor):
-        """Hook for subclasses (e.g. hole-aware fitting): a term added to the loss."""
-        return 0.0
+        """A term added to the loss: the rate term while `self.rate` is set (quantization-
+        aware phase, p fake-quantized); subclasses (hole-aware fitting) add their own."""
+        if self.rate is None:
+            return 0.0
+        self._rate_step += 1
+        if self._rate_step % self.cfg.rate_update_every == 1 or not self.rate.tables:
+            self.rate.update(p)
+        bits = self.rate.bits(p)
+        with torch.no_grad():
+            lam = self.cfg.rate_weight * self.mse(out) / bits.clamp(min=1.0)
+        return lam * bits
 
     def _orient_loss(self, p: GaussianParams) -> torch.Tensor:
         """Mean over Gaussians of coherence * sin^2(major axis - local edge direction):
@@ -226,7 +243,7 @@ class Fitter:
                 opt = self._optimizer(p, lr_scale)   # fresh moments for the new set
             f = _lr_factor(step, steps, self.cfg.lr_final_fraction)
             opt.lr = [lr * f for lr in opt.base_lr]
-            view = fake_quantize(p, q, self.w, self.h) if quantized else p
+            view = fake_quantize(p, q, self.w, self.h, self.cls) if quantized else p
             out = self.render(view)
             mse = self.mse(out)
             loss = mse + self.extra_loss(view, out)
@@ -250,14 +267,43 @@ class Fitter:
         try:
             p = self.start(n)
             p = self.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
-            p = canonicalize(p)
-            p = self.optimize(p, cfg.qat_steps(), bar, "quantize", quantized=True, lr_scale=0.2)
-            p = canonicalize(p)
-            # Final colours: least squares for the quantized geometry.
-            geom = fake_quantize(p, cfg.quant, self.w, self.h)
-            geom = GaussianParams(geom.xy.detach(), geom.log2_sigma.detach(),
-                                  geom.theta.detach(), p.color.detach())
-            p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.color_weight)
+            p = self.quantize_phase(p, bar)
         finally:
             bar.close()
-        return to_integers(p, cfg.quant, self.w, self.h, masked=self.known is not None)
+        return self.finish(p)
+
+    def quantize_phase(self, p: GaussianParams, bar: _Progress, steps: int | None = None
+                       ) -> GaussianParams:
+        """Assign classes, then the quantization-aware fit (with the rate term if set)."""
+        cfg = self.cfg
+        p = canonicalize(p)
+        self.cls = self.assign_classes(p)
+        if cfg.rate_weight > 0:
+            from .rate import RateModel
+            self.rate = RateModel(cfg.quant, self.cls, self.c)
+        try:
+            p = self.optimize(p, cfg.qat_steps() if steps is None else steps, bar, "quantize",
+                              quantized=True, lr_scale=0.2)
+        finally:
+            self.rate = None
+        return canonicalize(p)
+
+    def finish(self, p: GaussianParams) -> QuantizedGaussians:
+        """Last least-squares colours for the quantized geometry, then the integers."""
+        cfg = self.cfg
+        if self.cls is None or self.cls.numel() != p.count:
+            self.cls = self.assign_classes(p)
+        geom = fake_quantize(p, cfg.quant, self.w, self.h, self.cls)
+        geom = GaussianParams(geom.xy.detach(), geom.log2_sigma.detach(),
+                              geom.theta.detach(), p.color.detach())
+        p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.color_weight)
+        return to_integers(p, cfg.quant, self.w, self.h, masked=self.known is not None,
+                           cls=self.cls.numpy())
+
+    def assign_classes(self, p: GaussianParams) -> torch.Tensor:
+        """Class of each Gaussian (LongTensor [N]) for cfg.quant: one class, or with
+        several classes `quantize.assign_classes` (by size and local image complexity)."""
+        if len(self.cfg.quant.classes) == 1:
+            return torch.zeros(p.count, dtype=torch.long)
+        from .quantize import assign_classes
+        return assign_classes(p, self.cfg.quant, self.target, self.known)

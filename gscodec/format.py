@@ -1,7 +1,9 @@
-"""The .gsi file format, version 1 (normative description: spec/gsi-format.md).
+"""The .gsi file format, version 2 (normative description: spec/gsi-format.md); version 1
+files are still read.
 
-    write(qg) -> bytes          encode QuantizedGaussians (sorted into canonical order)
-    read(data) -> QuantizedGaussians   decode; raises FormatError on any problem
+    write(g) -> bytes           encode QuantizedGaussians (sorted into canonical order) or,
+                                as profile "gaussianimage", a gaussianimage.GIGaussians
+    read(data) -> QuantizedGaussians | GIGaussians   decode; FormatError on any problem
     read_header(data) -> dict   header fields and section sizes (checks the header only)
     describe(data) -> dict      header + per-section byte counts and rates
 """
@@ -14,23 +16,36 @@ import numpy as np
 
 from . import entropy
 from .errors import FormatError
-from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_SIDE, \
-    QuantizedGaussians, morton_code
+from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_CLASSES, MAX_SIDE, \
+    QuantClass, QuantizedGaussians, morton_code
 
 MAGIC = b"\x89GSI\r\n\x1a\n"
-VERSION = 1
+VERSION = 2                      # written; versions 1 and 2 are read
+READ_VERSIONS = (1, 2)
 MAX_COUNT = 1 << 26              # N <= 2^26
 COUNT_PER_BYTE = 16              # N <= 16 * file size in bytes
 FLAG_MASKED = 1
-
-# id, name, number of streams (COLOR: one per channel)
-SECTIONS = ((1, "pos"), (2, "scale"), (3, "rot"), (4, "color"))
-
-_FIXED = struct.Struct("<8sBBHIIIBBHH")          # 30 bytes
-FIXED_SIZE = _FIXED.size
-SECTION_ENTRY = 5                                # u8 id + u32 length
-HEADER_SIZE = FIXED_SIZE + 1 + SECTION_ENTRY * len(SECTIONS)   # 51
 CRC_SIZE = 4
+
+# Profiles (version 2): how the Gaussians are stored.
+PROFILE_GSI = 0                  # classes of entropy-coded integers (spec section 3)
+PROFILE_GAUSSIANIMAGE = 1        # GaussianImage's fixed-length scheme (spec/profile-gaussianimage.md)
+PROFILES = {PROFILE_GSI: "gsi", PROFILE_GAUSSIANIMAGE: "gaussianimage"}
+
+# Version 2: fixed header, then a section table of (u8 id, u32 length) entries.
+_FIXED2 = struct.Struct("<8sBBBBIII")            # 24 bytes
+FIXED2_SIZE = _FIXED2.size
+SECTION_ENTRY = 5                                # u8 id + u32 length
+CLASS_RECORD = struct.Struct("<IBBHH")           # count, pos_bits, scale_steps, rot_levels, color_den
+SEC_CLASSES = 1
+SEC_GAUSSIANIMAGE = 2
+SEC_CLASS_BASE = 16                              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
+ATTRIBUTES = ("pos", "scale", "rot", "color")
+
+# Version 1 (read only): one class, steps in the fixed header, four sections.
+_FIXED1 = struct.Struct("<8sBBHIIIBBHH")          # 30 bytes
+V1_SECTIONS = ((1, "pos"), (2, "scale"), (3, "rot"), (4, "color"))
+V1_HEADER_SIZE = _FIXED1.size + 1 + SECTION_ENTRY * 4   # 51
 
 PARAM_RANGES = {"pos_bits": (0, 8), "scale_steps": (1, 64), "rot_levels": (1, 4096),
                 "color_den": (1, 65535)}
@@ -78,126 +93,44 @@ def _check_params(pos_bits, scale_steps, rot_levels, color_den, exc):
             raise exc(f"{name} = {val} outside {lo}..{hi}")
 
 
-# ---- writer -------------------------------------------------------------------------------
-def write(qg: QuantizedGaussians) -> bytes:
-    """Encode to .gsi bytes. Raises ValueError if qg is not representable."""
-    _check_params(qg.pos_bits, qg.scale_steps, qg.rot_levels, qg.color_den, ValueError)
-    qg.validate()
-    n = qg.count
-    if n > MAX_COUNT:
-        raise ValueError(f"{n} Gaussians exceed the format limit of 2^26")
-    q = qg.sorted()
-    xy = q.xy.astype(np.int64)
-    ls = q.log_scale.astype(np.int64)
+# ---- class bodies (shared by versions 1 and 2) --------------------------------------------
+def _encode_class(xy, ls, rot, color, channels) -> list[bytes]:
+    """POS, SCALE, ROT, COLOR section bodies of one class (Gaussians in canonical order).
+    ROT holds the rotations of the anisotropic Gaussians only (major > minor)."""
+    n = xy.shape[0]
+    xy, ls = xy.astype(np.int64), ls.astype(np.int64)
     code = morton_code(xy[:, 0], xy[:, 1]).astype(np.uint64)
     pos_delta = np.diff(code, prepend=np.uint64(0)) if n else code
     # Absolute values minus a per-stream offset (the median) code better than deltas:
     # neighbours in Morton order overlap additively, so their values are weakly related.
     major_off = _median(ls[:, 0])
-    tcol = color_transform(q.color.astype(np.int64))
-    col_off = [_median(tcol[:, c]) for c in range(q.channels)]
+    tcol = color_transform(color.astype(np.int64))
+    col_off = [_median(tcol[:, c]) for c in range(channels)]
+    aniso = ls[:, 0] - ls[:, 1]
     streams = {
-        "pos": [pos_delta],
-        "scale": [entropy.zigzag(ls[:, 0] - major_off), (ls[:, 0] - ls[:, 1]).astype(np.uint64)],
-        "rot": [q.rot.astype(np.uint64)],
-        "color": [entropy.zigzag(tcol[:, c] - col_off[c]) for c in range(q.channels)],
+        "pos": ([], [pos_delta]),
+        "scale": ([major_off], [entropy.zigzag(ls[:, 0] - major_off), aniso.astype(np.uint64)]),
+        "rot": ([], [rot[aniso > 0].astype(np.uint64)]),
+        "color": (col_off, [entropy.zigzag(tcol[:, c] - col_off[c]) for c in range(channels)]),
     }
-    offsets = {"pos": [], "scale": [major_off], "rot": [], "color": col_off}
-    bodies = [struct.pack(f"<{len(offsets[name])}i", *offsets[name])
-              + entropy.encode_streams(streams[name]) for _, name in SECTIONS]
-    flags = FLAG_MASKED if qg.masked else 0
-    head = _FIXED.pack(MAGIC, VERSION, q.channels, flags, q.width, q.height, n,
-                       q.pos_bits, q.scale_steps, q.rot_levels, q.color_den)
-    head += bytes([len(SECTIONS)])
-    for (sid, _), body in zip(SECTIONS, bodies):
-        head += struct.pack("<BI", sid, len(body))
-    data = head + b"".join(bodies)
-    size = len(data) + CRC_SIZE
-    if n > COUNT_PER_BYTE * size:
-        raise ValueError(f"{n} Gaussians in {size} bytes violate N <= 16 * file size")
-    return data + struct.pack("<I", zlib.crc32(data))
+    return [struct.pack(f"<{len(streams[a][0])}i", *streams[a][0])
+            + entropy.encode_streams(streams[a][1]) for a in ATTRIBUTES]
 
 
-# ---- reader -------------------------------------------------------------------------------
-def read_header(data: bytes) -> dict:
-    """Parse and check the fixed header and section table of a whole .gsi file."""
-    data = bytes(data)
-    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
-        raise FormatError("not a .gsi file (bad magic)")
-    if len(data) < len(MAGIC) + 1:
-        raise FormatError("truncated header")
-    version = data[len(MAGIC)]
-    if version != VERSION:
-        raise FormatError(f"unsupported .gsi version {version} "
-                          f"(this decoder reads version {VERSION})")
-    if len(data) < HEADER_SIZE + CRC_SIZE:
-        raise FormatError("truncated header")
-    (_, version, channels, flags, width, height, count, pos_bits, scale_steps, rot_levels,
-     color_den) = _FIXED.unpack_from(data, 0)
-    if channels not in (1, 2, 3, 4):
-        raise FormatError(f"channel count {channels} not in 1..4")
-    if flags & ~FLAG_MASKED:
-        raise FormatError(f"reserved flag bits set (flags = {flags:#06x})")
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-        raise FormatError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
-    if count > MAX_COUNT or count > COUNT_PER_BYTE * len(data):
-        raise FormatError(f"Gaussian count {count} too large for a {len(data)}-byte file")
-    _check_params(pos_bits, scale_steps, rot_levels, color_den, FormatError)
-    nsec = data[FIXED_SIZE]
-    if nsec != len(SECTIONS):
-        raise FormatError(f"{nsec} sections, expected {len(SECTIONS)}")
-    sections = {}
-    total = HEADER_SIZE + CRC_SIZE
-    for i, (sid, name) in enumerate(SECTIONS):
-        got_id, length = struct.unpack_from("<BI", data, FIXED_SIZE + 1 + SECTION_ENTRY * i)
-        if got_id != sid:
-            raise FormatError(f"section {i} has id {got_id}, expected {sid}")
-        sections[name] = length
-        total += length
-    if total != len(data):
-        raise FormatError(f"section lengths give a {total}-byte file, got {len(data)} bytes")
-    return {"version": version, "channels": channels, "flags": flags,
-            "masked": bool(flags & FLAG_MASKED), "width": width, "height": height,
-            "count": count, "pos_bits": pos_bits, "scale_steps": scale_steps,
-            "rot_levels": rot_levels, "color_den": color_den, "sections": sections}
-
-
-def _check_crc(data: bytes) -> None:
-    (stored,) = struct.unpack_from("<I", data, len(data) - CRC_SIZE)
-    if zlib.crc32(memoryview(data)[:-CRC_SIZE]) != stored:
-        raise FormatError("checksum mismatch")
-
-
-def read(data: bytes) -> QuantizedGaussians:
-    """Decode a .gsi file. Any invalid input raises FormatError (and nothing else)."""
-    try:
-        return _read(bytes(data))
-    except FormatError:
-        raise
-    except Exception as exc:    # defensive: never leak another exception type
-        raise FormatError(f"invalid .gsi file ({type(exc).__name__}: {exc})") from None
-
-
-def _read(data: bytes) -> QuantizedGaussians:
-    h = read_header(data)
-    _check_crc(data)
-    n, c = h["count"], h["channels"]
-    pos = HEADER_SIZE
-    bodies = {}
-    for _, name in SECTIONS:
-        bodies[name] = (pos, pos + h["sections"][name])
-        pos += h["sections"][name]
-
-    def dec(name, k, n_offsets=0):
-        s, e = bodies[name]
+def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, height: int,
+                  qc: QuantClass, all_rotations: bool):
+    """Inverse of _encode_class: (xy, log_scale, rot, color) int64 arrays, every value
+    checked against the class's ranges. all_rotations: version 1 codes every rotation."""
+    def dec(name, k, count, n_offsets=0):
+        s, e = spans[name]
         if e - s < 4 * n_offsets:
             raise FormatError(f"{name} section too short for its offsets")
         offs = list(struct.unpack_from(f"<{n_offsets}i", data, s))
-        return offs, entropy.decode_streams(data, n, k, s + 4 * n_offsets, e)
+        return offs, entropy.decode_streams(data, count, k, s + 4 * n_offsets, e)
 
     # POS: Morton code deltas
-    _, (pdelta,) = dec("pos", 1)
-    w_max, h_max = h["width"] << h["pos_bits"], h["height"] << h["pos_bits"]
+    _, (pdelta,) = dec("pos", 1, n)
+    w_max, h_max = width << qc.pos_bits, height << qc.pos_bits
     max_code = int(morton_code(np.array([w_max]), np.array([h_max]))[0])
     if n and int(pdelta.max()) > max_code:
         raise FormatError("position delta out of range")
@@ -211,8 +144,8 @@ def _read(data: bytes) -> QuantizedGaussians:
         raise FormatError("position outside the image")
 
     # SCALE: major minus its offset (signed), then major - minor
-    (major_off,), (zmajor, aniso) = dec("scale", 2, 1)
-    lo, hi = LOG2_SIGMA_MIN * h["scale_steps"], LOG2_SIGMA_MAX * h["scale_steps"]
+    (major_off,), (zmajor, aniso) = dec("scale", 2, n, 1)
+    lo, hi = LOG2_SIGMA_MIN * qc.scale_steps, LOG2_SIGMA_MAX * qc.scale_steps
     if not lo <= major_off <= hi:
         raise FormatError("log-scale offset out of range")
     major = _signed(zmajor, hi - lo, "log-scale") + major_off
@@ -224,35 +157,27 @@ def _read(data: bytes) -> QuantizedGaussians:
     if n and minor.min() < lo:
         raise FormatError("log-scale outside the allowed range")
 
-    # ROT
-    _, (rot,) = dec("rot", 1)
-    if n and int(rot.max()) >= h["rot_levels"]:
+    # ROT: all rotations (version 1) or those of the anisotropic Gaussians (version 2)
+    rotating = np.ones(n, bool) if all_rotations else aniso > 0
+    _, (rot_coded,) = dec("rot", 1, int(rotating.sum()))
+    if rot_coded.size and int(rot_coded.max()) >= qc.rot_levels:
         raise FormatError("rotation index outside [0, rot_levels)")
+    rot = np.zeros(n, np.int64)
+    rot[rotating] = rot_coded.astype(np.int64)
 
     # COLOR: transformed channels minus their offsets (signed)
-    offs, streams = dec("color", c, c)
-    clo, chi = COLOR_RANGE[0] * h["color_den"], COLOR_RANGE[1] * h["color_den"]
+    offs, streams = dec("color", channels, n, channels)
+    clo, chi = COLOR_RANGE[0] * qc.color_den, COLOR_RANGE[1] * qc.color_den
     span = 2 * (chi - clo)   # bound on |transformed colour| and |offset|
-    tcol = np.zeros((n, c), dtype=np.int64)
-    for k, s in enumerate(streams):
+    tcol = np.zeros((n, channels), dtype=np.int64)
+    for k, st in enumerate(streams):
         if abs(offs[k]) > span:
             raise FormatError("colour offset out of range")
-        tcol[:, k] = _signed(s, 2 * span, "colour") + offs[k]
+        tcol[:, k] = _signed(st, 2 * span, "colour") + offs[k]
     color = inverse_color_transform(tcol)
     if n and (color.min() < clo or color.max() > chi):
         raise FormatError("colour outside the allowed range")
-
-    qg = QuantizedGaussians(
-        h["width"], h["height"], c,
-        np.stack([x, y], axis=1).astype(np.int32),
-        np.stack([major, minor], axis=1).astype(np.int32),
-        rot.astype(np.int32), color.astype(np.int32),
-        h["pos_bits"], h["scale_steps"], h["rot_levels"], h["color_den"], h["masked"])
-    try:
-        qg.validate()
-    except ValueError as exc:  # cannot happen after the checks above; keep the contract
-        raise FormatError(str(exc)) from None
-    return qg
+    return np.stack([x, y], axis=1), np.stack([major, minor], axis=1), rot, color
 
 
 def _signed(u: np.ndarray, limit: int, what: str) -> np.ndarray:
@@ -262,26 +187,246 @@ def _signed(u: np.ndarray, limit: int, what: str) -> np.ndarray:
     return entropy.unzigzag(u)
 
 
+# ---- writer -------------------------------------------------------------------------------
+def _container(profile: int, channels: int, masked: bool, width: int, height: int, n: int,
+               sections: list[tuple[int, bytes]]) -> bytes:
+    head = _FIXED2.pack(MAGIC, VERSION, profile, channels, FLAG_MASKED if masked else 0,
+                        width, height, n)
+    head += bytes([len(sections)])
+    for sid, body in sections:
+        head += struct.pack("<BI", sid, len(body))
+    data = head + b"".join(body for _, body in sections)
+    size = len(data) + CRC_SIZE
+    if n > MAX_COUNT:
+        raise ValueError(f"{n} Gaussians exceed the format limit of 2^26")
+    if n > COUNT_PER_BYTE * size:
+        raise ValueError(f"{n} Gaussians in {size} bytes violate N <= 16 * file size")
+    return data + struct.pack("<I", zlib.crc32(data))
+
+
+def write(g) -> bytes:
+    """Encode to .gsi (version 2) bytes: QuantizedGaussians as profile 0 ("gsi"), a
+    gaussianimage.GIGaussians as profile 1. Raises ValueError if g is not representable."""
+    if not isinstance(g, QuantizedGaussians):      # profile gaussianimage
+        from . import gaussianimage
+        body = gaussianimage.pack(g)
+        return _container(PROFILE_GAUSSIANIMAGE, g.channels, False, g.width, g.height,
+                          g.count, [(SEC_GAUSSIANIMAGE, body)])
+    qg = g
+    for qc in qg.classes:
+        _check_params(*qc.astuple(), ValueError)
+    qg.validate()
+    if qg.count > MAX_COUNT:
+        raise ValueError(f"{qg.count} Gaussians exceed the format limit of 2^26")
+    q = qg.sorted()
+    counts = q.class_counts()
+    records = bytes([len(q.classes)]) + b"".join(
+        CLASS_RECORD.pack(cnt, *qc.astuple()) for cnt, qc in zip(counts, q.classes))
+    sections = [(SEC_CLASSES, records)]
+    start = 0
+    for k, cnt in enumerate(counts):
+        sl = slice(start, start + cnt)
+        start += cnt
+        bodies = _encode_class(q.xy[sl], q.log_scale[sl], q.rot[sl], q.color[sl], q.channels)
+        sections += [(SEC_CLASS_BASE + 4 * k + a, body) for a, body in enumerate(bodies)]
+    return _container(PROFILE_GSI, q.channels, q.masked, q.width, q.height, q.count, sections)
+
+
+# ---- reader -------------------------------------------------------------------------------
+def read_header(data: bytes) -> dict:
+    """Parse and check the fixed header and section table of a whole .gsi file.
+    Returns the header fields and `sections`, a list of (id, offset, length)."""
+    data = bytes(data)
+    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        raise FormatError("not a .gsi file (bad magic)")
+    if len(data) < len(MAGIC) + 1:
+        raise FormatError("truncated header")
+    version = data[len(MAGIC)]
+    if version not in READ_VERSIONS:
+        raise FormatError(f"unsupported .gsi version {version} "
+                          f"(this decoder reads versions 1 and 2)")
+    return _header_v1(data) if version == 1 else _header_v2(data)
+
+
+def _check_common(channels, flags, width, height, count, size):
+    if channels not in (1, 2, 3, 4):
+        raise FormatError(f"channel count {channels} not in 1..4")
+    if flags & ~FLAG_MASKED:
+        raise FormatError(f"reserved flag bits set (flags = {flags:#06x})")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise FormatError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
+    if count > MAX_COUNT or count > COUNT_PER_BYTE * size:
+        raise FormatError(f"Gaussian count {count} too large for a {size}-byte file")
+
+
+def _section_table(data: bytes, pos: int) -> list[tuple[int, int, int]]:
+    """(id, offset, length) of each section; the lengths must fill the file exactly."""
+    if len(data) < pos + 1:
+        raise FormatError("truncated section table")
+    nsec = data[pos]
+    pos += 1
+    if len(data) < pos + SECTION_ENTRY * nsec + CRC_SIZE:
+        raise FormatError("truncated section table")
+    entries = [struct.unpack_from("<BI", data, pos + SECTION_ENTRY * i) for i in range(nsec)]
+    offset = pos + SECTION_ENTRY * nsec
+    table = []
+    for sid, length in entries:
+        table.append((sid, offset, length))
+        offset += length
+    if offset + CRC_SIZE != len(data):
+        raise FormatError(f"section lengths give a {offset + CRC_SIZE}-byte file, "
+                          f"got {len(data)} bytes")
+    return table
+
+
+def _header_v2(data: bytes) -> dict:
+    if len(data) < FIXED2_SIZE + 1 + CRC_SIZE:
+        raise FormatError("truncated header")
+    _, version, profile, channels, flags, width, height, count = _FIXED2.unpack_from(data, 0)
+    if profile not in PROFILES:
+        raise FormatError(f"unknown profile {profile}")
+    _check_common(channels, flags, width, height, count, len(data))
+    table = _section_table(data, FIXED2_SIZE)
+    h = {"version": version, "profile": PROFILES[profile], "channels": channels,
+         "flags": flags, "masked": bool(flags & FLAG_MASKED), "width": width,
+         "height": height, "count": count, "sections": table}
+    if profile == PROFILE_GAUSSIANIMAGE:
+        if [sid for sid, _, _ in table] != [SEC_GAUSSIANIMAGE]:
+            raise FormatError(f"profile gaussianimage needs exactly one section with id "
+                              f"{SEC_GAUSSIANIMAGE}")
+        return h
+    if not table or table[0][0] != SEC_CLASSES:
+        raise FormatError(f"first section must be the class table (id {SEC_CLASSES})")
+    _, off, length = table[0]
+    k = data[off] if length else 0
+    if not 1 <= k <= MAX_CLASSES or length != 1 + CLASS_RECORD.size * k:
+        raise FormatError(f"bad class table ({length} bytes, {k} classes)")
+    classes, counts = [], []
+    for i in range(k):
+        cnt, *params = CLASS_RECORD.unpack_from(data, off + 1 + CLASS_RECORD.size * i)
+        _check_params(*params, FormatError)
+        classes.append(QuantClass(*params))
+        counts.append(cnt)
+    if sum(counts) != count:
+        raise FormatError(f"class counts add up to {sum(counts)}, header says {count}")
+    want = [SEC_CLASSES] + [SEC_CLASS_BASE + 4 * i + a for i in range(k) for a in range(4)]
+    if [sid for sid, _, _ in table] != want:
+        raise FormatError(f"sections {[sid for sid, _, _ in table]}, expected {want}")
+    h["classes"] = classes
+    h["class_counts"] = counts
+    return h
+
+
+def _header_v1(data: bytes) -> dict:
+    if len(data) < V1_HEADER_SIZE + CRC_SIZE:
+        raise FormatError("truncated header")
+    (_, version, channels, flags, width, height, count, pos_bits, scale_steps, rot_levels,
+     color_den) = _FIXED1.unpack_from(data, 0)
+    _check_common(channels, flags, width, height, count, len(data))
+    _check_params(pos_bits, scale_steps, rot_levels, color_den, FormatError)
+    if data[_FIXED1.size] != len(V1_SECTIONS):
+        raise FormatError(f"{data[_FIXED1.size]} sections, expected {len(V1_SECTIONS)}")
+    table = _section_table(data, _FIXED1.size)
+    if [sid for sid, _, _ in table] != [sid for sid, _ in V1_SECTIONS]:
+        raise FormatError(f"sections {[sid for sid, _, _ in table]}, expected 1, 2, 3, 4")
+    return {"version": version, "profile": "gsi", "channels": channels, "flags": flags,
+            "masked": bool(flags & FLAG_MASKED), "width": width, "height": height,
+            "count": count, "sections": table,
+            "classes": [QuantClass(pos_bits, scale_steps, rot_levels, color_den)],
+            "class_counts": [count]}
+
+
+def _check_crc(data: bytes) -> None:
+    (stored,) = struct.unpack_from("<I", data, len(data) - CRC_SIZE)
+    if zlib.crc32(memoryview(data)[:-CRC_SIZE]) != stored:
+        raise FormatError("checksum mismatch")
+
+
+def read(data: bytes):
+    """Decode a .gsi file: QuantizedGaussians (profile gsi) or gaussianimage.GIGaussians
+    (profile gaussianimage). Any invalid input raises FormatError (and nothing else)."""
+    try:
+        return _read(bytes(data))
+    except FormatError:
+        raise
+    except Exception as exc:    # defensive: never leak another exception type
+        raise FormatError(f"invalid .gsi file ({type(exc).__name__}: {exc})") from None
+
+
+def _read(data: bytes):
+    h = read_header(data)
+    _check_crc(data)
+    n, c, w, hh = h["count"], h["channels"], h["width"], h["height"]
+    if h["profile"] == "gaussianimage":
+        from . import gaussianimage
+        _, off, length = h["sections"][0]
+        return gaussianimage.unpack(data, off, off + length, n, c, w, hh)
+    v1 = h["version"] == 1
+    sections = h["sections"] if v1 else h["sections"][1:]
+    parts = []
+    for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"])):
+        spans = {a: (off, off + length) for a, (_, off, length)
+                 in zip(ATTRIBUTES, sections[4 * k: 4 * k + 4])}
+        parts.append(_decode_class(data, spans, cnt, c, w, hh, qc, all_rotations=v1))
+    cat = lambda i, shape: (np.concatenate([p[i] for p in parts]) if parts
+                            else np.zeros(shape, np.int64))
+    cls = np.repeat(np.arange(len(h["classes"])), h["class_counts"])
+    qg = QuantizedGaussians(
+        w, hh, c, cat(0, (0, 2)).astype(np.int32), cat(1, (0, 2)).astype(np.int32),
+        cat(2, (0,)).astype(np.int32), cat(3, (0, c)).astype(np.int32), masked=h["masked"],
+        classes=tuple(h["classes"]), cls=cls)
+    try:
+        qg.validate()
+    except ValueError as exc:  # cannot happen after the checks above; keep the contract
+        raise FormatError(str(exc)) from None
+    return qg
+
+
 # ---- description --------------------------------------------------------------------------
 def describe(data: bytes) -> dict:
     """Header fields, exact section sizes and rates of a .gsi file (header checks only).
 
-    Keys: version, channels, flags, masked, width, height, count, pos_bits, scale_steps,
-    rot_levels, color_den, quantization (the four parameters again, as a dict),
-    file_bytes, header_bytes, crc_bytes, sections ({name: bytes}), bpp (file bits per
-    pixel), bits_per_gaussian ({name: bits, "total": bits}; empty when count == 0)."""
+    Keys: version, profile, channels, flags, masked, width, height, count, file_bytes,
+    header_bytes (fixed header, section table, class table), crc_bytes, bpp (file bits
+    per pixel), bits_per_gaussian ({attribute: bits, "header": bits, "total": bits}; empty
+    when count == 0) and, for profile gsi, classes (a list of {count, pos_bits,
+    scale_steps, rot_levels, color_den, bytes: {attribute: bytes}}) and sections
+    ({attribute: bytes} summed over classes)."""
     h = read_header(data)
     n, size = h["count"], len(data)
-    info = {k: v for k, v in h.items() if k != "sections"}
-    info["quantization"] = {k: h[k] for k in ("pos_bits", "scale_steps", "rot_levels",
-                                              "color_den")}
+    info = {k: v for k, v in h.items() if k not in ("sections", "classes", "class_counts")}
     info["file_bytes"] = size
-    info["header_bytes"] = HEADER_SIZE
     info["crc_bytes"] = CRC_SIZE
-    info["sections"] = dict(h["sections"])
     info["bpp"] = size * 8 / (h["width"] * h["height"])
+    table = h["sections"]
+    payload = {}
+    if h["profile"] == "gaussianimage":
+        from . import gaussianimage
+        _, off, length = table[0]
+        g = gaussianimage.unpack(bytes(data), off, off + length, n, h["channels"],
+                                 h["width"], h["height"])
+        bpg = g.bits_per_gaussian()
+        info["header_bytes"] = size - CRC_SIZE - length
+        info["bits_per_gaussian"] = {}
+        if n:
+            info["bits_per_gaussian"] = {k: v for k, v in bpg.items() if k != "total"}
+            info["bits_per_gaussian"]["header"] = 8 * (info["header_bytes"] + CRC_SIZE) / n
+            info["bits_per_gaussian"]["total"] = 8 * size / n
+        return info
+    v1 = h["version"] == 1
+    class_sections = table if v1 else table[1:]
+    info["classes"] = []
+    for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"])):
+        sizes = {a: length for a, (_, _, length) in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4])}
+        info["classes"].append({"count": cnt, **dict(zip(PARAM_RANGES, qc.astuple())),
+                                "bytes": sizes})
+        for a in ATTRIBUTES:
+            payload[a] = payload.get(a, 0) + sizes[a]
+    info["sections"] = payload
+    info["header_bytes"] = size - CRC_SIZE - sum(payload.values())
     info["bits_per_gaussian"] = {}
     if n:
-        info["bits_per_gaussian"] = {name: 8 * b / n for name, b in h["sections"].items()}
+        info["bits_per_gaussian"] = {a: 8 * b / n for a, b in payload.items()}
+        info["bits_per_gaussian"]["header"] = 8 * (info["header_bytes"] + CRC_SIZE) / n
         info["bits_per_gaussian"]["total"] = 8 * size / n
     return info

@@ -14,7 +14,7 @@ Geometry conventions (also in the spec):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,33 +32,71 @@ DEFAULT_ROT_LEVELS = 128         # theta in steps of pi/128 (measured: see READM
 DEFAULT_COLOR_DEN = 64           # colour in steps of 1/64 (measured: see README)
 
 
-@dataclass
-class QuantizedGaussians:
-    width: int
-    height: int
-    channels: int
-    xy: np.ndarray               # int32 [N, 2], in [0, W << pos_bits] x [0, H << pos_bits]
-    log_scale: np.ndarray        # int32 [N, 2], (major, minor), major >= minor, in sigma range
-    rot: np.ndarray              # int32 [N],    in [0, rot_levels)
-    color: np.ndarray            # int32 [N, C], in [COLOR_RANGE[0]*den, COLOR_RANGE[1]*den]
+MAX_CLASSES = 8                  # covariance/precision classes per file (format v2)
+
+
+@dataclass(frozen=True)
+class QuantClass:
+    """Quantization steps shared by one class of Gaussians (format v2 stores one record per
+    class): positions in 1/2^pos_bits pixel, log2(sigma) in 1/scale_steps, theta in
+    pi/rot_levels, colour in 1/color_den."""
     pos_bits: int = DEFAULT_POS_BITS
     scale_steps: int = DEFAULT_SCALE_STEPS
     rot_levels: int = DEFAULT_ROT_LEVELS
     color_den: int = DEFAULT_COLOR_DEN
-    masked: bool = False         # fitted under an inpainting mask (informational)
-    extra: dict = field(default_factory=dict)
+
+    def astuple(self) -> tuple[int, int, int, int]:
+        return (self.pos_bits, self.scale_steps, self.rot_levels, self.color_den)
+
+
+class QuantizedGaussians:
+    """N Gaussians as integers. Each Gaussian belongs to a class (`cls[i]` indexes
+    `classes`); a class fixes the quantization steps of its members, so the integers of
+    Gaussian i are in the units of classes[cls[i]]. A single-class set can be built with
+    the four step parameters as before (pos_bits, scale_steps, rot_levels, color_den)."""
+
+    def __init__(self, width: int, height: int, channels: int, xy, log_scale, rot, color,
+                 pos_bits: int = DEFAULT_POS_BITS, scale_steps: int = DEFAULT_SCALE_STEPS,
+                 rot_levels: int = DEFAULT_ROT_LEVELS, color_den: int = DEFAULT_COLOR_DEN,
+                 masked: bool = False, extra: dict | None = None, *,
+                 classes: tuple | None = None, cls=None):
+        self.width, self.height, self.channels = int(width), int(height), int(channels)
+        self.xy = np.asarray(xy)                  # int32 [N, 2], in [0, W << pos_bits] x [0, H << pos_bits]
+        self.log_scale = np.asarray(log_scale)    # int32 [N, 2], (major, minor), major >= minor
+        self.rot = np.asarray(rot)                # int32 [N], in [0, rot_levels)
+        self.color = np.asarray(color)            # int32 [N, C], in [COLOR_RANGE * color_den]
+        if classes is None:
+            classes = (QuantClass(int(pos_bits), int(scale_steps), int(rot_levels), int(color_den)),)
+        self.classes = tuple(classes)
+        n = self.xy.shape[0] if self.xy.ndim else 0
+        self.cls = np.zeros(n, np.int32) if cls is None else np.asarray(cls, dtype=np.int32)
+        self.masked = bool(masked)                # fitted under an inpainting mask (informational)
+        self.extra = dict(extra or {})
 
     @property
     def count(self) -> int:
         return int(self.xy.shape[0])
 
+    def _single(self, name: str) -> int:
+        if len(self.classes) != 1:
+            raise ValueError(f"{name} differs between classes; use .classes")
+        return getattr(self.classes[0], name)
+
+    pos_bits = property(lambda self: self._single("pos_bits"))
+    scale_steps = property(lambda self: self._single("scale_steps"))
+    rot_levels = property(lambda self: self._single("rot_levels"))
+    color_den = property(lambda self: self._single("color_den"))
+
+    def per_gaussian(self, name: str) -> np.ndarray:
+        """int64 [N]: the step parameter `name` of each Gaussian's class."""
+        table = np.array([getattr(k, name) for k in self.classes], dtype=np.int64)
+        return table[self.cls] if self.count else np.zeros(0, np.int64)
+
+    def class_counts(self) -> list[int]:
+        return np.bincount(self.cls, minlength=len(self.classes)).tolist() if self.count \
+            else [0] * len(self.classes)
+
     # ---- ranges -------------------------------------------------------------------------
-    def log_scale_range(self) -> tuple[int, int]:
-        return LOG2_SIGMA_MIN * self.scale_steps, LOG2_SIGMA_MAX * self.scale_steps
-
-    def color_range(self) -> tuple[int, int]:
-        return COLOR_RANGE[0] * self.color_den, COLOR_RANGE[1] * self.color_den
-
     def validate(self) -> None:
         """Raise ValueError if any field is outside the ranges the format allows."""
         n, c = self.count, self.channels
@@ -66,51 +104,75 @@ class QuantizedGaussians:
             raise ValueError(f"image size {self.width}x{self.height} outside 1..{MAX_SIDE}")
         if c not in CHANNEL_COUNTS:
             raise ValueError(f"channel count {c} not one of {CHANNEL_COUNTS}")
-        shapes = {"xy": (n, 2), "log_scale": (n, 2), "rot": (n,), "color": (n, c)}
+        if not 1 <= len(self.classes) <= MAX_CLASSES:
+            raise ValueError(f"{len(self.classes)} classes; the format allows 1..{MAX_CLASSES}")
+        shapes = {"xy": (n, 2), "log_scale": (n, 2), "rot": (n,), "color": (n, c), "cls": (n,)}
         for name, shape in shapes.items():
             arr = getattr(self, name)
             if arr.shape != shape:
                 raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
-        if n:
-            if self.xy.min() < 0 or self.xy[:, 0].max() > self.width << self.pos_bits \
-                    or self.xy[:, 1].max() > self.height << self.pos_bits:
-                raise ValueError("position outside the image")
-            lo, hi = self.log_scale_range()
-            if self.log_scale.min() < lo or self.log_scale.max() > hi:
-                raise ValueError("log-scale outside the allowed range")
-            if np.any(self.log_scale[:, 0] < self.log_scale[:, 1]):
-                raise ValueError("minor scale larger than major scale")
-            if self.rot.min() < 0 or self.rot.max() >= self.rot_levels:
-                raise ValueError("rotation index outside [0, rot_levels)")
-            lo, hi = self.color_range()
-            if self.color.min() < lo or self.color.max() > hi:
-                raise ValueError("colour outside the allowed range")
+        if not n:
+            return
+        if self.cls.min() < 0 or self.cls.max() >= len(self.classes):
+            raise ValueError("class index out of range")
+        pb = self.per_gaussian("pos_bits")
+        ss = self.per_gaussian("scale_steps")
+        rl = self.per_gaussian("rot_levels")
+        den = self.per_gaussian("color_den")
+        xy = self.xy.astype(np.int64)
+        if xy.min() < 0 or np.any(xy[:, 0] > self.width << pb) \
+                or np.any(xy[:, 1] > self.height << pb):
+            raise ValueError("position outside the image")
+        ls = self.log_scale.astype(np.int64)
+        if np.any(ls < (LOG2_SIGMA_MIN * ss)[:, None]) or np.any(ls > (LOG2_SIGMA_MAX * ss)[:, None]):
+            raise ValueError("log-scale outside the allowed range")
+        if np.any(ls[:, 0] < ls[:, 1]):
+            raise ValueError("minor scale larger than major scale")
+        if self.rot.min() < 0 or np.any(self.rot >= rl):
+            raise ValueError("rotation index outside [0, rot_levels)")
+        col = self.color.astype(np.int64)
+        if np.any(col < (COLOR_RANGE[0] * den)[:, None]) or np.any(col > (COLOR_RANGE[1] * den)[:, None]):
+            raise ValueError("colour outside the allowed range")
 
     # ---- canonical order ----------------------------------------------------------------
     def canonical_order(self) -> np.ndarray:
-        """Permutation that sorts the Gaussians as the file stores them: by the Morton code
-        of the quantized position, ties broken by the remaining integers in field order."""
+        """Permutation that sorts the Gaussians as the file stores them: by class, then by
+        the Morton code of the quantized position, ties broken by the remaining integers
+        in field order."""
         keys = [self.color[:, k] for k in range(self.channels - 1, -1, -1)]
         keys += [self.rot, self.log_scale[:, 1], self.log_scale[:, 0]]
         keys.append(morton_code(self.xy[:, 0], self.xy[:, 1]))
+        keys.append(self.cls)
         return np.lexsort(keys)
 
     def sorted(self) -> "QuantizedGaussians":
-        order = self.canonical_order()
+        """The canonical form: file order, and rotation 0 for isotropic Gaussians (whose
+        rotation the format does not store: it changes nothing)."""
+        rot = np.where(self.log_scale[:, 0] == self.log_scale[:, 1], 0, self.rot) \
+            if self.count else self.rot
+        q = QuantizedGaussians(self.width, self.height, self.channels, self.xy, self.log_scale,
+                               rot.astype(np.int32), self.color, masked=self.masked,
+                               extra=self.extra, classes=self.classes, cls=self.cls)
+        order = q.canonical_order()
         return QuantizedGaussians(
-            self.width, self.height, self.channels,
-            self.xy[order], self.log_scale[order], self.rot[order], self.color[order],
-            self.pos_bits, self.scale_steps, self.rot_levels, self.color_den,
-            self.masked, dict(self.extra))
+            self.width, self.height, self.channels, q.xy[order], q.log_scale[order],
+            q.rot[order], q.color[order], masked=self.masked, extra=dict(self.extra),
+            classes=self.classes, cls=q.cls[order])
+
+    def __repr__(self) -> str:
+        return (f"QuantizedGaussians({self.width}x{self.height}x{self.channels}, "
+                f"N={self.count}, classes={self.classes}, masked={self.masked})")
 
     # ---- dequantization -----------------------------------------------------------------
     def dequantize(self):
         """Return float64 arrays (means [N,2], sigma [N,2] (major, minor), theta [N],
         colors [N,C]) exactly as spec/gsi-format.md defines them."""
-        means = self.xy.astype(np.float64) / float(1 << self.pos_bits)
-        sigma = np.exp2(self.log_scale.astype(np.float64) / self.scale_steps)
-        theta = np.pi * self.rot.astype(np.float64) / self.rot_levels
-        colors = self.color.astype(np.float64) / self.color_den
+        pb = np.exp2(self.per_gaussian("pos_bits").astype(np.float64))[:, None]
+        means = self.xy.astype(np.float64) / pb
+        ss = self.per_gaussian("scale_steps").astype(np.float64)[:, None]
+        sigma = np.exp2(self.log_scale.astype(np.float64) / ss)
+        theta = np.pi * self.rot.astype(np.float64) / self.per_gaussian("rot_levels")
+        colors = self.color.astype(np.float64) / self.per_gaussian("color_den")[:, None]
         return means, sigma, theta, colors
 
     def conics(self) -> np.ndarray:

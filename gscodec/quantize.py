@@ -15,17 +15,34 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import (COLOR_RANGE, DEFAULT_COLOR_DEN, DEFAULT_POS_BITS, DEFAULT_ROT_LEVELS,
-                    DEFAULT_SCALE_STEPS, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantizedGaussians,
-                    conics_from_scale_rot)
+from .model import (COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantClass,
+                    QuantizedGaussians, conics_from_scale_rot)
 
 
 @dataclass(frozen=True)
 class QuantConfig:
-    pos_bits: int = DEFAULT_POS_BITS
-    scale_steps: int = DEFAULT_SCALE_STEPS
-    rot_levels: int = DEFAULT_ROT_LEVELS
-    color_den: int = DEFAULT_COLOR_DEN
+    """The quantization classes an encode uses: `classes[k]` holds the steps of class k.
+    Which Gaussian goes to which class is decided by `assign_classes` (the rule lives with
+    the encoder, the steps and the assignment are written in the file)."""
+    classes: tuple = (QuantClass(),)
+
+    @staticmethod
+    def single(pos_bits=None, scale_steps=None, rot_levels=None, color_den=None) -> "QuantConfig":
+        d = QuantClass()
+        return QuantConfig((QuantClass(
+            d.pos_bits if pos_bits is None else pos_bits,
+            d.scale_steps if scale_steps is None else scale_steps,
+            d.rot_levels if rot_levels is None else rot_levels,
+            d.color_den if color_den is None else color_den),))
+
+    def steps(self, cls, device="cpu"):
+        """Per-Gaussian step tensors (pos scale 2^pos_bits, scale_steps, rot_levels,
+        color_den) as float32 [N] for class indices cls (LongTensor [N] or None = class 0)."""
+        t = torch.tensor([[float(1 << k.pos_bits), k.scale_steps, k.rot_levels, k.color_den]
+                          for k in self.classes], dtype=torch.float32, device=device)
+        if cls is None:
+            return t[0]
+        return t[cls].unbind(-1)
 
 
 @dataclass
@@ -73,44 +90,54 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int) -> GaussianParams:
-    """Round every attribute to the grid the file uses (straight-through gradients).
+def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
+                  cls: torch.Tensor | None = None) -> GaussianParams:
+    """Round every attribute to the grid the file uses (straight-through gradients), each
+    Gaussian with the steps of its class (cls: LongTensor [N]; None = all class 0).
     Expects canonical parameters (see `canonicalize`); the minor axis is capped at the
     major one as the format requires."""
-    ps = float(1 << cfg.pos_bits)
+    if cls is None:
+        cls = torch.zeros(p.count, dtype=torch.long, device=p.xy.device)
+    ps, ss, rl, den = cfg.steps(cls, p.xy.device)
     lim = torch.tensor([width, height], dtype=p.xy.dtype, device=p.xy.device)
-    xy = _ste_round(torch.minimum(torch.clamp(p.xy, min=0.0), lim) * ps) / ps
+    xy = _ste_round(torch.minimum(torch.clamp(p.xy, min=0.0), lim) * ps[:, None]) / ps[:, None]
     lo, hi = LOG2_SIGMA_MIN, LOG2_SIGMA_MAX
-    ls = _ste_round(torch.clamp(p.log2_sigma, lo, hi) * cfg.scale_steps) / cfg.scale_steps
+    ls = _ste_round(torch.clamp(p.log2_sigma, lo, hi) * ss[:, None]) / ss[:, None]
     ls = torch.stack([ls[:, 0], torch.minimum(ls[:, 1], ls[:, 0])], -1)
-    th = _ste_round(p.theta * (cfg.rot_levels / math.pi)) * (math.pi / cfg.rot_levels)
+    th = _ste_round(p.theta * (rl / math.pi)) * (math.pi / rl)
     clo, chi = COLOR_RANGE
-    col = _ste_round(torch.clamp(p.color, clo, chi) * cfg.color_den) / cfg.color_den
+    col = _ste_round(torch.clamp(p.color, clo, chi) * den[:, None]) / den[:, None]
     return GaussianParams(xy, ls, th, col)
 
 
 def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
-                masked: bool = False) -> QuantizedGaussians:
+                masked: bool = False, cls=None) -> QuantizedGaussians:
+    """The integers of p, each Gaussian in its class's units (cls: int array [N] or None
+    = all class 0), in canonical order."""
     p = canonicalize(p)
     with torch.no_grad():
         xy = p.xy.double().cpu().numpy()
         ls = p.log2_sigma.double().cpu().numpy()
         th = p.theta.double().cpu().numpy()
         col = p.color.double().cpu().numpy()
-    ps = 1 << cfg.pos_bits
-    qxy = np.rint(xy * ps).astype(np.int64)
-    qxy[:, 0] = np.clip(qxy[:, 0], 0, width * ps)
-    qxy[:, 1] = np.clip(qxy[:, 1], 0, height * ps)
-    lo, hi = LOG2_SIGMA_MIN * cfg.scale_steps, LOG2_SIGMA_MAX * cfg.scale_steps
-    qls = np.clip(np.rint(ls * cfg.scale_steps), lo, hi).astype(np.int64)
+    n = xy.shape[0]
+    cls = np.zeros(n, np.int64) if cls is None else np.asarray(cls, np.int64)
+    table = np.array([k.astuple() for k in cfg.classes], dtype=np.int64).reshape(-1, 4)
+    pb, ss, rl, den = (table[cls, i] for i in range(4))
+    ps = (1 << pb).astype(np.float64)
+    qxy = np.rint(xy * ps[:, None]).astype(np.int64)
+    qxy[:, 0] = np.clip(qxy[:, 0], 0, width * ps.astype(np.int64))
+    qxy[:, 1] = np.clip(qxy[:, 1], 0, height * ps.astype(np.int64))
+    lo, hi = (LOG2_SIGMA_MIN * ss)[:, None], (LOG2_SIGMA_MAX * ss)[:, None]
+    qls = np.clip(np.rint(ls * ss[:, None]), lo, hi).astype(np.int64)
     qls[:, 1] = np.minimum(qls[:, 1], qls[:, 0])
-    qrot = np.mod(np.rint(th * (cfg.rot_levels / math.pi)), cfg.rot_levels).astype(np.int64)
-    clo, chi = COLOR_RANGE[0] * cfg.color_den, COLOR_RANGE[1] * cfg.color_den
-    qcol = np.clip(np.rint(col * cfg.color_den), clo, chi).astype(np.int64)
+    qrot = np.mod(np.rint(th * (rl / math.pi)), rl).astype(np.int64)
+    clo, chi = (COLOR_RANGE[0] * den)[:, None], (COLOR_RANGE[1] * den)[:, None]
+    qcol = np.clip(np.rint(col * den[:, None]), clo, chi).astype(np.int64)
     qg = QuantizedGaussians(
         width, height, col.shape[1], qxy.astype(np.int32), qls.astype(np.int32),
-        qrot.astype(np.int32), qcol.astype(np.int32), cfg.pos_bits, cfg.scale_steps,
-        cfg.rot_levels, cfg.color_den, masked)
+        qrot.astype(np.int32), qcol.astype(np.int32), masked=masked,
+        classes=tuple(cfg.classes), cls=cls.astype(np.int32))
     qg.validate()
     return qg.sorted()
 
@@ -121,3 +148,40 @@ def render_inputs(qg: QuantizedGaussians, device="cpu"):
     conics = qg.conics()
     f = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
     return f(means), f(conics), f(colors)
+
+
+# ---- adaptive classes ---------------------------------------------------------------------
+# Two-class preset: class 0 keeps the default steps (small Gaussians, detailed regions);
+# class 1 ("smooth": large Gaussians in flat regions) has coarser steps. Which steps are
+# coarser was measured per attribute on fitted Kodak images (README, "Adaptive classes").
+SMOOTH_CLASS = QuantClass(pos_bits=1, scale_steps=16, rot_levels=128, color_den=64)
+SMOOTH_SHARE = 0.33          # share of the Gaussians put in the smooth class
+
+
+def adaptive_config(smooth: QuantClass = SMOOTH_CLASS) -> QuantConfig:
+    return QuantConfig((QuantClass(), smooth))
+
+
+def assign_classes(p: GaussianParams, cfg: QuantConfig, target: torch.Tensor,
+                   known: torch.Tensor | None = None, smooth_share: float = SMOOTH_SHARE
+                   ) -> torch.Tensor:
+    """Class per Gaussian for a two-class config: the `smooth_share` of the Gaussians with
+    the highest score log2(size) - log2(local complexity) go to class 1. Size is the
+    geometric mean of the two sigmas; complexity is the structure-tensor energy (squared
+    gradient, smoothed) at the centre relative to the image mean."""
+    from .init import structure_maps
+    n = p.count
+    if len(cfg.classes) != 2 or n == 0:
+        return torch.zeros(n, dtype=torch.long)
+    img = target if known is None else target * known[:, :, None]
+    energy, _, _ = structure_maps(img)
+    h, w = energy.shape
+    ix = p.xy[:, 0].detach().long().clamp(0, w - 1)
+    iy = p.xy[:, 1].detach().long().clamp(0, h - 1)
+    rel = energy[iy, ix] / energy.mean().clamp(min=1e-12)
+    score = p.log2_sigma.detach().mean(1) - torch.log2(1.0 + rel)
+    k = int(round(smooth_share * n))
+    cls = torch.zeros(n, dtype=torch.long)
+    if k > 0:
+        cls[torch.argsort(score, descending=True)[:k]] = 1
+    return cls

@@ -1,4 +1,4 @@
-"""Independent .gsi v1 decoder written from spec/gsi-format.md alone.
+"""Independent .gsi decoder (versions 1 and 2) written from spec/gsi-format.md alone.
 
 Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec imports. It exists
 to prove that the specification is complete; tests compare it with gscodec.format.read().
@@ -151,59 +151,38 @@ def deinterleave(m):
     return x, y
 
 
-def decode(data):
-    data = bytes(data)
-    L = len(data)
-    if L < 8 or data[:8] != MAGIC:
-        fail("magic")
-    if L < 9 or data[8] != 1:
-        fail("version")
-    if L < 55:
-        fail("short")
-    (version, C, flags, W, H, N, pos_bits, scale_steps, rot_levels,
-     color_den) = struct.unpack_from("<BBHIIIBBHH", data, 8)
-    if C not in (1, 2, 3, 4) or flags & 0xFFFE or not 1 <= W <= 16384 \
-            or not 1 <= H <= 16384:
-        fail("header field")
-    if N > 1 << 26 or N > 16 * L:
-        fail("count")
-    if not (pos_bits <= 8 and 1 <= scale_steps <= 64 and 1 <= rot_levels <= 4096
-            and 1 <= color_den):
-        fail("quantization parameter")
-    if data[30] != 4:
-        fail("section count")
-    lengths = []
-    for i in range(4):
-        sid, ln = struct.unpack_from("<BI", data, 31 + 5 * i)
-        if sid != i + 1:
-            fail("section id")
-        lengths.append(ln)
-    if 51 + sum(lengths) + 4 != L:
-        fail("lengths")
-    if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, L - 4)[0]:
-        fail("crc")
-    starts = [51]
-    for ln in lengths:
-        starts.append(starts[-1] + ln)
+def decode_class(data, spans, n, C, W, H, params, all_rotations):
+    """The four sections of one class -> lists of x, y, major, minor, rot, colour."""
+    pos_bits, scale_steps, rot_levels, color_den = params
+
     def offsets(start, end, k):
         if end - start < 4 * k:
             fail("offsets")
         return list(struct.unpack_from("<%di" % k, data, start)), start + 4 * k
 
-    (pos,) = decode_section(data, starts[0], starts[1], N, 1)
-    (major_off,), s1 = offsets(starts[1], starts[2], 1)
-    scale0, scale1 = decode_section(data, s1, starts[2], N, 2)
-    (rots,) = decode_section(data, starts[2], starts[3], N, 1)
-    col_off, s3 = offsets(starts[3], starts[4], C)
-    cols = decode_section(data, s3, starts[4], N, C)
-
-    xs, ys, majors, minors, color = [], [], [], [], []
-    m = 0
+    (ps, pe), (ss, se), (rs, re), (cs, ce) = spans
+    (pos,) = decode_section(data, ps, pe, n, 1)
+    (major_off,), s1 = offsets(ss, se, 1)
+    scale0, scale1 = decode_section(data, s1, se, n, 2)
+    col_off, s3 = offsets(cs, ce, C)
+    cols = decode_section(data, s3, ce, n, C)
     lo, hi = -3 * scale_steps, 15 * scale_steps
     clo, chi = -2 * color_den, 3 * color_den
     if not lo <= major_off <= hi or any(abs(o) > 10 * color_den for o in col_off):
         fail("offset")
-    for i in range(N):
+    # version 2 codes a rotation only for anisotropic Gaussians (major > minor)
+    rotating = [all_rotations or scale1[i] > 0 for i in range(n)]
+    (coded,) = decode_section(data, rs, re, sum(rotating), 1)
+    rots, j = [], 0
+    for i in range(n):
+        if rotating[i]:
+            rots.append(coded[j])
+            j += 1
+        else:
+            rots.append(0)
+    out = {"x": [], "y": [], "major": [], "minor": [], "rot": rots, "color": []}
+    m = 0
+    for i in range(n):
         m += pos[i]
         x, y = deinterleave(m)
         if m >> 64 or x > W << pos_bits or y > H << pos_bits:
@@ -219,14 +198,111 @@ def decode(data):
             t[0], t[1], t[2] = t[1] + t[0], t[0], t[2] + t[0]
         if not all(clo <= v <= chi for v in t):
             fail("colour")
-        row = t
-        xs.append(x)
-        ys.append(y)
-        majors.append(major)
-        minors.append(minor)
-        color.append(row)
-    return {"version": version, "channels": C, "flags": flags, "width": W, "height": H,
-            "count": N, "pos_bits": pos_bits, "scale_steps": scale_steps,
-            "rot_levels": rot_levels, "color_den": color_den,
-            "x": xs, "y": ys, "major": majors, "minor": minors, "rot": rots,
-            "color": color}
+        out["x"].append(x)
+        out["y"].append(y)
+        out["major"].append(major)
+        out["minor"].append(minor)
+        out["color"].append(t)
+    return out
+
+
+def check_params(pos_bits, scale_steps, rot_levels, color_den):
+    if not (pos_bits <= 8 and 1 <= scale_steps <= 64 and 1 <= rot_levels <= 4096
+            and 1 <= color_den):
+        fail("quantization parameter")
+
+
+def section_table(data, pos):
+    L = len(data)
+    if pos + 1 > L:
+        fail("short")
+    k = data[pos]
+    pos += 1
+    if pos + 5 * k + 4 > L:
+        fail("short")
+    table = []
+    off = pos + 5 * k
+    for i in range(k):
+        sid, ln = struct.unpack_from("<BI", data, pos + 5 * i)
+        table.append((sid, off, off + ln))
+        off += ln
+    if off + 4 != L:
+        fail("lengths")
+    return table
+
+
+def decode(data):
+    data = bytes(data)
+    L = len(data)
+    if L < 8 or data[:8] != MAGIC:
+        fail("magic")
+    if L < 9 or data[8] not in (1, 2):
+        fail("version")
+    version = data[8]
+    if version == 1:
+        if L < 55:
+            fail("short")
+        (_, C, flags, W, H, N, pos_bits, scale_steps, rot_levels,
+         color_den) = struct.unpack_from("<BBHIIIBBHH", data, 8)
+        profile = 0
+        params = (pos_bits, scale_steps, rot_levels, color_den)
+        check_params(*params)
+        if data[30] != 4:
+            fail("section count")
+        table = section_table(data, 30)
+        if [t[0] for t in table] != [1, 2, 3, 4]:
+            fail("section id")
+        classes, counts, spans = [params], [N], [[(s, e) for _, s, e in table]]
+    else:
+        if L < 29:
+            fail("short")
+        _, profile, C, flags, W, H, N = struct.unpack_from("<BBBBIII", data, 8)
+        if profile not in (0, 1):
+            fail("profile")
+        table = section_table(data, 24)
+    if C not in (1, 2, 3, 4) or flags & 0xFFFE or not 1 <= W <= 16384 \
+            or not 1 <= H <= 16384:
+        fail("header field")
+    if N > 1 << 26 or N > 16 * L:
+        fail("count")
+    if version == 2 and profile == 1:
+        if [t[0] for t in table] != [2]:
+            fail("section id")
+    elif version == 2:
+        if not table or table[0][0] != 1:
+            fail("section id")
+        _, s, e = table[0]
+        K = data[s] if e > s else 0
+        if not 1 <= K <= 8 or e - s != 1 + 10 * K:
+            fail("class table")
+        classes, counts = [], []
+        for k in range(K):
+            cnt, *params = struct.unpack_from("<IBBHH", data, s + 1 + 10 * k)
+            check_params(*params)
+            classes.append(tuple(params))
+            counts.append(cnt)
+        if sum(counts) != N:
+            fail("class counts")
+        want = [1] + [16 + 4 * k + a for k in range(K) for a in range(4)]
+        if [t[0] for t in table] != want:
+            fail("section id")
+        spans = [[(s, e) for _, s, e in table[1 + 4 * k: 5 + 4 * k]] for k in range(K)]
+    if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, L - 4)[0]:
+        fail("crc")
+    head = {"version": version, "profile": profile, "channels": C, "flags": flags,
+            "width": W, "height": H, "count": N}
+    if profile == 1:
+        _, s, e = table[0]
+        import gsi_reference_gi
+        head["gaussianimage"] = gsi_reference_gi.decode_body(data, s, e, N, C, W, H)
+        return head
+    out = {"x": [], "y": [], "major": [], "minor": [], "rot": [], "color": [], "cls": []}
+    for k, (params, cnt, sp) in enumerate(zip(classes, counts, spans)):
+        part = decode_class(data, sp, cnt, C, W, H, params, all_rotations=version == 1)
+        for key in part:
+            out[key] += part[key]
+        out["cls"] += [k] * cnt
+    head["classes"] = [list(c) for c in classes]
+    head["class_counts"] = counts
+    head.update(out)
+    return head

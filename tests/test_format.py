@@ -1,4 +1,4 @@
-"""Tests of the .gsi v1 bitstream: round trips, robustness, exactness of the entropy models,
+"""Tests of the .gsi bitstream (version 2, and reading version 1): round trips, robustness, exactness of the entropy models,
 and agreement with the independent reference decoder written from the spec."""
 import struct
 import zlib
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gscodec import entropy, format as gsi
 from gscodec.errors import FormatError
-from gscodec.model import QuantizedGaussians
+from gscodec.model import QuantClass, QuantizedGaussians
 
 import gsi_reference_decoder as ref
 
@@ -79,17 +79,45 @@ def quantized(draw):
               draw(st.integers(1, 4096)), draw(st.integers(1, 65535)))
     params = draw(st.sampled_from([params, (2, 8, 32, 255), (8, 64, 4096, 65535),
                                    (0, 1, 1, 1)]))
-    return make_qg(np.random.default_rng(seed), n, draw(side), draw(side),
-                   draw(st.sampled_from([1, 2, 3, 4])), params,
-                   extreme=draw(st.booleans()), dup=draw(st.booleans()),
-                   masked=draw(st.booleans()))
+    qg = make_qg(np.random.default_rng(seed), n, draw(side), draw(side),
+                 draw(st.sampled_from([1, 2, 3, 4])), params,
+                 extreme=draw(st.booleans()), dup=draw(st.booleans()),
+                 masked=draw(st.booleans()))
+    k = draw(st.integers(1, 8))
+    if k > 1:
+        qg = split_classes(np.random.default_rng(seed + 1), qg, k)
+    return qg
+
+
+def split_classes(rng, qg, k):
+    """Spread qg's Gaussians over k classes with coarser or equal steps (integers scaled
+    down accordingly), so the result is a valid multi-class set."""
+    classes = [qg.classes[0]]
+    for _ in range(k - 1):
+        c = qg.classes[0]
+        classes.append(QuantClass(int(rng.integers(0, c.pos_bits + 1)),
+                                  int(rng.integers(1, c.scale_steps + 1)),
+                                  int(rng.integers(1, c.rot_levels + 1)),
+                                  int(rng.integers(1, c.color_den + 1))))
+    cls = rng.integers(0, k, qg.count).astype(np.int32)
+    xy, ls = qg.xy.astype(np.int64), qg.log_scale.astype(np.int64)
+    rot, col = qg.rot.astype(np.int64), qg.color.astype(np.int64)
+    c0 = qg.classes[0]
+    for i in range(qg.count):
+        c = classes[cls[i]]
+        xy[i] >>= c0.pos_bits - c.pos_bits
+        ls[i] = (ls[i] * c.scale_steps) // c0.scale_steps
+        rot[i] = (rot[i] * c.rot_levels) // c0.rot_levels
+        col[i] = (col[i] * c.color_den) // c0.color_den
+    return QuantizedGaussians(qg.width, qg.height, qg.channels, xy.astype(np.int32),
+                              ls.astype(np.int32), rot.astype(np.int32), col.astype(np.int32),
+                              masked=qg.masked, classes=tuple(classes), cls=cls)
 
 
 def assert_same(a: QuantizedGaussians, b: QuantizedGaussians):
     assert (a.width, a.height, a.channels) == (b.width, b.height, b.channels)
-    assert (a.pos_bits, a.scale_steps, a.rot_levels, a.color_den, a.masked) == \
-        (b.pos_bits, b.scale_steps, b.rot_levels, b.color_den, b.masked)
-    for name in ("xy", "log_scale", "rot", "color"):
+    assert (a.classes, a.masked) == (b.classes, b.masked)
+    for name in ("xy", "log_scale", "rot", "color", "cls"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape and np.array_equal(x, y), name
 
@@ -102,6 +130,8 @@ def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
     assert r["minor"] == qg.log_scale[:, 1].tolist()
     assert r["rot"] == qg.rot.tolist()
     assert r["color"] == qg.color.tolist()
+    assert r["cls"] == qg.cls.tolist()
+    assert r["classes"] == [list(c.astuple()) for c in qg.classes]
 
 
 # ---- round trips ----------------------------------------------------------------------------
@@ -122,11 +152,14 @@ def test_round_trip_realistic_and_describe():
     assert_same(gsi.read(data), qg.sorted())
     info = gsi.describe(data)
     assert info["count"] == 3000 and info["file_bytes"] == len(data)
-    assert sum(info["sections"].values()) + gsi.HEADER_SIZE + 4 == len(data)
-    assert info["quantization"] == {"pos_bits": 2, "scale_steps": 8, "rot_levels": 32,
-                                    "color_den": 255}
+    assert sum(info["sections"].values()) + info["header_bytes"] + 4 == len(data)
+    assert info["classes"] == [{"count": 3000, "pos_bits": 2, "scale_steps": 8,
+                                "rot_levels": 32, "color_den": 255,
+                                "bytes": info["sections"]}]
     assert info["bpp"] == pytest.approx(len(data) * 8 / (768 * 512))
-    assert set(info["bits_per_gaussian"]) == {"pos", "scale", "rot", "color", "total"}
+    bpg = info["bits_per_gaussian"]
+    assert set(bpg) == {"pos", "scale", "rot", "color", "header", "total"}
+    assert sum(v for k, v in bpg.items() if k != "total") == pytest.approx(bpg["total"])
 
 
 def test_empty_and_single():
@@ -207,7 +240,7 @@ def test_mutations(qg, data):
     # gscodec and the reference decoder must agree on acceptance and on the result
     body = bytearray(good[:-4])
     for _ in range(data.draw(st.integers(1, 4))):
-        p = data.draw(st.integers(min(gsi.HEADER_SIZE, len(body) - 1), len(body) - 1))
+        p = data.draw(st.integers(min(gsi.FIXED2_SIZE, len(body) - 1), len(body) - 1))
         body[p] = data.draw(st.integers(0, 255))
     mutated = with_crc(bytes(body))
     ok = only_format_error(mutated)
@@ -220,23 +253,28 @@ def test_mutations(qg, data):
 @given(st.binary(min_size=1, max_size=120), st.integers(0, 3), st.integers(0, 40))
 def test_garbage_sections(payload, channels_minus_1, n):
     """Well-formed header and section table, random section contents (CRC valid)."""
-    head = struct.pack("<8sBBHIIIBBHH", gsi.MAGIC, 1, channels_minus_1 + 1, 0, 16, 16, n,
-                       2, 8, 32, 255)
-    parts = [payload[i::4] for i in range(4)]
-    head += bytes([4]) + b"".join(struct.pack("<BI", i + 1, len(p))
-                                  for i, p in enumerate(parts))
-    data = with_crc(head + b"".join(parts))
-    ok = only_format_error(data)
-    assert ok == ref_ok(data)
-    if ok:
-        assert_ref_matches(data, gsi.read(data))
+    for version in (1, 2):
+        if version == 1:
+            head = struct.pack("<8sBBHIIIBBHH", gsi.MAGIC, 1, channels_minus_1 + 1, 0, 16, 16,
+                               n, 2, 8, 32, 255)
+            parts = [(i + 1, payload[i::4]) for i in range(4)]
+        else:
+            head = struct.pack("<8sBBBBIII", gsi.MAGIC, 2, 0, channels_minus_1 + 1, 0, 16, 16, n)
+            classes = bytes([1]) + struct.pack("<IBBHH", n, 2, 8, 32, 255)
+            parts = [(1, classes)] + [(16 + i, payload[i::4]) for i in range(4)]
+        head += bytes([len(parts)]) + b"".join(struct.pack("<BI", i, len(p)) for i, p in parts)
+        data = with_crc(head + b"".join(p for _, p in parts))
+        ok = only_format_error(data)
+        assert ok == ref_ok(data)
+        if ok:
+            assert_ref_matches(data, gsi.read(data))
 
 
 def test_too_many_gaussians():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
     for claimed in (16 * len(good) + 1, (1 << 26) + 1, 0xFFFFFFFF):
         bad = bytearray(good)
-        struct.pack_into("<I", bad, 20, claimed)
+        struct.pack_into("<I", bad, 20, claimed)   # count, at offset 20 in versions 1 and 2
         bad = with_crc(bytes(bad[:-4]))
         with pytest.raises(FormatError, match="count"):
             gsi.read(bad)
@@ -246,11 +284,11 @@ def test_too_many_gaussians():
 
 def test_wrong_version_and_magic():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
-    for v in (0, 2, 255):
+    for v in (0, 3, 255):
         bad = bytearray(good)
         bad[8] = v
         with pytest.raises(FormatError, match=rf"unsupported \.gsi version {v} "
-                                              r"\(this decoder reads version 1\)"):
+                                              r"\(this decoder reads versions 1 and 2\)"):
             gsi.read(bytes(bad))
     with pytest.raises(FormatError, match="magic"):
         gsi.read(b"PNG" + bytes(good[3:]))
@@ -262,22 +300,50 @@ def test_wrong_version_and_magic():
 
 def test_header_field_checks():
     good = gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3))
-    edits = [(9, "<B", 5), (9, "<B", 0), (10, "<H", 2), (12, "<I", 0), (16, "<I", 16385),
-             (24, "<B", 9), (25, "<B", 0), (25, "<B", 65), (26, "<H", 0), (26, "<H", 4097),
-             (28, "<H", 0), (30, "<B", 3), (31, "<B", 2)]
+    # version 2: profile, channels, flags, width, height, section count, first section id,
+    # class count, class count of Gaussians, pos_bits, scale_steps, rot_levels, color_den
+    cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 5     # start of the class table
+    edits = [(9, "<B", 2), (10, "<B", 5), (10, "<B", 0), (11, "<B", 2), (12, "<I", 0),
+             (16, "<I", 16385), (24, "<B", 4), (25, "<B", 2), (cls, "<B", 0), (cls, "<B", 9),
+             (cls + 1, "<I", 2), (cls + 5, "<B", 9), (cls + 6, "<B", 0), (cls + 6, "<B", 65),
+             (cls + 7, "<H", 0), (cls + 7, "<H", 4097), (cls + 9, "<H", 0)]
     for off, fmt, val in edits:
         bad = bytearray(good)
         struct.pack_into(fmt, bad, off, val)
         with pytest.raises(FormatError):
             gsi.read(with_crc(bytes(bad[:-4])))
     hdr = gsi.read_header(good)
-    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 1
+    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 2
 
 
 def test_masked_flag():
     qg = make_qg(np.random.default_rng(0), 4, 8, 8, 3, masked=True)
     data = gsi.write(qg)
     assert gsi.read_header(data)["flags"] == 1 and gsi.read(data).masked
+
+
+def test_isotropic_rotation_not_stored():
+    qg = make_qg(np.random.default_rng(3), 50, 20, 20, 3)
+    qg.log_scale[:25, 1] = qg.log_scale[:25, 0]
+    qg.rot[:25] = 7
+    back = gsi.read(gsi.write(qg))
+    iso = back.log_scale[:, 0] == back.log_scale[:, 1]
+    assert iso.sum() >= 25 and np.all(back.rot[iso] == 0)
+    assert_same(back, qg.sorted())
+
+
+def test_multi_class_dequantization():
+    """Each Gaussian is dequantized with its own class's steps."""
+    c0, c1 = QuantClass(2, 16, 128, 64), QuantClass(0, 4, 8, 16)
+    qg = QuantizedGaussians(10, 10, 1, np.array([[8, 8], [2, 3]]), np.array([[16, 0], [4, 4]]),
+                            np.array([64, 0]), np.array([[64], [16]]), classes=(c0, c1),
+                            cls=np.array([0, 1]))
+    back = gsi.read(gsi.write(qg))
+    means, sigma, theta, colors = back.dequantize()
+    order = np.argsort(back.cls)
+    assert np.allclose(means[order], [[2, 2], [2, 3]])
+    assert np.allclose(sigma[order], [[2, 1], [2, 2]])
+    assert np.allclose(theta[order], [np.pi / 2, 0]) and np.allclose(colors[order], 1)
 
 
 # ---- entropy layer --------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Regenerate the .gsi test vectors: python tests/vectors/make_vectors.py
 
 Each vector NAME.gsi comes with NAME.json: the header fields and the exact decoded
-integers in file order (x, y, major, minor, rot, color). The inputs are deterministic
+integers in file order (x, y, major, minor, rot, color, cls). The inputs are deterministic
 (fixed seeds), so rerunning reproduces the same bytes unless the format changed.
+Vectors named v1_* are version-1 files kept to test that old files still decode; this
+script does not write them (the writer produces version 2).
 """
 import json
 import pathlib
@@ -14,15 +16,18 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from gscodec import format as gsi            # noqa: E402
-from gscodec.model import QuantizedGaussians  # noqa: E402
+from gscodec.model import QuantClass, QuantizedGaussians  # noqa: E402
 
 
-def qg_from_lists(w, h, c, xy, ls, rot, col, params=(2, 8, 32, 255), masked=False):
+def qg_from_lists(w, h, c, xy, ls, rot, col, params=(2, 8, 32, 255), masked=False,
+                  classes=None, cls=None):
     n = len(rot)
+    classes = tuple(QuantClass(*p) for p in classes) if classes else (QuantClass(*params),)
     return QuantizedGaussians(w, h, c, np.array(xy, np.int32).reshape(n, 2),
                               np.array(ls, np.int32).reshape(n, 2),
                               np.array(rot, np.int32).reshape(n),
-                              np.array(col, np.int32).reshape(n, c), *params, masked)
+                              np.array(col, np.int32).reshape(n, c), masked=masked,
+                              classes=classes, cls=cls)
 
 
 def vectors():
@@ -55,21 +60,36 @@ def vectors():
     rot = [4095, 0, 2048, 1, 7]
     col = [[-2 * 65535, 3 * 65535], [3 * 65535, -2 * 65535], [0, 0], [65535, 1], [-1, 2]]
     out["extreme_la_16384"] = qg_from_lists(w, h, 2, xy, ls, rot, col, params=p)
+    # 5: three classes (fine, default, coarse steps), RGB, some isotropic Gaussians
+    n = 30
+    classes = [(3, 32, 256, 32), (2, 16, 128, 64), (1, 8, 32, 128)]
+    cls = rng.integers(0, 3, n)
+    pb = np.array([c[0] for c in classes])[cls]
+    ss = np.array([c[1] for c in classes])[cls]
+    xy = np.stack([rng.integers(0, (24 << pb) + 1), rng.integers(0, (16 << pb) + 1)], 1)
+    major = rng.integers(-2 * ss, 4 * ss)
+    minor = np.where(rng.random(n) < 0.3, major, major - rng.integers(0, 2 * ss))
+    rot = rng.integers(0, np.array([c[2] for c in classes])[cls])
+    den = np.array([c[3] for c in classes])[cls]
+    col = (rng.random((n, 3)) * 1.2 * den[:, None]).astype(np.int64)
+    out["classes_rgb_24x16_30"] = qg_from_lists(24, 16, 3, xy, np.stack([major, minor], 1),
+                                                rot, col, classes=classes, cls=cls)
     return out
 
 
 def to_json(data: bytes) -> dict:
     q = gsi.read(data)
     hdr = gsi.read_header(data)
+    header = {k: hdr[k] for k in ("version", "channels", "flags", "width", "height", "count")}
+    header["classes"] = [list(c.astuple()) for c in hdr["classes"]]
+    header["class_counts"] = hdr["class_counts"]
     return {
-        "header": {k: hdr[k] for k in ("version", "channels", "flags", "width", "height",
-                                       "count", "pos_bits", "scale_steps", "rot_levels",
-                                       "color_den")},
-        "section_bytes": hdr["sections"],
+        "header": header,
+        "section_bytes": [length for _, _, length in hdr["sections"]],
         "file_bytes": len(data),
         "x": q.xy[:, 0].tolist(), "y": q.xy[:, 1].tolist(),
         "major": q.log_scale[:, 0].tolist(), "minor": q.log_scale[:, 1].tolist(),
-        "rot": q.rot.tolist(), "color": q.color.tolist(),
+        "rot": q.rot.tolist(), "color": q.color.tolist(), "cls": q.cls.tolist(),
     }
 
 
@@ -77,9 +97,8 @@ def from_json(j: dict) -> QuantizedGaussians:
     h = j["header"]
     return qg_from_lists(h["width"], h["height"], h["channels"],
                          list(zip(j["x"], j["y"])), list(zip(j["major"], j["minor"])),
-                         j["rot"], j["color"],
-                         (h["pos_bits"], h["scale_steps"], h["rot_levels"], h["color_den"]),
-                         bool(h["flags"] & 1))
+                         j["rot"], j["color"], masked=bool(h["flags"] & 1),
+                         classes=h["classes"], cls=j["cls"])
 
 
 def main():
