@@ -21,7 +21,7 @@ business: `pack` returns the section body only and `unpack` parses one.
 from __future__ import annotations
 
 import math
-import struct
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,8 +69,9 @@ class GIGaussians:
         n, c = self.count(), self.channels
         if c not in (1, 2, 3, 4):
             out.append(f"channel count {c} not in 1..4")
-        if not (isinstance(self.width, int) and isinstance(self.height, int)
-                and self.width >= 1 and self.height >= 1):
+        if not (isinstance(self.width, (int, np.integer)) and
+                isinstance(self.height, (int, np.integer)) and
+                self.width >= 1 and self.height >= 1):
             out.append(f"bad image size {self.width}x{self.height}")
         k = self.codebooks.shape[1] if self.codebooks.ndim == 3 else 0
         if not (k >= 2 and k & (k - 1) == 0 and k <= 1 << MAX_CODEBOOK_LOG2):
@@ -251,8 +252,13 @@ def _unpack(buf, start, end, n, channels, width, height) -> GIGaussians:
     if not isinstance(buf, (bytes, bytearray, memoryview)):
         raise FormatError(pre + "body is not bytes")
     mv = memoryview(buf).cast("B") if isinstance(buf, memoryview) else memoryview(buf)
-    if not all(isinstance(v, int) for v in (start, end, n, channels, width, height)):
-        raise FormatError(pre + "non-integer argument")
+    try:    # plain or numpy integers; bool and floats are rejected
+        if any(isinstance(v, bool) for v in (start, end, n, channels, width, height)):
+            raise TypeError("bool")
+        start, end, n, channels, width, height = (
+            operator.index(v) for v in (start, end, n, channels, width, height))
+    except TypeError:
+        raise FormatError(pre + "non-integer argument") from None
     if not (0 <= start <= end <= len(mv)):
         raise FormatError(pre + f"body range {start}..{end} outside the buffer")
     if channels not in (1, 2, 3, 4):
@@ -388,11 +394,14 @@ class _RVQ:
 
 @dataclass
 class GIFineTuneConfig:
-    lr_xy_px: float = 0.03        # Adam step of positions, in pixels at the image centre
-    lr_chol: float = 0.01         # Cholesky elements, pixels
-    lr_color: float = 0.002
-    lr_qmin: float = 0.01         # learned quantizer offset (pixels)
-    lr_qlogstep: float = 0.01     # learned quantizer step (log)
+    # Learning rates for a short fine-tune (GaussianImage: Adan, lr 1e-3, 50k steps),
+    # chosen on kodim03 (2359 Gaussians, 200 steps, K = 8): 27.4 dB with a tenth of these
+    # rates, 29.5 dB with them.
+    lr_xy_px: float = 0.3         # Adam step of positions, in pixels at the image centre
+    lr_chol: float = 0.2          # Cholesky elements, pixels
+    lr_color: float = 0.02
+    lr_qmin: float = 0.05         # learned quantizer offset (pixels)
+    lr_qlogstep: float = 0.05     # learned quantizer step (log)
     lr_final_fraction: float = 0.05
     commitment: float = 1.0       # weight of the RVQ commitment loss
     kmeans_iters: int = 5

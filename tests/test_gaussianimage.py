@@ -210,6 +210,13 @@ def test_bad_arguments_are_format_errors():
             unpack(body, start, end, 4, 3, g.width, g.height)
     with pytest.raises(FormatError):
         unpack(b"", 0, 0, 0, 1, 1, 1)
+    with pytest.raises(FormatError):
+        unpack(body, 0, len(body), 4.0, 3, g.width, g.height)
+    with pytest.raises(FormatError):
+        unpack(list(body), 0, len(body), 4, 3, g.width, g.height)
+    # numpy integers (as a container parser may hand over) and memoryviews are fine
+    same(g, unpack(memoryview(body), np.int64(0), np.int32(len(body)), np.uint32(4),
+                   np.int64(3), np.int64(g.width), g.height))
 
 
 @SETTINGS
@@ -338,7 +345,8 @@ def test_quantize_gaussianimage_small(small_fit):
         same(g, g2)
         results[k, iters] = _psnr(f, *g2.render_inputs())
     # Measured (32x24, 50 Gaussians, 150 free-fit steps): free 44.2 dB; GI K=8: 29.9 dB
-    # without fine-tuning, 34.6 dB after 40 steps; K=256: 43.9 dB after 40 steps.
+    # without fine-tuning, 35.0 dB after 40 steps; K=256: 43.2 dB after 40 steps (its
+    # best iterate is the start: the default rates are for real images).
     assert free > 40
     assert results[8, 40] > free - 13
     assert results[8, 40] > results[8, 0] + 2        # the fine-tune recovers quality
