@@ -101,6 +101,16 @@ def _cmd_inpaint(args) -> int:
     return 0
 
 
+def _quality(text: str) -> float:
+    try:
+        q = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"quality must be from 1 to 100 (got {text})")
+    return q
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(
@@ -112,11 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit Gaussians to an image and write a .gsi file.")
     p.add_argument("input", help="image to encode (PNG, JPEG, ... anything Pillow reads)")
     p.add_argument("-o", "--output", help="output .gsi file (default: INPUT with .gsi suffix)")
-    p.add_argument("--gaussians", type=_count(1), metavar="N",
-                   help="number of Gaussians (default: 6 per 1000 pixels)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--gaussians", type=_count(1), metavar="N",
+                      help="number of Gaussians (default: 6 per 1000 pixels)")
+    size.add_argument("--bpp", type=_positive_float, metavar="B",
+                      help="target file size in bits per pixel (the file lands within 5%%)")
+    size.add_argument("--quality", type=_quality, metavar="Q",
+                      help="1..100: Gaussian density 6 * 2^((Q-50)/16.5) per 1000 pixels "
+                           "(Q=50 is the default size; +16.5 doubles it)")
     p.add_argument("--iterations", type=_count(0), metavar="K",
                    help="fitting iterations (default: set by --effort; a fifth as many "
                         "quantization-aware ones follow)")
+    p.add_argument("--profile", choices=["gsi", "gaussianimage"], default="gsi",
+                   help="gsi (default: entropy-coded integers) or gaussianimage "
+                        "(GaussianImage's fixed-length scheme, fp16 positions, 6-bit "
+                        "Cholesky, 2-stage residual VQ colour: a baseline)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="two quantization classes: coarser steps for large Gaussians in "
+                        "flat regions")
+    p.add_argument("--rate-weight", type=float, default=0.0, metavar="W",
+                   help="weight of the rate term in the quantization-aware phase "
+                        "(default 0: off; 1 trades about 2-3%% of the bits)")
     p.add_argument("--effort", choices=["fast", "default", "max"], default="default",
                    help="fitting budget: fast (400 iterations, CPU), default (1200), "
                         "max (5000, for a GPU)")
@@ -180,7 +206,9 @@ def _cmd_encode(args) -> int:
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".gsi")
     image, mask = _load_masked(args)
     t0 = time.perf_counter()
-    data = encode(image, gaussians=args.gaussians, iterations=args.iterations,
+    data = encode(image, gaussians=args.gaussians, bpp=args.bpp, quality=args.quality,
+                  profile=args.profile, adaptive=args.adaptive, rate_weight=args.rate_weight,
+                  iterations=args.iterations,
                   device=args.device, seed=args.seed, init=args.init, mask=mask, effort=args.effort,
                   progress=not args.quiet and not args.json)
     seconds = time.perf_counter() - t0
@@ -228,13 +256,14 @@ def _cmd_info(args) -> int:
           f"{d['channels']} channel(s), {d['count']} Gaussians")
     print(f"  {d['file_bytes']} bytes, {d['bpp']:.4f} bpp"
           + (", fitted under an inpainting mask" if d.get("masked") else ""))
-    q = d.get("quantization", {})
-    if q:
-        print("  quantization: " + ", ".join(f"{k} {v}" for k, v in q.items()))
+    print(f"  profile {d['profile']}")
+    for k, c in enumerate(d.get("classes", [])):
+        print(f"  class {k}: {c['count']} Gaussians, pos_bits {c['pos_bits']}, "
+              f"scale_steps {c['scale_steps']}, rot_levels {c['rot_levels']}, "
+              f"color_den {c['color_den']}")
     per = d.get("bits_per_gaussian", {})
-    for name, size in d.get("sections", {}).items():
-        extra = f" ({per[name]:.2f} bits/Gaussian)" if name in per else ""
-        print(f"  section {name}: {size} bytes{extra}")
+    if per:
+        print("  bits per Gaussian: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
     return 0
 
 

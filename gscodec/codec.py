@@ -179,7 +179,10 @@ def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str 
     x0, y0, cw, ch = crop if crop is not None else (0, 0, ow, oh)
     if min(cw, ch) < 1 or x0 < 0 or y0 < 0 or x0 + cw > ow or y0 + ch > oh:
         raise InputError(f"crop {crop} is not inside the {ow}x{oh} output")
-    means, conics, colors = render_inputs(qg)
+    # profile gsi: integers -> floats (quantize.render_inputs); profile gaussianimage:
+    # the GIGaussians dequantize themselves
+    means, conics, colors = qg.render_inputs() if hasattr(qg, "render_inputs") \
+        else render_inputs(qg)
     # Scale s maps means to s*means and covariances to s^2*Sigma (conics / s^2).
     means = means * float(scale)
     conics = conics / float(scale) ** 2

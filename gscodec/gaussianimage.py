@@ -51,6 +51,7 @@ class GIGaussians:
     codebooks: np.ndarray         # uint16 [2,K,C]: binary16 bits of the two RVQ codebooks
     color_idx: np.ndarray         # uint8 [N,2]: stage-0 and stage-1 codebook indices
 
+    @property
     def count(self) -> int:
         return int(self.xy_half.shape[0])
 
@@ -66,7 +67,7 @@ class GIGaussians:
     def problems(self) -> list[str]:
         """Everything that makes this set unwritable (empty list when valid)."""
         out = []
-        n, c = self.count(), self.channels
+        n, c = self.count, self.channels
         if c not in (1, 2, 3, 4):
             out.append(f"channel count {c} not in 1..4")
         if not (isinstance(self.width, (int, np.integer)) and
@@ -133,7 +134,7 @@ class GIGaussians:
         "codebook" (the two binary16 codebooks / N), "side" (log2 K byte, min/max and
         bit padding / N) and "total" = 8 * len(pack(self)) / N. With N = 0 the shared
         parts are divided by 1."""
-        n = self.count()
+        n = self.count
         k, c = self.codebook_size, self.channels
         per = {"pos": 32, "cov": 3 * CHOL_BITS,
                "color": RVQ_STAGES * self.index_bits}
@@ -222,7 +223,7 @@ def _code_widths(n: int, k: int) -> np.ndarray:
 def pack(g: GIGaussians) -> bytes:
     """The section body of profile 1 (spec/profile-gaussianimage.md, section 2)."""
     g.validate()
-    n, c, k = g.count(), g.channels, g.index_bits
+    n, c, k = g.count, g.channels, g.index_bits
     parts = [bytes([k]),
              g.chol_min.astype("<f4").tobytes(), g.chol_max.astype("<f4").tobytes(),
              g.codebooks.astype("<u2").tobytes(),       # stage, entry, channel

@@ -294,7 +294,7 @@ def decode(data):
     if profile == 1:
         _, s, e = table[0]
         import gsi_reference_gi
-        head["gaussianimage"] = gsi_reference_gi.decode_body(data, s, e, N, C, W, H)
+        head["gaussianimage"] = gsi_reference_gi.decode(data[s:e], N, C, W, H)
         return head
     out = {"x": [], "y": [], "major": [], "minor": [], "rot": [], "color": [], "cls": []}
     for k, (params, cnt, sp) in enumerate(zip(classes, counts, spans)):

@@ -62,17 +62,17 @@ def same(a: GIGaussians, b: GIGaussians):
 
 
 def unpack_body(body, g):
-    return unpack(body, 0, len(body), g.count(), g.channels, g.width, g.height)
+    return unpack(body, 0, len(body), g.count, g.channels, g.width, g.height)
 
 
 def ref_decode(body, g):
-    return ref.decode(body, g.count(), g.channels, g.width, g.height)
+    return ref.decode(body, g.count, g.channels, g.width, g.height)
 
 
 def assert_matches_reference(g, body):
     means, L, colours = g.dequantize()
     rm, rl, rc = ref_decode(body, g)
-    assert len(rm) == g.count()
+    assert len(rm) == g.count
     # Exact equality of float64 values (the spec fixes every operation).
     assert [tuple(map(float, r)) for r in means] == rm
     assert [tuple(map(float, r)) for r in L] == rl
@@ -86,13 +86,13 @@ def test_pack_unpack_round_trip(seed):
     rng = np.random.default_rng(seed)
     g = make_gi(rng)
     body = pack(g)
-    assert len(body) == body_length(g.count(), g.channels, g.codebook_size)
+    assert len(body) == body_length(g.count, g.channels, g.codebook_size)
     g2 = unpack_body(body, g)
     same(g, g2)
     assert pack(g2) == body
     # Inside a larger buffer, at an offset.
     buf = b"\xaa" * 7 + body + b"\x55" * 3
-    same(g, unpack(buf, 7, 7 + len(body), g.count(), g.channels, g.width, g.height))
+    same(g, unpack(buf, 7, 7 + len(body), g.count, g.channels, g.width, g.height))
     assert_matches_reference(g2, body)
 
 
@@ -136,7 +136,7 @@ def test_bit_layout_by_hand():
 
 # ---- robustness -------------------------------------------------------------------------------
 def expect_format_error(body, g, **over):
-    args = dict(n=g.count(), channels=g.channels, width=g.width, height=g.height)
+    args = dict(n=g.count, channels=g.channels, width=g.width, height=g.height)
     args.update(over)
     with pytest.raises(FormatError):
         unpack(body, 0, len(body), **args)
@@ -152,16 +152,16 @@ def test_truncated_and_extended_bodies_rejected(seed, cut):
     body = pack(g)
     expect_format_error(body[:max(0, len(body) - cut)], g)
     expect_format_error(body + bytes(cut), g)
-    expect_format_error(body, g, n=g.count() + 1)
-    if g.count():
-        expect_format_error(body, g, n=g.count() - 1)
+    expect_format_error(body, g, n=g.count + 1)
+    if g.count:
+        expect_format_error(body, g, n=g.count - 1)
 
 
 def corrupt_cases(g):
     """(name, body) pairs that violate exactly one check of spec section 5."""
     import struct
     body = bytearray(pack(g))
-    c, kk, n = g.channels, g.codebook_size, g.count()
+    c, kk, n = g.channels, g.codebook_size, g.count
     out = []
     for k in (0, 9, 255):
         b = bytearray(body); b[0] = k; out.append(("k=%d" % k, b))
@@ -339,7 +339,7 @@ def test_quantize_gaussianimage_small(small_fit):
     results = {}
     for k, iters in ((8, 0), (8, 40), (256, 40)):
         g = quantize_gaussianimage(f, p, iterations=iters, codebook_size=k)
-        assert g.count() == 50 and g.codebook_size == k and g.channels == 3
+        assert g.count == 50 and g.codebook_size == k and g.channels == 3
         body = pack(g)
         g2 = unpack_body(body, g)
         same(g, g2)

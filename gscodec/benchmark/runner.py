@@ -27,7 +27,7 @@ import numpy as np
 
 from . import bdrate as _bd
 from .metrics import bpp as _bpp, load_image, ms_ssim, ms_ssim_note, psnr
-from .peers import ALL_CODECS, canonical, make_codec
+from .peers import ALL_CODECS, GSI_CODECS, canonical, make_codec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_NAME = "cache.jsonl"
@@ -303,7 +303,7 @@ def aggregate(codec, images: list[Path], rows_by_key: dict, settings: dict):
         res["encoding_time"].append(mean("encoding_time"))
         res["decoding_time"].append(mean("decoding_time"))
         res[codec.point_name].append(p)
-        if codec.name == "gsi":
+        if codec.name in GSI_CODECS:
             res.setdefault("gaussians_mean", []).append(mean("gaussians"))
     small = sorted({r["image"] for r in per_image if r.get("note")})
     if small:
@@ -349,12 +349,12 @@ def format_codec_table(codec, res) -> str:
     pn = codec.point_name
     lines = [f"{codec.label} [{codec.name}]",
              f"  {pn:>10} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'enc s':>8} {'dec s':>8}"
-             + ("  Gaussians" if codec.name == "gsi" else "")]
+             + ("  Gaussians" if codec.name in GSI_CODECS else "")]
     for i in range(len(res["bpp"])):
         line = (f"  {res[pn][i]:>10g} {_f(res['bpp'][i], '.4f'):>8} {_f(res['psnr-rgb'][i], '.2f'):>8} "
                 f"{_f(res['ms-ssim-rgb'][i], '.4f'):>8} {_f(res['encoding_time'][i], '.3f'):>8} "
                 f"{_f(res['decoding_time'][i], '.3f'):>8}")
-        if codec.name == "gsi":
+        if codec.name in GSI_CODECS:
             line += f"  {res['gaussians_mean'][i]:>9.0f}"
         lines.append(line)
     if not res["bpp"]:
@@ -466,8 +466,8 @@ def run(args) -> int:
     gsi_opts = {"iterations": args.iterations, "device": args.device, "seed": args.seed}
     codecs, skipped = [], []
     for n in names:
-        pts = densities if n == "gsi" else overrides.get(n)
-        codec = make_codec(n, pts, **(gsi_opts if n == "gsi" else {}))
+        pts = densities if n in GSI_CODECS else overrides.get(n)
+        codec = make_codec(n, pts, **(gsi_opts if n in GSI_CODECS else {}))
         why = codec.unavailable()
         if why:
             skipped.append((n, why))
@@ -488,7 +488,7 @@ def run(args) -> int:
     tasks = []
     for codec in codecs:
         settings = codec.settings()
-        spec = (codec.name, gsi_opts if codec.name == "gsi" else {})
+        spec = (codec.name, gsi_opts if codec.name in GSI_CODECS else {})
         for img in images:
             for p in codec.points:
                 key = unit_key(codec.name, img, p, settings)
@@ -502,7 +502,7 @@ def run(args) -> int:
          f"{', '.join(c.name for c in codecs)}; {total_units} units, {total_units - len(tasks)} cached, "
          f"{len(tasks)} to compute; jobs={args.jobs}")
     # Slow codec (gsi) first so parallel workers finish together.
-    tasks.sort(key=lambda t: (t["codec"] != "gsi", t["image"]))
+    tasks.sort(key=lambda t: (t["codec"] not in GSI_CODECS, t["image"]))
 
     failures = []
     jobs = max(1, int(args.jobs or 1))
