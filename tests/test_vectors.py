@@ -20,7 +20,8 @@ _spec.loader.exec_module(make_vectors)
 
 
 def test_vectors_present():
-    assert len(NAMES) >= 6 and any(n.startswith("v1_") for n in NAMES)
+    assert len(NAMES) >= 7 and any(n.startswith("v1_") for n in NAMES)
+    assert any(n.startswith("gi_") for n in NAMES)
     for name in NAMES:
         assert (HERE / f"{name}.json").exists()
 
@@ -38,10 +39,16 @@ def test_vector(name):
         assert expected["header"]["version"] == 2
         assert gsi.write(make_vectors.from_json(expected)) == data
     r = ref.decode(data)
+    for key, val in expected["header"].items():
+        assert r[key] == ({"gsi": 0, "gaussianimage": 1}[val] if key == "profile" else val), key
+    if expected["header"]["profile"] == "gaussianimage":
+        means, chol, colors = r["gaussianimage"]
+        assert [list(m) for m in means] == expected["means"]
+        assert [list(m) for m in chol] == expected["L"]
+        assert [list(m) for m in colors] == expected["colors"]
+        return
     for key in ("x", "y", "major", "minor", "rot", "color", "cls"):
         assert r[key] == expected[key], key
-    for key, val in expected["header"].items():
-        assert r[key] == val, key
 
 
 def test_generator_reproduces_vectors():

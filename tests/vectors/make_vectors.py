@@ -16,6 +16,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from gscodec import format as gsi            # noqa: E402
+from gscodec.gaussianimage import GIGaussians  # noqa: E402
 from gscodec.model import QuantClass, QuantizedGaussians  # noqa: E402
 
 
@@ -74,13 +75,34 @@ def vectors():
     col = (rng.random((n, 3)) * 1.2 * den[:, None]).astype(np.int64)
     out["classes_rgb_24x16_30"] = qg_from_lists(24, 16, 3, xy, np.stack([major, minor], 1),
                                                 rot, col, classes=classes, cls=cls)
+    # 6: profile gaussianimage (fixed-length body), 7 RGB Gaussians, 8-entry codebooks
+    n = 7
+    out["gi_rgb_12x8_7"] = GIGaussians(
+        12, 8, 3,
+        xy_half=rng.uniform(-1, 1, (n, 2)).astype(np.float16).view(np.uint16),
+        chol_q=rng.integers(0, 64, (n, 3)).astype(np.uint8),
+        chol_min=np.array([0.5, -2.0, 0.5], np.float32),
+        chol_max=np.array([4.0, 2.0, 3.0], np.float32),
+        codebooks=rng.uniform(-0.5, 1.0, (2, 8, 3)).astype(np.float16).view(np.uint16),
+        color_idx=rng.integers(0, 8, (n, 2)).astype(np.uint8))
     return out
+
+
+GI_FIELDS = ("xy_half", "chol_q", "chol_min", "chol_max", "codebooks", "color_idx")
 
 
 def to_json(data: bytes) -> dict:
     q = gsi.read(data)
     hdr = gsi.read_header(data)
-    header = {k: hdr[k] for k in ("version", "channels", "flags", "width", "height", "count")}
+    if hdr["profile"] == "gaussianimage":
+        header = {k: hdr[k] for k in ("version", "profile", "channels", "flags", "width",
+                                      "height", "count")}
+        means, chol, colors = q.dequantize()
+        return {"header": header, "file_bytes": len(data),
+                "fields": {f: getattr(q, f).tolist() for f in GI_FIELDS},
+                "means": means.tolist(), "L": chol.tolist(), "colors": colors.tolist()}
+    header = {k: hdr[k] for k in ("version", "profile", "channels", "flags", "width", "height",
+                                  "count")}
     header["classes"] = [list(c.astuple()) for c in hdr["classes"]]
     header["class_counts"] = hdr["class_counts"]
     return {
@@ -93,8 +115,15 @@ def to_json(data: bytes) -> dict:
     }
 
 
-def from_json(j: dict) -> QuantizedGaussians:
+def from_json(j: dict):
     h = j["header"]
+    if h.get("profile") == "gaussianimage":
+        dt = {"xy_half": np.uint16, "chol_q": np.uint8, "chol_min": np.float32,
+              "chol_max": np.float32, "codebooks": np.uint16, "color_idx": np.uint8}
+        f = j["fields"]
+        return GIGaussians(h["width"], h["height"], h["channels"],
+                           **{k: np.array(f[k], dtype=dt[k]).reshape(np.shape(f[k]))
+                              for k in GI_FIELDS})
     return qg_from_lists(h["width"], h["height"], h["channels"],
                          list(zip(j["x"], j["y"])), list(zip(j["major"], j["minor"])),
                          j["rot"], j["color"], masked=bool(h["flags"] & 1),
