@@ -109,3 +109,18 @@ def test_impossible_options_are_usage_errors(encoded, tmp_path):
     res = gsi("decode", out, "-o", tmp_path / "nodir" / "z.png")
     assert_clean_error(res, "cannot write")
     assert not (tmp_path / "z.gsi").exists() and not (tmp_path / "z.png").exists()
+
+
+def test_cli_size_options(tmp_path):
+    src = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)).save(src)
+    out = tmp_path / "x.gsi"
+    r = gsi("encode", str(src), "-o", str(out), "--gaussians", "5", "--bpp", "1")
+    assert r.returncode == 2 and "not allowed with" in r.stderr and not out.exists()
+    r = gsi("encode", str(src), "-o", str(out), "--quality", "0")
+    assert r.returncode == 2 and "quality" in r.stderr and not out.exists()
+    r = gsi("encode", str(src), "-o", str(out), "--profile", "gaussianimage",
+                "--iterations", "3", "--gaussians", "20", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = gsi("info", str(out))
+    assert r.returncode == 0 and "profile gaussianimage" in r.stdout

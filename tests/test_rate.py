@@ -1,0 +1,117 @@
+"""Rate control (--bpp, --quality), the rate model of the quantization-aware fit, the
+adaptive classes and the gaussianimage profile, end to end on small images."""
+import numpy as np
+import pytest
+import torch
+
+import gscodec
+from gscodec import format as gsi
+from gscodec.errors import InputError
+from gscodec.quantize import GaussianParams, QuantConfig, adaptive_config, fake_quantize
+from gscodec.rate import RateModel
+from gscodec.ratecontrol import count_for_bytes, quality_density
+
+
+def smooth_image(h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([np.sin(6 * x + 2 * y), np.cos(5 * y - 3 * x), np.sin(4 * x * y + 1)], -1)
+    img = 0.5 + 0.4 * img + 0.03 * rng.standard_normal((h, w, 3))
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bpp", [1.0, 3.0])
+def test_bpp_target_is_met(bpp):
+    img = smooth_image()
+    data = gscodec.encode(img, bpp=bpp, iterations=20)
+    got = len(data) * 8 / (img.shape[0] * img.shape[1])
+    assert abs(got / bpp - 1) <= 0.05, got
+    assert gscodec.decode(data).shape == img.shape
+
+
+def test_quality_ladder():
+    assert quality_density(50) == pytest.approx(6.0)
+    assert quality_density(66.5) == pytest.approx(12.0)
+    assert quality_density(1) < quality_density(2) < quality_density(100)
+    img = smooth_image()
+    lo = gscodec.info(gscodec.encode(img, quality=20, iterations=5))["count"]
+    hi = gscodec.info(gscodec.encode(img, quality=80, iterations=5))["count"]
+    assert lo < hi
+    for bad in (0, 101, "50", True):
+        with pytest.raises(InputError):
+            gscodec.encode(img, quality=bad, iterations=1)
+
+
+def test_size_options_are_exclusive_and_checked():
+    img = smooth_image()
+    with pytest.raises(InputError, match="at most one"):
+        gscodec.encode(img, gaussians=10, bpp=1.0)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="bpp"):
+            gscodec.encode(img, bpp=bad)
+    with pytest.raises(InputError, match="profile"):
+        gscodec.encode(img, profile="jpeg")
+    with pytest.raises(InputError, match="below the smallest"):
+        gscodec.encode(img, bpp=0.01, iterations=1)
+
+
+def test_count_model_is_monotone():
+    counts = [count_for_bytes(b, 768 * 512) for b in (2000, 8000, 32000, 128000)]
+    assert counts == sorted(counts) and counts[0] >= 1
+
+
+def test_rate_model_estimates_the_written_bits():
+    """RateModel.bits is the size of the SCALE and COLOR streams the writer produces
+    (up to table and offset bytes), and its gradient moves values toward cheaper codes."""
+    rng = np.random.default_rng(1)
+    n, h, w = 400, 64, 96
+    p = GaussianParams(torch.from_numpy(rng.uniform(0, [w, h], (n, 2))).float(),
+                       torch.from_numpy(rng.normal(1.5, 0.6, (n, 2))).float(),
+                       torch.from_numpy(rng.uniform(0, np.pi, n)).float(),
+                       torch.from_numpy(rng.normal(0.3, 0.2, (n, 3))).float())
+    from gscodec.quantize import canonicalize, to_integers
+    p = canonicalize(p)
+    cfg = QuantConfig()
+    cls = torch.zeros(n, dtype=torch.long)
+    for t in p.tensors():
+        t.requires_grad_(True)
+    view = fake_quantize(p, cfg, w, h, cls)
+    model = RateModel(cfg, cls, 3)
+    model.update(view)
+    bits = model.bits(view)
+    info = gsi.describe(gsi.write(to_integers(p.detach(), cfg, w, h)))
+    written = 8 * (info["sections"]["scale"] + info["sections"]["color"])
+    assert 0.85 * written < float(bits.detach()) < written
+    bits.backward()
+    assert float(p.color.grad.abs().sum()) > 0 and float(p.log2_sigma.grad.abs().sum()) > 0
+
+
+def test_rate_weight_reduces_bits():
+    img = smooth_image(64, 96, seed=2)
+    a = gscodec.encode(img, gaussians=150, iterations=30)
+    b = gscodec.encode(img, gaussians=150, iterations=30, rate_weight=5.0)
+    assert len(b) < len(a)
+
+
+def test_adaptive_classes_end_to_end():
+    img = smooth_image(64, 96, seed=3)
+    data = gscodec.encode(img, gaussians=120, iterations=10, adaptive=True)
+    info = gscodec.info(data)
+    assert len(info["classes"]) == 2
+    assert [c["pos_bits"] for c in info["classes"]] == [q.pos_bits for q in adaptive_config().classes]
+    assert sum(c["count"] for c in info["classes"]) == 120
+    assert info["classes"][1]["count"] == round(0.33 * 120)
+    assert gscodec.decode(data).shape == img.shape
+
+
+def test_gaussianimage_profile_end_to_end():
+    img = smooth_image()
+    data = gscodec.encode(img, gaussians=60, iterations=20, profile="gaussianimage")
+    info = gscodec.info(data)
+    assert info["profile"] == "gaussianimage" and info["count"] == 60
+    bpg = info["bits_per_gaussian"]
+    assert bpg["pos"] == 32 and bpg["cov"] == 18
+    out = gscodec.decode(data)
+    assert out.shape == img.shape
+    from gscodec.metrics import psnr
+    assert psnr(img, out) > 18
