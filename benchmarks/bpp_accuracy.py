@@ -35,8 +35,16 @@ def main(argv=None) -> int:
     ap.add_argument("--effort", default="fast", choices=["fast", "default", "max"])
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--json", default=str(REPO / "benchmarks/results/bpp_accuracy.json"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="only merge the rows of earlier runs (e.g. shards) into --json")
+    ap.add_argument("--shard", default="0/1", metavar="K/M",
+                    help="run only images K, K+M, K+2M, ... (parallel shards; merge after)")
     args = ap.parse_args(argv)
-    files = sorted(Path(args.dataset).glob("*.png"))[: args.images]
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
+        return report(rows, args, sorted({r["target_bpp"] for r in rows}))
+    k, m = (int(v) for v in args.shard.split("/"))
+    files = sorted(Path(args.dataset).glob("*.png"))[: args.images][k::m]
     if not files:
         print(f"bpp_accuracy: no PNG images in {args.dataset}", file=sys.stderr)
         return 1
@@ -57,6 +65,10 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{path.name:>12} {t:>7.3f} {bpp:>8.4f} {row['error_pct']:>+8.2f} "
                   f"{row['gaussians']:>6} {row['psnr']:>6.2f} {secs:>5.0f}", flush=True)
+    return report(rows, args, targets)
+
+
+def report(rows, args, targets) -> int:
     err = np.abs([r["error_pct"] for r in rows])
     summary = {"files": len(rows), "max_abs_error_pct": float(err.max()),
                "mean_abs_error_pct": float(err.mean()),
@@ -66,6 +78,7 @@ def main(argv=None) -> int:
         summary[f"max_abs_error_pct@{t}"] = float(e.max())
     print(f"\n{len(rows)} files: max |error| {summary['max_abs_error_pct']:.2f} %, mean "
           f"{summary['mean_abs_error_pct']:.2f} %, {summary['within_5pct']}/{len(rows)} within 5 %")
+    rows = sorted(rows, key=lambda r: (r["image"], r["target_bpp"]))
     out = {"command": " ".join(sys.argv), "effort": args.effort, "iterations": args.iterations,
            "machine": {"cpu": platform.processor() or platform.machine(),
                        "python": platform.python_version()},
