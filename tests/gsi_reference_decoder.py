@@ -236,8 +236,10 @@ def decode(data):
     L = len(data)
     if L < 8 or data[:8] != MAGIC:
         fail("magic")
-    if L < 9 or data[8] not in (1, 2):
-        fail("version")
+    if L < 9:
+        fail("truncated header")
+    if data[8] not in (1, 2):
+        fail("unsupported .gsi version %d (this decoder reads versions 1 and 2)" % data[8])
     version = data[8]
     if version == 1:
         if L < 55:
