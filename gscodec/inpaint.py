@@ -99,10 +99,10 @@ def _fill_level(x: torch.Tensor, hole: torch.Tensor, iters: int) -> torch.Tensor
         return x
     idx = torch.nonzero(hole.flatten()).flatten()
     if n > FILL_COARSE and min(h, w) >= 8:
-        kf = (~hole).float()[:, :, None]
-        kd = _half(kf)
+        both = _half(torch.cat([x, (~hole).float()[:, :, None]], 2))   # sums, known count
+        kd = both[:, :, c:]
         hole_c = kd[:, :, 0] <= 0
-        coarse = _fill_level(_half(x) / kd.clamp(min=1.0), hole_c, iters)
+        coarse = _fill_level(both[:, :, :c] / kd.clamp(min=1.0), hole_c, iters)
         wc = coarse.shape[1]
         start = coarse.reshape(-1, c)[(idx // w // 2) * wc + (idx % w) // 2]
         steps = iters
@@ -278,7 +278,7 @@ LATTICE_SIGMA = 0.5        # sigma / spacing
 LATTICE_REACH = 2.0        # spacing s covers hole pixels up to REACH * s from the border; deeper
 LATTICE_MAX_SPACING = 32   #   ones get Gaussians twice as far apart and twice as large
 RING = 1                   # known pixels within RING of the hole are fitted too (context)
-LS_ITERATIONS = 4          # conjugate-gradient iterations of the colour least squares
+LS_ITERATIONS = 3          # conjugate-gradient iterations of the colour least squares
 Q_CUT = 12.0               # the renderer's footprint: exp(-q/2) with q <= Q_CUT
 
 
@@ -421,11 +421,14 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
     cell_maps = []
     for lv, s in enumerate(spacings):
         ind = fit & (level == lv)
-        st = max(1, s // 4)                    # deep levels: fit a subsample of the pixels
+        # The fit sees a subsample of the pixels: a checkerboard (every pixel is within
+        # one step of a fitted one; the Gaussians, sigma >= 1.5 px, cannot tell), and a
+        # sparser grid deep in the hole. Weights: the pixels each one stands for, halved.
+        st = max(1, s // 4)
         if st > 1:
-            weight[ind & (ys_all % st == 0) & (xs_all % st == 0)] = float(st * st)
+            weight[ind & (ys_all % st == 0) & (xs_all % st == 0)] = 0.5 * st * st
         else:
-            weight[ind] = 1.0
+            weight[ind & ((ys_all + xs_all) % 2 == 0)] = 1.0
         cells = F.max_pool2d(ind.float()[None, None], s, stride=s, ceil_mode=True)[0, 0]
         if lv > 0:
             cells = F.max_pool2d(cells[None, None], 3, stride=1, padding=1)[0, 0]
