@@ -1,21 +1,35 @@
 """Inpainting: fitting Gaussians to an image with missing pixels, and filling them.
 
-`encode(image, mask=...)` fits with `HoleAwareFitter`: the data term sees known pixels
-only (the pixels under the mask never reach the fit: they are replaced by a fill computed
-from known pixels before anything else looks at the image), and
+Both paths start from the same prior: `harmonic_fill`, the harmonic interpolant of the
+known pixels (discrete Laplace equation with the known pixels as boundary; the MMSE
+linear estimate under a 1/f^2 image spectrum, and unlike the biharmonic one it cannot
+overshoot), solved by conjugate gradients on the hole pixels only, started from the
+solution one pyramid level coarser. The pixels under the mask are never read.
 
-- a cheap multigrid harmonic fill of the hole (`harmonic_fill`, coarse-to-fine Jacobi on
-  the Laplace equation with the known pixels as boundary) is computed once; it is the
-  prior the hole render is pulled toward (`extra_loss`, together with a small penalty on
-  the rendered gradient inside the hole), and the target of the colour solves inside the
-  hole, so Gaussians entirely inside the hole keep sensible colours instead of going to 0;
+`inpaint(image, mask)` (keep_known=True, the default) is a local masked fit: Gaussians
+only where they matter, on lattices over the hole and a one-pixel ring of known pixels
+(spacing LATTICE_SPACING next to the border, doubling with the distance to it, sigma =
+LATTICE_SIGMA * spacing on the finest lattice and LATTICE_SIGMA_DEEP * spacing on the
+coarser ones, where a lattice ripple would show; geometry on the .gsi quantization
+grid). Their colours are the weighted least-squares fit to the ring's known pixels and
+to the prior in the hole (sparse design matrices built straight from the lattice
+geometry, a checkerboard of the pixels, a few preconditioned conjugate-gradient steps
+from a quasi-interpolation start); the hole is then filled by
+the decoder's renderer drawing those quantized Gaussians (`inpaint_gaussians` returns them
+as a masked QuantizedGaussians). The work grows with the hole, not with the image.
+
+`encode(image, mask=...)` (and `inpaint(..., keep_known=False)`) fits the whole picture
+with `HoleAwareFitter`, so that an ordinary decode of the .gsi fills the hole: the data
+term sees known pixels only (the hole is replaced by the prior before anything else looks
+at the image), and
+- the prior is what the hole render is pulled toward (`extra_loss`, together with a small
+  penalty on the rendered gradient inside the hole), and the target of the colour solves
+  inside the hole, so Gaussians entirely inside the hole keep sensible colours;
 - a share of the Gaussians is placed inside the (dilated) hole (`start`), sized to the
   hole's local half-width so they can span it, and oriented along the edge direction
   continued into the hole: the structure tensor is computed from known pixels only by
   normalised convolution at a scale that reaches across the hole, so edges that meet the
   hole's border are carried through it by elongated Gaussians.
-
-`inpaint(image, mask)` encodes, decodes and pastes the known pixels back.
 """
 from __future__ import annotations
 
@@ -275,6 +289,7 @@ class HoleAwareFitter(Fitter):
 # ---- inpaint: a local Gaussian fit around the hole -----------------------------------------
 LATTICE_SPACING = 3        # spacing (pixels) of the finest Gaussians, next to the hole's border
 LATTICE_SIGMA = 0.5        # sigma / spacing
+LATTICE_SIGMA_DEEP = 0.7   # sigma / spacing of the coarser lattices inside the hole
 LATTICE_REACH = 2.0        # spacing s covers hole pixels up to REACH * s from the border; deeper
 LATTICE_MAX_SPACING = 32   #   ones get Gaussians twice as far apart and twice as large
 RING = 1                   # known pixels within RING of the hole are fitted too (context)
@@ -436,7 +451,7 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
     wflat = weight.flatten()
     pix = torch.nonzero(wflat > 0).flatten()
     npix = pix.numel()
-    sig_max = LATTICE_SIGMA * spacings[-1] * 1.1
+    sig_max = max(LATTICE_SIGMA, LATTICE_SIGMA_DEEP) * spacings[-1] * 1.1
     pad = int(math.ceil(math.sqrt(Q_CUT) * sig_max)) + 2
     fit_pad = torch.full((h + 2 * pad, w + 2 * pad), -1, dtype=torch.long)
     fit_pad[pad:pad + h, pad:pad + w] = torch.full((h * w,), -1, dtype=torch.long).index_put_(
@@ -447,7 +462,7 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
     levels = []
     for cells, s in zip(cell_maps, spacings):
         # sigma on the file's grid (1/16 octave): the fit sees what the decoder renders
-        ls = round(math.log2(LATTICE_SIGMA * s) * 16) / 16
+        ls = round(math.log2((LATTICE_SIGMA if s == s0 else LATTICE_SIGMA_DEEP) * s) * 16) / 16
         lvl = _Level(cells, s, ls, fit_pad, pad, sw_lv, pix // w, pix % w, h, w)
         if lvl.n:
             levels.append(lvl)
