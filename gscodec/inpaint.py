@@ -293,6 +293,9 @@ LATTICE_SIGMA_DEEP = 0.7   # sigma / spacing of the coarser lattices inside the 
 LATTICE_REACH = 2.0        # spacing s covers hole pixels up to REACH * s from the border; deeper
 LATTICE_MAX_SPACING = 32   #   ones get Gaussians twice as far apart and twice as large
 RING = 1                   # known pixels within RING of the hole are fitted too (context)
+RING_WEIGHT = 0.1          # their weight relative to the hole's pixels
+DILATE0 = True
+LS_DAMPING = 0.05          # damping of the colour solve toward its start (x mean diagonal)
 LS_ITERATIONS = 3          # conjugate-gradient iterations of the colour least squares
 Q_CUT = 12.0               # the renderer's footprint: exp(-q/2) with q <= Q_CUT
 
@@ -323,7 +326,7 @@ def _lattice_levels(hole: torch.Tensor, s0: int):
     known = (~hole).float()
     level = torch.zeros(hole.shape, dtype=torch.long)
     spacings = [s0]
-    while spacings[-1] * 2 <= max(LATTICE_MAX_SPACING, s0):
+    while spacings[-1] * 2 <= min(max(LATTICE_MAX_SPACING, s0), *hole.shape):
         reach = int(round(LATTICE_REACH * spacings[-1]))
         deep = hole & ~_dilate_known(known, reach)
         if not bool(deep.any()):
@@ -358,20 +361,19 @@ class _Level:
                  pad: int, sw: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor, h: int, w: int):
         sigma = 2.0 ** sigma_log2
         hc, wc = cells.shape
-        # (a cell cut by the image's edge keeps its Gaussian only if the centre is inside)
+        # Lattice points at (cx * s, cy * s): the top and left edges of the image carry
+        # Gaussians, so the sum does not sag there; points past the image are dropped.
         hc, wc = cells.shape
         cells = cells.clone()
-        if (hc - 0.5) * s > h:
-            cells[-1] = False
-        if (wc - 0.5) * s > w:
-            cells[:, -1] = False
+        cells[torch.arange(hc) * s > h] = False
+        cells[:, torch.arange(wc) * s > w] = False
         cy, cx = torch.nonzero(cells, as_tuple=True)
         self.n = n = cy.numel()
-        self.xy = torch.stack([cx.float() * s + 0.5 * s, cy.float() * s + 0.5 * s], -1)
+        self.xy = torch.stack([cx.float() * s, cy.float() * s], -1)
         self.log2_sigma = torch.full((n,), sigma_log2)
         npix = int(fy.numel())
-        half = 0.5 * s
-        j0 = math.floor(half)
+        half = 0.0
+        j0 = 0
         wp = w + 2 * pad
         # Gaussian-major (A^T): the same pixel offsets for every Gaussian of the lattice.
         oy, ox, v = _offsets(half - j0, half - j0, sigma)
@@ -437,17 +439,24 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
     for lv, s in enumerate(spacings):
         ind = fit & (level == lv)
         # The fit sees a subsample of the pixels: a checkerboard (every pixel is within
-        # one step of a fitted one; the Gaussians, sigma >= 1.5 px, cannot tell), and a
+        # one step of a fitted one; Gaussians of sigma >= 1.5 px cannot tell), and a
         # sparser grid deep in the hole. Weights: the pixels each one stands for, halved.
         st = max(1, s // 4)
         if st > 1:
             weight[ind & (ys_all % st == 0) & (xs_all % st == 0)] = 0.5 * st * st
-        else:
+        elif s >= 3:
             weight[ind & ((ys_all + xs_all) % 2 == 0)] = 1.0
-        cells = F.max_pool2d(ind.float()[None, None], s, stride=s, ceil_mode=True)[0, 0]
-        if lv > 0:
+        else:                                  # small Gaussians (a large budget): all
+            weight[ind] = 0.5
+        # cell (gy, gx): the pixels nearest to the lattice point (gx * s, gy * s)
+        o = s // 2
+        cells = F.max_pool2d(F.pad(ind.float(), (o, 0, o, 0))[None, None], s, stride=s,
+                             ceil_mode=True)[0, 0]
+        if lv > 0 or DILATE0:
             cells = F.max_pool2d(cells[None, None], 3, stride=1, padding=1)[0, 0]
         cell_maps.append(cells > 0.5)
+    if RING_WEIGHT != 1.0:
+        weight = torch.where(hole, weight, weight * RING_WEIGHT)
     wflat = weight.flatten()
     pix = torch.nonzero(wflat > 0).flatten()
     npix = pix.numel()
@@ -478,12 +487,15 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
         return torch.cat([lv.at @ r for lv in levels])
 
     diag = torch.cat([lv.diag for lv in levels])
-    lam = 1e-4 * float(diag.mean())
+    # Damping toward the start (not toward 0, which would darken): a Gaussian that few
+    # fitted pixels see (a small hole, the image's edge) keeps its start colour instead
+    # of taking whatever value fits those few pixels.
+    lam = LS_DAMPING * float(diag.mean())
     diag = (diag + lam)[:, None]
     rhs = adjoint(target)
     # Start: each Gaussian's weighted mean of the target, divided by its coverage.
     col = rhs / adjoint(sum(lv.a @ torch.ones(lv.n, 1) for lv in levels)).clamp(min=1e-6)
-    res = rhs - (normal(col) + lam * col)
+    res = rhs - normal(col)
     z = res / diag
     p = z.clone()
     ones = torch.ones(n)
@@ -520,6 +532,7 @@ def inpaint_gaussians(image: np.ndarray, missing: np.ndarray, *, gaussians: int 
         # The count falls as 1/s0^2 (the finest lattice dominates): one rescale.
         area = float((_maxpool_sep(hole.float(), RING) > 0.5).sum())
         s0 = int(min(max(1, round(math.sqrt(area / max(1, gaussians)))), LATTICE_MAX_SPACING))
+    s0 = min(s0, h, w)          # a cell's centre must lie in the image
     p = _lattice_fit(filled, hole, s0, LS_ITERATIONS if iterations is None else iterations)
     return to_integers(p, QuantConfig(), w, h, masked=True)
 

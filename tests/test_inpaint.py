@@ -91,8 +91,8 @@ def test_inpaint_is_a_gaussian_rendering():
     # Every Gaussian sits in or next to the hole.
     xy = qg.xy / float(1 << qg.pos_bits)
     ys, xs = np.nonzero(m)
-    assert xy[:, 0].min() >= xs.min() - 4 and xy[:, 0].max() <= xs.max() + 5
-    assert xy[:, 1].min() >= ys.min() - 4 and xy[:, 1].max() <= ys.max() + 5
+    assert xy[:, 0].min() >= xs.min() - 8 and xy[:, 0].max() <= xs.max() + 8
+    assert xy[:, 1].min() >= ys.min() - 8 and xy[:, 1].max() <= ys.max() + 8
     # Close to the original inside the box (the image is a ramp plus an edge plus noise).
     err = np.abs(out[m].astype(float) - img[m].astype(float)).mean()
     assert err < 25
@@ -174,3 +174,30 @@ def test_cli_mask_errors(tmp_path, capsys, mask, message, command):
     assert rc == 1
     assert err.startswith("gsi: error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("shape", [(1, 9, 3), (6, 9, 3), (37, 53, 4), (31, 29, 2)])
+@pytest.mark.parametrize("where", ["border", "pixel", "almost all"])
+def test_inpaint_shapes_and_hole_positions(shape, where):
+    """Odd sizes, one-row images, RGBA / LA, holes on the border, single pixels and
+    masks that leave a single known pixel: the local path always returns a filled image
+    that keeps every known pixel, and a constant image stays close to constant (on
+    average; the Gaussian sum can sag by up to a third at the right and bottom edges of
+    the image, where the lattice has no Gaussian beyond the last pixel)."""
+    h, w, c = shape
+    m = np.zeros((h, w), bool)
+    if where == "border":
+        m[:, : max(1, w // 3)] = True
+        if h > 1:
+            m[0] = True
+    elif where == "pixel":
+        m[h // 2, w // 2] = True
+    else:
+        m[:] = True
+        m[h // 2, w // 2] = False
+    img = np.full((h, w, c), 137, np.uint8)
+    img[~m] = 137
+    out = gscodec.inpaint(img if c > 1 else img[:, :, 0], m)
+    assert out.shape == img.shape and np.array_equal(out[~m], img[~m])
+    err = np.abs(out[m].astype(int) - 137)
+    assert err.mean() <= 10 and err.max() <= 80
