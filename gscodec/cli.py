@@ -163,9 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pure", action="store_true",
                    help="output the pure decode (do not paste the known pixels back)")
     p.add_argument("--gaussians", type=_count(1), metavar="N",
-                   help="number of Gaussians (default: 4 per 1000 pixels)")
+                   help="approximate budget of Gaussians placed around the hole "
+                        "(default: automatic)")
     p.add_argument("--iterations", type=_count(0), metavar="K",
-                   help="fitting iterations (default: the inpainting default)")
+                   help="K > 0: fit the whole image for K iterations (the slower masked "
+                        "encode) instead of the local fit around the hole")
     _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
