@@ -99,6 +99,9 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
                     seed=int(seed), backend=_backend(device), rate_weight=float(rate_weight),
                     quant=adaptive_config() if adaptive else QuantConfig())
     known_mask = _mask_array(mask, h, w) if mask is not None else None
+    if known_mask is not None and profile != "gsi":
+        raise InputError("masked encoding needs profile gsi (the gaussianimage profile "
+                         "cannot record the mask)")
     fitter_cls = Fitter
     if known_mask is not None:
         from .inpaint import HoleAwareFitter as fitter_cls

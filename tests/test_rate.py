@@ -51,6 +51,10 @@ def test_size_options_are_exclusive_and_checked():
             gscodec.encode(img, bpp=bad)
     with pytest.raises(InputError, match="profile"):
         gscodec.encode(img, profile="jpeg")
+    mask = np.zeros(img.shape[:2], bool)
+    mask[10:20, 10:20] = True
+    with pytest.raises(InputError, match="profile gsi"):
+        gscodec.encode(img, mask=mask, profile="gaussianimage", iterations=1)
     with pytest.raises(InputError, match="below the smallest"):
         gscodec.encode(img, bpp=0.01, iterations=1)
 
