@@ -1,7 +1,8 @@
 """PSNR against iteration of the free fit (unquantized), random start vs structure start.
 
     python benchmarks/fit_curve.py [DATASET_DIR] [--images 8] [--gaussians 2000,5000,10000]
-        [--iterations 2000] [--random-iterations 2000,10000] [--every 100] [--json OUT]
+        [--iterations 2000] [--random-iterations 2000,10000] [--every 100] [--threads T]
+        [--json OUT]
 
 For each image and Gaussian count it runs the encoder's free fit (no quantization) from
 the structure-guided start ("structure", the default encoder) for --iterations, and from
@@ -55,8 +56,13 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--random-iterations", default="2000,10000")
     ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch/renderer threads (0: torch's default); on a busy machine 1 "
+                         "can be many times faster than oversubscribed threads")
     ap.add_argument("--json", default=str(REPO / "benchmarks/results/fit_curve.json"))
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     files = sorted(Path(args.dataset).glob("*.png"))[: args.images]
     if not files:
         print(f"fit_curve: no PNG images in {args.dataset}", file=sys.stderr)

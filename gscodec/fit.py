@@ -31,6 +31,11 @@ class FitConfig:
     lr_log2_sigma: float = 0.02
     lr_theta: float = 0.03
     lr_color: float = 0.006
+    # The free fit's Adam steps are the lr_* above times this (the quantization-aware phase
+    # keeps them times its own lr_scale). At 2000 iterations (256x256 Kodak crops, 333
+    # Gaussians, i.e. the density of 2000 on a Kodak image): 2 gives +0.1 dB over 1, 4
+    # +0.2 dB, 8 +0.15 dB.
+    lr_free_boost: float = 4.0
     lr_final_fraction: float = 0.05   # cosine decay down to this fraction
     color_solve_steps: int = 12
     refine_at: tuple = (0.25, 0.5)    # densify+prune at these fractions of the free fit
@@ -235,6 +240,8 @@ class Fitter:
         if steps <= 0:
             return p
         refine_steps = {int(f * steps) for f in refine_at if 0 < f < 1}
+        if not quantized:
+            lr_scale = lr_scale * self.cfg.lr_free_boost
         opt = self._optimizer(p, lr_scale)
         q = self.cfg.quant
         for step in range(steps):

@@ -18,6 +18,8 @@ from .quantize import GaussianParams
 from .render import render
 
 UNIFORM_SHARE = 0.3      # Image-GS: 30 % uniform, 70 % by squared gradient
+SIGMA_SPACING = 0.6      # initial sigma as a multiple of the local point spacing
+ELONGATION = 1.5         # axis ratio 1 + ELONGATION * coherence
 
 
 def luminance(img: torch.Tensor) -> torch.Tensor:
@@ -87,8 +89,9 @@ def random_init(img: torch.Tensor, n: int, gen: torch.Generator) -> GaussianPara
 
 
 def structure_init(img: torch.Tensor, n: int, gen: torch.Generator,
-                   uniform_share: float = UNIFORM_SHARE) -> GaussianParams:
+                   uniform_share: float | None = None) -> GaussianParams:
     h, w, c = img.shape
+    uniform_share = UNIFORM_SHARE if uniform_share is None else uniform_share
     energy, grad_angle, coherence = structure_maps(img)
     e = energy / energy.sum() if float(energy.sum()) > 0 else torch.zeros_like(energy)
     density = (1 - uniform_share) * e + uniform_share / (h * w)
@@ -99,11 +102,11 @@ def structure_init(img: torch.Tensor, n: int, gen: torch.Generator,
     # is 1/(n p); a Gaussian of sigma ~ 0.6 * sqrt(area) overlaps its neighbours smoothly.
     dens = _blur(density, 4.0).flatten()[idx]
     area = 1.0 / (n * dens.clamp(min=1e-12))
-    sigma = 0.6 * torch.sqrt(area)
+    sigma = SIGMA_SPACING * torch.sqrt(area)
     sigma = sigma.clamp(0.4, 0.5 * max(h, w))
     # Elongate along edges where the structure tensor is coherent, keeping the area.
     coh = coherence.flatten()[idx]
-    elong = 1.0 + 1.5 * coh
+    elong = 1.0 + ELONGATION * coh
     log2_sigma = torch.stack([torch.log2(sigma * elong.sqrt()), torch.log2(sigma / elong.sqrt())], -1)
     # Major axis along the edge, i.e. perpendicular to the gradient.
     theta = grad_angle.flatten()[idx] + math.pi / 2
