@@ -207,10 +207,11 @@ class Fitter:
         diff = theta - self._edge_angle[iy, ix]
         return (self._coherence[iy, ix] * torch.sin(diff) ** 2).mean()
 
-    def refine(self, p: GaussianParams, k: int) -> GaussianParams:
+    def refine(self, p: GaussianParams, k: int, prune: bool = True) -> GaussianParams:
         """Error-guided densify and prune at constant count: drop the k Gaussians that
-        carry the least colour mass, add k where the smoothed squared residual is largest."""
-        if k <= 0 or p.count <= k:
+        carry the least colour mass, add k where the smoothed squared residual is largest.
+        prune=False only adds (rate control grows a set this way)."""
+        if k <= 0 or (prune and p.count <= k):
             return p
         with torch.no_grad():
             out = self.render(p)
@@ -220,7 +221,8 @@ class Fitter:
             err = _blur(err, 1.0).clamp(min=0)
             mass = p.color.abs().sum(1) * torch.exp2(p.log2_sigma.clamp(max=12)).prod(1)
             keep = torch.ones(p.count, dtype=torch.bool)
-            keep[torch.argsort(mass)[:k]] = False
+            if prune:
+                keep[torch.argsort(mass)[:k]] = False
             if float(err.sum()) <= 0:
                 return p
             idx = torch.multinomial(err.flatten().double(), k, replacement=False

@@ -95,25 +95,10 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
         k = min(k, pixels - p.count)
         if k <= 0:
             return data      # every pixel already has a Gaussian: the image is this small
-        p = _grow(fitter, p, k)
+        p = fitter.refine(p, k, prune=False)
         p = fitter.quantize_phase(p, _Progress(0, False), steps=max(20, cfg.qat_steps() // 2))
         data = write(p)
     return data
-
-
-def _grow(fitter: Fitter, p: GaussianParams, k: int) -> GaussianParams:
-    """p plus k new Gaussians at the largest residuals (Fitter.refine adds k and drops k;
-    here nothing is dropped)."""
-    grown = fitter.refine(GaussianParams.cat(p, _dummies(p, k)), k)
-    return grown
-
-
-def _dummies(p: GaussianParams, k: int) -> GaussianParams:
-    """k zero-colour, tiny Gaussians: refine() drops the k lowest-mass Gaussians first, so
-    these are the ones replaced."""
-    return GaussianParams(p.xy[:1].detach().repeat(k, 1),
-                          torch.full((k, 2), -3.0), torch.zeros(k),
-                          torch.zeros(k, p.color.shape[1]))
 
 
 def _prune_to_size(p, size, target, lo, hi, per, write) -> bytes:

@@ -119,3 +119,17 @@ def test_gaussianimage_profile_end_to_end():
     assert out.shape == img.shape
     from gscodec.metrics import psnr
     assert psnr(img, out) > 18
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_bpp_correction_grows_and_prunes(monkeypatch, factor):
+    """Start the rate control from a count far too low (it must add Gaussians) or far too
+    high (it must drop some): the file still lands within 5 %."""
+    from gscodec import ratecontrol
+    real = ratecontrol.count_for_bytes
+    monkeypatch.setattr(ratecontrol, "count_for_bytes",
+                        lambda b, px: max(1, int(real(b, px) * factor)))
+    img = smooth_image()
+    data = gscodec.encode(img, bpp=2.0, iterations=10)
+    got = len(data) * 8 / (img.shape[0] * img.shape[1])
+    assert abs(got / 2.0 - 1) <= 0.05, got
