@@ -112,13 +112,7 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
             return fit_to_size(fitter, int(round(bpp * h * w / 8.0)), progress=progress)
         if profile == "gaussianimage":
             from .gaussianimage import quantize_gaussianimage
-            from .fit import _Progress
-            bar = _Progress(cfg.iterations, progress)
-            try:
-                p = fitter.start(n)
-                p = fitter.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
-            finally:
-                bar.close()
+            p = fitter.fit_params(n, progress, quantize=False)
             return gsi_format.write(quantize_gaussianimage(fitter, p, cfg.qat_steps(),
                                                            progress=progress))
         return gsi_format.write(fitter.fit(n, progress=progress))

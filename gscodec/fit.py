@@ -271,15 +271,22 @@ class Fitter:
 
     # ---- the whole fit ------------------------------------------------------------------
     def fit(self, n: int, progress: bool = False) -> QuantizedGaussians:
+        return self.finish(self.fit_params(n, progress))
+
+    def fit_params(self, n: int, progress: bool = False, quantize: bool = True
+                   ) -> GaussianParams:
+        """Start, free fit and (with quantize) the quantization-aware phase, under one
+        progress bar; the float parameters, before `finish`."""
         cfg = self.cfg
-        bar = _Progress(cfg.iterations + cfg.qat_steps(), progress)
+        bar = _Progress(cfg.iterations + (cfg.qat_steps() if quantize else 0), progress)
         try:
             p = self.start(n)
             p = self.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
-            p = self.quantize_phase(p, bar)
+            if quantize:
+                p = self.quantize_phase(p, bar)
         finally:
             bar.close()
-        return self.finish(p)
+        return p
 
     def quantize_phase(self, p: GaussianParams, bar: _Progress, steps: int | None = None
                        ) -> GaussianParams:

@@ -69,13 +69,7 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
     if target_bytes < HEADER_BYTES:
         raise InputError(f"target of {target_bytes} bytes is below the smallest possible "
                          f".gsi file for this image")
-    bar = _Progress(cfg.iterations + cfg.qat_steps(), progress)
-    try:
-        p = fitter.start(n0)
-        p = fitter.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
-        p = fitter.quantize_phase(p, bar)
-    finally:
-        bar.close()
+    p = fitter.fit_params(n0, progress)
 
     def write(params: GaussianParams) -> bytes:
         return gsi_format.write(fitter.finish(params.detach()))
