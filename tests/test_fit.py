@@ -4,7 +4,7 @@ import math
 import numpy as np
 import torch
 
-from gscodec.fit import FitConfig, Fitter
+from gscodec.fit import FitConfig, Fitter, _Progress
 from gscodec.init import solve_colors, structure_init
 from gscodec.quantize import (GaussianParams, QuantConfig, canonicalize, fake_quantize,
                               render_inputs, to_integers)
@@ -58,6 +58,41 @@ def test_refine_keeps_the_count_and_moves_gaussians_to_the_error():
     assert q.count == 60
     assert torch.all(q.xy[:, 0] >= 0) and torch.all(q.xy[:, 0] <= 64)
     assert not torch.equal(q.xy, p.xy)
+
+
+def test_removal_cost_is_the_rise_of_the_squared_error():
+    """refine() prunes by the error rise of removing each Gaussian alone; with Gaussians
+    well inside the image the pi*sigma_x*sigma_y norm is close to the pixel sum."""
+    gen = torch.Generator().manual_seed(3)
+    h, w, n = 40, 48, 12
+    img = (torch.rand(h, w, 3, generator=gen) * 255).numpy().astype(np.uint8)
+    f = Fitter(img, FitConfig(iterations=0))
+    p = GaussianParams(torch.rand(n, 2, generator=gen) * 24 + 12,
+                       torch.rand(n, 2, generator=gen) * 1.2 + 0.8,
+                       torch.rand(n, generator=gen) * 3, torch.randn(n, 3, generator=gen))
+    out = f.render(p)
+    resid = f.target - out
+    cost = f._removal_cost(p, resid)
+    base = float((resid ** 2).sum())
+    for k in range(n):
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[k] = False
+        rise = float(((f.target - f.render(p.select(keep))) ** 2).sum()) - base
+        assert abs(float(cost[k]) - rise) <= 0.05 * abs(rise) + 1e-3, (k, float(cost[k]), rise)
+
+
+def test_free_fit_lowers_the_error_and_keeps_the_count():
+    img = edge_image()
+    for cfg in (FitConfig(iterations=60, color_solve_every=10, seed=4),
+                FitConfig.first_release(iterations=60, seed=4)):
+        f = Fitter(img, cfg)
+        p0 = f.start(50)
+        p = f.optimize(p0.detach(), cfg.iterations, _Progress(0, False), "fit",
+                       refine_at=cfg.refine_at)
+        assert p.count == 50
+        with torch.no_grad():
+            assert float(f.mse(f.render(p))) < 0.5 * float(f.mse(f.render(p0)))
+    assert FitConfig.first_release().init == "random"
 
 
 def test_fake_quantize_is_what_the_decoder_renders():
