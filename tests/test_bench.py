@@ -203,3 +203,31 @@ def test_tiny_run_with_gsi(tmp_path, capsys):
     n = len(_cache_lines(out))
     assert runner.run(_args(*argv)) == 0
     assert "0 to compute" in capsys.readouterr().out and len(_cache_lines(out)) == n
+
+
+def test_compare_runs_bd_rate_between_two_runs(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "compare_runs", Path(__file__).resolve().parents[1] / "benchmarks/compare_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name, factor in (("old", 1.0), ("new", 0.8)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "gsi.json").write_text(json.dumps({"name": "gsi", "results": {
+            "bpp": [x * factor for x in RATES], "psnr-rgb": PSNRS, "ms-ssim-rgb": MSSSIM}}))
+    out = tmp_path / "bd.json"
+    assert mod.main([str(tmp_path / "old"), str(tmp_path / "new"), "--json", str(out)]) == 0
+    bd = json.loads(out.read_text())["bd_rate"]["gsi"]
+    assert bd["psnr"]["bd_rate_percent"] == pytest.approx(-20.0, abs=1e-6)
+    assert bd["ms-ssim"]["bd_rate_percent"] == pytest.approx(-20.0, abs=1e-6)
+    assert mod.main([str(tmp_path / "old"), str(tmp_path / "nothing")]) == 1
+    assert "no codec results" in capsys.readouterr().err
+
+
+def test_gsi_cache_key_changes_with_the_encoder():
+    from gscodec.benchmark.peers import encoder_fingerprint, make_codec
+    settings = make_codec("gsi", None).settings()
+    assert settings["encoder"] == encoder_fingerprint()
+    assert len(settings["encoder"]) == 12 and int(settings["encoder"], 16) >= 0

@@ -19,6 +19,21 @@ from PIL import Image, features
 
 from .metrics import decode_with_pillow, to_rgb_array
 
+
+def encoder_fingerprint() -> str:
+    """First 12 hex digits of the SHA-256 of the package's own modules and kernels (not the
+    benchmark's): changes whenever the encoder's code does."""
+    import hashlib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    files = sorted(root.glob("*.py")) + sorted(root.glob("render/*.py")) + \
+        sorted((root.parent / "csrc").glob("*.cpp"))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
 ALL_CODECS = ("gsi", "jpeg", "webp", "jpeg2000", "avif", "jxl", "gsi-gi")
 PEER_CODECS = ALL_CODECS[1:]
 DEFAULT_DENSITIES = (2.0, 4.0, 8.0, 16.0)  # Gaussians per 1000 pixels
@@ -178,7 +193,10 @@ class GSI(Codec):
     profile = "gsi"
 
     def settings(self):
-        return {"iterations": self.iterations, "seed": self.seed, "profile": self.profile}
+        # The encoder's fingerprint is part of the cache key, so that a resumed run never
+        # mixes points from an older encoder with new ones.
+        return {"iterations": self.iterations, "seed": self.seed, "profile": self.profile,
+                "encoder": encoder_fingerprint()}
 
     @staticmethod
     def gaussians_for(density, height, width) -> int:
