@@ -73,11 +73,9 @@ def summarize(rows: list[dict]) -> dict:
 
 def print_table(summary: dict) -> None:
     counts = sorted({int(k.split("/")[0]) for k in summary})
-    arms = []
-    for k in summary:
-        a = k.split("/")[1]
-        if a not in arms:
-            arms.append(a)
+    order = {"structure": 0, "random": 1, "old": 2}
+    arms = sorted({k.split("/")[1] for k in summary},
+                  key=lambda a: (order.get(a.split("@")[0], 3), int(a.split("@")[1])))
     print("mean final PSNR (unquantized, dB; images in brackets)")
     print("N".rjust(7) + "".join(a.rjust(20) for a in arms))
     for n in counts:
