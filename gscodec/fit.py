@@ -189,9 +189,7 @@ class Fitter:
 
     def start(self, n: int) -> GaussianParams:
         init = structure_init if self.cfg.init == "structure" else random_init
-        p = init(self.target, n, self.gen)
-        p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.color_weight)
-        return p
+        return self._solve_colors(init(self.target, n, self.gen))
 
     def _optimizer(self, p: GaussianParams, scale: float, beta2: float = 0.999):
         c = self.cfg
@@ -273,6 +271,7 @@ class Fitter:
         return math.pi * area * (c * c).sum(1) + 2 * (c * g).sum(1)
 
     def _solve_colors(self, p: GaussianParams) -> GaussianParams:
+        """Same geometry, least-squares colours over the known pixels."""
         p = p.detach()
         p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.color_weight)
         return p
