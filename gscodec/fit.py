@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .init import _blur, random_init, solve_colors, structure_init, structure_maps
+from .init import (_blur, color_adjoint, random_init, solve_colors, structure_init,
+                   structure_maps)
 from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantizedGaussians
 from .quantize import GaussianParams, QuantConfig, canonicalize, fake_quantize, to_integers
 from .render import render
@@ -261,11 +262,7 @@ class Fitter:
         ||c_k g_k||^2 + 2 <c_k g_k, r>, with ||g_k||^2 ~ pi sigma_x sigma_y (the integral of
         a squared Gaussian) and <g_k, r> from the renderer's adjoint. Pruning by it gave
         +0.07 dB over pruning by colour mass |c| sigma_x sigma_y."""
-        with torch.enable_grad():
-            col = torch.zeros(p.count, self.c, requires_grad=True)
-            out = render(p.xy.detach(), p.conics().detach(), col, self.h, self.w,
-                         backend=self.cfg.backend)
-            (g,) = torch.autograd.grad(out, col, grad_outputs=resid)
+        g = color_adjoint(p.xy, p.conics(), resid, self.cfg.backend)
         area = torch.exp2(p.log2_sigma.detach().clamp(max=12)).prod(1)
         c = p.color.detach()
         return math.pi * area * (c * c).sum(1) + 2 * (c * g).sum(1)

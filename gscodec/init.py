@@ -128,6 +128,18 @@ def _sampled_colors(img: torch.Tensor, p: GaussianParams) -> torch.Tensor:
     return img[iy, ix] / cov[:, None]
 
 
+def color_adjoint(means: torch.Tensor, conics: torch.Tensor, v: torch.Tensor,
+                  backend: str = "auto") -> torch.Tensor:
+    """A^T v, where A maps colours [N, C] to the rendered image (the rendering is linear in
+    colour): the renderer's backward with respect to the colours, for an image-shaped v."""
+    h, w, c = v.shape
+    with torch.enable_grad():
+        col = torch.zeros(means.shape[0], c, requires_grad=True)
+        out = render(means.detach(), conics.detach(), col, h, w, backend=backend)
+        (g,) = torch.autograd.grad(out, col, grad_outputs=v)
+    return g
+
+
 def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Least-squares colours for fixed geometry by conjugate gradients on the normal
@@ -141,12 +153,8 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
         out = render(means, conics, col, h, w)
         return out * wmap if wmap is not None else out
 
-    def adjoint(v):  # A^T v through the renderer's backward
-        with torch.enable_grad():
-            col = torch.zeros(p.count, c, requires_grad=True)
-            out = forward(col)
-            (g,) = torch.autograd.grad(out, col, grad_outputs=v)
-        return g
+    def adjoint(v):  # (W A)^T v = A^T (W v): W is a 0/1 mask
+        return color_adjoint(means, conics, v * wmap if wmap is not None else v)
 
     target = img * wmap if wmap is not None else img
     x = p.color.detach().clone()
