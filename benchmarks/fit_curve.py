@@ -32,7 +32,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gscodec.fit import FitConfig, Fitter, _Progress, psnr_from_mse  # noqa: E402
+from gscodec.encoder.fit import FitConfig, Fitter  # noqa: E402
+from gscodec.encoder.progress import Progress, psnr_from_mse  # noqa: E402
 from gscodec.metrics import psnr  # noqa: E402
 from gscodec.render import to_uint8  # noqa: E402
 
@@ -52,7 +53,7 @@ def fit_curve(img: np.ndarray, n: int, iterations: int, arm: str, every: int, se
     f = Fitter(img, cfg)
     t0 = time.perf_counter()
     p = f.start(n)
-    p = f.optimize(p, iterations, _Progress(0, False), "fit", refine_at=cfg.refine_at)
+    p = f.optimize(p, iterations, Progress(0, False), "fit", refine_at=cfg.refine_at)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         final = psnr(img, to_uint8(f.render(p)).numpy())

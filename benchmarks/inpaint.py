@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inpaint_masks import lama_mask  # noqa: E402
 
 import gscodec  # noqa: E402
-from gscodec.inpaint import INPAINT_ITERATIONS  # noqa: E402
+from gscodec.inpainting import INPAINT_ITERATIONS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,16 +5,29 @@
     pixels = gscodec.decode(data)               # HxWxC uint8 (HxW for grayscale)
     gscodec.info(data)                          # header, sections, bpp
 
-Importing gscodec also registers a Pillow plugin, so PIL.Image.open("x.gsi") decodes.
+Decoding needs numpy, constriction and the compiled kernel only: `import gscodec` and
+`gscodec.decode` never import torch. `encode` and `inpaint` load the encoder (torch) on
+first use. Importing gscodec also registers a Pillow plugin (open and save .gsi).
 """
-from .codec import decode, encode, info, read, render_gaussians
+from .bitstream.model import QuantizedGaussians
+from .decoder import decode, info, read, render_gaussians
 from .errors import FormatError, GscodecError, InputError
-from .inpaint import inpaint
-from .model import QuantizedGaussians
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from . import pil_plugin as _pil_plugin  # noqa: E402  (registers the Pillow plugin)
+from . import pil_plugin as _pil_plugin  # noqa: E402,F401  (registers the Pillow plugin)
+
+
+def __getattr__(name):
+    # The encoder and inpainting import torch: load them when first asked for.
+    if name == "encode":
+        from .encoder.api import encode
+        return encode
+    if name == "inpaint":
+        from .inpainting import inpaint
+        return inpaint
+    raise AttributeError(f"module 'gscodec' has no attribute {name!r}")
+
 
 __all__ = ["encode", "decode", "info", "read", "render_gaussians", "inpaint", "FormatError",
            "GscodecError", "InputError", "QuantizedGaussians", "__version__"]

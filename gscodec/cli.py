@@ -74,16 +74,16 @@ def _load_masked(args):
         mask = image[:, :, -1] == 0
         image = np.ascontiguousarray(image[:, :, :-1])
     elif getattr(args, "mask", None):
-        mask = args.mask           # _mask_array loads it and picks alpha or the first channel
+        mask = args.mask           # load_mask loads it and picks alpha or the first channel
     if mask is not None:
-        from .codec import _mask_array
-        mask = _mask_array(mask, image.shape[0], image.shape[1])
+        from .imageio import load_mask
+        mask = load_mask(mask, image.shape[0], image.shape[1])
     return image, mask
 
 
 def _cmd_inpaint(args) -> int:
     from .imageio import save_image
-    from .inpaint import inpaint
+    from .inpainting import inpaint
     image, mask = _load_masked(args)
     if mask is None:
         raise InputError("inpaint needs --mask MASK.png or --mask-from-alpha")
@@ -111,7 +111,9 @@ def _quality(text: str) -> float:
     return q
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
+    """The parser; with_bench=False leaves out the benchmark's options (importing the
+    benchmark costs start-up time that decode and info should not pay)."""
     from . import __version__
     parser = argparse.ArgumentParser(
         prog="gsi", description="Image codec built on 2D Gaussian splatting (.gsi files).")
@@ -140,9 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive", action="store_true",
                    help="two quantization classes: coarser steps for large Gaussians in "
                         "flat regions")
-    p.add_argument("--rate-weight", type=float, default=0.0, metavar="W",
-                   help="weight of the rate term in the quantization-aware phase "
-                        "(default 0: off; 1 trades about 2-3%% of the bits)")
     p.add_argument("--effort", choices=["fast", "default", "max"], default="default",
                    help="fitting budget: fast (400 iterations, CPU), default (1200), "
                         "max (5000, for a GPU)")
@@ -188,10 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help=".gsi file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    try:
-        from .benchmark import runner as bench_runner
-    except ImportError:  # optional benchmark dependencies missing
-        bench_runner = None
+    bench_runner = None
+    if with_bench:
+        try:
+            from .benchmark import runner as bench_runner
+        except ImportError:  # optional benchmark dependencies missing
+            bench_runner = None
     p = sub.add_parser("bench", help="rate-distortion benchmark against JPEG, WebP, ...",
                        description="Rate-distortion benchmark of gsi against image codecs "
                                    "(needs the [bench] extras).")
@@ -202,14 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_encode(args) -> int:
-    from .codec import encode, read, render_gaussians
-    from .imageio import atomic_write, load_image
+    from .decoder import read, render_gaussians
+    from .encoder.api import encode
+    from .imageio import atomic_write
     from .metrics import psnr
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".gsi")
     image, mask = _load_masked(args)
     t0 = time.perf_counter()
     data = encode(image, gaussians=args.gaussians, bpp=args.bpp, quality=args.quality,
-                  profile=args.profile, adaptive=args.adaptive, rate_weight=args.rate_weight,
+                  profile=args.profile, adaptive=args.adaptive,
                   iterations=args.iterations,
                   device=args.device, seed=args.seed, init=args.init, mask=mask, effort=args.effort,
                   progress=not args.quiet and not args.json)
@@ -217,7 +219,7 @@ def _cmd_encode(args) -> int:
     _write(out, data, atomic_write)
     h, w = image.shape[:2]
     qg = read(data)
-    decoded = render_gaussians(qg, device=args.device)
+    decoded = render_gaussians(qg, device=args.device).reshape(image.shape)
     summary = {"input": str(args.input), "output": str(out), "width": w, "height": h,
                "channels": qg.channels, "gaussians": qg.count, "bytes": len(data),
                "bpp": len(data) * 8 / (w * h), "psnr": psnr(image, decoded),
@@ -238,7 +240,7 @@ def _write(out: Path, data: bytes, writer) -> None:
 
 
 def _cmd_decode(args) -> int:
-    from .codec import decode
+    from .decoder import decode
     from .imageio import save_image
     arr = decode(args.input, scale=args.scale, device=args.device, crop=args.crop)
     try:
@@ -249,7 +251,7 @@ def _cmd_decode(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .codec import info
+    from .decoder import info
     d = info(args.input)
     if args.json:
         print(json.dumps(d, indent=2))
@@ -284,7 +286,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(with_bench="bench" in argv)
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     debug = os.environ.get("GSI_DEBUG") == "1"

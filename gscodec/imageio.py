@@ -133,3 +133,29 @@ def save_image(path, arr: np.ndarray, format: str | None = None) -> None:
     except (KeyError, ValueError, OSError) as exc:
         raise InputError(f"{path}: cannot save as {fmt} ({exc})") from None
     atomic_write(path, buf.getvalue())
+
+
+def load_mask(mask, h: int, w: int) -> np.ndarray:
+    """An HxW bool array (True = pixel missing) from a path, a PIL image or an array:
+    nonzero = missing; of an image with alpha the alpha channel, else the first channel."""
+    m = load_image(mask) if not isinstance(mask, np.ndarray) or mask.ndim == 3 else mask
+    m = np.asarray(m)
+    if m.ndim == 3:
+        m = m[:, :, -1] if m.shape[2] in (2, 4) else m[:, :, 0]
+    if m.shape != (h, w):
+        raise InputError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}")
+    m = m != 0
+    if not m.any():
+        raise InputError("mask is empty (no pixel marked missing)")
+    if m.all():
+        raise InputError("mask covers the whole image (no known pixel to fit)")
+    return m
+
+
+def check_count(name: str, value, minimum: int = 0):
+    """`value` as an int >= minimum (None passes through); InputError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum} (got {value!r})")
+    return int(value)

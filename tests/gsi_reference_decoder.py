@@ -1,7 +1,7 @@
 """Independent .gsi decoder (versions 1 and 2) written from spec/gsi-format.md alone.
 
 Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec imports. It exists
-to prove that the specification is complete; tests compare it with gscodec.format.read().
+to prove that the specification is complete; tests compare it with gscodec.bitstream.format.read().
 
 decode(data) -> dict with the header fields and lists of per-Gaussian integers
 (x, y, major, minor, rot, color[N][C]) in file order. Raises ReferenceDecodeError.

@@ -4,9 +4,11 @@ import math
 import numpy as np
 import torch
 
-from gscodec.fit import FitConfig, Fitter, _Progress
-from gscodec.init import solve_colors, structure_init
-from gscodec.quantize import (GaussianParams, QuantConfig, canonicalize, fake_quantize,
+from gscodec.encoder.fit import FitConfig, Fitter
+from gscodec.encoder.progress import Progress
+from gscodec.encoder.init import solve_colors, structure_init
+from gscodec.encoder.params import GaussianParams
+from gscodec.encoder.quantize import (QuantConfig, canonicalize, fake_quantize,
                               render_inputs, to_integers)
 from gscodec.render import render
 
@@ -87,7 +89,7 @@ def test_free_fit_lowers_the_error_and_keeps_the_count():
                 FitConfig.first_release(iterations=60, seed=4)):
         f = Fitter(img, cfg)
         p0 = f.start(50)
-        p = f.optimize(p0.detach(), cfg.iterations, _Progress(0, False), "fit",
+        p = f.optimize(p0.detach(), cfg.iterations, Progress(0, False), "fit",
                        refine_at=cfg.refine_at)
         assert p.count == 50
         with torch.no_grad():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gscodec import entropy, format as gsi
+from gscodec.bitstream import entropy, format as gsi
 from gscodec.errors import FormatError
-from gscodec.model import QuantClass, QuantizedGaussians
+from gscodec.bitstream.model import QuantClass, QuantizedGaussians
 
 import gsi_reference_decoder as ref
 

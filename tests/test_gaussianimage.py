@@ -8,9 +8,9 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gscodec.errors import FormatError
-from gscodec.gaussianimage import (GIGaussians, body_length, cholesky_from_params,
-                                   conics_from_cholesky_np, pack, quantize_gaussianimage,
-                                   unpack)
+from gscodec.bitstream.gaussianimage import (GIGaussians, body_length, conics_from_cholesky_np,
+                                             pack, unpack)
+from gscodec.encoder.gaussianimage import cholesky_from_params, quantize_gaussianimage
 
 import gsi_reference_gi as ref
 
@@ -275,15 +275,15 @@ def test_render_inputs_from_a_body():
     g.chol_min[:] = [0.3, -3, 0.3]
     g.chol_max[:] = [9, 3, 9]
     means, conics, colors = unpack_body(pack(g), g).render_inputs()
-    assert means.dtype == conics.dtype == colors.dtype == torch.float32
+    assert means.dtype == conics.dtype == colors.dtype == np.float32
     assert means.shape == (30, 2) and conics.shape == (30, 3) and colors.shape == (30, 3)
-    a, b, c = conics.unbind(-1)
-    assert bool(torch.all(a > 0)) and bool(torch.all(a * c - b * b > 0))
-    assert bool(torch.all((means[:, 0] >= 0) & (means[:, 0] <= 64)))
-    assert bool(torch.all((means[:, 1] >= 0) & (means[:, 1] <= 48)))
+    a, b, c = conics.T
+    assert np.all(a > 0) and np.all(a * c - b * b > 0)
+    assert np.all((means[:, 0] >= 0) & (means[:, 0] <= 64))
+    assert np.all((means[:, 1] >= 0) & (means[:, 1] <= 48))
     m64, L, col = g.dequantize()
-    assert torch.equal(means, torch.from_numpy(m64.astype(np.float32)))
-    assert torch.equal(colors, torch.from_numpy(col.astype(np.float32)))
+    assert np.array_equal(means, m64.astype(np.float32))
+    assert np.array_equal(colors, col.astype(np.float32))
 
 
 def test_singular_or_huge_L_gets_zero_conic():
@@ -295,7 +295,7 @@ def test_singular_or_huge_L_gets_zero_conic():
 
 
 def test_cholesky_from_params():
-    from gscodec.quantize import GaussianParams
+    from gscodec.encoder.params import GaussianParams
     ls = torch.tensor([[1.0, -0.5], [3.0, 3.0], [0.0, 2.0]])
     th = torch.tensor([0.3, 1.0, 2.5])
     p = GaussianParams(torch.zeros(3, 2), ls, th, torch.zeros(3, 1))
@@ -317,11 +317,11 @@ def smooth_image(w=32, h=24, seed=0):
 
 @pytest.fixture(scope="module")
 def small_fit():
-    import gscodec.fit
-    from gscodec.fit import FitConfig, Fitter
+    import gscodec.encoder.progress
+    from gscodec.encoder.fit import FitConfig, Fitter
     f = Fitter(smooth_image(), FitConfig(iterations=150, seed=0))
     p = f.start(50)
-    p = f.optimize(p, 150, gscodec.fit._Progress(0, False), "fit")
+    p = f.optimize(p, 150, gscodec.encoder.progress.Progress(0, False), "fit")
     return f, p
 
 
@@ -343,7 +343,7 @@ def test_quantize_gaussianimage_small(small_fit):
         body = pack(g)
         g2 = unpack_body(body, g)
         same(g, g2)
-        results[k, iters] = _psnr(f, *g2.render_inputs())
+        results[k, iters] = _psnr(f, *(torch.from_numpy(a) for a in g2.render_inputs()))
     # Measured (32x24, 50 Gaussians, 150 free-fit steps) with the free fit of the third
     # session: free 53.1 dB; GI K=8: 34.3 dB without fine-tuning, 40.5 dB after 40 steps;
     # K=256: 49.6 dB after 40 steps, where the 6-bit Cholesky and fp16 positions set the

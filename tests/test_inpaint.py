@@ -8,7 +8,7 @@ from PIL import Image
 import gscodec
 from gscodec.cli import main as cli_main
 from gscodec.errors import InputError
-from gscodec.inpaint import harmonic_fill
+from gscodec.encoder.masked import harmonic_fill
 
 H, W = 24, 32
 OPTS = dict(gaussians=40, iterations=3, seed=3)
@@ -80,8 +80,8 @@ def test_keep_known_and_pure():
 def test_inpaint_is_a_gaussian_rendering():
     """The hole holds the decoder's rendering of the local Gaussians (quantized, masked),
     which reproduce the smooth prior closely and continue the image across the hole."""
-    from gscodec.codec import render_gaussians
-    from gscodec.inpaint import inpaint_gaussians
+    from gscodec.decoder import render_gaussians
+    from gscodec.inpainting import inpaint_gaussians
     img, m = _image(), _mask()
     qg = inpaint_gaussians(img, m)
     assert qg.masked and qg.count > 0
@@ -100,7 +100,7 @@ def test_inpaint_is_a_gaussian_rendering():
 
 def test_inpaint_gaussian_budget_and_grayscale():
     img, m = _image(), _mask()
-    from gscodec.inpaint import inpaint_gaussians
+    from gscodec.inpainting import inpaint_gaussians
     few = inpaint_gaussians(img, m, gaussians=10).count
     many = inpaint_gaussians(img, m, gaussians=200).count
     assert few < many
@@ -124,7 +124,7 @@ def test_harmonic_fill_large_hole_uses_the_pyramid():
     """A hole larger than FILL_COARSE pixels: coarse-to-fine start, same harmonic answer
     (a linear ramp is harmonic), and the known pixels are untouched."""
     import torch
-    from gscodec.inpaint import FILL_COARSE
+    from gscodec.encoder.masked import FILL_COARSE
     h, w = 96, 128
     y, x = np.mgrid[0:h, 0:w]
     ramp = torch.from_numpy(np.stack([x / w, y / h, (x + y) / (w + h)], -1).astype(np.float32))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gscodec.render as R
-from gscodec.model import conics_from_scale_rot
+from gscodec.bitstream.model import conics_from_scale_rot
 from gscodec.render import Q_CUT, render, render_reference, to_uint8, transform_for_view
 from gscodec.render import cpu as cpu_backend
 

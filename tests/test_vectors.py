@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from gscodec import format as gsi
+from gscodec.bitstream import format as gsi
 
 import gsi_reference_decoder as ref
 

@@ -122,3 +122,19 @@ def transform_for_view(means: torch.Tensor, conics: torch.Tensor, scale: float =
     off = torch.as_tensor([float(offset[0]), float(offset[1])], dtype=means.dtype,
                           device=means.device)
     return means * s - off, conics / (s * s)
+
+
+# TEMPORARY shim until the numpy kernel lands (merge replaces this block)
+def render_numpy(means, conics, colors, height, width):
+    import numpy as np
+    out = render(torch.from_numpy(means), torch.from_numpy(conics), torch.from_numpy(colors),
+                 height, width)
+    return out.numpy()
+
+
+def to_uint8_numpy(img):
+    return to_uint8(torch.from_numpy(img)).numpy()
+
+
+def cuda_available():
+    return False, "no cuda backend in this build"

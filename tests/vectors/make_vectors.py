@@ -15,9 +15,9 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from gscodec import format as gsi            # noqa: E402
-from gscodec.gaussianimage import GIGaussians  # noqa: E402
-from gscodec.model import QuantClass, QuantizedGaussians  # noqa: E402
+from gscodec.bitstream import format as gsi  # noqa: E402
+from gscodec.bitstream.gaussianimage import GIGaussians  # noqa: E402
+from gscodec.bitstream.model import QuantClass, QuantizedGaussians  # noqa: E402
 
 
 def qg_from_lists(w, h, c, xy, ls, rot, col, params=(2, 8, 32, 255), masked=False,

@@ -21,10 +21,11 @@ import math
 
 import torch
 
-from . import format as gsi_format
-from .errors import InputError
-from .fit import Fitter, _Progress
-from .quantize import GaussianParams
+from ..bitstream import format as gsi_format
+from ..errors import InputError
+from .fit import Fitter
+from .progress import Progress
+from .params import GaussianParams
 
 BITS_OTHER = 34.0            # scale + rotation + colour bits per Gaussian (default steps)
 POS_GRID = 16                # quarter-pixel grid cells per pixel (pos_bits = 2)
@@ -90,7 +91,7 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
         if k <= 0:
             return data      # every pixel already has a Gaussian: the image is this small
         p = fitter.refine(p, k, prune=False)
-        p = fitter.quantize_phase(p, _Progress(0, False), steps=max(20, cfg.qat_steps() // 2))
+        p = fitter.quantize_phase(p, Progress(0, False), steps=max(20, cfg.qat_steps() // 2))
         data = write(p)
     return data
 

@@ -14,8 +14,8 @@ import zlib
 
 import numpy as np
 
-from . import entropy
-from .errors import FormatError
+from . import entropy, gaussianimage
+from ..errors import FormatError
 from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_CLASSES, MAX_SIDE, \
     QuantClass, QuantizedGaussians, morton_code
 
@@ -208,7 +208,6 @@ def write(g) -> bytes:
     """Encode to .gsi (version 2) bytes: QuantizedGaussians as profile 0 ("gsi"), a
     gaussianimage.GIGaussians as profile 1. Raises ValueError if g is not representable."""
     if not isinstance(g, QuantizedGaussians):      # profile gaussianimage
-        from . import gaussianimage
         body = gaussianimage.pack(g)
         return _container(PROFILE_GAUSSIANIMAGE, g.channels, False, g.width, g.height,
                           g.count, [(SEC_GAUSSIANIMAGE, body)])
@@ -233,6 +232,37 @@ def write(g) -> bytes:
 
 
 # ---- reader -------------------------------------------------------------------------------
+PEEK_SIZE = _FIXED1.size          # enough bytes for `peek` with either version
+
+
+def peek(prefix: bytes) -> dict:
+    """Width, height, channels, count and version from the first PEEK_SIZE bytes of a
+    file, without the rest (what an image library needs to open a file lazily). The
+    fields are range-checked; the sections and the CRC are checked only by `read`."""
+    prefix = bytes(prefix)
+    if prefix[:len(MAGIC)] != MAGIC:
+        raise FormatError("not a .gsi file (bad magic)")
+    if len(prefix) < len(MAGIC) + 1:
+        raise FormatError("truncated header")
+    version = prefix[len(MAGIC)]
+    if version not in READ_VERSIONS:
+        raise FormatError(f"unsupported .gsi version {version} "
+                          f"(this decoder reads versions 1 and 2)")
+    fixed = _FIXED1 if version == 1 else _FIXED2
+    if len(prefix) < fixed.size:
+        raise FormatError("truncated header")
+    if version == 1:
+        _, _, channels, flags, width, height, count = fixed.unpack_from(prefix, 0)[:7]
+    else:
+        _, _, _, channels, flags, width, height, count = fixed.unpack_from(prefix, 0)
+    if channels not in (1, 2, 3, 4):
+        raise FormatError(f"channel count {channels} not in 1..4")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise FormatError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
+    return {"version": version, "channels": channels, "width": width, "height": height,
+            "count": count}
+
+
 def read_header(data: bytes) -> dict:
     """Parse and check the fixed header and section table of a whole .gsi file.
     Returns the header fields and `sections`, a list of (id, offset, length)."""
@@ -358,7 +388,6 @@ def _read(data: bytes):
     _check_crc(data)
     n, c, w, hh = h["count"], h["channels"], h["width"], h["height"]
     if h["profile"] == "gaussianimage":
-        from . import gaussianimage
         _, off, length = h["sections"][0]
         return gaussianimage.unpack(data, off, off + length, n, c, w, hh)
     v1 = h["version"] == 1
@@ -401,7 +430,6 @@ def describe(data: bytes) -> dict:
     table = h["sections"]
     payload = {}
     if h["profile"] == "gaussianimage":
-        from . import gaussianimage
         _, off, length = table[0]
         g = gaussianimage.unpack(bytes(data), off, off + length, n, h["channels"],
                                  h["width"], h["height"])

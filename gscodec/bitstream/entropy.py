@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from .errors import FormatError
+from ..errors import FormatError
 
 PRECISION = 24                   # probabilities are integers summing to 2^24
 TOTAL = 1 << PRECISION

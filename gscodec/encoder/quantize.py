@@ -3,9 +3,8 @@
 The fitter works on `GaussianParams` (positions in pixels, log2 of the two standard
 deviations, a rotation angle, colours). `fake_quantize` rounds them exactly as the writer
 will, with a straight-through gradient, so the quantization-aware phase optimises what
-the decoder will see. `to_integers` produces the `QuantizedGaussians` that is written;
-`render_inputs` turns integers back into the float tensors the renderer takes, and is the
-one conversion used by the decoder too.
+the decoder will see. `to_integers` produces the `QuantizedGaussians` that is written; the way back, integers to
+the renderer's floats, is `QuantizedGaussians.render_inputs` (shared with the decoder).
 """
 from __future__ import annotations
 
@@ -15,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import (COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantClass,
-                    QuantizedGaussians, conics_from_scale_rot)
+from ..bitstream.model import (COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantClass,
+                               QuantizedGaussians)
+from .init import structure_maps
+from .params import GaussianParams
 
 
 @dataclass(frozen=True)
@@ -45,33 +46,6 @@ class QuantConfig:
         return t[cls].unbind(-1)
 
 
-@dataclass
-class GaussianParams:
-    xy: torch.Tensor          # [N, 2] pixels
-    log2_sigma: torch.Tensor  # [N, 2] log2 of the standard deviations along the two axes
-    theta: torch.Tensor       # [N]    angle of the first axis, radians
-    color: torch.Tensor       # [N, C]
-
-    def tensors(self):
-        return [self.xy, self.log2_sigma, self.theta, self.color]
-
-    def detach(self) -> "GaussianParams":
-        return GaussianParams(*(t.detach().clone() for t in self.tensors()))
-
-    @property
-    def count(self) -> int:
-        return int(self.xy.shape[0])
-
-    def conics(self) -> torch.Tensor:
-        return conics_from_scale_rot(torch.exp2(self.log2_sigma), self.theta)
-
-    def select(self, keep: torch.Tensor) -> "GaussianParams":
-        return GaussianParams(*(t.detach()[keep].clone() for t in self.tensors()))
-
-    @staticmethod
-    def cat(a: "GaussianParams", b: "GaussianParams") -> "GaussianParams":
-        return GaussianParams(*(torch.cat([x.detach(), y.detach()]) for x, y in
-                                zip(a.tensors(), b.tensors())))
 
 
 def canonicalize(p: GaussianParams) -> GaussianParams:
@@ -142,12 +116,10 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     return qg.sorted()
 
 
-def render_inputs(qg: QuantizedGaussians, device="cpu"):
-    """(means, conics, colors) float32 tensors for the renderer, from the integers."""
-    means, _, _, colors = qg.dequantize()
-    conics = qg.conics()
-    f = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
-    return f(means), f(conics), f(colors)
+def render_inputs(qg, device="cpu"):
+    """(means, conics, colors) float32 tensors on `device` from decoded integers (either
+    profile): the decoder's own numpy conversion, `qg.render_inputs()`, wrapped."""
+    return tuple(torch.from_numpy(a).to(device) for a in qg.render_inputs())
 
 
 # ---- adaptive classes ---------------------------------------------------------------------
@@ -169,7 +141,6 @@ def assign_classes(p: GaussianParams, cfg: QuantConfig, target: torch.Tensor,
     the highest score log2(size) - log2(local complexity) go to class 1. Size is the
     geometric mean of the two sigmas; complexity is the structure-tensor energy (squared
     gradient, smoothed) at the centre relative to the image mean."""
-    from .init import structure_maps
     n = p.count
     if len(cfg.classes) != 2 or n == 0:
         return torch.zeros(n, dtype=torch.long)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .init import (_blur, color_adjoint, random_init, solve_colors, structure_init,
-                   structure_maps)
-from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantizedGaussians
-from .quantize import GaussianParams, QuantConfig, canonicalize, fake_quantize, to_integers
-from .render import render
+from ..bitstream.model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantizedGaussians
+from ..render import render
+from .init import blur, color_adjoint, random_init, solve_colors, structure_init
+from .params import GaussianParams
+from .progress import Progress
+from .quantize import QuantConfig, assign_classes, canonicalize, fake_quantize, to_integers
 
 
 @dataclass
@@ -55,16 +56,10 @@ class FitConfig:
     # Gaussians: six refinements gave +0.17 dB over two, fourteen +0.08.
     refine_at: tuple = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     refine_fraction: float = 0.05
-    orient_weight: float = 0.0        # orientation-alignment regulariser (see _orient_loss)
     seed: int = 0
     backend: str = "auto"
     record_every: int = 0             # >0: keep (phase, step, mse) in Fitter.history
     quant: QuantConfig = field(default_factory=QuantConfig)
-    # Rate term of the quantization-aware phase (rate.RateModel): the loss is
-    # mse + rate_weight * mse / bits * estimated_bits, i.e. a Lagrangian whose multiplier
-    # is rate_weight times the current distortion-per-bit; 0 turns it off.
-    rate_weight: float = 0.0
-    rate_update_every: int = 25       # rebuild the rate model's tables this often
 
     @classmethod
     def first_release(cls, **kw) -> "FitConfig":
@@ -85,35 +80,11 @@ class FitConfig:
 EFFORT_ITERATIONS = {"fast": 400, "default": 1200, "max": 5000}
 
 
-def _lr_factor(step: int, total: int, final: float) -> float:
+def lr_factor(step: int, total: int, final: float) -> float:
     if total <= 1:
         return 1.0
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * step / (total - 1)))
 
-
-class _Progress:
-    """tqdm bar showing the phase and the current PSNR; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        if enabled and total > 0:
-            import sys
-            from tqdm.auto import tqdm
-            # In a log file (not a terminal) redraw rarely, or every redraw becomes a line.
-            every = 0.1 if sys.stderr.isatty() else 15.0
-            self.bar = tqdm(total=total, unit="it", desc="fit", dynamic_ncols=True,
-                            leave=False, mininterval=every)
-
-    def update(self, phase: str, mse: float):
-        if self.bar is not None:
-            self.bar.update(1)
-            if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
-                self.bar.set_description(phase, refresh=False)
-                self.bar.set_postfix_str(f"PSNR {psnr_from_mse(mse):.2f} dB", refresh=False)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Adam:
@@ -149,9 +120,6 @@ class Adam:
             p.addcdiv_(m, denom, value=-lr / bc1)
 
 
-def psnr_from_mse(mse: float) -> float:
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
-
 
 class Fitter:
     def __init__(self, image: np.ndarray, cfg: FitConfig, mask: np.ndarray | None = None):
@@ -168,15 +136,8 @@ class Fitter:
         self.color_weight = self.known
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: list[tuple[str, int, float]] = []
-        self.rate = None          # rate.RateModel during the quantization-aware phase
-        self._rate_step = 0
         self.cls = None           # class of each Gaussian (set before quantization)
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
-        self._edge_angle = self._coherence = None
-        if cfg.orient_weight > 0:
-            _, grad_angle, coherence = structure_maps(self.target)
-            self._edge_angle = grad_angle + math.pi / 2   # edges run across the gradient
-            self._coherence = coherence
 
     # ---- pieces -------------------------------------------------------------------------
     def render(self, p: GaussianParams) -> torch.Tensor:
@@ -190,7 +151,7 @@ class Fitter:
 
     def start(self, n: int) -> GaussianParams:
         init = structure_init if self.cfg.init == "structure" else random_init
-        return self._solve_colors(init(self.target, n, self.gen))
+        return self.solve_colors(init(self.target, n, self.gen))
 
     def _optimizer(self, p: GaussianParams, scale: float, beta2: float = 0.999):
         c = self.cfg
@@ -207,27 +168,8 @@ class Fitter:
             p.log2_sigma.clamp_(LOG2_SIGMA_MIN, LOG2_SIGMA_MAX)
 
     def extra_loss(self, p: GaussianParams, out: torch.Tensor):
-        """A term added to the loss: the rate term while `self.rate` is set (quantization-
-        aware phase, p fake-quantized); subclasses (hole-aware fitting) add their own."""
-        if self.rate is None:
-            return 0.0
-        self._rate_step += 1
-        if self._rate_step % self.cfg.rate_update_every == 1 or not self.rate.tables:
-            self.rate.update(p)
-        bits = self.rate.bits(p)
-        with torch.no_grad():
-            lam = self.cfg.rate_weight * self.mse(out) / bits.clamp(min=1.0)
-        return lam * bits
-
-    def _orient_loss(self, p: GaussianParams) -> torch.Tensor:
-        """Mean over Gaussians of coherence * sin^2(major axis - local edge direction):
-        aligns elongated Gaussians with edges (structure-guided 2DGS)."""
-        ix = p.xy[:, 0].detach().long().clamp(0, self.w - 1)
-        iy = p.xy[:, 1].detach().long().clamp(0, self.h - 1)
-        major_is_second = (p.log2_sigma[:, 1] > p.log2_sigma[:, 0]).detach()
-        theta = p.theta + major_is_second.float() * (math.pi / 2)
-        diff = theta - self._edge_angle[iy, ix]
-        return (self._coherence[iy, ix] * torch.sin(diff) ** 2).mean()
+        """A term added to the loss; subclasses (masked fitting) add their own."""
+        return 0.0
 
     def refine(self, p: GaussianParams, k: int, prune: bool = True) -> GaussianParams:
         """Error-guided densify and prune at constant count: drop the k Gaussians whose
@@ -240,7 +182,7 @@ class Fitter:
             resid = self.target - out
             if self.known is not None:
                 resid = resid * self.known[:, :, None]
-            err = _blur((resid * resid).sum(-1), 1.0).clamp(min=0)
+            err = blur((resid * resid).sum(-1), 1.0).clamp(min=0)
             keep = torch.ones(p.count, dtype=torch.bool)
             if prune:
                 keep[torch.argsort(self._removal_cost(p, resid))[:k]] = False
@@ -267,13 +209,13 @@ class Fitter:
         c = p.color.detach()
         return math.pi * area * (c * c).sum(1) + 2 * (c * g).sum(1)
 
-    def _solve_colors(self, p: GaussianParams) -> GaussianParams:
+    def solve_colors(self, p: GaussianParams) -> GaussianParams:
         """Same geometry, least-squares colours over the known pixels."""
         p = p.detach()
         p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.color_weight)
         return p
 
-    def optimize(self, p: GaussianParams, steps: int, progress: _Progress, phase: str,
+    def optimize(self, p: GaussianParams, steps: int, progress: Progress, phase: str,
                  quantized: bool = False, lr_scale: float = 1.0,
                  refine_at: tuple = ()) -> GaussianParams:
         if steps <= 0:
@@ -291,20 +233,18 @@ class Fitter:
         for step in range(steps):
             if step in refine_steps:
                 p = self.refine(p.detach(), int(c.refine_fraction * p.count))
-                p = self._solve_colors(p)
+                p = self.solve_colors(p)
                 opt = self._optimizer(p, lr_scale, beta2)   # fresh moments for the new set
             elif (solve_every and step > 0 and step % solve_every == 0
                   and step < c.color_solve_until * steps):
-                p = self._solve_colors(p)
+                p = self.solve_colors(p)
                 opt = self._optimizer(p, lr_scale, beta2)
-            f = _lr_factor(step, steps, c.lr_final_fraction)
+            f = lr_factor(step, steps, c.lr_final_fraction)
             opt.lr = [lr * f for lr in opt.base_lr]
             view = fake_quantize(p, q, self.w, self.h, self.cls) if quantized else p
             out = self.render(view)
             mse = self.mse(out)
             loss = mse + self.extra_loss(view, out)
-            if self._coherence is not None and not quantized:
-                loss = loss + c.orient_weight * self._orient_loss(p)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -325,7 +265,7 @@ class Fitter:
         """Start, free fit and (with quantize) the quantization-aware phase, under one
         progress bar; the float parameters, before `finish`."""
         cfg = self.cfg
-        bar = _Progress(cfg.iterations + (cfg.qat_steps() if quantize else 0), progress)
+        bar = Progress(cfg.iterations + (cfg.qat_steps() if quantize else 0), progress)
         try:
             p = self.start(n)
             p = self.optimize(p, cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
@@ -335,20 +275,14 @@ class Fitter:
             bar.close()
         return p
 
-    def quantize_phase(self, p: GaussianParams, bar: _Progress, steps: int | None = None
+    def quantize_phase(self, p: GaussianParams, bar: Progress, steps: int | None = None
                        ) -> GaussianParams:
-        """Assign classes, then the quantization-aware fit (with the rate term if set)."""
+        """Assign classes, then the quantization-aware fit."""
         cfg = self.cfg
         p = canonicalize(p)
         self.cls = self.assign_classes(p)
-        if cfg.rate_weight > 0:
-            from .rate import RateModel
-            self.rate = RateModel(cfg.quant, self.cls, self.c)
-        try:
-            p = self.optimize(p, cfg.qat_steps() if steps is None else steps, bar, "quantize",
-                              quantized=True, lr_scale=0.2)
-        finally:
-            self.rate = None
+        p = self.optimize(p, cfg.qat_steps() if steps is None else steps, bar, "quantize",
+                          quantized=True, lr_scale=0.2)
         return canonicalize(p)
 
     def finish(self, p: GaussianParams) -> QuantizedGaussians:
@@ -368,5 +302,4 @@ class Fitter:
         several classes `quantize.assign_classes` (by size and local image complexity)."""
         if len(self.cfg.quant.classes) == 1:
             return torch.zeros(p.count, dtype=torch.long)
-        from .quantize import assign_classes
         return assign_classes(p, self.cfg.quant, self.target, self.known)

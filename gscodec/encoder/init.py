@@ -14,8 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .quantize import GaussianParams
-from .render import render
+from .params import GaussianParams
+from ..render import render
 
 UNIFORM_SHARE = 0.3      # Image-GS: 30 % uniform, 70 % by squared gradient
 SIGMA_SPACING = 0.6      # initial sigma as a multiple of the local point spacing
@@ -31,7 +31,7 @@ def luminance(img: torch.Tensor) -> torch.Tensor:
     return img[:, :, 0]
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of a [H,W] map (replicated border)."""
     if sigma <= 0:
         return x
@@ -56,7 +56,7 @@ def structure_maps(img: torch.Tensor, smooth: float = 1.5):
     """Density weights (gradient energy) and the structure tensor's orientation/coherence."""
     lum = luminance(img)
     gx, gy = image_gradients(lum)
-    jxx, jxy, jyy = (_blur(t, smooth) for t in (gx * gx, gx * gy, gy * gy))
+    jxx, jxy, jyy = (blur(t, smooth) for t in (gx * gx, gx * gy, gy * gy))
     energy = jxx + jyy
     # Eigen-decomposition of the 2x2 structure tensor.
     tr_half = 0.5 * (jxx + jyy)
@@ -100,7 +100,7 @@ def structure_init(img: torch.Tensor, n: int, gen: torch.Generator,
     xy, idx = sample_positions(density, n, gen)
     # Local spacing: with n points drawn at density p (per pixel), the mean area per point
     # is 1/(n p); a Gaussian of sigma ~ 0.6 * sqrt(area) overlaps its neighbours smoothly.
-    dens = _blur(density, 4.0).flatten()[idx]
+    dens = blur(density, 4.0).flatten()[idx]
     area = 1.0 / (n * dens.clamp(min=1e-12))
     sigma = SIGMA_SPACING * torch.sqrt(area)
     sigma = sigma.clamp(0.4, 0.5 * max(h, w))

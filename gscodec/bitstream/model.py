@@ -180,6 +180,14 @@ class QuantizedGaussians:
         _, sigma, theta, _ = self.dequantize()
         return conics_from_scale_rot(sigma, theta)
 
+    def render_inputs(self):
+        """(means [N,2], conics [N,3], colors [N,C]) as contiguous float32 arrays for the
+        renderer: computed in float64 (`dequantize`, `conics`) and rounded once."""
+        means, sigma, theta, colors = self.dequantize()
+        conics = conics_from_scale_rot(sigma, theta)
+        f = lambda a: np.ascontiguousarray(a, dtype=np.float32)
+        return f(means), f(conics), f(colors)
+
 
 def conics_from_scale_rot(sigma, theta):
     """(a, b, c) of Sigma^-1 for sigma [N,2] (major, minor) and theta [N]. Works on numpy

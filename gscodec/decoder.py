@@ -1,0 +1,107 @@
+"""Decoding: .gsi bytes -> integers (`bitstream`) -> pixels (`render`). The ground floor of
+the package: numpy, constriction and the compiled kernel, never torch, except for
+`device="cuda"` (the Triton rasterizer)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .bitstream import format as gsi_format
+from .bitstream.model import MAX_SIDE, QuantizedGaussians
+from .errors import InputError
+
+STRIP_ROWS = 512          # rendering goes in horizontal strips so memory stays bounded
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def read_bytes(data_or_path) -> bytes:
+    """The bytes of a .gsi given as bytes or a path (InputError if it cannot be read)."""
+    if isinstance(data_or_path, (bytes, bytearray, memoryview)):
+        return bytes(data_or_path)
+    if isinstance(data_or_path, (str, os.PathLike)):
+        path = Path(data_or_path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    raise InputError(f"cannot decode an object of type {type(data_or_path).__name__}")
+
+
+def read(data_or_path) -> QuantizedGaussians:
+    """Parse a .gsi file into its integers (FormatError if it is not a valid file)."""
+    return gsi_format.read(read_bytes(data_or_path))
+
+
+def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Size of a rendering at `scale`: floor(side * scale + 0.5), at least 1."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+            or not math.isfinite(scale) or scale <= 0:
+        raise InputError(f"scale must be a positive number (got {scale!r})")
+    ow = max(1, int(math.floor(width * scale + 0.5)))
+    oh = max(1, int(math.floor(height * scale + 0.5)))
+    if ow > MAX_SIDE or oh > MAX_SIDE:
+        raise InputError(f"scale {scale} gives {ow}x{oh}; the decoder renders at most "
+                         f"{MAX_SIDE} pixels a side")
+    return ow, oh
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda" for the user's device option ("auto": cuda when torch sees a GPU and
+    the Triton backend works; torch is only imported if it is already installed)."""
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r} (use {', '.join(DEVICES)})")
+    if device == "cpu":
+        return "cpu"
+    from .render import cuda_available
+    ok, reason = cuda_available()
+    if device == "cuda" and not ok:
+        raise InputError(f"device cuda unavailable: {reason}")
+    return "cuda" if ok else "cpu"
+
+
+def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str = "auto",
+                     crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Render decoded Gaussians (either profile) to uint8: HxW for one channel, else HxWxC.
+
+    crop: (x, y, width, height) window of the output grid at this scale."""
+    dev = resolve_device(device)
+    ow, oh = output_size(qg.width, qg.height, scale)
+    x0, y0, cw, ch = crop if crop is not None else (0, 0, ow, oh)
+    if min(cw, ch) < 1 or x0 < 0 or y0 < 0 or x0 + cw > ow or y0 + ch > oh:
+        raise InputError(f"crop {crop} is not inside the {ow}x{oh} output")
+    means, conics, colors = qg.render_inputs()
+    # Scale s maps means to s*means and covariances to s^2*Sigma (conics / s^2); the
+    # float32 operations are those of the torch path that preceded this one.
+    s = np.float32(scale)
+    means = means * s
+    conics = conics / np.float32(float(scale) ** 2)
+    if dev == "cuda":
+        from .render import render_uint8_cuda
+        out = render_uint8_cuda(means, conics, colors, x0, y0, cw, ch, STRIP_ROWS)
+    else:
+        from .render import render_numpy, to_uint8_numpy
+        out = np.empty((ch, cw, qg.channels), dtype=np.uint8)
+        for r0 in range(0, ch, STRIP_ROWS):
+            rows = min(STRIP_ROWS, ch - r0)
+            m = means - np.array([x0, y0 + r0], dtype=np.float32)
+            out[r0:r0 + rows] = to_uint8_numpy(render_numpy(m, conics, colors, rows, cw))
+    return out[:, :, 0] if qg.channels == 1 else out
+
+
+def decode(data_or_path, *, scale: float = 1.0, device: str = "auto",
+           crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Decode a .gsi file (bytes or path) to a uint8 array: HxW for grayscale, else HxWxC."""
+    return render_gaussians(read(data_or_path), scale=scale, device=device, crop=crop)
+
+
+def info(data_or_path) -> dict:
+    """Header fields, Gaussian count, bytes per section and bpp of a .gsi file."""
+    return gsi_format.describe(read_bytes(data_or_path))
+
+
+__all__ = ["decode", "info", "read", "render_gaussians", "read_bytes", "output_size"]

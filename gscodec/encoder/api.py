@@ -1,0 +1,101 @@
+"""`encode`: an image -> the bytes of a .gsi file. Ties the fit (`fit.py`, `masked.py`),
+rate control (`ratecontrol.py`) and the profiles' quantizers to the bitstream writer."""
+from __future__ import annotations
+
+import math
+
+from ..bitstream import format as gsi_format
+from ..bitstream.model import MAX_SIDE
+from ..errors import InputError
+from ..imageio import check_count, load_image, load_mask
+from .fit import EFFORT_ITERATIONS, FitConfig, Fitter
+from .quantize import QuantConfig, adaptive_config
+
+# Default number of Gaussians per 1000 pixels (Kodak 768x512: 2359 Gaussians), chosen
+# by measurement on Kodak; iterations come from the --effort presets.
+DEFAULT_DENSITY = 6.0
+PROFILES = ("gsi", "gaussianimage")
+
+
+def default_gaussians(height: int, width: int, density: float = DEFAULT_DENSITY) -> int:
+    return int(max(1, min(height * width, round(density * height * width / 1000.0))))
+
+
+def encode_backend(device: str) -> str:
+    """The render backend the fit uses for the user's device option."""
+    from ..decoder import resolve_device
+    return "cuda" if resolve_device(device) == "cuda" else "auto"
+
+
+def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
+           quality: float | None = None, iterations: int | None = None,
+           device: str = "auto", seed: int = 0, progress: bool = False,
+           init: str = "structure", effort: str = "default", mask=None,
+           profile: str = "gsi", adaptive: bool = False) -> bytes:
+    """Fit Gaussians to `image` and return the bytes of a .gsi file.
+
+    image: a path, a PIL image, or an HxW / HxWxC uint8 array (C in 1..4).
+    At most one of gaussians / bpp / quality chooses the size:
+    gaussians: how many Gaussians (default: DEFAULT_DENSITY per 1000 pixels);
+    bpp: a target file size in bits per pixel (lands within 5 %; see ratecontrol.py);
+    quality: 1..100 on a geometric ladder of Gaussian densities (ratecontrol.py).
+    profile: "gsi" (entropy-coded integers) or "gaussianimage" (GaussianImage's
+        fixed-length scheme: fp16 positions, 6-bit Cholesky, 2x8-bit residual VQ colour).
+    adaptive: two quantization classes (coarser steps for large Gaussians in flat
+        regions) instead of one.
+    iterations: free-fit iterations (default: set by `effort`); a fifth as many
+        quantization-aware iterations follow.
+    effort: "fast", "default" or "max" (EFFORT_ITERATIONS).
+    device: "cpu", "cuda" (the Triton rasterizer) or "auto" (cuda when available).
+    mask: optional HxW array, nonzero = pixel unknown (ignored by the fit).
+    """
+    arr = load_image(image)
+    h, w, _ = arr.shape
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise InputError(f"image is {w}x{h}; the .gsi format allows at most {MAX_SIDE} pixels a side")
+    n = check_count("gaussians", gaussians, 1)
+    if sum(x is not None for x in (gaussians, bpp, quality)) > 1:
+        raise InputError("give at most one of gaussians, bpp and quality")
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r} (use {' or '.join(PROFILES)})")
+    if bpp is not None:
+        if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) \
+                or not math.isfinite(bpp) or bpp <= 0:
+            raise InputError(f"bpp must be a positive number (got {bpp!r})")
+        if profile != "gsi":
+            raise InputError("bpp targets need profile gsi")
+    if quality is not None:
+        from .ratecontrol import quality_density
+        n = default_gaussians(h, w, quality_density(quality))
+    n = default_gaussians(h, w) if n is None else n
+    its = check_count("iterations", iterations, 0)
+    if init not in ("structure", "random"):
+        raise InputError(f"unknown init {init!r} (use structure or random)")
+    if effort not in EFFORT_ITERATIONS:
+        raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_ITERATIONS)})")
+    cfg = FitConfig(iterations=EFFORT_ITERATIONS[effort] if its is None else its, init=init,
+                    seed=int(seed), backend=encode_backend(device),
+                    quant=adaptive_config() if adaptive else QuantConfig())
+    known_mask = load_mask(mask, h, w) if mask is not None else None
+    if known_mask is not None and profile != "gsi":
+        raise InputError("masked encoding needs profile gsi (the gaussianimage profile "
+                         "cannot record the mask)")
+    fitter_cls = Fitter
+    if known_mask is not None:
+        from .masked import HoleAwareFitter as fitter_cls
+    fitter = fitter_cls(arr, cfg, known_mask)
+    try:
+        if bpp is not None:
+            from .ratecontrol import fit_to_size
+            return fit_to_size(fitter, int(round(bpp * h * w / 8.0)), progress=progress)
+        if profile == "gaussianimage":
+            from .gaussianimage import quantize_gaussianimage
+            p = fitter.fit_params(n, progress, quantize=False)
+            return gsi_format.write(quantize_gaussianimage(fitter, p, cfg.qat_steps(),
+                                                           progress=progress))
+        return gsi_format.write(fitter.fit(n, progress=progress))
+    except ValueError as exc:  # e.g. more Gaussians than the format allows for the size
+        raise InputError(str(exc)) from None
+
+
+__all__ = ["encode", "default_gaussians", "DEFAULT_DENSITY", "PROFILES"]

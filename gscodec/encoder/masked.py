@@ -1,0 +1,258 @@
+"""Masked encoding: fitting Gaussians to an image with missing pixels (mask: True =
+unknown), so that an ordinary decode of the .gsi fills the hole.
+
+The prior is `harmonic_fill`, the harmonic interpolant of the known pixels (discrete
+Laplace equation with the known pixels as boundary; the MMSE linear estimate under a 1/f^2
+image spectrum, and unlike the biharmonic one it cannot overshoot), solved by conjugate
+gradients on the hole pixels only, started from the solution one pyramid level coarser.
+The pixels under the mask are never read.
+
+`HoleAwareFitter` fits the whole picture: the data term sees known pixels only (the hole
+is replaced by the prior before anything else looks at the image), and
+- the prior is what the hole render is pulled toward (`extra_loss`, together with a small
+  penalty on the rendered gradient inside the hole), and the target of the colour solves
+  inside the hole, so Gaussians entirely inside the hole keep sensible colours;
+- a share of the Gaussians is placed inside the (dilated) hole (`start`), sized to the
+  hole's local half-width so they can span it, and oriented along the edge direction
+  continued into the hole: the structure tensor is computed from known pixels only by
+  normalised convolution at a scale that reaches across the hole, so edges that meet the
+  hole's border are carried through it by elongated Gaussians.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fit import FitConfig, Fitter
+from .init import blur, image_gradients, luminance, random_init, solve_colors, structure_init
+from .params import GaussianParams
+
+HOLE_SHARE_MAX = 0.35        # at most this share of the Gaussians is placed in the hole
+PRIOR_WEIGHT = 0.25          # weight of the pull toward the harmonic fill (per hole pixel)
+GRAD_WEIGHT = 0.5            # weight of the gradient penalty inside the hole
+
+
+# ---- helpers on [H,W] / [H,W,C] tensors ---------------------------------------------------
+def dilate(m: torch.Tensor, r: int) -> torch.Tensor:
+    if r <= 0:
+        return m
+    return F.max_pool2d(m[None, None], 2 * r + 1, stride=1, padding=r)[0, 0]
+
+
+def hole_distance(hole: torch.Tensor, max_steps: int = 128) -> torch.Tensor:
+    """Chessboard distance (pixels) from each hole pixel to the nearest known pixel."""
+    dist = torch.zeros_like(hole)
+    cur = hole.clone()
+    for _ in range(max_steps):
+        if not bool(cur.any()):
+            break
+        dist += cur
+        cur = 1.0 - F.max_pool2d((1.0 - cur)[None, None], 3, stride=1, padding=1)[0, 0]
+    return dist
+
+
+
+
+
+FILL_ITERATIONS = 10     # conjugate-gradient iterations per pyramid level (fine levels)
+FILL_COARSE = 4096       # below this many unknowns a level is solved without a coarser one
+
+
+def harmonic_fill(img: torch.Tensor, known: torch.Tensor, iters: int | None = None
+                  ) -> torch.Tensor:
+    """Fill the unknown pixels of img [H,W,C] (known [H,W], 1 = known) with the harmonic
+    interpolant of the known ones: the solution of the discrete Laplace equation (5-point
+    stencil, mirror border) with the known pixels as Dirichlet boundary. Solved by
+    conjugate gradients on the unknown pixels only, started from the solution one pyramid
+    level coarser (a coarse pixel is known if any of its four is), so the work grows with
+    the hole's area, not the image's. Unknown input values are never read."""
+    hole = known < 0.5
+    x = img * (~hole)[:, :, None]
+    return _fill_level(x, hole, FILL_ITERATIONS if iters is None else iters)
+
+
+def _half(x: torch.Tensor) -> torch.Tensor:
+    """[H,W,C] -> [ceil(H/2), ceil(W/2), C], 2x2 sums (odd sides padded with zeros)."""
+    h, w, c = x.shape
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    return x.view(x.shape[0] // 2, 2, x.shape[1] // 2, 2, c).sum((1, 3))
+
+
+def _fill_level(x: torch.Tensor, hole: torch.Tensor, iters: int) -> torch.Tensor:
+    """x [H,W,C] with zeros in the hole -> x with the hole filled."""
+    h, w, c = x.shape
+    n = int(hole.sum())
+    if n == 0:
+        return x
+    idx = torch.nonzero(hole.flatten()).flatten()
+    if n > FILL_COARSE and min(h, w) >= 8:
+        both = _half(torch.cat([x, (~hole).float()[:, :, None]], 2))   # sums, known count
+        kd = both[:, :, c:]
+        hole_c = kd[:, :, 0] <= 0
+        coarse = _fill_level(both[:, :, :c] / kd.clamp(min=1.0), hole_c, iters)
+        wc = coarse.shape[1]
+        start = coarse.reshape(-1, c)[(idx // w // 2) * wc + (idx % w) // 2]
+        steps = iters
+    else:
+        start = (x.sum((0, 1)) / float(h * w - n)).expand(n, c).clone()
+        steps = max(iters, int(4 * math.sqrt(n)) + 20)        # no coarse start: converge
+    out = x.reshape(-1, c).clone()
+    out[idx] = _harmonic_cg(x, hole, idx, start, steps)
+    return out.view(h, w, c)
+
+
+
+
+
+def csr_counts(counts: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape):
+    """CSR matrix from the entries of each row in turn (counts: entries per row)."""
+    crow = torch.zeros(shape[0] + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(counts, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, cols, vals.float(), size=shape)
+
+
+def _harmonic_cg(x, hole, idx, u, steps, tol=1e-5):
+    """Conjugate gradients (Jacobi preconditioned) for L u = b on the hole pixels idx
+    (x [H,W,C]: known values, zeros in the hole): L = degree - adjacency among hole
+    pixels, b = sum of the known 4-neighbours; the image border is a mirror."""
+    h, w, c = x.shape
+    n = idx.numel()
+    wp = w + 2
+    # Padded maps: row number of each hole pixel (n: known, n + 1: outside the image).
+    pos = torch.full((h + 2, wp), n + 1, dtype=torch.long)
+    inner = torch.full((h * w,), n, dtype=torch.long)
+    inner[idx] = torch.arange(n)
+    pos[1:-1, 1:-1] = inner.view(h, w)
+    pos = pos.flatten()
+    xpad = F.pad(x, (0, 0, 1, 1, 1, 1)).reshape(-1, c)
+    ip = (idx // w + 1) * wp + (idx % w + 1)
+    cols, b = [], 0
+    for off in (-wp, -1, 0, 1, wp):                  # column order within a row
+        if off == 0:
+            cols.append(torch.arange(n))
+            continue
+        cols.append(pos[ip + off])
+        b = b + xpad[ip + off]
+    cols = torch.stack(cols, 1)                                  # [n, 5]
+    deg = (cols <= n).sum(1).float() - 1.0
+    vals = torch.full((n, 5), -1.0)
+    vals[:, 2] = deg
+    keep = cols < n
+    lap = csr_counts(keep.sum(1), cols[keep], vals[keep], (n, n))
+    dinv = (1.0 / deg)[:, None]
+    ones = torch.ones(n)
+    r = b - lap @ u
+    z = r * dinv
+    p = z.clone()
+    rz = ones @ (r * z)                     # column sums (a matrix product: fast)
+    thresh = (tol * tol) * n
+    for _ in range(steps):
+        if float(rz.max()) <= thresh:
+            break
+        ap = lap @ p
+        alpha = rz / (ones @ (p * ap)).clamp(min=1e-30)
+        u.addcmul_(p, alpha)
+        r.addcmul_(ap, alpha, value=-1.0)
+        torch.mul(r, dinv, out=z)
+        rz_new = ones @ (r * z)
+        p.mul_(rz_new / rz.clamp(min=1e-30)).add_(z)
+        rz = rz_new
+    return u
+
+
+def _blur_big(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of [H,W] for large sigma: on a downsampled grid, then upsampled."""
+    h, w = x.shape
+    f = 1
+    while sigma / f > 4 and min(h, w) // (2 * f) >= 8:
+        f *= 2
+    y = F.avg_pool2d(x[None, None], f, ceil_mode=True)[0, 0] if f > 1 else x
+    y = blur(y, sigma / f)
+    if f > 1:
+        y = F.interpolate(y[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return y
+
+
+def known_structure(img: torch.Tensor, known: torch.Tensor, sigma: float):
+    """Structure tensor from known pixels only (normalised convolution at scale sigma):
+    returns (edge angle, coherence) maps [H,W]; edges run across the gradient."""
+    lum = luminance(img) * known
+    gx, gy = image_gradients(lum)
+    pk = F.pad(known[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    valid = (known * pk[1:-1, 2:] * pk[1:-1, :-2] * pk[2:, 1:-1] * pk[:-2, 1:-1])
+    norm = _blur_big(valid, sigma).clamp(min=1e-6)
+    jxx, jxy, jyy = (_blur_big(t * valid, sigma) / norm for t in (gx * gx, gx * gy, gy * gy))
+    tr_half = 0.5 * (jxx + jyy)
+    disc = torch.sqrt(torch.clamp(0.25 * (jxx - jyy) ** 2 + jxy ** 2, min=0))
+    l1, l2 = tr_half + disc, torch.clamp(tr_half - disc, min=0)
+    grad_angle = 0.5 * torch.atan2(2 * jxy, jxx - jyy)
+    coherence = torch.where(l1 + l2 > 1e-12, (l1 - l2) / (l1 + l2 + 1e-12), torch.zeros_like(l1))
+    return grad_angle + math.pi / 2, coherence
+
+
+class HoleAwareFitter(Fitter):
+    """Fitter for images with missing pixels (mask: True = unknown)."""
+
+    def __init__(self, image: np.ndarray, cfg: FitConfig, mask: np.ndarray | None = None):
+        super().__init__(image, cfg, mask)
+        if self.known is None:
+            raise ValueError("HoleAwareFitter needs a mask")
+        self.hole = 1.0 - self.known
+        # The pixels under the mask never reach the fit: replace them by the fill.
+        self.fill = harmonic_fill(self.target, self.known).clamp(0, 1)
+        k3 = self.known[:, :, None]
+        self.target = self.target * k3 + self.fill * (1 - k3)
+        self.nhole = float(self.hole.sum())
+        self.dist = hole_distance(self.hole)
+        self.color_weight = self.known + math.sqrt(PRIOR_WEIGHT) * self.hole
+        # Gradient penalty region: pixel pairs with at least one hole pixel.
+        self._gx_w = torch.maximum(self.hole[:, 1:], self.hole[:, :-1])
+        self._gy_w = torch.maximum(self.hole[1:, :], self.hole[:-1, :])
+
+    # ---- placement ------------------------------------------------------------------------
+    def start(self, n: int) -> GaussianParams:
+        hole_frac = self.nhole / (self.h * self.w)
+        n_hole = int(round(n * min(HOLE_SHARE_MAX, 0.6 * hole_frac)))
+        n_hole = min(max(n_hole, 1 if n >= 8 else 0), n - 1)
+        init = structure_init if self.cfg.init == "structure" else random_init
+        p = init(self.target, n - n_hole, self.gen)
+        if n_hole > 0:
+            p = GaussianParams.cat(p, self._hole_gaussians(n_hole, n))
+        p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.color_weight)
+        return p
+
+    def _hole_gaussians(self, k: int, n: int) -> GaussianParams:
+        region = dilate(self.hole, 2)
+        xy_idx = torch.multinomial(region.flatten().double(), k, replacement=True,
+                                   generator=self.gen)
+        jitter = torch.rand(k, 2, generator=self.gen)
+        xy = torch.stack([(xy_idx % self.w).float(), (xy_idx // self.w).float()], -1) + jitter
+        # Local half-width of the hole: the largest distance-to-border nearby.
+        halfw = dilate(self.dist, 3).flatten()[xy_idx].clamp(min=1.0)
+        spacing = math.sqrt(float(region.sum()) / k)
+        scale = float(self.dist.max().clamp(min=2.0))
+        angle, coh = known_structure(self.target, self.known, sigma=min(32.0, max(3.0, scale)))
+        coh = coh.flatten()[xy_idx]
+        # Long enough to span the hole, but bounded (the render cost grows with the area).
+        major = torch.clamp(1.2 * halfw, min=0.7 * spacing, max=2.5 * spacing) * (1 + 0.5 * coh)
+        minor = torch.minimum(major, torch.clamp(0.7 * spacing / (1 + coh), min=0.7))
+        ls = torch.stack([torch.log2(major), torch.log2(minor)], -1)
+        theta = angle.flatten()[xy_idx]
+        return GaussianParams(xy, ls.float(), theta.float(), torch.zeros(k, self.c))
+
+    # ---- prior ----------------------------------------------------------------------------
+    def extra_loss(self, p: GaussianParams, out: torch.Tensor):
+        h3 = self.hole[:, :, None]
+        d = (out - self.fill) * h3
+        prior = (d * d).sum() / (self.npix * self.c)
+        gx = (out[:, 1:] - out[:, :-1]) * self._gx_w[:, :, None]
+        gy = (out[1:] - out[:-1]) * self._gy_w[:, :, None]
+        grad = ((gx * gx).sum() + (gy * gy).sum()) / (self.npix * self.c)
+        return PRIOR_WEIGHT * prior + GRAD_WEIGHT * grad
