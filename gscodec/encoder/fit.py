@@ -125,16 +125,18 @@ class Fitter:
     def __init__(self, image: np.ndarray, cfg: FitConfig, mask: np.ndarray | None = None):
         """image: HxWxC uint8. mask: HxW bool, True where the pixel is unknown (ignored)."""
         self.cfg = cfg
-        self.target = torch.from_numpy(image.astype(np.float32) / 255.0)
+        # Everything the fit touches lives on one device: "cuda" with the cuda backend.
+        self.device = torch.device("cuda" if cfg.backend == "cuda" else "cpu")
+        self.target = torch.from_numpy(image.astype(np.float32) / 255.0).to(self.device)
         self.h, self.w, self.c = self.target.shape
         self.known = None
         if mask is not None:
-            self.known = torch.from_numpy((~mask).astype(np.float32))
+            self.known = torch.from_numpy((~mask).astype(np.float32)).to(self.device)
             # Unknown pixels never reach the fit (not even the initialisation).
             self.target = self.target * self.known[:, :, None]
         # Per-pixel weight of the least-squares colour solves (subclasses may soften it).
         self.color_weight = self.known
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.history: list[tuple[str, int, float]] = []
         self.cls = None           # class of each Gaussian (set before quantization)
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
@@ -183,20 +185,21 @@ class Fitter:
             if self.known is not None:
                 resid = resid * self.known[:, :, None]
             err = blur((resid * resid).sum(-1), 1.0).clamp(min=0)
-            keep = torch.ones(p.count, dtype=torch.bool)
+            keep = torch.ones(p.count, dtype=torch.bool, device=self.device)
             if prune:
                 keep[torch.argsort(self._removal_cost(p, resid))[:k]] = False
             if float(err.sum()) <= 0:
                 return p
             idx = torch.multinomial(err.flatten().double(), k, replacement=False
                                     if k <= int((err > 0).sum()) else True, generator=self.gen)
-            jitter = torch.rand(k, 2, generator=self.gen)
+            jitter = torch.rand(k, 2, generator=self.gen, device=self.device)
             xy = torch.stack([(idx % self.w).float(), (idx // self.w).float()], -1) + jitter
             # New Gaussians are small (detail), isotropic, coloured by the residual. Their
             # sigma, 0.3 of the mean spacing: +0.08 dB over 0.5 (kodim01, kodim04), 0.2 less.
             sigma = 0.3 * math.sqrt(self.h * self.w / p.count)
-            ls = torch.full((k, 2), math.log2(max(0.5, sigma)))
-            new = GaussianParams(xy, ls, torch.zeros(k), resid.reshape(-1, self.c)[idx])
+            ls = torch.full((k, 2), math.log2(max(0.5, sigma)), device=self.device)
+            new = GaussianParams(xy, ls, torch.zeros(k, device=self.device),
+                                 resid.reshape(-1, self.c)[idx])
         return GaussianParams.cat(p.select(keep), new)
 
     def _removal_cost(self, p: GaussianParams, resid: torch.Tensor) -> torch.Tensor:
@@ -249,11 +252,11 @@ class Fitter:
             loss.backward()
             opt.step()
             self._clamp(p)
-            mse_value = float(mse.detach())
-            progress.update(phase, mse_value)
+            # The loss stays on the device: the bar reads it only when it redraws.
+            progress.update(phase, mse.detach())
             every = c.record_every
             if every and (step % every == 0 or step == steps - 1):
-                self.history.append((phase, step + 1, mse_value))
+                self.history.append((phase, step + 1, float(mse.detach())))
         return p.detach()
 
     # ---- the whole fit ------------------------------------------------------------------
@@ -295,11 +298,11 @@ class Fitter:
                               geom.theta.detach(), p.color.detach())
         p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.color_weight)
         return to_integers(p, cfg.quant, self.w, self.h, masked=self.known is not None,
-                           cls=self.cls.numpy())
+                           cls=self.cls.cpu().numpy())
 
     def assign_classes(self, p: GaussianParams) -> torch.Tensor:
         """Class of each Gaussian (LongTensor [N]) for cfg.quant: one class, or with
         several classes `quantize.assign_classes` (by size and local image complexity)."""
         if len(self.cfg.quant.classes) == 1:
-            return torch.zeros(p.count, dtype=torch.long)
+            return torch.zeros(p.count, dtype=torch.long, device=self.device)
         return assign_classes(p, self.cfg.quant, self.target, self.known)

@@ -52,9 +52,9 @@ def _kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> torch.
     """Lloyd's k-means from k samples of x (with replacement when x has fewer rows)."""
     n = x.shape[0]
     if n >= k:
-        init = torch.randperm(n, generator=gen)[:k]
+        init = torch.randperm(n, generator=gen, device=gen.device)[:k].to(x.device)
     else:
-        init = torch.randint(0, n, (k,), generator=gen)
+        init = torch.randint(0, n, (k,), generator=gen, device=gen.device).to(x.device)
     cb = x[init].clone()
     for _ in range(iters):
         idx = torch.cdist(x, cb).argmin(1)
@@ -151,7 +151,8 @@ def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False
     n = params.count
     backend = fitter.cfg.backend
 
-    wh = torch.tensor([float(w), float(h)], dtype=torch.float64)
+    dev = fitter.device
+    wh = torch.tensor([float(w), float(h)], dtype=torch.float64, device=dev)
     u = (2.0 * params.xy.detach().double() / wh - 1.0).clamp(-1 + 1e-7, 1 - 1e-7)
     z = torch.atanh(u).float().requires_grad_(True)
     L = cholesky_from_params(params).float().requires_grad_(True)
@@ -159,13 +160,13 @@ def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False
     if n:
         lo0, hi0 = L.detach().min(0).values, L.detach().max(0).values
     else:
-        lo0, hi0 = torch.zeros(3), torch.ones(3)
+        lo0, hi0 = torch.zeros(3, device=dev), torch.ones(3, device=dev)
     qmin = lo0.clone().requires_grad_(True)
     qlogstep = torch.log(((hi0 - lo0) / CHOL_LEVELS).clamp(min=1e-6)).requires_grad_(True)
-    rvq = _RVQ(col.detach() if n else torch.zeros(1, c), k, RVQ_STAGES, cfg.kmeans_iters,
+    rvq = _RVQ(col.detach() if n else torch.zeros(1, c, device=dev), k, RVQ_STAGES, cfg.kmeans_iters,
                fitter.gen)
 
-    half = torch.tensor([w / 2.0, h / 2.0])
+    half = torch.tensor([w / 2.0, h / 2.0], device=dev)
 
     def forward(update: bool):
         uq = _half_ste(torch.tanh(z))

@@ -26,7 +26,7 @@ def luminance(img: torch.Tensor) -> torch.Tensor:
     """[H,W,C] in 0..1 -> [H,W] luma (alpha, if any, is ignored)."""
     c = img.shape[2]
     if c >= 3:
-        w = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype)
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype, device=img.device)
         return img[:, :, :3] @ w
     return img[:, :, 0]
 
@@ -36,7 +36,7 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return x
     r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     y = F.pad(x[None, None], (r, r, r, r), mode="replicate")
@@ -70,8 +70,10 @@ def structure_maps(img: torch.Tensor, smooth: float = 1.5):
 def sample_positions(density: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     h, w = density.shape
     p = density.flatten().double()
-    idx = torch.multinomial(p / p.sum(), n, replacement=True, generator=gen)
-    jitter = torch.rand(n, 2, generator=gen, dtype=torch.float64)
+    idx = torch.multinomial((p / p.sum()).to(gen.device), n, replacement=True,
+                            generator=gen).to(density.device)
+    jitter = torch.rand(n, 2, generator=gen, dtype=torch.float64, device=gen.device)
+    jitter = jitter.to(density.device)
     x = (idx % w).double() + jitter[:, 0]
     y = torch.div(idx, w, rounding_mode="floor").double() + jitter[:, 1]
     return torch.stack([x, y], -1).float(), idx
@@ -79,11 +81,13 @@ def sample_positions(density: torch.Tensor, n: int, gen: torch.Generator) -> tor
 
 def random_init(img: torch.Tensor, n: int, gen: torch.Generator) -> GaussianParams:
     h, w, c = img.shape
-    xy = torch.rand(n, 2, generator=gen) * torch.tensor([float(w), float(h)])
+    dev = img.device
+    xy = torch.rand(n, 2, generator=gen, device=gen.device).to(dev) \
+        * torch.tensor([float(w), float(h)], device=dev)
     sigma = 0.5 * math.sqrt(h * w / n)
-    log2_sigma = torch.full((n, 2), math.log2(max(sigma, 0.25)))
-    theta = torch.rand(n, generator=gen) * math.pi
-    params = GaussianParams(xy, log2_sigma, theta, torch.zeros(n, c))
+    log2_sigma = torch.full((n, 2), math.log2(max(sigma, 0.25)), device=dev)
+    theta = torch.rand(n, generator=gen, device=gen.device).to(dev) * math.pi
+    params = GaussianParams(xy, log2_sigma, theta, torch.zeros(n, c, device=dev))
     params.color = _sampled_colors(img, params)
     return params
 
@@ -110,7 +114,8 @@ def structure_init(img: torch.Tensor, n: int, gen: torch.Generator,
     log2_sigma = torch.stack([torch.log2(sigma * elong.sqrt()), torch.log2(sigma / elong.sqrt())], -1)
     # Major axis along the edge, i.e. perpendicular to the gradient.
     theta = grad_angle.flatten()[idx] + math.pi / 2
-    params = GaussianParams(xy, log2_sigma.float(), theta.float(), torch.zeros(n, c))
+    params = GaussianParams(xy, log2_sigma.float(), theta.float(),
+                            torch.zeros(n, c, device=img.device))
     params.color = _sampled_colors(img, params)
     return params
 
@@ -119,7 +124,7 @@ def _sampled_colors(img: torch.Tensor, p: GaussianParams) -> torch.Tensor:
     """Colour at each Gaussian's centre divided by the local coverage (the sum renders
     overlapping Gaussians additively)."""
     h, w, c = img.shape
-    ones = torch.ones(p.count, 1)
+    ones = torch.ones(p.count, 1, device=img.device)
     with torch.no_grad():
         cover = render(p.xy, p.conics(), ones, h, w)[:, :, 0]
     ix = p.xy[:, 0].long().clamp(0, w - 1)
@@ -134,7 +139,7 @@ def color_adjoint(means: torch.Tensor, conics: torch.Tensor, v: torch.Tensor,
     colour): the renderer's backward with respect to the colours, for an image-shaped v."""
     h, w, c = v.shape
     with torch.enable_grad():
-        col = torch.zeros(means.shape[0], c, requires_grad=True)
+        col = torch.zeros(means.shape[0], c, device=means.device, requires_grad=True)
         out = render(means.detach(), conics.detach(), col, h, w, backend=backend)
         (g,) = torch.autograd.grad(out, col, grad_outputs=v)
     return g

@@ -205,12 +205,13 @@ class HoleAwareFitter(Fitter):
         if self.known is None:
             raise ValueError("HoleAwareFitter needs a mask")
         self.hole = 1.0 - self.known
-        # The pixels under the mask never reach the fit: replace them by the fill.
-        self.fill = harmonic_fill(self.target, self.known).clamp(0, 1)
+        # The pixels under the mask never reach the fit: replace them by the fill. The
+        # prior and the hole's geometry are computed once, on the CPU.
+        self.fill = harmonic_fill(self.target.cpu(), self.known.cpu()).clamp(0, 1).to(self.device)
         k3 = self.known[:, :, None]
         self.target = self.target * k3 + self.fill * (1 - k3)
         self.nhole = float(self.hole.sum())
-        self.dist = hole_distance(self.hole)
+        self.dist = hole_distance(self.hole.cpu()).to(self.device)
         self.color_weight = self.known + math.sqrt(PRIOR_WEIGHT) * self.hole
         # Gradient penalty region: pixel pairs with at least one hole pixel.
         self._gx_w = torch.maximum(self.hole[:, 1:], self.hole[:, :-1])
@@ -232,20 +233,23 @@ class HoleAwareFitter(Fitter):
         region = dilate(self.hole, 2)
         xy_idx = torch.multinomial(region.flatten().double(), k, replacement=True,
                                    generator=self.gen)
-        jitter = torch.rand(k, 2, generator=self.gen)
+        jitter = torch.rand(k, 2, generator=self.gen, device=self.device)
         xy = torch.stack([(xy_idx % self.w).float(), (xy_idx // self.w).float()], -1) + jitter
         # Local half-width of the hole: the largest distance-to-border nearby.
         halfw = dilate(self.dist, 3).flatten()[xy_idx].clamp(min=1.0)
         spacing = math.sqrt(float(region.sum()) / k)
         scale = float(self.dist.max().clamp(min=2.0))
-        angle, coh = known_structure(self.target, self.known, sigma=min(32.0, max(3.0, scale)))
+        angle, coh = known_structure(self.target.cpu(), self.known.cpu(),
+                                     sigma=min(32.0, max(3.0, scale)))
+        angle, coh = angle.to(self.device), coh.to(self.device)
         coh = coh.flatten()[xy_idx]
         # Long enough to span the hole, but bounded (the render cost grows with the area).
         major = torch.clamp(1.2 * halfw, min=0.7 * spacing, max=2.5 * spacing) * (1 + 0.5 * coh)
         minor = torch.minimum(major, torch.clamp(0.7 * spacing / (1 + coh), min=0.7))
         ls = torch.stack([torch.log2(major), torch.log2(minor)], -1)
         theta = angle.flatten()[xy_idx]
-        return GaussianParams(xy, ls.float(), theta.float(), torch.zeros(k, self.c))
+        return GaussianParams(xy, ls.float(), theta.float(),
+                              torch.zeros(k, self.c, device=self.device))
 
     # ---- prior ----------------------------------------------------------------------------
     def extra_loss(self, p: GaussianParams, out: torch.Tensor):

@@ -21,12 +21,13 @@ class Progress:
             self.bar = tqdm(total=total, unit="it", desc="fit", dynamic_ncols=True,
                             leave=False, mininterval=every)
 
-    def update(self, phase: str, mse: float):
+    def update(self, phase: str, mse):
+        """One iteration; `mse` (a float or a 0-d tensor) is read only on a redraw."""
         if self.bar is not None:
             self.bar.update(1)
             if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
                 self.bar.set_description(phase, refresh=False)
-                self.bar.set_postfix_str(f"PSNR {psnr_from_mse(mse):.2f} dB", refresh=False)
+                self.bar.set_postfix_str(f"PSNR {psnr_from_mse(float(mse)):.2f} dB", refresh=False)
 
     def close(self):
         if self.bar is not None:

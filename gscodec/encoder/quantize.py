@@ -143,7 +143,7 @@ def assign_classes(p: GaussianParams, cfg: QuantConfig, target: torch.Tensor,
     gradient, smoothed) at the centre relative to the image mean."""
     n = p.count
     if len(cfg.classes) != 2 or n == 0:
-        return torch.zeros(n, dtype=torch.long)
+        return torch.zeros(n, dtype=torch.long, device=p.xy.device)
     img = target if known is None else target * known[:, :, None]
     energy, _, _ = structure_maps(img)
     h, w = energy.shape
@@ -152,7 +152,7 @@ def assign_classes(p: GaussianParams, cfg: QuantConfig, target: torch.Tensor,
     rel = energy[iy, ix] / energy.mean().clamp(min=1e-12)
     score = p.log2_sigma.detach().mean(1) - torch.log2(1.0 + rel)
     k = int(round(smooth_share * n))
-    cls = torch.zeros(n, dtype=torch.long)
+    cls = torch.zeros(n, dtype=torch.long, device=p.xy.device)
     if k > 0:
         cls[torch.argsort(score, descending=True)[:k]] = 1
     return cls

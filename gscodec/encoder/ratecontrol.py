@@ -102,7 +102,7 @@ def _prune_to_size(p, size, target, lo, hi, per, write) -> bytes:
     n = p.count
 
     def attempt(drop: int) -> bytes:
-        keep = torch.ones(n, dtype=torch.bool)
+        keep = torch.ones(n, dtype=torch.bool, device=p.xy.device)
         keep[order[:drop]] = False
         return write(p.select(keep))
 
