@@ -56,14 +56,22 @@ from .common import Q_CUT
 
 TILE = 16
 STRIP_ROWS = 512                 # rows per strip (multiple of TILE): bounds the pair buffer
-BATCH = 32                       # Gaussians per inner batch of the tile kernels
+BATCH = 16                       # Gaussians per inner batch of the tile kernels (GPU):
+#                                  [16, 256] fp32 blocks = 32 registers/thread at 4 warps
+BATCH_INTERPRET = 32             # under the interpreter: fewer, larger numpy steps
 MAX_TILES_PER_GAUSSIAN = 64      # more tiles than this: big list instead of pairs
 PAIRS_PER_GAUSSIAN = 16          # default pair capacity = 16*N + 16*tiles
 PAIRS_PER_TILE = 16
 NUM_WARPS = 4
 
-__all__ = ["available", "unavailable_reason", "render_cuda", "bin_gaussians", "Binning",
-           "interpreter_active"]
+__all__ = [
+    "Binning",
+    "available",
+    "bin_gaussians",
+    "interpreter_active",
+    "render_cuda",
+    "unavailable_reason",
+]
 
 _import_error: str | None = None
 _triton = None
@@ -75,8 +83,8 @@ def _import_triton():
     global _triton, _import_error
     if _triton is None and _import_error is None:
         try:
-            import triton  # noqa: F401
-            import triton.language  # noqa: F401
+            import triton
+            import triton.language
             _triton = triton
         except Exception as exc:  # noqa: BLE001
             _import_error = f"triton does not import: {type(exc).__name__}: {exc}"
@@ -285,7 +293,7 @@ def _bwd_gauss_kernel(means, conics, colors, grad, gmeans, gconics, gcolors,
     s_c1 = zero
     s_c2 = zero
     s_c3 = zero
-    for k in range(0, cnt):
+    for k in range(cnt):
         ty = ty0 + k // nxs
         tx = tx0 + k % nxs
         lx = tx * TILE_ + p % TILE_
@@ -511,7 +519,8 @@ def _forward(m, q, c, height, width, opts, keep_bins):
         T = bn.tiles_x * bn.tiles_y
         ks["_fwd_kernel"][(T,)](m, q, c, out, bn.pair_gid, bn.tile_start, bn.big_ids, bn.n_big,
                                 bn.rect, width, row0, sh, bn.tiles_x,
-                                C=C, TILE_=TILE, BG=BATCH, **_LAUNCH)
+                                C=C, TILE_=TILE, BG=BATCH_INTERPRET if interp else BATCH,
+                                **_LAUNCH)
         bins.append((row0, sh, bn) if keep_bins else (row0, sh, None))
     return out, bins
 
@@ -536,7 +545,8 @@ def _backward(m, q, c, grad, height, width, opts, bins, deterministic):
             T = bn.tiles_x * bn.tiles_y
             ks["_bwd_tile_kernel"][(T,)](m, q, c, grad, gm, gq, gc, bn.pair_gid, bn.tile_start,
                                          width, row0, sh, bn.tiles_x,
-                                         C=C, TILE_=TILE, BG=BATCH, **_LAUNCH)
+                                         C=C, TILE_=TILE, BG=BATCH_INTERPRET if interp else BATCH,
+                                **_LAUNCH)
             ks["_bwd_gauss_kernel"][(n,)](m, q, c, grad, gm, gq, gc, bn.big_ids, bn.n_big,
                                           bn.rect, width, row0, sh, C=C, TILE_=TILE,
                                           **_LAUNCH)
