@@ -1,0 +1,308 @@
+"""Tests of the Triton backend (gscodec.render.cuda) against the PyTorch reference.
+
+Without a GPU they run the very same kernels under Triton's interpreter on CPU tensors.
+Triton decides at import time whether its own library functions (tl.sum, tl.max, ...) are
+interpreted, so TRITON_INTERPRET=1 must be set before triton is first imported in the
+process: this module sets it at import, before `import triton` (pytest imports every test
+module at collection, before any test runs, and no other module of ours imports triton).
+If triton was nevertheless imported earlier without the interpreter (a plugin, say), the
+module falls back to running itself in a fresh subprocess with the variable set (one test,
+test_triton_backend_in_subprocess). With GSCODEC_TEST_CUDA=1 the tests run compiled on the
+GPU. triton is a test dependency: these tests never skip on a CPU machine.
+
+The interpreter is slow (about 10 ms per kernel loop iteration), so sizes and counts are small.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ON_GPU = os.environ.get("GSCODEC_TEST_CUDA") == "1"
+_INTERP_WAS_SET = os.environ.get("TRITON_INTERPRET") == "1"
+_FALLBACK = not ON_GPU and "triton" in sys.modules and not _INTERP_WAS_SET
+if not ON_GPU:
+    os.environ["TRITON_INTERPRET"] = "1"   # before triton's first import (see above)
+
+import triton  # noqa: F401  (a test dependency: fail, never skip, if missing)
+
+from gscodec.model import conics_from_scale_rot
+from gscodec.render import Q_CUT
+from gscodec.render import cuda as tb
+from gscodec.render.reference import render_reference
+
+DEV = torch.device("cuda" if ON_GPU else "cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _device_check():
+    if ON_GPU:
+        assert torch.cuda.is_available(), "GSCODEC_TEST_CUDA=1 but no CUDA device"
+    yield
+
+
+def _gauss(sig_major, sig_minor, theta):
+    return conics_from_scale_rot(torch.tensor([[sig_major, sig_minor]], dtype=torch.float64),
+                                 torch.tensor([theta], dtype=torch.float64)).float()[0]
+
+
+def mixed_gaussians(n, height, width, channels, seed=0, specials=True):
+    """n random Gaussians plus the hard cases: thin, huge, off-image, on the border,
+    non-positive-definite and non-finite."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.rand(n, 2, generator=g) * torch.tensor([float(width), float(height)])
+    log_sig = torch.empty(n, 2, dtype=torch.float64).uniform_(math.log(0.3), math.log(12.0),
+                                                            generator=g)
+    sigma = torch.exp(log_sig).sort(dim=1, descending=True).values
+    theta = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
+    conics = conics_from_scale_rot(sigma, theta).float()
+    ms, qs = [means], [conics]
+    if specials:
+        cx, cy = width / 2, height / 2
+        extra = [
+            ((cx, cy), _gauss(25.0, 0.08, 0.6)),            # very thin, rotated
+            ((cx + 0.3, cy), _gauss(6.0, 0.02, 0.0)),       # thinner than a pixel
+            ((cx, cy), _gauss(3000.0, 2000.0, 0.3)),        # huge: covers every tile
+            ((-40.0, cy), _gauss(3.0, 2.0, 0.1)),           # off the image (left)
+            ((cx, height + 1e6), _gauss(5.0, 5.0, 0.0)),    # far off the image
+            ((-4.0, -3.0), _gauss(6.0, 2.0, 1.0)),          # straddles the corner
+            ((width + 0.5, cy), _gauss(4.0, 1.0, 0.0)),     # straddles the right border
+            ((cx, cy), torch.tensor([-1.0, 0.0, 1.0])),     # a <= 0: not PD
+            ((cx, cy), torch.tensor([1.0, 2.0, 1.0])),      # det < 0: not PD
+            ((cx, cy), torch.tensor([1.0, 1.0, 1.0])),      # det == 0: not PD
+            ((float("nan"), cy), _gauss(3.0, 3.0, 0.0)),    # non-finite mean
+            ((cx, float("inf")), _gauss(3.0, 3.0, 0.0)),
+            ((cx, cy), torch.tensor([float("inf"), 0.0, 1.0])),  # non-finite conic
+            ((cx, cy), torch.tensor([1.0, float("nan"), 1.0])),
+        ]
+        ms.append(torch.tensor([e[0] for e in extra], dtype=torch.float32))
+        qs.append(torch.stack([e[1] for e in extra]))
+    means, conics = torch.cat(ms), torch.cat(qs)
+    colors = torch.rand(means.shape[0], channels, generator=g) * 0.5 + 0.05
+    return means, conics, colors
+
+
+def _ours(means, conics, colors, h, w, **kw):
+    return tb.render_cuda(means.to(DEV), conics.to(DEV), colors.to(DEV), h, w, **kw).cpu()
+
+
+def _grads(fn, means, conics, colors, h, w, grad, dev, **kw):
+    ts = [t.detach().to(dev).requires_grad_(True) for t in (means, conics, colors)]
+    out = fn(*ts, h, w, **kw)
+    gs = torch.autograd.grad(out, ts, grad.to(dev))
+    return out.detach().cpu(), [g.cpu() for g in gs]
+
+
+def _assert_grads_close(ours, ref):
+    for name, a, b in zip(("means", "conics", "colors"), ours, ref):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5 * scale, msg=lambda m, name=name: name + m)
+
+
+SIZES = [(1, 1, 1), (1, 37, 2), (37, 23, 3), (64, 48, 4)]   # (height, width, channels)
+
+
+@pytest.mark.parametrize("h,w,C", SIZES)
+def test_forward_and_backward_match_reference(h, w, C):
+    means, conics, colors = mixed_gaussians(12, h, w, C, seed=h * 100 + w)
+    ref = render_reference(means, conics, colors, h, w)
+    out = _ours(means, conics, colors, h, w)
+    assert out.shape == (h, w, C) and out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # Same q <= Q_CUT support (all colours are positive, so support == nonzero).
+    assert torch.equal(out > 0, ref > 0)
+    grad = torch.randn(h, w, C, generator=torch.Generator().manual_seed(7))
+    _, gref = _grads(render_reference, means, conics, colors, h, w, grad, "cpu")
+    _, gdet = _grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV, deterministic=True)
+    _assert_grads_close(gdet, gref)
+    if (h, w) == (37, 23):  # the atomic (default) backward once
+        _, gat = _grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV)
+        _assert_grads_close(gat, gref)
+    for g in gdet:
+        assert torch.isfinite(g).all()
+
+
+def _near_cut_gaussians(k, seed):
+    """Gaussians scaled so that q at some pixel centre is 12 up to rounding: the q <= Q_CUT
+    decision there depends on the exact float32 evaluation order."""
+    g = torch.Generator().manual_seed(seed)
+    means, conics = [], []
+    for _ in range(k):
+        mean = torch.tensor([8.0, 8.0]) + torch.rand(2, generator=g) * 4.0
+        sig = torch.exp(torch.rand(2, generator=g, dtype=torch.float64) * 1.5).sort(
+            descending=True).values
+        q = conics_from_scale_rot(sig[None], torch.rand(1, generator=g, dtype=torch.float64)
+                                  * math.pi)[0]
+        off = torch.randint(-4, 5, (2,), generator=g).double()
+        d = torch.tensor([math.floor(mean[0]) + 0.5, math.floor(mean[1]) + 0.5],
+                         dtype=torch.float64) + off - mean.double()
+        qv = q[0] * d[0] ** 2 + 2 * q[1] * d[0] * d[1] + q[2] * d[1] ** 2
+        if qv <= 1e-6:
+            continue
+        means.append(mean)
+        conics.append((q * (Q_CUT / qv)).float())
+    return torch.stack(means), torch.stack(conics)
+
+
+def test_support_identical_near_the_cut():
+    """Per-Gaussian supports (one Gaussian per channel) equal the reference's exactly."""
+    means, conics = _near_cut_gaussians(8, seed=3)
+    for s in range(0, means.shape[0] - 3, 4):
+        m, q = means[s:s + 4], conics[s:s + 4]
+        colors = torch.eye(4)
+        ref = render_reference(m, q, colors, 20, 20)
+        out = _ours(m, q, colors, 20, 20)
+        assert torch.equal(out > 0, ref > 0)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def _tile_sets(bn: tb.Binning, n):
+    """Each Gaussian's tiles according to the binning: its pairs, or for a big-list Gaussian
+    every tile of its rectangle (the forward kernel scans the big list in every tile)."""
+    T = bn.tiles_x * bn.tiles_y
+    sets = [set() for _ in range(n)]
+    pt, pg = bn.pair_tile.cpu().tolist(), bn.pair_gid.cpu().tolist()
+    ts = bn.tile_start.cpu().tolist()
+    for j, (t, gid) in enumerate(zip(pt, pg)):
+        if t < T:
+            assert ts[t] <= j < ts[t + 1]
+            sets[gid].add(t)
+    assert ts[T] == sum(1 for t in pt if t < T)
+    rect = bn.rect.cpu().tolist()
+    for gid in bn.big_ids[: int(bn.n_big.item())].cpu().tolist():
+        x0, x1, y0, y1 = rect[gid]
+        assert not sets[gid], "a Gaussian is either in the pairs or in the big list"
+        sets[gid] = {ty * bn.tiles_x + tx for ty in range(y0, y1 + 1)
+                     for tx in range(x0, x1 + 1)}
+    return sets
+
+
+@pytest.mark.parametrize("kw", [{}, {"pair_capacity": 7}, {"max_tiles": 1}])
+def test_binning_covers_reference_support(kw):
+    h, w = 64, 48
+    means, conics, _ = mixed_gaussians(16, h, w, 1, seed=11)
+    n = means.shape[0]
+    for row0, sh in ((0, h), (16, 32)):   # whole image, and a strip
+        bn = tb.bin_gaussians(means.to(DEV), conics.to(DEV), row0, sh, w, **kw)
+        sets = _tile_sets(bn, n)
+        for i in range(n):
+            img = render_reference(means[i:i + 1], conics[i:i + 1], torch.ones(1, 1), h, w)
+            ys, xs = torch.nonzero(img[row0:row0 + sh, :, 0] != 0, as_tuple=True)
+            need = {(y // 16) * bn.tiles_x + x // 16 for y, x in zip(ys.tolist(), xs.tolist())}
+            assert need <= sets[i], f"Gaussian {i}: tiles {sorted(need - sets[i])} missing"
+            if not torch.isfinite(means[i]).all() or not torch.isfinite(conics[i]).all():
+                assert not sets[i]
+        if kw:
+            assert int(bn.n_big.item()) > 0      # the big-list path is exercised
+
+
+def test_small_capacity_and_strips_match_reference():
+    """Overflowing pair buffer, big-list Gaussians and several strips: still exact."""
+    h, w, C = 37, 23, 3
+    means, conics, colors = mixed_gaussians(10, h, w, C, seed=5)
+    ref = render_reference(means, conics, colors, h, w)
+    grad = torch.randn(h, w, C, generator=torch.Generator().manual_seed(2))
+    _, gref = _grads(render_reference, means, conics, colors, h, w, grad, "cpu")
+    for kw in ({"pair_capacity": 3, "max_tiles": 2}, {"strip_rows": 16}):
+        out, g_at = _grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV, **kw)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        assert torch.equal(out > 0, ref > 0)
+        _assert_grads_close(g_at, gref)
+    _, g_det = _grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV,
+                      deterministic=True, strip_rows=16)
+    _assert_grads_close(g_det, gref)
+
+
+@pytest.mark.parametrize("kw", [{}, {"max_tiles": 4}])
+def test_one_gaussian_covering_every_tile(kw):
+    h, w = 64, 48
+    means = torch.tensor([[20.0, 30.0]])
+    conics = _gauss(400.0, 300.0, 0.2)[None]
+    colors = torch.tensor([[0.7, 0.2]])
+    bn = tb.bin_gaussians(means.to(DEV), conics.to(DEV), 0, h, w, **kw)
+    assert _tile_sets(bn, 1)[0] == set(range(bn.tiles_x * bn.tiles_y))
+    ref = render_reference(means, conics, colors, h, w)
+    grad = torch.randn(h, w, 2, generator=torch.Generator().manual_seed(4))
+    _, gref = _grads(render_reference, means, conics, colors, h, w, grad, "cpu")
+    out, gat = _grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV, **kw)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert (out > 0).all()
+    _assert_grads_close(gat, gref)
+
+
+def test_tile_with_more_gaussians_than_one_batch():
+    """More than 256 Gaussians in one tile (GaussianImage's kernel stopped after 256) and far
+    more than BATCH: every batch must be summed, forward and backward."""
+    n, h, w, C = 300, 16, 20, 3
+    assert n > 256 and n > 2 * max(tb.BATCH, tb.BATCH_INTERPRET)
+    g = torch.Generator().manual_seed(9)
+    means = torch.rand(n, 2, generator=g) * 12.0 + 2.0
+    sig = torch.rand(n, 2, generator=g, dtype=torch.float64) * 1.5 + 0.4
+    conics = conics_from_scale_rot(sig.sort(dim=1, descending=True).values,
+                                   torch.rand(n, generator=g, dtype=torch.float64) * 3).float()
+    colors = torch.rand(n, C, generator=g) * 0.1
+    bn = tb.bin_gaussians(means.to(DEV), conics.to(DEV), 0, h, w)
+    assert int((bn.tile_start[1] - bn.tile_start[0]).item()) > 256
+    ref = render_reference(means, conics, colors, h, w)
+    grad = torch.randn(h, w, C, generator=torch.Generator().manual_seed(3))
+    _, gref = _grads(render_reference, means, conics, colors, h, w, grad, "cpu")
+    out, gat = _grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    _assert_grads_close(gat, gref)
+
+
+def test_deterministic_backward_is_bit_identical():
+    h, w, C = 37, 23, 3
+    means, conics, colors = mixed_gaussians(6, h, w, C, seed=21)
+    grad = torch.randn(h, w, C, generator=torch.Generator().manual_seed(5))
+    runs = [_grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV, deterministic=True)
+            for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0])
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(a, b)
+
+
+def test_zero_gaussians_and_empty_image():
+    for C in (1, 4):
+        m = torch.zeros(0, 2, device=DEV, requires_grad=True)
+        q = torch.zeros(0, 3, device=DEV, requires_grad=True)
+        c = torch.zeros(0, C, device=DEV, requires_grad=True)
+        out = tb.render_cuda(m, q, c, 5, 7)
+        assert out.shape == (5, 7, C) and not out.any()
+        gm, gq, gc = torch.autograd.grad(out.sum(), (m, q, c))
+        assert gm.shape == (0, 2) and gq.shape == (0, 3) and gc.shape == (0, C)
+    m, q, c = mixed_gaussians(3, 4, 4, 2, specials=False)
+    assert tb.render_cuda(m.to(DEV), q.to(DEV), c.to(DEV), 0, 9).shape == (0, 9, 2)
+
+
+def test_api_and_errors(monkeypatch):
+    assert tb.available() == (tb.unavailable_reason() is None)
+    if not ON_GPU:
+        assert not tb.available()       # this CPU machine has no CUDA device
+        m, q, c = mixed_gaussians(2, 4, 4, 1, specials=False)
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+            tb.render_cuda(m, q, c, 4, 4)
+    with pytest.raises(ValueError):
+        tb.render_cuda(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 5), 4, 4)
+
+
+if _FALLBACK:
+    # triton was imported before this module could select its interpreter: run the tests
+    # above in a fresh interpreter process instead of in this one.
+    for _name in [n for n in globals() if n.startswith("test_")]:
+        del globals()[_name]
+
+    def test_triton_backend_in_subprocess():
+        root = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, TRITON_INTERPRET="1")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(Path(__file__).resolve())], cwd=root, env=env,
+                           capture_output=True, text=True, check=False)
+        assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
