@@ -27,9 +27,9 @@ CHANNEL_COUNTS = (1, 2, 3, 4)    # L, LA, RGB, RGBA
 
 # Default quantization (the encoder may choose others; they are written in the header).
 DEFAULT_POS_BITS = 2             # positions in quarter pixels
-DEFAULT_SCALE_STEPS = 16         # log2(sigma) in steps of 1/16 octave (measured: see README)
-DEFAULT_ROT_LEVELS = 128         # theta in steps of pi/128 (measured: see README)
-DEFAULT_COLOR_DEN = 64           # colour in steps of 1/64 (measured: see README)
+DEFAULT_SCALE_STEPS = 16         # log2(sigma) in steps of 1/16 octave (docs/experiments.md)
+DEFAULT_ROT_LEVELS = 128         # theta in steps of pi/128 (docs/experiments.md)
+DEFAULT_COLOR_DEN = 64           # colour in steps of 1/64 (docs/experiments.md)
 
 
 MAX_CLASSES = 8                  # covariance/precision classes per file (format v2)

@@ -125,7 +125,7 @@ def render_inputs(qg, device="cpu"):
 # ---- adaptive classes ---------------------------------------------------------------------
 # Two-class preset: class 0 keeps the default steps (small Gaussians, detailed regions);
 # class 1 ("smooth": large Gaussians in flat regions) has coarser steps. Which steps are
-# coarser was measured per attribute on fitted Kodak images (README, "Adaptive classes").
+# coarser was measured per attribute on fitted Kodak images (docs/experiments.md).
 SMOOTH_CLASS = QuantClass(pos_bits=1, scale_steps=16, rot_levels=128, color_den=64)
 SMOOTH_SHARE = 0.33          # share of the Gaussians put in the smooth class
 
