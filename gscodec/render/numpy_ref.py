@@ -9,7 +9,8 @@ agrees with the kernel, not merely approximately:
 - the kernel's fast_exp, written with the same float32 operations;
 - per pixel, contributions summed in Gaussian index order starting from 0 (np.add.reduce
   over the leading axis accumulates row by row).
-The image is processed in TILE x TILE tiles, each over the Gaussians whose box meets it.
+The image is processed in TILE x TILE tiles, each over the Gaussians whose box meets it
+(about 0.5 s for 2359 Gaussians at 768x512, 1.6 s for 10k, against 20-70 ms in the kernel).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from .common import Q_CUT
 
-TILE = 32
+TILE = 24
 MAX_BLOCK_FLOATS = 4 * 1024 * 1024   # bound on the [n, th, tw, C] intermediate per step
 
 _f = np.float32
@@ -26,17 +27,24 @@ _QC = _f(Q_CUT)
 
 def fast_exp(x: np.ndarray) -> np.ndarray:
     """The kernel's exp approximation (relative error < 1e-6), float32 in and out."""
-    x = np.clip(x.astype(np.float32, copy=False), _f(-87.0), _f(87.0))
-    t = x * _f(1.44269504088896341)
-    n = (t + _f(12582912.0)) - _f(12582912.0)     # round to nearest integer
-    r = x - n * _f(0.693145751953125)
-    r = r - n * _f(1.42860682030941723212e-6)
+    x = np.clip(x, _f(-87.0), _f(87.0), dtype=np.float32)
+    n = x * _f(1.44269504088896341)
+    n += _f(12582912.0)                         # round to nearest integer
+    n -= _f(12582912.0)
+    r = n * _f(0.693145751953125)
+    np.subtract(x, r, out=r)                    # x - n*ln2_hi
+    x = n * _f(1.42860682030941723212e-6)       # x is free: reuse as scratch
+    r -= x                                      # ... - n*ln2_lo
     p = np.full_like(r, _f(1.0) / _f(5040.0))
     for coef in (_f(1.0) / _f(720.0), _f(1.0) / _f(120.0), _f(1.0) / _f(24.0),
                  _f(1.0) / _f(6.0), _f(0.5), _f(1.0), _f(1.0)):
-        p = p * r + coef
-    s = ((n.astype(np.int32) + 127) << 23).view(np.float32)
-    return p * s
+        p *= r
+        p += coef
+    s = n.astype(np.int32)
+    s += 127
+    s <<= 23
+    p *= s.view(np.float32)
+    return p
 
 
 def gaussian_setup(means: np.ndarray, conics: np.ndarray, height: int, width: int):
@@ -91,12 +99,13 @@ def render_numpy_ref(means, conics, colors, height: int, width: int) -> np.ndarr
     valid, (i0, i1, j0, j1) = gaussian_setup(means, conics, height, width)
     for y0 in range(0, height, TILE):
         th = min(TILE, height - y0)
-        row_sel = valid & (i1 >= y0) & (i0 <= y0 + th - 1)
-        if not row_sel.any():
+        rows = np.flatnonzero(valid & (i1 >= y0) & (i0 <= y0 + th - 1))
+        if rows.size == 0:
             continue
+        rj0, rj1 = j0[rows], j1[rows]
         for x0 in range(0, width, TILE):
             tw = min(TILE, width - x0)
-            idx = np.flatnonzero(row_sel & (j1 >= x0) & (j0 <= x0 + tw - 1))
+            idx = rows[(rj1 >= x0) & (rj0 <= x0 + tw - 1)]   # ascending: index order
             if idx.size == 0:
                 continue
             acc = np.zeros((th, tw, C), dtype=np.float32)
@@ -104,7 +113,8 @@ def render_numpy_ref(means, conics, colors, height: int, width: int) -> np.ndarr
             for s in range(0, idx.size, block):
                 bi = idx[s:s + block]
                 q = q_tile(means[bi], conics[bi], x0, y0, tw, th)
-                w = np.where(q <= _QC, fast_exp(_f(-0.5) * q), _f(0.0))
+                w = fast_exp(_f(-0.5) * q)
+                w[~(q <= _QC)] = _f(0.0)
                 terms = w[..., None] * colors[bi][:, None, None, :]   # [n, th, tw, C]
                 # One running sum per pixel, in index order, as in the kernel.
                 acc = np.add.reduce(np.concatenate([acc[None], terms]), axis=0)
