@@ -28,7 +28,7 @@ def q_cut() -> str:
 # -fno-trapping-math / -fno-math-errno only drop FP-exception and errno side effects (no
 # value changes); without them GCC does not vectorize the branchy exp/cut-off loop.
 UNIX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno",
-              "-std=c++17", "-fopenmp-simd", "-fvisibility=hidden"]
+              "-std=c++17", "-fopenmp-simd", "-fvisibility=hidden", "-g0"]
 MSVC_FLAGS = ["/O2", "/fp:precise", "/std:c++17"]
 
 

@@ -20,6 +20,10 @@ from test_render import _case, random_gaussians
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Loads gscodec.render without running gscodec/__init__.py (which still imports the encoder).
+_STUB = ("import sys, types; pkg = types.ModuleType('gscodec'); pkg.__path__ = [{path!r}]; "
+         "sys.modules['gscodec'] = pkg; ")
+
 
 @pytest.fixture
 def ext():
@@ -141,8 +145,26 @@ def test_concurrent_calls(ext):
     assert all(np.array_equal(r, want) for r in results)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_pool_after_fork():
+    """A forked child (no worker threads of its own) starts a fresh pool, no deadlock."""
+    code = _STUB.format(path=str(ROOT / "gscodec")) + (
+        "import os, numpy as np, gscodec._raster as r; "
+        "m = np.random.rand(200, 2).astype(np.float32) * 40; "
+        "q = np.tile(np.array([[0.1, 0.0, 0.1]], np.float32), (200, 1)); "
+        "c = np.ones((200, 3), np.float32); a = r.forward(m, q, c, 40, 40, 2); pid = os.fork()\n"
+        "if pid == 0: os._exit(0 if np.array_equal(r.forward(m, q, c, 40, 40, 2), a) else 3)\n"
+        "print(os.waitpid(pid, 0)[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    if "No module named" in out.stderr:
+        pytest.skip("compiled CPU kernel unavailable")
+    assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr
+
+
 def test_default_thread_count_from_env():
-    code = "import gscodec._raster as r; print(r.get_num_threads())"
+    code = _STUB.format(path=str(ROOT / "gscodec")) + \
+        "import gscodec._raster as r; print(r.get_num_threads())"
     for env, want in (({"GSCODEC_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, "3"),
                       ({"OMP_NUM_THREADS": "5,2"}, "5")):
         e = {k: v for k, v in os.environ.items()
@@ -227,9 +249,6 @@ def test_no_kernel_env_forces_fallback(ext, monkeypatch):
 
 # ---- no torch on the decoder path -----------------------------------------------------------
 
-# Loads gscodec.render without running gscodec/__init__.py (which still imports the encoder).
-_STUB = ("import sys, types; pkg = types.ModuleType('gscodec'); pkg.__path__ = [{path!r}]; "
-         "sys.modules['gscodec'] = pkg; ")
 _RENDER = ("import numpy as np; import gscodec.render as R; from gscodec.render import cpu; "
            "img = R.render_numpy(np.array([[2., 2.]], np.float32), "
            "np.array([[1., 0., 1.]], np.float32), np.ones((1, 3), np.float32), 4, 4); "
