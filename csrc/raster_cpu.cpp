@@ -276,10 +276,10 @@ Pool& pool() {
     return *p;
 }
 
-// Run fn(item) for item in [0, n) on up to nt threads, dynamically scheduled.
+// Run fn(item) for item in [0, n) on up to nt threads, dynamically scheduled. The pool is
+// sized by nt alone (not by n), so that small jobs do not make it shrink and regrow.
 void parallel_dynamic(int64_t n, int nt, const std::function<void(int64_t)>& fn) {
-    nt = (int)std::min<int64_t>(std::max(1, nt), n);
-    if (nt <= 1) {
+    if (nt <= 1 || n <= 1) {
         for (int64_t i = 0; i < n; ++i) fn(i);
         return;
     }
