@@ -84,6 +84,7 @@ def available_backends() -> list[str]:
     """Names of the torch backends that work in this process."""
     return [name for name, (ok, _, _) in _BACKENDS.items() if ok()]
 
+
 def _resolve(backend: str) -> str:
     global _warned_fallback
     if backend != "auto":
