@@ -1,60 +1,61 @@
-// Multi-threaded CPU rasterizer for gscodec (accumulated summation of 2D Gaussians).
+// Multi-threaded CPU rasterizer for gscodec (accumulated summation of 2D Gaussians), as the
+// Python extension module gscodec._raster (pybind11, numpy arrays, no libtorch).
 //
 // Contract (see gscodec/render/__init__.py): pixel (i, j) has centre p = (j + 0.5, i + 0.5);
 // for Gaussian k with mean m and conic (a, b, c), dx = p.x - m.x, dy = p.y - m.y and
 //     q = (a*dx + (2*b)*dy)*dx + (c*dy)*dy          (float32, this evaluation order, no FMA)
 // Gaussian k adds colors_k * exp(-q/2) to the pixel iff q <= Q_CUT and a > 0 and
 // a*c - b*b > 0 (float32). This file must be built with -ffp-contract=off so that q is
-// bit-identical to the PyTorch reference, which evaluates the same expression op by op.
+// bit-identical to the reference, which evaluates the same expression op by op.
 //
 // Forward: Gaussians are binned into bands of BAND rows by their (widened) y-extent; bands
 // are processed in parallel (dynamic scheduling), each accumulating into a band-local planar
-// buffer. For each Gaussian and row, the x-span of the ellipse q <= Q_CUT is solved
-// analytically in double, widened by one pixel, clamped in floating point, and every pixel
-// of the span is still tested with q <= Q_CUT, so the result is exactly the definition.
+// buffer in Gaussian index order, so the result does not depend on the thread count. For
+// each Gaussian and row, the x-span of the ellipse q <= Q_CUT is solved analytically in
+// double, widened by one pixel, clamped in floating point, and every pixel of the span is
+// still tested with q <= Q_CUT, so the result is exactly the definition.
 // Backward: parallel over chunks of Gaussians; each Gaussian owns its gradient (no atomics).
-// Per row, only sums S0 = sum(w*gs), S1 = sum(w*gs*dx), S2 = sum(w*gs*dx^2) and the colour
-// sums are accumulated; the conic/mean gradients follow from them in closed form.
+//
+// The hot loops (raster_kernels.h) are compiled twice, for AVX2 and for the baseline ISA,
+// and chosen at run time, so that a built wheel runs on any x86-64 CPU.
 
-#include <torch/extension.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
+namespace py = pybind11;
+
+#ifndef GSI_Q_CUT
+#error "GSI_Q_CUT must be defined by the build (setup.py reads it from gscodec/render/common.py)"
+#endif
+
 namespace {
 
-constexpr float Q_CUT = 12.0f;
+constexpr float Q_CUT = (float)(GSI_Q_CUT);
 constexpr int BAND = 16;           // rows per forward band
 constexpr int64_t BWD_CHUNK = 32;  // Gaussians per backward work item
-
-// exp(x) with relative error < 1e-7 over the range used here (x in [-87, 87]).
-// Branch-free so the compiler can vectorize loops that call it.
-static inline float fast_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 87.0f ? 87.0f : x;
-    const float t = x * 1.44269504088896341f;
-    const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer
-    float r = x - n * 0.693145751953125f;             // ln2, high part (exact product)
-    r = r - n * 1.42860682030941723212e-6f;           // ln2, low part
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    std::memcpy(&s, &bits, sizeof(s));
-    return p * s;
-}
 
 struct Gauss {
     float mx, my, a, b, c;
@@ -63,8 +64,232 @@ struct Gauss {
     bool valid;
 };
 
-// Analytic, per-Gaussian setup: validity (contract), widened candidate rows, culling.
-static Gauss setup(const float* m, const float* q, int64_t H, int64_t W) {
+}  // namespace
+
+// ---- hot loops: AVX2 copy (x86 with GCC/Clang) and baseline copy ----------------------------
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define GSI_HAVE_AVX2 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")  // not "fma": contraction would change q
+#endif
+#define GSI_NS gsi_avx2
+#include "raster_kernels.h"
+#undef GSI_NS
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#else
+#define GSI_HAVE_AVX2 0
+#endif
+
+#define GSI_NS gsi_base
+#include "raster_kernels.h"
+#undef GSI_NS
+
+namespace {
+
+// ---- ISA dispatch ---------------------------------------------------------------------------
+
+struct Impl {
+    const char* name;
+    void (*forward_band)(int, const Gauss*, const int32_t*, int64_t, int64_t, const float*,
+                         int, int, int64_t, float*, float*, float*);
+    void (*backward_chunk)(int, const Gauss*, const int32_t*, int64_t, int64_t, const float*,
+                           const float*, int64_t, int64_t, float*, float*, float*, float*);
+    float (*fast_exp)(float);
+};
+
+const Impl kBase = {"baseline", gsi_base::forward_band, gsi_base::backward_chunk,
+                    gsi_base::fast_exp_out};
+#if GSI_HAVE_AVX2
+const Impl kAvx2 = {"avx2", gsi_avx2::forward_band, gsi_avx2::backward_chunk,
+                    gsi_avx2::fast_exp_out};
+#endif
+
+bool cpu_has_avx2() {
+#if GSI_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+#else
+    return false;
+#endif
+}
+
+std::atomic<const Impl*> g_impl{nullptr};
+
+const Impl* impl() {
+    const Impl* p = g_impl.load(std::memory_order_acquire);
+    if (p) return p;
+#if GSI_HAVE_AVX2
+    p = cpu_has_avx2() ? &kAvx2 : &kBase;
+#else
+    p = &kBase;
+#endif
+    g_impl.store(p, std::memory_order_release);
+    return p;
+}
+
+// ---- thread count ---------------------------------------------------------------------------
+
+int parse_threads(const char* s) {
+    if (!s || !*s) return 0;
+    char* end = nullptr;
+    const long v = std::strtol(s, &end, 10);  // OMP_NUM_THREADS may be a list "4,2": first
+    if (end == s || v < 1) return 0;
+    return (int)std::min<long>(v, 1024);
+}
+
+int default_threads() {
+    int n = parse_threads(std::getenv("GSCODEC_NUM_THREADS"));
+    if (n > 0) return n;
+    n = parse_threads(std::getenv("OMP_NUM_THREADS"));
+    if (n > 0) return n;
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+    n = (int)std::thread::hardware_concurrency();
+    return n > 0 ? n : 1;
+}
+
+std::atomic<int> g_threads{0};  // 0: not yet read from the environment
+
+int get_num_threads() {
+    int n = g_threads.load(std::memory_order_relaxed);
+    if (n > 0) return n;
+    n = default_threads();
+    int expected = 0;
+    g_threads.compare_exchange_strong(expected, n);
+    return g_threads.load(std::memory_order_relaxed);
+}
+
+void set_num_threads(int n) {
+    if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+    g_threads.store(std::min(n, 1024), std::memory_order_relaxed);
+}
+
+// ---- persistent thread pool -----------------------------------------------------------------
+// Workers sleep on a condition variable between calls. One job at a time (calls from several
+// Python threads are serialized); the caller thread works too. Resized when the requested
+// thread count changes. Never destroyed: joining at interpreter exit is not needed and risky.
+
+class Pool {
+public:
+    void run(int64_t n, int nt, const std::function<void(int64_t)>& fn) {
+        std::lock_guard<std::mutex> job_lock(job_mutex_);
+        resize(nt - 1);
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            fn_ = &fn;
+            n_ = n;
+            next_.store(0, std::memory_order_relaxed);
+            busy_ = (int)workers_.size();
+            error_ = nullptr;
+            ++generation_;
+        }
+        cv_work_.notify_all();
+        work();
+        std::unique_lock<std::mutex> lk(m_);
+        cv_done_.wait(lk, [&] { return busy_ == 0; });
+        fn_ = nullptr;
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    void resize(int nworkers) {
+        if ((int)workers_.size() == nworkers) return;
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            stop_ = true;
+        }
+        cv_work_.notify_all();
+        for (auto& t : workers_) t.join();
+        workers_.clear();
+        stop_ = false;
+        // A new worker must not miss the job announced right after (generation_ + 1).
+        for (int i = 0; i < nworkers; ++i)
+            workers_.emplace_back([this, g = generation_] { loop(g); });
+    }
+
+    void work() {
+        for (;;) {
+            const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+            if (i >= n_) return;
+            try {
+                (*fn_)(i);
+            } catch (...) {
+                std::lock_guard<std::mutex> lk(m_);
+                if (!error_) error_ = std::current_exception();
+                next_.store(n_, std::memory_order_relaxed);  // stop handing out items
+            }
+        }
+    }
+
+    void loop(uint64_t seen) {
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lk(m_);
+                cv_work_.wait(lk, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+            }
+            work();
+            std::lock_guard<std::mutex> lk(m_);
+            if (--busy_ == 0) cv_done_.notify_one();
+        }
+    }
+
+    std::mutex job_mutex_, m_;
+    std::condition_variable cv_work_, cv_done_;
+    std::vector<std::thread> workers_;
+    const std::function<void(int64_t)>* fn_ = nullptr;
+    int64_t n_ = 0;
+    std::atomic<int64_t> next_{0};
+    int busy_ = 0;
+    uint64_t generation_ = 0;
+    bool stop_ = false;
+    std::exception_ptr error_;
+};
+
+std::atomic<Pool*> g_pool{nullptr};
+
+#if defined(__unix__) || defined(__APPLE__)
+// A forked child has none of the parent's worker threads: start afresh (the old pool leaks).
+void after_fork_child() { g_pool.store(nullptr); }
+#endif
+
+Pool& pool() {
+    Pool* p = g_pool.load(std::memory_order_acquire);
+    if (p) return *p;
+    Pool* fresh = new Pool();
+    if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // another thread won the race (no workers started yet: safe)
+    return *p;
+}
+
+// Run fn(item) for item in [0, n) on up to nt threads, dynamically scheduled. The pool is
+// sized by nt alone (not by n), so that small jobs do not make it shrink and regrow.
+void parallel_dynamic(int64_t n, int nt, const std::function<void(int64_t)>& fn) {
+    if (nt <= 1 || n <= 1) {
+        for (int64_t i = 0; i < n; ++i) fn(i);
+        return;
+    }
+    pool().run(n, nt, fn);
+}
+
+// ---- setup (baseline ISA: cheap, per Gaussian) ----------------------------------------------
+
+// Validity (contract), widened candidate rows, culling.
+Gauss setup(const float* m, const float* q, int64_t H, int64_t W) {
     Gauss g;
     g.mx = m[0]; g.my = m[1]; g.a = q[0]; g.b = q[1]; g.c = q[2];
     g.valid = false;
@@ -95,87 +320,14 @@ static Gauss setup(const float* m, const float* q, int64_t H, int64_t W) {
     return g;
 }
 
-// Widened, clamped column span [j0, j1] of the ellipse on the row at offset dy.
-static inline bool row_span(const Gauss& g, float dy, int64_t W, int& j0, int& j1) {
-    const double a = g.a;
-    double disc = a * (double)Q_CUT - g.det * (double)dy * (double)dy;  // (a*Q - det*dy^2)
-    if (!(disc > 0.0)) disc = 0.0;
-    const double half = std::sqrt(disc) / a;
-    const double xc = (double)g.mx - (double)g.b * (double)dy / a;
-    double lo = std::floor(xc - half - 0.5) - 1.0;
-    double hi = std::ceil(xc + half - 0.5) + 1.0;
-    if (!(hi >= 0.0) || !(lo <= (double)(W - 1))) return false;
-    lo = std::max(lo, 0.0);
-    hi = std::min(hi, (double)(W - 1));
-    j0 = (int)lo;
-    j1 = (int)hi;
-    return j0 <= j1;
-}
-
-// Weights w[j - j0] = exp(-q/2) if q <= Q_CUT else 0, for j in [j0, j1].
-static inline void row_weights(const Gauss& g, float dy, int j0, int j1, float* w) {
-    const float a = g.a, mx = g.mx;
-    const float B = (2.0f * g.b) * dy;
-    const float Cq = (g.c * dy) * dy;
-    const int n = j1 - j0 + 1;
-    const float x0 = (float)j0;
-#pragma omp simd
-    for (int t = 0; t < n; ++t) {
-        const float dx = ((x0 + (float)t) + 0.5f) - mx;
-        const float q = (a * dx + B) * dx + Cq;
-        const float e = fast_exp(-0.5f * q);
-        w[t] = q <= Q_CUT ? e : 0.0f;
-    }
-}
-
-// Run fn(item) for item in [0, n) on at::get_num_threads() threads, dynamically scheduled.
-template <class F>
-static void parallel_dynamic(int64_t n, const F& fn) {
-    int64_t nt = std::min<int64_t>(std::max(1, at::get_num_threads()), n);
-    if (nt <= 1) {
-        for (int64_t i = 0; i < n; ++i) fn(i);
-        return;
-    }
-    std::atomic<int64_t> next{0};
-    auto worker = [&]() {
-        for (;;) {
-            const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
-            if (i >= n) break;
-            fn(i);
-        }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(nt - 1);
-    for (int64_t t = 1; t < nt; ++t) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-}
-
-static void check_inputs(const torch::Tensor& means, const torch::Tensor& conics,
-                         const torch::Tensor& colors) {
-    TORCH_CHECK(means.device().is_cpu() && conics.device().is_cpu() && colors.device().is_cpu(),
-                "raster_cpu: tensors must be on the CPU");
-    TORCH_CHECK(means.scalar_type() == torch::kFloat32 && conics.scalar_type() == torch::kFloat32 &&
-                    colors.scalar_type() == torch::kFloat32,
-                "raster_cpu: tensors must be float32");
-    TORCH_CHECK(means.dim() == 2 && means.size(1) == 2, "means must be [N, 2]");
-    TORCH_CHECK(conics.dim() == 2 && conics.size(1) == 3, "conics must be [N, 3]");
-    TORCH_CHECK(colors.dim() == 2 && colors.size(0) == means.size(0) &&
-                    conics.size(0) == means.size(0),
-                "colors must be [N, C] with the same N as means and conics");
-    TORCH_CHECK(colors.size(1) >= 1 && colors.size(1) <= 4, "channel count must be 1..4");
-}
-
-static std::vector<Gauss> setup_all(const float* m, const float* q, int64_t N, int64_t H,
-                                    int64_t W) {
+std::vector<Gauss> setup_all(const float* m, const float* q, int64_t N, int64_t H, int64_t W) {
     std::vector<Gauss> gs((size_t)N);
     for (int64_t k = 0; k < N; ++k) gs[k] = setup(m + 2 * k, q + 3 * k, H, W);
     return gs;
 }
 
-template <int C>
-static void forward_impl(const std::vector<Gauss>& gs, const float* col, int64_t H, int64_t W,
-                         float* out) {
+void forward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col, int C,
+                  int64_t H, int64_t W, float* out, int nt) {
     const int64_t N = (int64_t)gs.size();
     const int64_t nb = (H + BAND - 1) / BAND;
     // Bin Gaussians into bands: count, prefix-sum, fill (in index order: deterministic).
@@ -192,48 +344,20 @@ static void forward_impl(const std::vector<Gauss>& gs, const float* col, int64_t
                 for (int b = gs[k].i0 / BAND; b <= gs[k].i1 / BAND; ++b)
                     ids[fill[b]++] = (int32_t)k;
     }
-    parallel_dynamic(nb, [&](int64_t band) {
+    parallel_dynamic(nb, nt, [&](int64_t band) {
         const int r0 = (int)(band * BAND);
         const int r1 = (int)std::min<int64_t>(H, r0 + BAND);  // exclusive
-        const int bh = r1 - r0;
-        std::vector<float> acc((size_t)C * bh * W, 0.0f);  // planar [C][bh][W]
+        std::vector<float> acc((size_t)C * (r1 - r0) * W);
         std::vector<float> w((size_t)W);
-        for (int64_t e = start[band]; e < start[band + 1]; ++e) {
-            const int64_t k = ids[e];
-            const Gauss& g = gs[k];
-            const int i0 = std::max(g.i0, r0), i1 = std::min(g.i1, r1 - 1);
-            float cc[C];
-            for (int ch = 0; ch < C; ++ch) cc[ch] = col[k * C + ch];
-            for (int i = i0; i <= i1; ++i) {
-                const float dy = ((float)i + 0.5f) - g.my;
-                int j0, j1;
-                if (!row_span(g, dy, W, j0, j1)) continue;
-                row_weights(g, dy, j0, j1, w.data());
-                const int n = j1 - j0 + 1;
-                for (int ch = 0; ch < C; ++ch) {
-                    float* dst = acc.data() + ((size_t)ch * bh + (i - r0)) * W + j0;
-                    const float cv = cc[ch];
-                    const float* wp = w.data();
-#pragma omp simd
-                    for (int t = 0; t < n; ++t) dst[t] += wp[t] * cv;
-                }
-            }
-        }
-        // Planar band buffer -> interleaved [H, W, C] output rows (disjoint per band).
-        for (int i = 0; i < bh; ++i) {
-            float* o = out + ((size_t)(r0 + i) * W) * C;
-            for (int64_t j = 0; j < W; ++j)
-                for (int ch = 0; ch < C; ++ch)
-                    o[j * C + ch] = acc[((size_t)ch * bh + i) * W + j];
-        }
+        im.forward_band(C, gs.data(), ids.data(), start[band], start[band + 1], col, r0, r1, W,
+                        out, acc.data(), w.data());
     });
 }
 
-template <int C>
-static void backward_impl(const std::vector<Gauss>& gs, const float* col, const float* gp,
-                          int64_t H, int64_t W, float* gm, float* gq, float* gc) {
+void backward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col, int C,
+                   const float* gp, int64_t H, int64_t W, float* gm, float* gq, float* gc,
+                   int nt) {
     const int64_t N = (int64_t)gs.size();
-    const int64_t plane = H * W;
     // Visit Gaussians grouped by the band of their first row (counting sort, stable), so
     // that consecutive Gaussians read nearby rows of grad_out (cache locality).
     const int64_t nb = (H + BAND - 1) / BAND;
@@ -241,135 +365,179 @@ static void backward_impl(const std::vector<Gauss>& gs, const float* col, const 
     for (int64_t k = 0; k < N; ++k) start[(gs[k].valid ? gs[k].i0 / BAND : nb) + 1]++;
     for (int64_t b = 0; b <= nb; ++b) start[b + 1] += start[b];
     std::vector<int32_t> order((size_t)N);
-    for (int64_t k = 0; k < N; ++k) order[start[gs[k].valid ? gs[k].i0 / BAND : nb]++] = (int32_t)k;
+    for (int64_t k = 0; k < N; ++k)
+        order[start[gs[k].valid ? gs[k].i0 / BAND : nb]++] = (int32_t)k;
     const int64_t nchunks = (N + BWD_CHUNK - 1) / BWD_CHUNK;
-    parallel_dynamic(nchunks, [&](int64_t chunk) {
+    parallel_dynamic(nchunks, nt, [&](int64_t chunk) {
         std::vector<float> w((size_t)W);
-        const int64_t kend = std::min(N, (chunk + 1) * BWD_CHUNK);
-        for (int64_t e = chunk * BWD_CHUNK; e < kend; ++e) {
-            const int64_t k = order[e];
-            const Gauss& g = gs[k];
-            double tda = 0, tdb = 0, tdc = 0, tdmx = 0, tdmy = 0;
-            double tcol[4] = {0, 0, 0, 0};
-            if (g.valid) {
-                float cc[4] = {0, 0, 0, 0};
-                for (int ch = 0; ch < C; ++ch) cc[ch] = col[k * C + ch];
-                const float c0 = cc[0], c1 = cc[1], c2 = cc[2], c3 = cc[3];
-                for (int i = g.i0; i <= g.i1; ++i) {
-                    const float dy = ((float)i + 0.5f) - g.my;
-                    int j0, j1;
-                    if (!row_span(g, dy, W, j0, j1)) continue;
-                    row_weights(g, dy, j0, j1, w.data());
-                    const int n = j1 - j0 + 1;
-                    const float* wp = w.data();
-                    const float* g0 = gp + i * W + j0;
-                    const float* g1 = C > 1 ? g0 + plane : g0;
-                    const float* g2 = C > 2 ? g0 + 2 * plane : g0;
-                    const float* g3 = C > 3 ? g0 + 3 * plane : g0;
-                    const float fj0 = (float)j0, mx = g.mx;
-                    float S0 = 0, S1 = 0, S2 = 0, D0 = 0, D1 = 0, D2 = 0, D3 = 0;
-#pragma omp simd reduction(+ : S0, S1, S2, D0, D1, D2, D3)
-                    for (int t = 0; t < n; ++t) {
-                        const float wt = wp[t];
-                        float gsum = g0[t] * c0;
-                        D0 += g0[t] * wt;
-                        if (C > 1) { gsum += g1[t] * c1; D1 += g1[t] * wt; }
-                        if (C > 2) { gsum += g2[t] * c2; D2 += g2[t] * wt; }
-                        if (C > 3) { gsum += g3[t] * c3; D3 += g3[t] * wt; }
-                        const float G = wt * gsum;
-                        const float dx = ((fj0 + (float)t) + 0.5f) - mx;
-                        S0 += G;
-                        S1 += G * dx;
-                        S2 += G * dx * dx;
-                    }
-                    const double dyd = dy;
-                    tda += S2;
-                    tdb += 2.0 * dyd * S1;
-                    tdc += dyd * dyd * S0;
-                    tdmx += 2.0 * (double)g.a * S1 + 2.0 * (double)g.b * dyd * S0;
-                    tdmy += 2.0 * (double)g.b * S1 + 2.0 * (double)g.c * dyd * S0;
-                    tcol[0] += D0; tcol[1] += D1; tcol[2] += D2; tcol[3] += D3;
-                }
-            }
-            // dL/dq = -0.5 * w * gs;  dq/dmean = -(2a dx + 2b dy, 2b dx + 2c dy).
-            gm[2 * k + 0] = (float)(0.5 * tdmx);
-            gm[2 * k + 1] = (float)(0.5 * tdmy);
-            gq[3 * k + 0] = (float)(-0.5 * tda);
-            gq[3 * k + 1] = (float)(-0.5 * tdb);
-            gq[3 * k + 2] = (float)(-0.5 * tdc);
-            for (int ch = 0; ch < C; ++ch) gc[k * C + ch] = (float)tcol[ch];
-        }
+        const int64_t e0 = chunk * BWD_CHUNK, e1 = std::min(N, e0 + BWD_CHUNK);
+        im.backward_chunk(C, gs.data(), order.data(), e0, e1, col, gp, H, W, gm, gq, gc,
+                          w.data());
     });
 }
 
-}  // namespace
+// ---- Python interface -----------------------------------------------------------------------
 
-torch::Tensor rasterize_forward(torch::Tensor means, torch::Tensor conics, torch::Tensor colors,
-                                int64_t height, int64_t width) {
-    check_inputs(means, conics, colors);
-    TORCH_CHECK(height >= 0 && width >= 0, "negative image size");
-    means = means.contiguous();
-    conics = conics.contiguous();
-    colors = colors.contiguous();
-    const int64_t N = means.size(0), C = colors.size(1);
-    auto out = torch::zeros({height, width, C}, colors.options());
-    if (N == 0 || height == 0 || width == 0) return out;
-    const auto gs = setup_all(means.data_ptr<float>(), conics.data_ptr<float>(), N, height, width);
-    const float* col = colors.data_ptr<float>();
-    float* o = out.data_ptr<float>();
-    switch (C) {
-        case 1: forward_impl<1>(gs, col, height, width, o); break;
-        case 2: forward_impl<2>(gs, col, height, width, o); break;
-        case 3: forward_impl<3>(gs, col, height, width, o); break;
-        default: forward_impl<4>(gs, col, height, width, o); break;
+using farray = py::array_t<float, py::array::c_style>;
+
+// A C-contiguous float32 array of the given rank (copied only if not contiguous).
+farray as_f32(const py::handle& obj, const char* name, int ndim) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::value_error(std::string(name) + " must be a numpy array, got " +
+                              std::string(py::str(py::type::of(obj))));
+    auto arr = py::reinterpret_borrow<py::array>(obj);
+    if (!arr.dtype().is(py::dtype::of<float>()))
+        throw py::value_error(std::string(name) + " must be float32, got " +
+                              std::string(py::str(arr.dtype())));
+    if (arr.ndim() != ndim)
+        throw py::value_error(std::string(name) + " must have " + std::to_string(ndim) +
+                              " dimensions, got shape " + std::string(py::str(obj.attr("shape"))));
+    return farray::ensure(arr);
+}
+
+std::string shape_str(const farray& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+void check_gaussians(const farray& m, const farray& q, const farray& c) {
+    const auto N = m.shape(0);
+    if (m.shape(1) != 2 || q.shape(0) != N || q.shape(1) != 3 || c.shape(0) != N ||
+        c.shape(1) < 1 || c.shape(1) > 4)
+        throw py::value_error("bad shapes: means " + shape_str(m) + ", conics " + shape_str(q) +
+                              ", colors " + shape_str(c) +
+                              " (need [N, 2], [N, 3], [N, C] with C in 1..4)");
+    if (N > (py::ssize_t)std::numeric_limits<int32_t>::max())
+        throw py::value_error("too many Gaussians");
+}
+
+int resolve_threads(int num_threads) {
+    if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: module default)");
+    return num_threads > 0 ? std::min(num_threads, 1024) : get_num_threads();
+}
+
+void check_size(int64_t height, int64_t width) {
+    if (height < 0 || width < 0) throw py::value_error("negative image size");
+    if (height > (1 << 24) || width > (1 << 24))  // rows/columns are indexed with int
+        throw py::value_error("image size too large");
+}
+
+py::array_t<float> forward(py::handle means, py::handle conics, py::handle colors,
+                           int64_t height, int64_t width, int num_threads) {
+    auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
+    auto c = as_f32(colors, "colors", 2);
+    check_gaussians(m, q, c);
+    check_size(height, width);
+    const int nt = resolve_threads(num_threads);
+    const int64_t N = m.shape(0), C = c.shape(1);
+    py::array_t<float> out({(py::ssize_t)height, (py::ssize_t)width, (py::ssize_t)C});
+    float* o = out.mutable_data();
+    const float *pm = m.data(), *pq = q.data(), *pc = c.data();
+    {
+        py::gil_scoped_release nogil;
+        if (N == 0 || height == 0 || width == 0) {
+            std::memset(o, 0, sizeof(float) * (size_t)(height * width * C));
+        } else {
+            const auto gs = setup_all(pm, pq, N, height, width);
+            forward_impl(*impl(), gs, pc, (int)C, height, width, o, nt);
+        }
     }
     return out;
 }
 
-std::vector<torch::Tensor> rasterize_backward(torch::Tensor means, torch::Tensor conics,
-                                              torch::Tensor colors, torch::Tensor grad_out) {
-    check_inputs(means, conics, colors);
-    TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(2) == colors.size(1),
-                "grad_out must be [H, W, C]");
-    means = means.contiguous();
-    conics = conics.contiguous();
-    colors = colors.contiguous();
-    const int64_t N = means.size(0), C = colors.size(1);
-    const int64_t H = grad_out.size(0), W = grad_out.size(1);
-    auto gm = torch::zeros_like(means);
-    auto gq = torch::zeros_like(conics);
-    auto gc = torch::zeros_like(colors);
-    if (N == 0 || H == 0 || W == 0) return {gm, gq, gc};
-    // Planar [C, H, W] copy of the incoming gradient: unit-stride rows per channel.
-    auto gp = grad_out.to(torch::kFloat32).permute({2, 0, 1}).contiguous();
-    const auto gs = setup_all(means.data_ptr<float>(), conics.data_ptr<float>(), N, H, W);
-    const float* col = colors.data_ptr<float>();
-    const float* g = gp.data_ptr<float>();
-    float *pm = gm.data_ptr<float>(), *pq = gq.data_ptr<float>(), *pc = gc.data_ptr<float>();
-    switch (C) {
-        case 1: backward_impl<1>(gs, col, g, H, W, pm, pq, pc); break;
-        case 2: backward_impl<2>(gs, col, g, H, W, pm, pq, pc); break;
-        case 3: backward_impl<3>(gs, col, g, H, W, pm, pq, pc); break;
-        default: backward_impl<4>(gs, col, g, H, W, pm, pq, pc); break;
+py::tuple backward(py::handle means, py::handle conics, py::handle colors, py::handle grad_out,
+                   int num_threads) {
+    auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
+    auto c = as_f32(colors, "colors", 2);
+    check_gaussians(m, q, c);
+    auto g = as_f32(grad_out, "grad_out", 3);
+    const int64_t N = m.shape(0), C = c.shape(1);
+    if (g.shape(2) != C)
+        throw py::value_error("grad_out must be [H, W, C] with C = colors.shape[1] = " +
+                              std::to_string(C) + ", got " + shape_str(g));
+    const int64_t H = g.shape(0), W = g.shape(1);
+    check_size(H, W);
+    const int nt = resolve_threads(num_threads);
+    py::array_t<float> gm({(py::ssize_t)N, (py::ssize_t)2});
+    py::array_t<float> gq({(py::ssize_t)N, (py::ssize_t)3});
+    py::array_t<float> gc({(py::ssize_t)N, (py::ssize_t)C});
+    float *pgm = gm.mutable_data(), *pgq = gq.mutable_data(), *pgc = gc.mutable_data();
+    const float *pm = m.data(), *pq = q.data(), *pc = c.data(), *pg = g.data();
+    {
+        py::gil_scoped_release nogil;
+        if (H == 0 || W == 0) {
+            std::memset(pgm, 0, sizeof(float) * (size_t)(N * 2));
+            std::memset(pgq, 0, sizeof(float) * (size_t)(N * 3));
+            std::memset(pgc, 0, sizeof(float) * (size_t)(N * C));
+        } else if (N > 0) {
+            // Planar [C, H, W] copy of the incoming gradient: unit-stride rows per channel.
+            std::vector<float> gp((size_t)(C * H * W));
+            const int64_t plane = H * W;
+            parallel_dynamic((H + BAND - 1) / BAND, nt, [&](int64_t band) {
+                const int64_t r1 = std::min<int64_t>(H, (band + 1) * BAND);
+                for (int64_t p = band * BAND * W; p < r1 * W; ++p)
+                    for (int64_t ch = 0; ch < C; ++ch) gp[ch * plane + p] = pg[p * C + ch];
+            });
+            const auto gs = setup_all(pm, pq, N, H, W);
+            backward_impl(*impl(), gs, pc, (int)C, gp.data(), H, W, pgm, pgq, pgc, nt);
+        }
     }
-    return {gm, gq, gc};
+    return py::make_tuple(gm, gq, gc);
 }
 
 double fast_exp_max_rel_error(double lo, double hi, int64_t steps) {
+    const Impl* im = impl();
     double worst = 0.0;
     for (int64_t s = 0; s <= steps; ++s) {
         const float x = (float)(lo + (hi - lo) * (double)s / (double)std::max<int64_t>(1, steps));
         const double ref = std::exp((double)x);
-        worst = std::max(worst, std::fabs((double)fast_exp(x) - ref) / ref);
+        worst = std::max(worst, std::fabs((double)im->fast_exp(x) - ref) / ref);
     }
     return worst;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("forward", &rasterize_forward, "Rasterize Gaussians (forward) -> [H, W, C]");
-    m.def("backward", &rasterize_backward,
-          "Gradients (means, conics, colors) of the rasterization given grad_out [H, W, C]");
-    m.def("fast_exp_max_rel_error", &fast_exp_max_rel_error,
-          "Max relative error of the kernel's exp approximation on a grid of [lo, hi]");
-    m.def("num_threads", []() { return at::get_num_threads(); });
+void set_isa(const std::string& name) {
+    if (name == "baseline") {
+        g_impl.store(&kBase);
+#if GSI_HAVE_AVX2
+    } else if (name == "avx2") {
+        if (!cpu_has_avx2()) throw py::value_error("this CPU has no AVX2");
+        g_impl.store(&kAvx2);
+#endif
+    } else if (name == "auto") {
+        g_impl.store(nullptr);
+        impl();
+    } else {
+        throw py::value_error("unknown or unsupported ISA: " + name);
+    }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_raster, m) {
+    m.doc() = "Compiled CPU rasterizer of gscodec (numpy arrays in and out; see gscodec.render)";
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork(nullptr, nullptr, after_fork_child);
+#endif
+    m.attr("Q_CUT") = (double)Q_CUT;
+    m.def("forward", &forward, py::arg("means"), py::arg("conics"), py::arg("colors"),
+          py::arg("height"), py::arg("width"), py::arg("num_threads") = 0,
+          "Render float32 means [N,2], conics [N,3], colors [N,C] (C in 1..4) to a float32\n"
+          "array [height, width, C]. num_threads 0: get_num_threads(). Releases the GIL.");
+    m.def("backward", &backward, py::arg("means"), py::arg("conics"), py::arg("colors"),
+          py::arg("grad_out"), py::arg("num_threads") = 0,
+          "Gradients (gmeans [N,2], gconics [N,3], gcolors [N,C]) of sum(forward * grad_out)\n"
+          "for grad_out float32 [H, W, C]. Releases the GIL.");
+    m.def("set_num_threads", &set_num_threads, py::arg("n"),
+          "Default thread count of forward/backward (n >= 1).");
+    m.def("get_num_threads", &get_num_threads,
+          "Default thread count: set_num_threads, else $GSCODEC_NUM_THREADS, else\n"
+          "$OMP_NUM_THREADS, else the CPUs this process may run on.");
+    m.def("fast_exp_max_rel_error", &fast_exp_max_rel_error, py::arg("lo"), py::arg("hi"),
+          py::arg("steps"), "Max relative error of the kernel's exp on a grid of [lo, hi]");
+    m.def("isa", []() { return std::string(impl()->name); },
+          "Instruction set of the hot loops in use: 'avx2' or 'baseline'.");
+    m.def("_set_isa", &set_isa, py::arg("name"),
+          "Testing: force 'baseline', 'avx2' or back to 'auto'.");
 }

@@ -9,13 +9,14 @@ import torch
 
 import gscodec.render as R
 from gscodec.bitstream.model import conics_from_scale_rot
-from gscodec.render import Q_CUT, render, render_reference, to_uint8, transform_for_view
+from gscodec.render import (Q_CUT, render, render_reference, to_uint8, to_uint8_numpy,
+                            transform_for_view)
 from gscodec.render import cpu as cpu_backend
 
 
 def _cpu_or_skip():
-    if not cpu_backend.available():
-        pytest.skip(f"compiled CPU kernel cannot build here: {cpu_backend.unavailable_reason()}")
+    if not cpu_backend.kernel_available():
+        pytest.skip(f"compiled CPU kernel unavailable: {cpu_backend.unavailable_reason()}")
 
 
 def random_gaussians(n, height, width, channels=3, seed=0, smin=0.3, smax=30.0):
@@ -186,14 +187,44 @@ def test_cpu_realistic_image():
 
 def test_fast_exp_accuracy():
     _cpu_or_skip()
-    ext = cpu_backend.load_extension()
+    ext = cpu_backend.kernel()
     assert ext.fast_exp_max_rel_error(-87.0, 10.0, 200000) < 1e-6
     assert ext.fast_exp_max_rel_error(-6.5, 0.5, 200000) < 1e-6
 
 
-def test_cpu_uses_torch_threads():
+def test_numpy_fast_exp_accuracy():
+    import numpy as np
+    from gscodec.render.numpy_ref import fast_exp
+    x = np.linspace(-87.0, 10.0, 200001, dtype=np.float32)
+    ref = np.exp(x.astype(np.float64))
+    assert (np.abs(fast_exp(x).astype(np.float64) - ref) / ref).max() < 1e-6
+
+
+def test_cpu_uses_torch_threads(monkeypatch):
+    """The torch backend runs the kernel on torch.get_num_threads() threads."""
     _cpu_or_skip()
-    assert cpu_backend.load_extension().num_threads() == torch.get_num_threads()
+    ext = cpu_backend.kernel()
+    seen = []
+
+    class Spy:
+        def forward(self, *args):
+            seen.append(args[-1])
+            return ext.forward(*args)
+
+        def backward(self, *args):
+            seen.append(args[-1])
+            return ext.backward(*args)
+
+    monkeypatch.setattr(cpu_backend, "kernel", lambda: Spy())
+    means, conics, colors = random_gaussians(20, 9, 11, 3)
+    means.requires_grad_(True)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        render(means, conics, colors, 9, 11, backend="cpu").sum().backward()
+    finally:
+        torch.set_num_threads(old)
+    assert seen == [1, 1]
 
 
 # ---- dispatch and helpers -------------------------------------------------------------------
@@ -229,6 +260,11 @@ def test_to_uint8():
     v = torch.tensor([-1.0, 0.0, 0.5 / 255, 0.49 / 255, 1.0, 2.0, 0.5, float("nan")])
     assert to_uint8(v).tolist() == [0, 0, 1, 0, 255, 255, 128, 0]
     assert to_uint8(v).dtype == torch.uint8
+    assert to_uint8_numpy(v.numpy()).tolist() == to_uint8(v).tolist()
+    assert to_uint8_numpy(v.numpy()).dtype.name == "uint8"
+    w = torch.randn(1000, dtype=torch.float64) * 0.7 + 0.5
+    w[::7] = torch.tensor([float("inf"), -float("inf"), 1e30, -1e30] * 36)[: w[::7].numel()]
+    assert to_uint8_numpy(w.numpy()).tolist() == to_uint8(w).tolist()
 
 
 def test_transform_for_view():
@@ -240,3 +276,6 @@ def test_transform_for_view():
     # Rendering a 2x view equals the 1x Gaussian sampled at the scaled pixel centres.
     m1, q1 = transform_for_view(means, conics)
     assert torch.equal(m1, means) and torch.equal(q1, conics)
+    mn, qn = transform_for_view(means.numpy(), conics.numpy(), scale=2.0, offset=(3.0, 4.0))
+    assert mn.dtype == means.numpy().dtype and mn.tolist() == m.tolist()
+    assert qn.tolist() == q.tolist()

@@ -24,50 +24,91 @@ Output: the unclamped float32 sum over all Gaussians, shape [H, W, C]. exp may b
 approximated with relative error below 1e-6, and summation order is unspecified.
 
 8-bit conversion (`to_uint8`), scaling and cropping (`transform_for_view`) are applied by
-the caller. Backends are named by strings ("cpu": compiled multi-threaded C++ kernel,
-"reference": pure PyTorch); "auto" picks the best available one. New backends (e.g. "cuda")
-register in `_BACKENDS`.
+the caller. Torch backends (differentiable, for the encoder) are named by strings ("cpu":
+compiled multi-threaded C++ kernel, "reference": pure PyTorch, "cuda": Triton kernels on the
+GPU); "auto" picks "cuda" for tensors on a CUDA device and the best CPU backend otherwise.
+New backends register in `_BACKENDS`. The decoder renders with
+`render_numpy` (numpy arrays; the compiled kernel or a numpy fallback), which never imports
+torch; nor does importing this module.
 """
 from __future__ import annotations
 
 import warnings
 from typing import Callable
 
-import torch
+import numpy as np
 
+from . import cpu as _cpu
 from .common import Q_CUT
-from .reference import render_reference
+from .cpu import render_numpy
 
-__all__ = ["Q_CUT", "render", "available_backends", "to_uint8", "transform_for_view",
-           "render_reference"]
+__all__ = ["Q_CUT", "render", "available_backends", "to_uint8", "to_uint8_numpy",
+           "transform_for_view", "render_reference", "render_numpy", "cuda_available",
+           "render_uint8_cuda"]
+
+
+def __getattr__(name):
+    # torch is imported only when a torch function is first asked for.
+    if name == "render_reference":
+        from .reference import render_reference
+        return render_reference
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _cpu_available() -> bool:
-    from . import cpu
-    return cpu.available()
+    return _cpu.kernel_available()
 
 
 def _cpu_reason() -> str | None:
-    from . import cpu
-    return cpu.unavailable_reason()
+    return _cpu.unavailable_reason()
 
 
 def _render_cpu(means, conics, colors, height, width):
-    from .cpu import render_cpu
+    from .cpu_torch import render_cpu
     return render_cpu(means, conics, colors, height, width)
 
 
-# name -> (is_available, reason_unavailable, render function). Order = "auto" preference.
+def _render_cuda(means, conics, colors, height, width):
+    from .cuda import render_cuda
+    return render_cuda(means, conics, colors, height, width)
+
+
+def _cuda_available() -> bool:
+    return cuda_available()[0]
+
+
+def _cuda_reason() -> str | None:
+    return cuda_available()[1]
+
+
+def cuda_available() -> tuple[bool, str | None]:
+    """(usable, reason if not) for the Triton backend. Does not import torch unless it is
+    installed; a process without torch has no CUDA backend."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        return False, "torch is not installed"
+    from . import cuda
+    reason = cuda.unavailable_reason()
+    return reason is None, reason
+
+
+def _render_reference(means, conics, colors, height, width):
+    from .reference import render_reference
+    return render_reference(means, conics, colors, height, width)
+
+
+# name -> (is_available, reason_unavailable, render function) of the torch backends.
 _BACKENDS: dict[str, tuple[Callable[[], bool], Callable[[], str | None], Callable]] = {
     "cpu": (_cpu_available, _cpu_reason, _render_cpu),
-    "reference": (lambda: True, lambda: None, render_reference),
+    "reference": (lambda: True, lambda: None, _render_reference),
+    "cuda": (_cuda_available, _cuda_reason, _render_cuda),
 }
-_AUTO_ORDER = ("cpu", "reference")
+_AUTO_ORDER = ("cpu", "reference")   # "auto" preference for CPU tensors
 _warned_fallback = False
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that work in this process (building the kernel if needed)."""
+    """Names of the torch backends that work in this process."""
     return [name for name, (ok, _, _) in _BACKENDS.items() if ok()]
 
 
@@ -92,49 +133,68 @@ def _resolve(backend: str) -> str:
     return "reference"
 
 
-def render(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
-           height: int, width: int, *, backend: str = "auto") -> torch.Tensor:
+def render(means, conics, colors, height: int, width: int, *, backend: str = "auto"):
     """Render N Gaussians to an unclamped float32 image [height, width, C] by the contract
     above. Differentiable with respect to means, conics and colors. backend: "auto",
     "cpu" or "reference"."""
+    if backend == "auto" and getattr(means, "is_cuda", False):
+        backend = "cuda"
     name = _resolve(backend)
     return _BACKENDS[name][2](means, conics, colors, int(height), int(width))
 
 
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
+def render_uint8_cuda(means: np.ndarray, conics: np.ndarray, colors: np.ndarray,
+                      x0: int, y0: int, width: int, height: int,
+                      strip_rows: int = 512) -> np.ndarray:
+    """The decoder's GPU path: float32 arrays -> uint8 [height, width, C] of the window at
+    (x0, y0), rendered by the Triton backend in strips and converted on the device."""
+    import torch
+
+    from .cuda import render_cuda
+    dev = torch.device("cuda")
+    m = torch.from_numpy(means).to(dev)
+    q = torch.from_numpy(conics).to(dev)
+    c = torch.from_numpy(colors).to(dev)
+    out = torch.empty((height, width, colors.shape[1]), dtype=torch.uint8, device=dev)
+    with torch.no_grad():
+        for r0 in range(0, height, strip_rows):
+            rows = min(strip_rows, height - r0)
+            off = torch.tensor([float(x0), float(y0 + r0)], device=dev)
+            out[r0:r0 + rows] = to_uint8(render_cuda(m - off, q, c, rows, width))
+    return out.cpu().numpy()
+
+
+def to_uint8(img):
     """The spec's 8-bit rule: v -> clamp(floor(v*255 + 0.5), 0, 255), computed in float32
     (v is first converted to float32; v*255 and +0.5 are each rounded to float32).
     NaN maps to 0. Returns a uint8 tensor of the same shape."""
+    import torch
     v = torch.as_tensor(img).to(torch.float32)
     v = torch.floor(v * 255.0 + 0.5)
     v = torch.nan_to_num(v, nan=0.0).clamp_(0.0, 255.0)
     return v.to(torch.uint8)
 
 
-def transform_for_view(means: torch.Tensor, conics: torch.Tensor, scale: float = 1.0,
-                       offset=(0.0, 0.0)):
+def to_uint8_numpy(img) -> np.ndarray:
+    """`to_uint8` for numpy arrays (same rule, same results): a uint8 array."""
+    v = np.asarray(img).astype(np.float32)
+    v = np.floor(v * np.float32(255.0) + np.float32(0.5))
+    v = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 255.0)
+    return v.astype(np.uint8)
+
+
+def transform_for_view(means, conics, scale: float = 1.0, offset=(0.0, 0.0)):
     """Gaussians as seen in a scaled and cropped view: means*scale - offset and
     conics/scale^2 (offset = (x0, y0) of the crop's top-left corner, in output pixels).
-    Returns (means, conics) as new tensors of the same dtype."""
+    Returns (means, conics) as new tensors (or numpy arrays, for numpy inputs) of the same
+    dtype."""
     s = float(scale)
     if not s > 0:
         raise ValueError(f"scale must be positive, got {scale}")
+    if isinstance(means, np.ndarray):
+        off = np.asarray([float(offset[0]), float(offset[1])], dtype=means.dtype)
+        return means * means.dtype.type(s) - off, conics / conics.dtype.type(s * s)
+    import torch
     off = torch.as_tensor([float(offset[0]), float(offset[1])], dtype=means.dtype,
                           device=means.device)
     return means * s - off, conics / (s * s)
-
-
-# TEMPORARY shim until the numpy kernel lands (merge replaces this block)
-def render_numpy(means, conics, colors, height, width):
-    import numpy as np
-    out = render(torch.from_numpy(means), torch.from_numpy(conics), torch.from_numpy(colors),
-                 height, width)
-    return out.numpy()
-
-
-def to_uint8_numpy(img):
-    return to_uint8(torch.from_numpy(img)).numpy()
-
-
-def cuda_available():
-    return False, "no cuda backend in this build"

@@ -1,0 +1,193 @@
+// Hot loops of the CPU rasterizer. raster_cpu.cpp includes this file twice: once inside an
+// AVX2 target region (namespace gsi_avx2) and once for the baseline ISA (namespace
+// gsi_base); the choice is made at run time. No include guard, on purpose.
+//
+// Requires (defined by the includer): GSI_NS (namespace name), struct Gauss, Q_CUT.
+// Every operation here is an IEEE float/double operation with no contraction (the build
+// uses -ffp-contract=off and the AVX2 region does not enable FMA), so per-pixel weights
+// and forward sums are bit-identical between the two instantiations.
+
+namespace GSI_NS {
+
+// exp(x) with relative error < 1e-7 over the range used here (x in [-87, 87]).
+// Branch-free so the compiler can vectorize loops that call it.
+static inline float fast_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 87.0f ? 87.0f : x;
+    const float t = x * 1.44269504088896341f;
+    const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer
+    float r = x - n * 0.693145751953125f;             // ln2, high part (exact product)
+    r = r - n * 1.42860682030941723212e-6f;           // ln2, low part
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float s;
+    std::memcpy(&s, &bits, sizeof(s));
+    return p * s;
+}
+
+static float fast_exp_out(float x) { return fast_exp(x); }
+
+// Widened, clamped column span [j0, j1] of the ellipse on the row at offset dy.
+static inline bool row_span(const Gauss& g, float dy, int64_t W, int& j0, int& j1) {
+    const double a = g.a;
+    double disc = a * (double)Q_CUT - g.det * (double)dy * (double)dy;  // (a*Q - det*dy^2)
+    if (!(disc > 0.0)) disc = 0.0;
+    const double half = std::sqrt(disc) / a;
+    const double xc = (double)g.mx - (double)g.b * (double)dy / a;
+    double lo = std::floor(xc - half - 0.5) - 1.0;
+    double hi = std::ceil(xc + half - 0.5) + 1.0;
+    if (!(hi >= 0.0) || !(lo <= (double)(W - 1))) return false;
+    lo = lo > 0.0 ? lo : 0.0;
+    hi = hi < (double)(W - 1) ? hi : (double)(W - 1);
+    j0 = (int)lo;
+    j1 = (int)hi;
+    return j0 <= j1;
+}
+
+// Weights w[j - j0] = exp(-q/2) if q <= Q_CUT else 0, for j in [j0, j1].
+static inline void row_weights(const Gauss& g, float dy, int j0, int j1, float* w) {
+    const float a = g.a, mx = g.mx;
+    const float B = (2.0f * g.b) * dy;
+    const float Cq = (g.c * dy) * dy;
+    const int n = j1 - j0 + 1;
+    const float x0 = (float)j0;
+#pragma omp simd
+    for (int t = 0; t < n; ++t) {
+        const float dx = ((x0 + (float)t) + 0.5f) - mx;
+        const float q = (a * dx + B) * dx + Cq;
+        const float e = fast_exp(-0.5f * q);
+        w[t] = q <= Q_CUT ? e : 0.0f;
+    }
+}
+
+// One band of rows [r0, r1): accumulate the Gaussians ids[e0..e1) (index order) into the
+// planar scratch acc [C][r1-r0][W], then write rows r0..r1 of out [H, W, C].
+template <int C>
+static void forward_band_t(const Gauss* gs, const int32_t* ids, int64_t e0, int64_t e1,
+                           const float* col, int r0, int r1, int64_t W, float* out,
+                           float* acc, float* w) {
+    const int bh = r1 - r0;
+    std::memset(acc, 0, sizeof(float) * (size_t)C * bh * W);
+    for (int64_t e = e0; e < e1; ++e) {
+        const int64_t k = ids[e];
+        const Gauss& g = gs[k];
+        const int i0 = g.i0 > r0 ? g.i0 : r0;
+        const int i1 = g.i1 < r1 - 1 ? g.i1 : r1 - 1;
+        float cc[C];
+        for (int ch = 0; ch < C; ++ch) cc[ch] = col[k * C + ch];
+        for (int i = i0; i <= i1; ++i) {
+            const float dy = ((float)i + 0.5f) - g.my;
+            int j0, j1;
+            if (!row_span(g, dy, W, j0, j1)) continue;
+            row_weights(g, dy, j0, j1, w);
+            const int n = j1 - j0 + 1;
+            for (int ch = 0; ch < C; ++ch) {
+                float* dst = acc + ((size_t)ch * bh + (i - r0)) * W + j0;
+                const float cv = cc[ch];
+                const float* wp = w;
+#pragma omp simd
+                for (int t = 0; t < n; ++t) dst[t] += wp[t] * cv;
+            }
+        }
+    }
+    // Planar band buffer -> interleaved [H, W, C] output rows (disjoint per band).
+    for (int i = 0; i < bh; ++i) {
+        float* o = out + ((size_t)(r0 + i) * W) * C;
+        for (int64_t j = 0; j < W; ++j)
+            for (int ch = 0; ch < C; ++ch) o[j * C + ch] = acc[((size_t)ch * bh + i) * W + j];
+    }
+}
+
+static void forward_band(int C, const Gauss* gs, const int32_t* ids, int64_t e0, int64_t e1,
+                         const float* col, int r0, int r1, int64_t W, float* out, float* acc,
+                         float* w) {
+    switch (C) {
+        case 1: forward_band_t<1>(gs, ids, e0, e1, col, r0, r1, W, out, acc, w); break;
+        case 2: forward_band_t<2>(gs, ids, e0, e1, col, r0, r1, W, out, acc, w); break;
+        case 3: forward_band_t<3>(gs, ids, e0, e1, col, r0, r1, W, out, acc, w); break;
+        default: forward_band_t<4>(gs, ids, e0, e1, col, r0, r1, W, out, acc, w); break;
+    }
+}
+
+// Gradients of the Gaussians order[e0..e1); each Gaussian owns its outputs (no atomics).
+// Per row only S0 = sum(w*gs), S1 = sum(w*gs*dx), S2 = sum(w*gs*dx^2) and the colour sums
+// are accumulated; conic/mean gradients follow in closed form. gp is planar [C, H, W].
+template <int C>
+static void backward_chunk_t(const Gauss* gs, const int32_t* order, int64_t e0, int64_t e1,
+                             const float* col, const float* gp, int64_t H, int64_t W,
+                             float* gm, float* gq, float* gc, float* w) {
+    const int64_t plane = H * W;
+    for (int64_t e = e0; e < e1; ++e) {
+        const int64_t k = order[e];
+        const Gauss& g = gs[k];
+        double tda = 0, tdb = 0, tdc = 0, tdmx = 0, tdmy = 0;
+        double tcol[4] = {0, 0, 0, 0};
+        if (g.valid) {
+            float cc[4] = {0, 0, 0, 0};
+            for (int ch = 0; ch < C; ++ch) cc[ch] = col[k * C + ch];
+            const float c0 = cc[0], c1 = cc[1], c2 = cc[2], c3 = cc[3];
+            for (int i = g.i0; i <= g.i1; ++i) {
+                const float dy = ((float)i + 0.5f) - g.my;
+                int j0, j1;
+                if (!row_span(g, dy, W, j0, j1)) continue;
+                row_weights(g, dy, j0, j1, w);
+                const int n = j1 - j0 + 1;
+                const float* wp = w;
+                const float* g0 = gp + (int64_t)i * W + j0;
+                const float* g1 = C > 1 ? g0 + plane : g0;
+                const float* g2 = C > 2 ? g0 + 2 * plane : g0;
+                const float* g3 = C > 3 ? g0 + 3 * plane : g0;
+                const float fj0 = (float)j0, mx = g.mx;
+                float S0 = 0, S1 = 0, S2 = 0, D0 = 0, D1 = 0, D2 = 0, D3 = 0;
+#pragma omp simd reduction(+ : S0, S1, S2, D0, D1, D2, D3)
+                for (int t = 0; t < n; ++t) {
+                    const float wt = wp[t];
+                    float gsum = g0[t] * c0;
+                    D0 += g0[t] * wt;
+                    if (C > 1) { gsum += g1[t] * c1; D1 += g1[t] * wt; }
+                    if (C > 2) { gsum += g2[t] * c2; D2 += g2[t] * wt; }
+                    if (C > 3) { gsum += g3[t] * c3; D3 += g3[t] * wt; }
+                    const float G = wt * gsum;
+                    const float dx = ((fj0 + (float)t) + 0.5f) - mx;
+                    S0 += G;
+                    S1 += G * dx;
+                    S2 += G * dx * dx;
+                }
+                const double dyd = dy;
+                tda += S2;
+                tdb += 2.0 * dyd * S1;
+                tdc += dyd * dyd * S0;
+                tdmx += 2.0 * (double)g.a * S1 + 2.0 * (double)g.b * dyd * S0;
+                tdmy += 2.0 * (double)g.b * S1 + 2.0 * (double)g.c * dyd * S0;
+                tcol[0] += D0; tcol[1] += D1; tcol[2] += D2; tcol[3] += D3;
+            }
+        }
+        // dL/dq = -0.5 * w * gs;  dq/dmean = -(2a dx + 2b dy, 2b dx + 2c dy).
+        gm[2 * k + 0] = (float)(0.5 * tdmx);
+        gm[2 * k + 1] = (float)(0.5 * tdmy);
+        gq[3 * k + 0] = (float)(-0.5 * tda);
+        gq[3 * k + 1] = (float)(-0.5 * tdb);
+        gq[3 * k + 2] = (float)(-0.5 * tdc);
+        for (int ch = 0; ch < C; ++ch) gc[k * C + ch] = (float)tcol[ch];
+    }
+}
+
+static void backward_chunk(int C, const Gauss* gs, const int32_t* order, int64_t e0,
+                           int64_t e1, const float* col, const float* gp, int64_t H, int64_t W,
+                           float* gm, float* gq, float* gc, float* w) {
+    switch (C) {
+        case 1: backward_chunk_t<1>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
+        case 2: backward_chunk_t<2>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
+        case 3: backward_chunk_t<3>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
+        default: backward_chunk_t<4>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
+    }
+}
+
+}  // namespace GSI_NS

@@ -1,0 +1,122 @@
+"""Pure-numpy fallback renderer, used to decode when the compiled kernel is missing.
+
+It implements the contract of `gscodec.render` with the kernel's own arithmetic, so that it
+agrees with the kernel, not merely approximately:
+- the same per-Gaussian validity test and widened candidate box (setup() in
+  csrc/raster_cpu.cpp), so the same Gaussians are candidates for a pixel;
+- q evaluated in float32 in the contract's order (numpy ufuncs never fuse), so every
+  q <= Q_CUT decision is the kernel's;
+- the kernel's fast_exp, written with the same float32 operations;
+- per pixel, contributions summed in Gaussian index order starting from 0 (np.add.reduce
+  over the leading axis accumulates row by row).
+The image is processed in TILE x TILE tiles, each over the Gaussians whose box meets it
+(about 0.5 s for 2359 Gaussians at 768x512, 1.6 s for 10k, against 20-70 ms in the kernel).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .common import Q_CUT
+
+TILE = 24
+MAX_BLOCK_FLOATS = 4 * 1024 * 1024   # bound on the [n, th, tw, C] intermediate per step
+
+_f = np.float32
+_QC = _f(Q_CUT)
+
+
+def fast_exp(x: np.ndarray) -> np.ndarray:
+    """The kernel's exp approximation (relative error < 1e-6), float32 in and out."""
+    x = np.clip(x, _f(-87.0), _f(87.0), dtype=np.float32)
+    n = x * _f(1.44269504088896341)
+    n += _f(12582912.0)                         # round to nearest integer
+    n -= _f(12582912.0)
+    r = n * _f(0.693145751953125)
+    np.subtract(x, r, out=r)                    # x - n*ln2_hi
+    x = n * _f(1.42860682030941723212e-6)       # x is free: reuse as scratch
+    r -= x                                      # ... - n*ln2_lo
+    p = np.full_like(r, _f(1.0) / _f(5040.0))
+    for coef in (_f(1.0) / _f(720.0), _f(1.0) / _f(120.0), _f(1.0) / _f(24.0),
+                 _f(1.0) / _f(6.0), _f(0.5), _f(1.0), _f(1.0)):
+        p *= r
+        p += coef
+    s = n.astype(np.int32)
+    s += 127
+    s <<= 23
+    p *= s.view(np.float32)
+    return p
+
+
+def gaussian_setup(means: np.ndarray, conics: np.ndarray, height: int, width: int):
+    """Per Gaussian: valid mask and the widened, clamped box (i0, i1, j0, j1), inclusive,
+    computed as the kernel's setup() does (float32 validity, float64 extents)."""
+    mx, my = means[:, 0], means[:, 1]
+    a, b, c = conics[:, 0], conics[:, 1], conics[:, 2]
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(means).all(axis=1) & np.isfinite(conics).all(axis=1)
+        valid = finite & (a > 0) & ((a * c - b * b) > 0)
+        a64, b64, c64 = a.astype(np.float64), b.astype(np.float64), c.astype(np.float64)
+        det = a64 * c64 - b64 * b64
+        pos = det > 0
+        det_safe = np.where(pos, det, 1.0)
+        ry = np.where(pos, np.sqrt(Q_CUT * a64 / det_safe), np.inf)
+        rx = np.where(pos, np.sqrt(Q_CUT * c64 / det_safe), np.inf)
+        mx64, my64 = mx.astype(np.float64), my.astype(np.float64)
+        ylo = np.floor(my64 - ry - 0.5) - 1.0
+        yhi = np.ceil(my64 + ry - 0.5) + 1.0
+        xlo = np.floor(mx64 - rx - 0.5) - 1.0
+        xhi = np.ceil(mx64 + rx - 0.5) + 1.0
+        valid &= (yhi >= 0) & (ylo <= height - 1) & (xhi >= 0) & (xlo <= width - 1)
+        box = [np.where(valid, np.clip(v, 0, hi), 0).astype(np.int64)
+               for v, hi in ((ylo, height - 1), (yhi, height - 1),
+                             (xlo, width - 1), (xhi, width - 1))]
+    return valid, box
+
+
+def q_tile(means, conics, x0: int, y0: int, tw: int, th: int) -> np.ndarray:
+    """q of each Gaussian at each pixel centre of a tile, [n, th, tw] float32, in the
+    contract's evaluation order."""
+    px = (np.arange(x0, x0 + tw, dtype=np.float32) + _f(0.5))[None, None, :]
+    py = (np.arange(y0, y0 + th, dtype=np.float32) + _f(0.5))[None, :, None]
+    mx, my = means[:, 0, None, None], means[:, 1, None, None]
+    a, b, c = conics[:, 0, None, None], conics[:, 1, None, None], conics[:, 2, None, None]
+    dx = px - mx
+    dy = py - my
+    return (a * dx + (_f(2.0) * b) * dy) * dx + (c * dy) * dy
+
+
+def render_numpy_ref(means, conics, colors, height: int, width: int) -> np.ndarray:
+    """Render float32 [height, width, C] by the contract (see the module docstring).
+    Inputs are converted to float32 arrays [N, 2], [N, 3], [N, C]."""
+    means = np.ascontiguousarray(means, dtype=np.float32)
+    conics = np.ascontiguousarray(conics, dtype=np.float32)
+    colors = np.ascontiguousarray(colors, dtype=np.float32)
+    height, width = int(height), int(width)
+    n_all, C = colors.shape
+    out = np.zeros((height, width, C), dtype=np.float32)
+    if n_all == 0 or height == 0 or width == 0:
+        return out
+    valid, (i0, i1, j0, j1) = gaussian_setup(means, conics, height, width)
+    for y0 in range(0, height, TILE):
+        th = min(TILE, height - y0)
+        rows = np.flatnonzero(valid & (i1 >= y0) & (i0 <= y0 + th - 1))
+        if rows.size == 0:
+            continue
+        rj0, rj1 = j0[rows], j1[rows]
+        for x0 in range(0, width, TILE):
+            tw = min(TILE, width - x0)
+            idx = rows[(rj1 >= x0) & (rj0 <= x0 + tw - 1)]   # ascending: index order
+            if idx.size == 0:
+                continue
+            acc = np.zeros((th, tw, C), dtype=np.float32)
+            block = max(1, MAX_BLOCK_FLOATS // (th * tw * C))
+            for s in range(0, idx.size, block):
+                bi = idx[s:s + block]
+                q = q_tile(means[bi], conics[bi], x0, y0, tw, th)
+                w = fast_exp(_f(-0.5) * q)
+                w[~(q <= _QC)] = _f(0.0)
+                terms = w[..., None] * colors[bi][:, None, None, :]   # [n, th, tw, C]
+                # One running sum per pixel, in index order, as in the kernel.
+                acc = np.add.reduce(np.concatenate([acc[None], terms]), axis=0)
+            out[y0:y0 + th, x0:x0 + tw] = acc
+    return out

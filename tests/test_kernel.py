@@ -1,0 +1,277 @@
+"""The compiled kernel's numpy API (gscodec._raster), its thread pool, and the numpy
+fallback renderer, which must give the kernel's pixels."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gscodec.render import Q_CUT, cpu, to_uint8_numpy
+from gscodec.render.numpy_ref import render_numpy_ref
+
+from test_render import _case, random_gaussians
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Loads gscodec.render without running gscodec/__init__.py (which still imports the encoder).
+_STUB = ("import sys, types; pkg = types.ModuleType('gscodec'); pkg.__path__ = [{path!r}]; "
+         "sys.modules['gscodec'] = pkg; ")
+
+
+@pytest.fixture
+def ext():
+    k = cpu.kernel()
+    if k is None:
+        pytest.skip(f"compiled CPU kernel unavailable: {cpu.unavailable_reason()}")
+    return k
+
+
+def np_case(n, h, w, ch, seed):
+    return [t.numpy() for t in _case(n, h, w, ch, seed)]
+
+
+CASES = [(200, 37, 23, 3, 0), (300, 64, 96, 1, 1), (150, 50, 70, 4, 2), (80, 45, 33, 2, 3),
+         (5, 1, 1, 3, 4), (10, 7, 1, 1, 6)]
+
+
+# ---- numpy API ------------------------------------------------------------------------------
+
+def test_forward_backward_shapes(ext):
+    m, q, c = np_case(50, 20, 30, 3, 0)
+    out = ext.forward(m, q, c, 20, 30)
+    assert isinstance(out, np.ndarray) and out.shape == (20, 30, 3) and out.dtype == np.float32
+    gm, gq, gc = ext.backward(m, q, c, np.ones((20, 30, 3), np.float32))
+    assert (gm.shape, gq.shape, gc.shape) == ((m.shape[0], 2), (m.shape[0], 3), (m.shape[0], 3))
+    assert gm.dtype == gq.dtype == gc.dtype == np.float32
+    # Colour gradient of sum(out) is the sum of each Gaussian's weights: out = weights @ c.
+    assert np.allclose((gc[:, :1] * c).sum(0), out.sum((0, 1)), rtol=1e-4)
+    # Non-contiguous inputs give the same result.
+    m2 = np.asfortranarray(m)
+    assert np.array_equal(ext.forward(m2, q, c, 20, 30), out)
+    # Empty sets and empty images.
+    z = ext.forward(np.zeros((0, 2), np.float32), np.zeros((0, 3), np.float32),
+                    np.zeros((0, 2), np.float32), 4, 5)
+    assert z.shape == (4, 5, 2) and not z.any()
+    assert ext.forward(m, q, c, 0, 7).shape == (0, 7, 3)
+    gm, gq, gc = ext.backward(m, q, c, np.ones((0, 3, 3), np.float32))
+    assert not gm.any() and not gq.any() and not gc.any()
+
+
+def test_input_errors(ext):
+    m, q, c = np_case(10, 8, 8, 3, 0)
+    bad = [
+        ((m.astype(np.float64), q, c, 8, 8), "float32"),
+        ((m, q.astype(np.float16), c, 8, 8), "float32"),
+        ((m.tolist(), q, c, 8, 8), "numpy array"),
+        ((m[:, :1].copy(), q, c, 8, 8), "bad shapes"),
+        ((m, q[:5], c, 8, 8), "bad shapes"),
+        ((m, q, np.zeros((10, 5), np.float32), 8, 8), "bad shapes"),
+        ((m, q, np.zeros((10, 0), np.float32), 8, 8), "bad shapes"),
+        ((m[None], q, c, 8, 8), "dimensions"),
+        ((m, q, c, -1, 8), "negative"),
+    ]
+    for args, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            ext.forward(*args)
+    with pytest.raises(ValueError, match="grad_out"):
+        ext.backward(m, q, c, np.zeros((8, 8, 2), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        ext.backward(m, q, c, np.zeros((8, 8, 3), np.float64))
+    with pytest.raises(ValueError):
+        ext.set_num_threads(0)
+    with pytest.raises(ValueError):
+        ext.forward(m, q, c, 8, 8, -1)
+    # render_numpy converts dtypes but checks shapes the same way.
+    assert cpu.render_numpy(m.astype(np.float64), q, c, 8, 8).dtype == np.float32
+    with pytest.raises(ValueError, match="bad shapes"):
+        cpu.render_numpy(m, q[:5], c, 8, 8)
+
+
+def test_q_cut_single_source(ext):
+    from gscodec.render import common
+    assert ext.Q_CUT == common.Q_CUT == Q_CUT
+    # setup.py reads the constant from common.py (the only place it is written).
+    text = (ROOT / "gscodec" / "render" / "common.py").read_text()
+    assert re.search(r"^Q_CUT\s*=\s*12\.0\s*$", text, re.M)
+    for src in ("raster_cpu.cpp", "raster_kernels.h"):
+        assert not re.search(r"Q_CUT\s*=\s*[-+.0-9]", (ROOT / "csrc" / src).read_text())
+
+
+# ---- thread count independence and the pool -------------------------------------------------
+
+def test_thread_count_independence(ext):
+    m, q, c = np_case(3000, 200, 150, 3, 7)
+    g = np.random.default_rng(0).standard_normal((200, 150, 3)).astype(np.float32)
+    outs = [ext.forward(m, q, c, 200, 150, nt).tobytes() for nt in (1, 2, 3)]
+    grads = [b"".join(x.tobytes() for x in ext.backward(m, q, c, g, nt)) for nt in (1, 2, 3)]
+    assert outs[0] == outs[1] == outs[2]
+    assert grads[0] == grads[1] == grads[2]
+    old = ext.get_num_threads()
+    try:
+        for nt in (3, 1, 2):  # resizing the pool
+            ext.set_num_threads(nt)
+            assert ext.get_num_threads() == nt
+            assert ext.forward(m, q, c, 200, 150).tobytes() == outs[0]
+    finally:
+        ext.set_num_threads(old)
+
+
+def test_concurrent_calls(ext):
+    """Calls from several Python threads (the GIL is released) share the pool safely."""
+    m, q, c = np_case(1000, 90, 70, 3, 8)
+    want = ext.forward(m, q, c, 90, 70, 1)
+    results, errors = [], []
+
+    def work(nt):
+        try:
+            for _ in range(5):
+                results.append(ext.forward(m, q, c, 90, 70, nt))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(nt,)) for nt in (2, 3, 2, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 20
+    assert all(np.array_equal(r, want) for r in results)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_pool_after_fork():
+    """A forked child (no worker threads of its own) starts a fresh pool, no deadlock."""
+    code = _STUB.format(path=str(ROOT / "gscodec")) + (
+        "import os, numpy as np, gscodec._raster as r; "
+        "m = np.random.rand(200, 2).astype(np.float32) * 40; "
+        "q = np.tile(np.array([[0.1, 0.0, 0.1]], np.float32), (200, 1)); "
+        "c = np.ones((200, 3), np.float32); a = r.forward(m, q, c, 40, 40, 2); pid = os.fork()\n"
+        "if pid == 0: os._exit(0 if np.array_equal(r.forward(m, q, c, 40, 40, 2), a) else 3)\n"
+        "print(os.waitpid(pid, 0)[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    if "No module named" in out.stderr:
+        pytest.skip("compiled CPU kernel unavailable")
+    assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr
+
+
+def test_default_thread_count_from_env():
+    code = _STUB.format(path=str(ROOT / "gscodec")) + \
+        "import gscodec._raster as r; print(r.get_num_threads())"
+    for env, want in (({"GSCODEC_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, "3"),
+                      ({"OMP_NUM_THREADS": "5,2"}, "5")):
+        e = {k: v for k, v in os.environ.items()
+             if k not in ("GSCODEC_NUM_THREADS", "OMP_NUM_THREADS")}
+        e.update(env)
+        e["PYTHONPATH"] = str(ROOT)
+        out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True,
+                             text=True, cwd=ROOT)
+        if out.returncode != 0 and "No module named" in out.stderr:
+            pytest.skip("compiled CPU kernel unavailable")
+        assert out.stdout.strip() == want, out.stderr
+
+
+def test_isa_paths_agree(ext):
+    """The AVX2 and baseline copies of the hot loops give bit-identical images."""
+    if ext.isa() != "avx2":
+        pytest.skip("no AVX2 here")
+    m, q, c = np_case(500, 60, 80, 3, 9)
+    try:
+        a = ext.forward(m, q, c, 60, 80)
+        ext._set_isa("baseline")
+        assert ext.isa() == "baseline"
+        b = ext.forward(m, q, c, 60, 80)
+        assert ext.fast_exp_max_rel_error(-87.0, 10.0, 100000) < 1e-6
+    finally:
+        ext._set_isa("auto")
+    assert np.array_equal(a, b)
+
+
+# ---- numpy fallback -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES)
+def test_fallback_matches_kernel(ext, case):
+    n, h, w, ch, seed = case
+    m, q, c = np_case(n, h, w, ch, seed)
+    k = ext.forward(m, q, c, h, w)
+    f = render_numpy_ref(m, q, c, h, w)
+    assert f.shape == k.shape and f.dtype == np.float32
+    assert np.array_equal(to_uint8_numpy(f), to_uint8_numpy(k))
+    assert np.abs(f - k).max() <= 1e-6 * max(1.0, np.abs(k).max())
+
+
+def test_fallback_cutoff_decisions(ext):
+    """Where a single Gaussian contributes (q <= Q_CUT) is the same in kernel, fallback and
+    the contract's float32 q, including pixels with q right at the cut-off."""
+    h, w = 24, 32
+    m, q, c = [t.numpy() for t in random_gaussians(150, h, w, 1, seed=21, smin=0.3, smax=6)]
+    m = np.concatenate([m, np.array([[5.5, 5.5], [10.5, 7.5]], np.float32)])
+    q = np.concatenate([q, np.array([[0.75, 0.0, 0.75], [3.0, 0.0, 3.0]], np.float32)])  # q = 12
+    ones = np.ones((1, 1), np.float32)
+    px, py = np.meshgrid(np.arange(w, dtype=np.float32) + np.float32(0.5),
+                         np.arange(h, dtype=np.float32) + np.float32(0.5))
+    at_cut = 0
+    for k in range(m.shape[0]):
+        a, b, cc = q[k]
+        dx, dy = px - m[k, 0], py - m[k, 1]
+        qq = (a * dx + (np.float32(2.0) * b) * dy) * dx + (cc * dy) * dy
+        want = qq <= np.float32(Q_CUT)
+        at_cut += int((qq == np.float32(Q_CUT)).sum())
+        got_k = ext.forward(m[k:k + 1], q[k:k + 1], ones, h, w)[..., 0] > 0
+        got_f = render_numpy_ref(m[k:k + 1], q[k:k + 1], ones, h, w)[..., 0] > 0
+        assert np.array_equal(got_k, want), k
+        assert np.array_equal(got_f, want), k
+    assert at_cut > 0
+
+
+def test_no_kernel_env_forces_fallback(ext, monkeypatch):
+    m, q, c = np_case(300, 40, 50, 3, 12)
+    k = cpu.render_numpy(m, q, c, 40, 50)
+    monkeypatch.setenv("GSCODEC_NO_KERNEL", "1")
+    monkeypatch.setattr(cpu, "_warned", False)
+    assert not cpu.kernel_available() and "GSCODEC_NO_KERNEL" in cpu.unavailable_reason()
+    with pytest.warns(RuntimeWarning, match="slow numpy fallback"):
+        f = cpu.render_numpy(m, q, c, 40, 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cpu.render_numpy(m, q, c, 40, 50)  # warns once only
+    assert np.array_equal(to_uint8_numpy(f), to_uint8_numpy(k))
+    import gscodec.render as R
+    assert "cpu" not in R.available_backends()
+
+
+# ---- no torch on the decoder path -----------------------------------------------------------
+
+_RENDER = ("import numpy as np; import gscodec.render as R; from gscodec.render import cpu; "
+           "img = R.render_numpy(np.array([[2., 2.]], np.float32), "
+           "np.array([[1., 0., 1.]], np.float32), np.ones((1, 3), np.float32), 4, 4); "
+           "R.to_uint8_numpy(img); print('torch' in sys.modules)")
+
+
+def _run(code, **env):
+    e = dict(os.environ, **env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env=e)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("no_kernel", ["0", "1"])
+def test_render_modules_do_not_import_torch(no_kernel):
+    code = _STUB.format(path=str(ROOT / "gscodec")) + _RENDER
+    assert _run(code, GSCODEC_NO_KERNEL=no_kernel) == "False"
+
+
+def test_import_gscodec_render_does_not_import_torch():
+    """The full check, through gscodec/__init__.py: enabled by itself once importing gscodec
+    no longer pulls in torch (issue 13, decoder without torch)."""
+    if _run("import sys, gscodec; print('torch' in sys.modules)") == "True":
+        pytest.skip("gscodec/__init__.py still imports torch")
+    assert _run("import sys; " + _RENDER) == "False"
