@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gscodec.model import conics_from_scale_rot  # noqa: E402
+from gscodec.bitstream.model import conics_from_scale_rot  # noqa: E402
 from gscodec.render import available_backends, render  # noqa: E402
 
 WIDTH, HEIGHT = 768, 512

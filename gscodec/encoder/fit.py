@@ -125,8 +125,11 @@ class Fitter:
     def __init__(self, image: np.ndarray, cfg: FitConfig, mask: np.ndarray | None = None):
         """image: HxWxC uint8. mask: HxW bool, True where the pixel is unknown (ignored)."""
         self.cfg = cfg
-        # Everything the fit touches lives on one device: "cuda" with the cuda backend.
-        self.device = torch.device("cuda" if cfg.backend == "cuda" else "cpu")
+        # Everything the fit touches lives on one device: the GPU with the cuda backend (on
+        # a machine without one, the cuda backend runs under Triton's interpreter on CPU
+        # tensors: that is how CI tests it).
+        self.device = torch.device("cuda" if cfg.backend == "cuda" and torch.cuda.is_available()
+                                   else "cpu")
         self.target = torch.from_numpy(image.astype(np.float32) / 255.0).to(self.device)
         self.h, self.w, self.c = self.target.shape
         self.known = None

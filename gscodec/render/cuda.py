@@ -99,7 +99,7 @@ def interpreter_active() -> bool:
 def unavailable_reason() -> str | None:
     if _import_triton() is None:
         return _import_error
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not interpreter_active():
         return "no CUDA device (torch.cuda.is_available() is False)"
     return None
 
