@@ -47,8 +47,8 @@ EFFORTS = ("fast", "default", "max")
 SCHEMA = "compressai-results+gscodec/1"
 
 
-BENCH_DESCRIPTION = ("Rate-distortion benchmark of gscodec against JPEG, WebP, JPEG 2000, AVIF and "
-                     "JPEG XL (needs the [bench] extras; --ray needs [cluster]). Writes one folder "
+BENCH_DESCRIPTION = ("Rate-distortion benchmark of gscodec against JPEG, WebP, JPEG 2000, AVIF and\n"
+                     "JPEG XL (needs the [bench] extras; --ray needs [cluster]). Writes one folder\n"
                      "per dataset in the layout of CompressAI's published results.")
 
 
@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="run the encodes as Ray tasks (pip install 'gscodec[cluster]'): without "
                         "ADDRESS on a local Ray (num_cpus=--jobs, else all CPUs), with one "
                         "(--ray=ADDRESS, e.g. ray://head:10001 or auto) on that cluster; gsi tasks "
-                        "ask for one GPU each where the cluster has GPUs. Same cache and numbers "
+                        "ask for one GPU each where the cluster has GPUs (and encode on cuda), "
+                        "the peers one CPU. Same cache and numbers "
                         "as --jobs; gscodec must be installed on the cluster's nodes")
     p.add_argument("--anchors", action="store_true",
                    help="draw published anchors (Kodak) dashed on the plot")
