@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gscodec.benchmark.runner import _bd_pair  # noqa: E402
+from gscodec.benchmark.runner import bd_pair  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             print(f"compare_runs: cannot read {name}.json: {e}", file=sys.stderr)
             return 1
-        bd = _bd_pair(t, a)
+        bd = bd_pair(t, a)
         out[name] = {m: r.as_dict() for m, r in bd.items()}
         print(name.ljust(12) + "".join(bd[m].format().rjust(16) for m in ("psnr", "ms-ssim")))
     if args.json:

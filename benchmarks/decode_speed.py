@@ -36,7 +36,7 @@ from PIL import Image  # noqa: E402
 
 from gscodec.benchmark.metrics import load_image  # noqa: E402
 from gscodec.benchmark.peers import make_codec  # noqa: E402
-from gscodec.benchmark.runner import _jsonable, default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.runner import jsonable, default_dataset, list_images, machine_info  # noqa: E402
 
 DENSITIES = (2.0, 6.0, 16.0)        # Gaussians per 1000 pixels: about 0.1, 0.3, 0.8 bpp
 PEERS = ("webp", "avif", "jpeg2000", "jpeg")
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
            "machine": machine_info(), "threads": os.environ.get("GSCODEC_NUM_THREADS"),
            "rows": rows, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(_jsonable(out), indent=1) + "\n")
+    args.out.write_text(json.dumps(jsonable(out), indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from gscodec.benchmark.metrics import bpp, decode_with_pillow, load_image, psnr  # noqa: E402
 from gscodec.benchmark.peers import closest_jpeg_quality, to_rgb_array  # noqa: E402
-from gscodec.benchmark.runner import _jsonable, default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.runner import jsonable, default_dataset, list_images, machine_info  # noqa: E402
 
 
 def _gaussian_count(data: bytes, asked):
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                "machine": machine_info()}}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump(_jsonable(out), f, indent=2)
+            json.dump(jsonable(out), f, indent=2)
         print(f"wrote {args.json}")
     return 0
 

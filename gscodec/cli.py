@@ -194,8 +194,9 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
         except ImportError:  # optional benchmark dependencies missing
             bench_runner = None
     p = sub.add_parser("bench", help="rate-distortion benchmark against JPEG, WebP, ...",
-                       description="Rate-distortion benchmark of gsi against image codecs "
-                                   "(needs the [bench] extras).")
+                       description=(bench_runner.BENCH_DESCRIPTION if bench_runner is not None
+                                    else "Rate-distortion benchmark of gsi against image codecs "
+                                         "(needs the [bench] extras)."))
     if bench_runner is not None:
         bench_runner.add_arguments(p)
     p.set_defaults(_bench=bench_runner)

@@ -1,4 +1,5 @@
-"""Tests of the rate-distortion benchmark (gscodec.benchmark); fast (< 60 s)."""
+"""Tests of the rate-distortion benchmark (gscodec.benchmark), --ray on a local Ray included;
+about a minute."""
 from __future__ import annotations
 
 import json
@@ -130,7 +131,7 @@ def test_tiny_run_peers_and_resume(tmp_path, capsys):
         assert res["bpp"] == sorted(res["bpp"]) and all(b > 0 for b in res["bpp"])
         assert len(doc["per_image"]) == 6
         assert doc["meta"]["machine"]["cpu_count"] and doc["meta"]["command"]
-    assert (out / "rd_psnr.png").exists() and (out / "summary.txt").exists()
+    assert (out / "rd.png").exists() and (out / "summary.txt").exists()
     assert len(_cache_lines(out)) == 12
 
     # Re-run: nothing new is computed.
@@ -197,7 +198,7 @@ def test_tiny_run_with_gsi(tmp_path, capsys):
     assert len(doc["results"]["bpp"]) == 2 and len(doc["per_image"]) == 4
     # N = round(density * W * H / 1000): 100 * 48 * 32 / 1000 = 154
     assert sorted({r["gaussians"] for r in doc["per_image"]}) == [154, 307]
-    assert all(r["bytes"] > 0 and r["psnr"] > 5 for r in doc["per_image"])
+    assert all(r["bytes"] > 0 and r["psnr-rgb"] > 5 for r in doc["per_image"])
     bd = json.loads((out / "bdrate.json").read_text())
     assert {p["anchor"] for p in bd["pairs"]} >= {"jpeg", "webp"}
     n = len(_cache_lines(out))
@@ -231,3 +232,147 @@ def test_gsi_cache_key_changes_with_the_encoder():
     settings = make_codec("gsi", None).settings()
     assert settings["encoder"] == encoder_fingerprint()
     assert len(settings["encoder"]) == 12 and int(settings["encoder"], 16) >= 0
+
+
+# ----------------------------------------------------------------------------- results layout
+
+def _gsi_args(data, out, *extra):
+    return [data, "--codecs", "gsi,jpeg", "--points", "100,200", "--iterations", "5",
+            "--quality", "jpeg=20,80", "--device", "cpu", "--out", out, "--no-progress", "--no-plot",
+            *extra]
+
+
+def _absolute_paths(v):
+    """Every string in a JSON document that is, or contains a token that is, an absolute path."""
+    if isinstance(v, dict):
+        return [x for k in v.values() for x in _absolute_paths(k)]
+    if isinstance(v, list):
+        return [x for k in v for x in _absolute_paths(k)]
+    if isinstance(v, str):
+        return [t for t in v.replace("=", " ").split() if t.startswith("/")]
+    return []
+
+
+def _numbers(doc):
+    """The per-image points without the (wall-clock) times."""
+    return [{k: v for k, v in r.items() if not k.endswith("_time")} for r in doc["per_image"]]
+
+
+def test_default_results_folder_is_per_dataset(tmp_path):
+    assert runner.default_out("kodak") == runner.RESULTS_DIR / "kodak"
+    assert runner.RESULTS_DIR.name == "results" and runner.RESULTS_DIR.parent.name == "benchmarks"
+    assert runner.dataset_name(tmp_path / "kodak") == "kodak"
+    args = _args(tmp_path, "--ray")
+    assert args.ray == "" and args.jobs is None
+    assert _args("--ray=ray://head:10001", tmp_path).ray == "ray://head:10001"
+
+
+@pytest.mark.skipif(not _gsi_api_ready(), reason="gscodec.encode/decode not there yet")
+def test_results_layout_schema_and_stamps(tmp_path, capsys):
+    from gscodec.benchmark.peers import encoder_fingerprint
+    data = _make_images(tmp_path / "kodak", w=32, h=24)
+    out = tmp_path / "results" / "kodak"
+    assert runner.run(_args(*_gsi_args(data, out))) == 0
+    # A later run of another codec into the same folder: the BD-rate table takes both.
+    assert runner.run(_args(data, "--codecs", "webp", "--quality", "webp=20,80", "--out", out,
+                            "--no-progress")) == 0
+    capsys.readouterr()
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["bdrate.json", "cache.jsonl", "gsi.json", "jpeg.json", "rd.png", "summary.txt",
+                     "webp.json"]
+    for codec in ("gsi", "jpeg", "webp"):
+        doc = json.loads((out / f"{codec}.json").read_text())
+        assert not _absolute_paths(doc), _absolute_paths(doc)
+        assert set(doc) == {"name", "description", "codec", "meta", "results", "per_image"}
+        assert doc["codec"] == codec
+        res, meta = doc["results"], doc["meta"]
+        assert {"psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time"} <= set(res)
+        assert all(len(v) == 2 for v in res.values())
+        assert meta["dataset"] == "kodak" and meta["images"] == ["img0.png", "img1.png"]
+        assert meta["git_commit"] is None or len(meta["git_commit"]) == 40
+        assert meta["encoder_fingerprint"] == encoder_fingerprint()
+        assert meta["command"].startswith("gsi bench ") and meta["type"] == "image"
+        assert len(doc["per_image"]) == 4
+        for pt in doc["per_image"]:
+            assert {"image", "bpp", "psnr-rgb", "ms-ssim-rgb", "bytes"} <= set(pt)
+    gsi = json.loads((out / "gsi.json").read_text())
+    assert gsi["meta"]["effort"] == "default" and gsi["meta"]["iterations"] == 5
+    assert gsi["meta"]["settings"]["encoder"] == encoder_fingerprint()
+    assert sorted({p["density"] for p in gsi["per_image"]}) == [100, 200]
+    assert json.loads((out / "jpeg.json").read_text())["meta"]["iterations"] is None
+    bd = json.loads((out / "bdrate.json").read_text())
+    assert bd["dataset"] == "kodak" and set(bd["codecs"]) == {"gsi", "jpeg", "webp"}
+    measured = {(p["test"], p["anchor"]) for p in bd["pairs"] if "(published)" not in p["anchor"]}
+    assert measured == {("gsi", "jpeg"), ("gsi", "webp")}
+    if runner.default_anchors_dir() is not None:  # a folder named kodak: published anchors too
+        assert ("gsi", "gaussianimage (published)") in {(p["test"], p["anchor"]) for p in bd["pairs"]}
+    for p in bd["pairs"]:
+        assert set(p["psnr"]) >= {"bd_rate_percent", "meaningful", "reason"} and "ms-ssim" in p
+
+
+# ----------------------------------------------------------------------------- Ray
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray with 2 CPUs for the module (the runner reuses an initialised Ray)."""
+    pytest.importorskip("ray")
+    ray, started = runner.ray_init(None, 2)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.skipif(not _gsi_api_ready(), reason="gscodec.encode/decode not there yet")
+def test_ray_gives_the_jobs_numbers_and_resumes(tmp_path, capsys, local_ray):
+    assert local_ray.cluster_resources().get("CPU") == 2
+    data = _make_images(tmp_path / "imgs", w=32, h=24)
+    by_jobs, by_ray = tmp_path / "jobs", tmp_path / "ray"
+    assert runner.run(_args(*_gsi_args(data, by_jobs, "--jobs", "2"))) == 0
+    capsys.readouterr()
+    # `--ray DATASET`: the folder given right after --ray is the dataset, not an address.
+    argv = ["--ray", data] + _gsi_args(data, by_ray)[1:]
+    assert runner.run(_args(*argv)) == 0
+    text = capsys.readouterr().out
+    assert "8 to compute; ray (local: 2 CPUs, 0 GPUs)" in text
+    for codec in ("gsi", "jpeg"):
+        a = json.loads((by_jobs / f"{codec}.json").read_text())
+        b = json.loads((by_ray / f"{codec}.json").read_text())
+        assert _numbers(a) == _numbers(b) and len(_numbers(b)) == 4
+        assert a["results"]["psnr-rgb"] == b["results"]["psnr-rgb"]
+        assert a["results"]["bpp"] == b["results"]["bpp"]
+        assert b["meta"]["executor"] == "ray"
+    assert len(_cache_lines(by_ray)) == 8
+    # Resume: a second run computes nothing, with Ray or with --jobs, from the same cache.
+    assert runner.run(_args(*argv)) == 0
+    assert "0 to compute" in capsys.readouterr().out
+    assert runner.run(_args(*_gsi_args(data, by_ray, "--jobs", "2"))) == 0
+    assert "0 to compute" in capsys.readouterr().out
+    assert len(_cache_lines(by_ray)) == 8
+    # A cache filled by --jobs is resumed by --ray, and only new points are computed.
+    assert runner.run(_args(*_gsi_args(data, by_jobs, "--ray", "--quality", "jpeg=20,50,80"))) == 0
+    assert "2 to compute" in capsys.readouterr().out
+    assert len(_cache_lines(by_jobs)) == 10
+
+
+def test_ray_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    data = _make_images(tmp_path / "imgs", n=1)
+    assert runner.run(_args(data, "--codecs", "jpeg", "--out", tmp_path / "o", "--ray")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'gscodec[cluster]'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_help_lists_every_option():
+    import io
+    from contextlib import redirect_stdout
+    buf = io.StringIO()
+    with redirect_stdout(buf), pytest.raises(SystemExit):
+        runner.build_parser().parse_args(["--help"])
+    text = buf.getvalue()
+    for opt in ("--points", "--effort", "--iterations", "--codecs", "--quality", "--images",
+                "--device", "--seed", "--name", "--out", "--jobs", "--ray", "--anchors",
+                "--anchors-dir", "--no-plot", "--no-progress", "rd.png", "bdrate.json",
+                "benchmarks/results/<dataset>"):
+        assert opt in text, opt

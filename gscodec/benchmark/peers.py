@@ -174,11 +174,12 @@ class GSI(Codec):
                    "(Gaussians per 1000 pixels), N = round(density*W*H/1000); real .gsi bytes")
     default_points = DEFAULT_DENSITIES
 
-    def __init__(self, points=None, iterations=None, device="auto", seed=0):
+    def __init__(self, points=None, iterations=None, device="auto", seed=0, effort="default"):
         super().__init__(points)
         self.iterations = iterations
         self.device = device
         self.seed = seed
+        self.effort = effort
 
     def unavailable(self):
         try:
@@ -195,8 +196,8 @@ class GSI(Codec):
     def settings(self):
         # The encoder's fingerprint is part of the cache key, so that a resumed run never
         # mixes points from an older encoder with new ones.
-        return {"iterations": self.iterations, "seed": self.seed, "profile": self.profile,
-                "encoder": encoder_fingerprint()}
+        return {"iterations": self.iterations, "effort": self.effort, "seed": self.seed,
+                "profile": self.profile, "encoder": encoder_fingerprint()}
 
     @staticmethod
     def gaussians_for(density, height, width) -> int:
@@ -206,9 +207,10 @@ class GSI(Codec):
         import gscodec
         h, w = rgb.shape[:2]
         n = self.gaussians_for(point, h, w)
-        data = gscodec.encode(rgb, gaussians=n, iterations=self.iterations, device=self.device,
-                              seed=self.seed, progress=False, profile=self.profile)
-        extra = {"gaussians": n}
+        data = gscodec.encode(rgb, gaussians=n, iterations=self.iterations, effort=self.effort,
+                              device=self.device, seed=self.seed, progress=False,
+                              profile=self.profile)
+        extra = {"gaussians": n, "device": self.device}
         try:  # the count actually written (the encoder may prune)
             extra["gaussians_in_file"] = int(gscodec.info(bytes(data))["count"])
         except Exception:

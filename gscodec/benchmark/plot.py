@@ -32,16 +32,8 @@ def _series(res: dict, key: str):
     return list(xs), list(ys)
 
 
-def plot_rd(out_png, measured, anchors=(), *, metric="psnr", title=None, max_bpp=None):
-    """Draw one RD plot.  ``measured``: results (paths or dicts) drawn solid with markers;
-    ``anchors``: published results drawn dashed, labelled "(published)".
-    Returns the PNG path, or None when there was nothing to draw."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    key, ylabel = METRIC_KEYS[metric]
-    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
+def _draw(ax, measured, anchors, key, ylabel, max_bpp):
+    """Draw the curves of one metric on ``ax``; returns (curves drawn, largest measured bpp)."""
     drawn = 0
     xmax = 0.0
     for src in measured:
@@ -67,16 +59,52 @@ def plot_rd(out_png, measured, anchors=(), *, metric="psnr", title=None, max_bpp
         ax.plot(s[0], s[1], ls="--", lw=1.1, marker=".", ms=3, alpha=0.8,
                 label=f"{res.get('name', '?')} (published)")
         drawn += 1
-    if not drawn:
+    if drawn:
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(ylabel)
+        if xmax > 0:
+            ax.set_xlim(0, xmax * 1.05 if max_bpp is None else max_bpp * 1.05)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return drawn, xmax
+
+
+def plot_rd(out_png, measured, anchors=(), *, metric="psnr", title=None, max_bpp=None):
+    """Draw one RD plot.  ``measured``: results (paths or dicts) drawn solid with markers;
+    ``anchors``: published results drawn dashed, labelled "(published)".
+    Returns the PNG path, or None when there was nothing to draw."""
+    return plot_rd_panels(out_png, measured, anchors, metrics=(metric,), title=title,
+                          max_bpp=max_bpp)
+
+
+def plot_rd_panels(out_png, measured, anchors=(), *, metrics=("psnr", "ms-ssim"), title=None,
+                   max_bpp=None):
+    """One PNG with a panel per metric (side by side), e.g. PSNR and MS-SSIM against bpp.
+    A panel with no data says so.  Returns the PNG path, or None when nothing was drawn."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured, anchors = list(measured), list(anchors)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7.5 * len(metrics), 5.5), dpi=110,
+                             squeeze=False)
+    total = 0
+    for ax, metric in zip(axes[0], metrics):
+        key, ylabel = METRIC_KEYS[metric]
+        drawn, _ = _draw(ax, measured, anchors, key, ylabel, max_bpp)
+        total += drawn
+        if drawn:
+            ax.set_title(ylabel.split(" [")[0] if len(metrics) > 1 or title
+                         else f"Rate-distortion, {ylabel.split(' [')[0]}")
+        else:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"no {ylabel.split(' [')[0]} data", ha="center", va="center",
+                    transform=ax.transAxes)
+    if not total:
         plt.close(fig)
         return None
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel(ylabel)
-    if xmax > 0:
-        ax.set_xlim(0, xmax * 1.05 if max_bpp is None else max_bpp * 1.05)
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title or f"Rate-distortion, {ylabel.split(' [')[0]}")
-    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
