@@ -81,7 +81,7 @@ def test_json_schema_round_trip(tmp_path):
            "results": {"bpp": RATES, "psnr-rgb": PSNRS, "ms-ssim-rgb": MSSSIM,
                        "encoding_time": [0.1] * 5, "decoding_time": [0.01] * 5}}
     p = tmp_path / "test.json"
-    p.write_text(json.dumps(runner._jsonable(doc)))
+    p.write_text(json.dumps(runner.jsonable(doc)))
     back = json.loads(p.read_text())
     assert set(back) >= {"name", "description", "results"}
     n = len(back["results"]["bpp"])
