@@ -68,6 +68,7 @@ __all__ = [
     "Binning",
     "available",
     "bin_gaussians",
+    "fast_exp",
     "interpreter_active",
     "render_cuda",
     "unavailable_reason",
@@ -77,6 +78,7 @@ _import_error: str | None = None
 _triton = None
 _kernel_cache: dict[bool, dict] = {}
 tl = None  # triton.language, bound on first use (the kernels refer to it as a global)
+_fast_exp_tl = None  # the jitted _fast_exp of the current mode (see _kernels)
 
 
 def _import_triton():
@@ -112,7 +114,8 @@ def available() -> bool:
 # Kernels. Plain functions here, decorated with triton.jit lazily on first use (see _kernels):
 # whether Triton interprets a kernel is decided when it is decorated, so deferring the
 # decoration lets TRITON_INTERPRET be set any time before the first render, even after
-# triton was imported. (No @triton.jit helpers are called, so no global needs rebinding.)
+# triton was imported. The one @triton.jit helper, _fast_exp, is called through the global
+# _fast_exp_tl, which _kernels binds to the helper decorated for the mode being launched.
 # ---------------------------------------------------------------------------------------------
 
 def _fwd_kernel(means, conics, colors, out, pair_gid, tile_start, big_ids, n_big, rect,
@@ -172,6 +175,86 @@ def _fwd_kernel(means, conics, colors, out, pair_gid, tile_start, big_ids, n_big
             if C > 3:
                 col = tl.load(colors + C * gid + 3, mask=hit, other=0.0)
                 acc3 += tl.sum(w * col[:, None], axis=0)
+    o = ((ly + row0).to(tl.int64) * W + lx) * C
+    tl.store(out + o, acc0, mask=pmask)
+    if C > 1:
+        tl.store(out + o + 1, acc1, mask=pmask)
+    if C > 2:
+        tl.store(out + o + 2, acc2, mask=pmask)
+    if C > 3:
+        tl.store(out + o + 3, acc3, mask=pmask)
+
+
+def _fast_exp(x):
+    """csrc/raster_kernels.h's fast_exp, op by op in float32 (launched without FMA). The
+    literals are the float32 values of the C++ constants written as exact decimals
+    (1.44269504088896341f, ln2 high/low parts, 1/5040 ... 1/6 rounded to float32)."""
+    x = tl.where(x < -87.0, -87.0, x)
+    x = tl.where(x > 87.0, 87.0, x)
+    t = x * 1.4426950216293335
+    n = (t + 12582912.0) - 12582912.0                   # round to nearest integer
+    r = x - n * 0.693145751953125
+    r = r - n * 1.428606765330187e-06
+    p = 0.00019841270113829523 * r + 0.0013888889225199819
+    p = p * r + 0.008333333767950535
+    p = p * r + 0.0416666679084301
+    p = p * r + 0.1666666716337204
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    s = ((n.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)     # 2^n
+    return p * s
+
+
+def _fast_exp_kernel(x, y, n, BLOCK: tl.constexpr):
+    """y = fast_exp(x) elementwise (tests compare it with the C++ function bit for bit)."""
+    o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = o < n
+    v = tl.load(x + o, mask=m, other=0.0)
+    v = tl.where(v == v, v, 0.0)                        # NaN -> 0 (the int cast below)
+    tl.store(y + o, _fast_exp_tl(v), mask=m)
+
+
+def _fwd_exact_kernel(means, conics, colors, out, pair_gid, tile_start, W, row0, strip_h,
+                      tiles_x, C: tl.constexpr, TILE_: tl.constexpr):
+    """Exact forward: bit-identical to the CPU kernel. The tile's pairs (every drawn Gaussian,
+    in increasing Gaussian index) are visited one at a time and each pixel accumulates
+    acc += w * colour sequentially from 0.0, w = fast_exp(-q/2) if q <= Q_CUT else 0."""
+    t = tl.program_id(0)
+    ty = t // tiles_x
+    tx = t - ty * tiles_x
+    p = tl.arange(0, TILE_ * TILE_)
+    lx = tx * TILE_ + p % TILE_
+    ly = ty * TILE_ + p // TILE_
+    pmask = (lx < W) & (ly < strip_h)
+    pxf = lx.to(tl.float32) + 0.5
+    pyf = (ly + row0).to(tl.float32) + 0.5
+    acc0 = tl.zeros([TILE_ * TILE_], dtype=tl.float32)
+    acc1 = tl.zeros([TILE_ * TILE_], dtype=tl.float32)
+    acc2 = tl.zeros([TILE_ * TILE_], dtype=tl.float32)
+    acc3 = tl.zeros([TILE_ * TILE_], dtype=tl.float32)
+    start = tl.load(tile_start + t)
+    end = tl.load(tile_start + t + 1)
+    for k in range(start, end):
+        gid = tl.load(pair_gid + k).to(tl.int64)
+        mx = tl.load(means + 2 * gid)
+        my = tl.load(means + 2 * gid + 1)
+        a = tl.load(conics + 3 * gid)
+        b = tl.load(conics + 3 * gid + 1)
+        c = tl.load(conics + 3 * gid + 2)
+        dx = pxf - mx
+        dy = pyf - my
+        q = (a * dx + (2.0 * b) * dy) * dx + (c * dy) * dy
+        keep = q <= 12.0
+        x = tl.where(keep, -0.5 * q, 0.0)              # NaN q -> 0 (its weight is 0 anyway)
+        w = tl.where(keep, _fast_exp_tl(x), 0.0)
+        acc0 += w * tl.load(colors + C * gid)
+        if C > 1:
+            acc1 += w * tl.load(colors + C * gid + 1)
+        if C > 2:
+            acc2 += w * tl.load(colors + C * gid + 2)
+        if C > 3:
+            acc3 += w * tl.load(colors + C * gid + 3)
     o = ((ly + row0).to(tl.int64) * W + lx) * C
     tl.store(out + o, acc0, mask=pmask)
     if C > 1:
@@ -365,13 +448,17 @@ def _kernels(interpret: bool) -> dict:
         os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
         try:
             ks = {f.__name__: triton.jit(f)
-                  for f in (_fwd_kernel, _bwd_tile_kernel, _bwd_gauss_kernel)}
+                  for f in (_fast_exp, _fwd_kernel, _fwd_exact_kernel, _fast_exp_kernel,
+                            _bwd_tile_kernel, _bwd_gauss_kernel)}
         finally:
             if old is None:
                 del os.environ["TRITON_INTERPRET"]
             else:
                 os.environ["TRITON_INTERPRET"] = old
         _kernel_cache[interpret] = ks
+    global _fast_exp_tl
+    if _fast_exp_tl is not ks["_fast_exp"]:
+        _fast_exp_tl = ks["_fast_exp"]
     return ks
 
 
@@ -405,9 +492,13 @@ def default_capacity(n: int, tiles: int) -> int:
 
 def bin_gaussians(means: torch.Tensor, conics: torch.Tensor, row0: int, strip_h: int,
                   width: int, *, pair_capacity: int | None = None,
-                  max_tiles: int = MAX_TILES_PER_GAUSSIAN) -> Binning:
+                  max_tiles: int = MAX_TILES_PER_GAUSSIAN, exact: bool = False) -> Binning:
     """Bin N Gaussians into the 16x16 tiles of rows [row0, row0 + strip_h) of a `width`-wide
-    image. Sync-free; every output shape depends only on N, strip_h, width and capacity."""
+    image. Sync-free; every output shape depends only on N, strip_h, width and capacity.
+    exact=True (the exact forward): every drawn Gaussian goes into the pair list, whatever
+    the number of its tiles, and the buffer holds exactly the pairs needed (one host sync,
+    .item(); pair_capacity and max_tiles are ignored), so n_big is 0 and each tile's pairs
+    are in increasing Gaussian index."""
     dev = means.device
     n = means.shape[0]
     tiles_x = -(-width // TILE)
@@ -446,6 +537,9 @@ def bin_gaussians(means: torch.Tensor, conics: torch.Tensor, row0: int, strip_h:
     nx = (tx1 - tx0 + 1).to(torch.int64)
     ny = (ty1 - ty0 + 1).to(torch.int64)
     count = torch.where(on, nx * ny, torch.zeros_like(nx))
+    if exact:
+        P = max(1, int(count.sum().item()))                    # the one host sync
+        max_tiles = T
 
     # Pairs: counts -> cumsum offsets -> fill (slot -> owner by searchsorted) -> sort by tile.
     eligible = on & (count <= max_tiles)
@@ -514,6 +608,13 @@ def _forward(m, q, c, height, width, opts, keep_bins):
     out = torch.empty(height, width, C, dtype=torch.float32, device=m.device)
     bins = []
     for row0, sh in _strips(height, opts["strip_rows"]):
+        if opts.get("exact"):
+            bn = bin_gaussians(m, q, row0, sh, width, exact=True)
+            T = bn.tiles_x * bn.tiles_y
+            ks["_fwd_exact_kernel"][(T,)](m, q, c, out, bn.pair_gid, bn.tile_start, width, row0,
+                                          sh, bn.tiles_x, C=C, TILE_=TILE, **_LAUNCH)
+            bins.append((row0, sh, None))     # backward bins again, the normal way
+            continue
         bn = bin_gaussians(m, q, row0, sh, width, pair_capacity=opts["pair_capacity"],
                            max_tiles=opts["max_tiles"])
         T = bn.tiles_x * bn.tiles_y
@@ -565,7 +666,8 @@ class _RenderTriton(torch.autograd.Function):
             out, bins = torch.zeros(height, width, C, dtype=torch.float32, device=m.device), []
         else:
             # Keep the binning for backward unless there are many strips (memory).
-            keep = not deterministic and n_strips <= 4 and any(ctx.needs_input_grad[:3])
+            keep = not deterministic and not opts.get("exact") and n_strips <= 4 \
+                and any(ctx.needs_input_grad[:3])
             out, bins = _forward(m, q, c, height, width, opts, keep)
         ctx.save_for_backward(m, q, c)
         ctx.bins = bins
@@ -588,15 +690,38 @@ class _RenderTriton(torch.autograd.Function):
                 gc.to(dts[2]) if ctx.needs_input_grad[2] else None, None, None, None, None)
 
 
+def fast_exp(x: torch.Tensor) -> torch.Tensor:
+    """The exact mode's exp (float32 tensor on the backend's device -> same shape): the CPU
+    kernel's fast_exp bit for bit (NaN maps to fast_exp(0) = 1 here). For tests."""
+    interp = _check_device(x)
+    ks = _kernels(interp)
+    xf = x.detach().to(torch.float32).contiguous().reshape(-1)
+    y = torch.empty_like(xf)
+    n = xf.numel()
+    if n:
+        block = 1024
+        ks["_fast_exp_kernel"][(-(-n // block),)](xf, y, n, BLOCK=block, **_LAUNCH)
+    return y.reshape(x.shape)
+
+
 def render_cuda(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
                 height: int, width: int, *, deterministic: bool = False,
                 strip_rows: int = STRIP_ROWS, pair_capacity: int | None = None,
-                max_tiles: int = MAX_TILES_PER_GAUSSIAN) -> torch.Tensor:
+                max_tiles: int = MAX_TILES_PER_GAUSSIAN, exact: bool = False) -> torch.Tensor:
     """Render [height, width, C] float32 by the contract of `gscodec.render` with Triton.
     Differentiable w.r.t. means, conics, colors. deterministic=True: bit-identical backward
     across runs (per-Gaussian reduction, no atomics). strip_rows, pair_capacity and max_tiles
     tune memory and speed only (see the module docstring); the result never depends on them
-    beyond float summation order."""
+    beyond float summation order.
+
+    exact=True: the forward is bit-identical to the CPU kernel (gscodec.render.cpu), hence
+    so are the decoder's 8-bit pixels: the CPU kernel's polynomial exp (fast_exp) instead of
+    tl.exp, and per pixel a sequential sum in increasing Gaussian index from 0.0 (no tree
+    reductions, no big list: every drawn Gaussian goes into the pair list, sized exactly
+    with one host sync per strip, so not CUDA-graph capturable). pair_capacity and
+    max_tiles are then ignored by the forward. Meant for decoding (forward only); if a
+    gradient is asked for, backward is the normal closed form (re-binned, tl.exp), i.e. the
+    gradient of the normal mode's image, which equals this one up to float rounding."""
     if means.dim() != 2 or means.shape[1] != 2 or conics.shape != (means.shape[0], 3) \
             or colors.dim() != 2 or colors.shape[0] != means.shape[0] \
             or not 1 <= colors.shape[1] <= 4:
@@ -609,5 +734,5 @@ def render_cuda(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
         raise ValueError(f"bad image size {height}x{width}")
     _check_device(means)
     opts = {"strip_rows": int(strip_rows), "pair_capacity": pair_capacity,
-            "max_tiles": int(max_tiles)}
+            "max_tiles": int(max_tiles), "exact": bool(exact)}
     return _RenderTriton.apply(means, conics, colors, height, width, bool(deterministic), opts)
