@@ -293,6 +293,177 @@ def test_api_and_errors(monkeypatch):
         tb.render_cuda(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 5), 4, 4)
 
 
+# ---- exact mode: bit-identical to the CPU kernel ---------------------------------------------
+
+def _cpu(means, conics, colors, h, w):
+    from gscodec.render.cpu import render_numpy
+    return torch.from_numpy(render_numpy(means.numpy(), conics.numpy(), colors.numpy(), h, w))
+
+
+def _assert_bits_equal(out, ref):
+    assert out.shape == ref.shape and out.dtype == ref.dtype == torch.float32
+    diff = (out.view(torch.int32) != ref.view(torch.int32))
+    assert not diff.any(), (f"{int(diff.sum())} of {diff.numel()} values differ, max abs "
+                            f"{float((out - ref).abs().nan_to_num(0).max())}")
+
+
+_FAST_EXP_CPP = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+struct Gauss { float mx, my, a, b, c; double det; int i0, i1; bool valid; };
+constexpr float Q_CUT = 12.0f;
+#define GSI_NS gsi_test
+#include "raster_kernels.h"
+int main() {
+    unsigned u;
+    while (std::scanf("%x", &u) == 1) {
+        float x, y;
+        std::memcpy(&x, &u, 4);
+        y = gsi_test::fast_exp(x);
+        std::memcpy(&u, &y, 4);
+        std::printf("%08x\n", u);
+    }
+}
+"""
+
+
+def test_exact_fast_exp_matches_the_cpp_function(tmp_path):
+    """The Triton fast_exp against csrc/raster_kernels.h's, compiled here as the extension
+    is (-ffp-contract=off), bit for bit over [-100, 100] and beyond."""
+    import shutil
+
+    import numpy as np
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to build the reference fast_exp")
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "fexp.cpp"
+    src.write_text(_FAST_EXP_CPP)
+    exe = tmp_path / "fexp"
+    subprocess.run([cxx, "-O2", "-ffp-contract=off", "-std=c++17", "-I", str(root / "csrc"),
+                    str(src), "-o", str(exe)], check=True, capture_output=True)
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([
+        np.linspace(-100.0, 100.0, 40001, dtype=np.float32),
+        rng.uniform(-6.0, 0.0, 20000).astype(np.float32),          # the range w uses
+        (rng.standard_normal(10000) * 40).astype(np.float32),
+        np.array([-87.0, 87.0, np.nextafter(np.float32(-87), np.float32(-88)),
+                  np.nextafter(np.float32(87), np.float32(88)), 0.0, -0.0, 1e-30, -1e-30,
+                  0.5, -0.5, np.inf, -np.inf, 1e30, -1e30], dtype=np.float32)])
+    r = subprocess.run([str(exe)], input="\n".join(f"{u:08x}" for u in xs.view(np.uint32)),
+                       capture_output=True, text=True, check=True)
+    ref = np.array([int(h, 16) for h in r.stdout.split()], dtype=np.uint32)
+    ours = tb.fast_exp(torch.from_numpy(xs).to(DEV)).cpu().numpy().view(np.uint32)
+    bad = np.nonzero(ours != ref)[0]
+    assert bad.size == 0, [(float(xs[i]), hex(ours[i]), hex(ref[i])) for i in bad[:5]]
+
+
+@pytest.mark.parametrize("h,w,C", SIZES)
+def test_exact_forward_is_bit_identical_to_cpu(h, w, C):
+    means, conics, colors = mixed_gaussians(12, h, w, C, seed=h * 100 + w + 1)
+    ref = _cpu(means, conics, colors, h, w)
+    _assert_bits_equal(_ours(means, conics, colors, h, w, exact=True), ref)
+    if (h, w) == (37, 23):   # several strips (the kernel uses absolute rows): same bits
+        _assert_bits_equal(_ours(means, conics, colors, h, w, exact=True, strip_rows=16), ref)
+
+
+def test_exact_near_the_cut_and_signed_colours():
+    means, conics = _near_cut_gaussians(8, seed=3)
+    colors = torch.randn(means.shape[0], 3, generator=torch.Generator().manual_seed(1))
+    _assert_bits_equal(_ours(means, conics, colors, 20, 20, exact=True),
+                       _cpu(means, conics, colors, 20, 20))
+
+
+def test_exact_tile_with_more_gaussians_than_one_batch():
+    n, h, w, C = 300, 16, 20, 1
+    g = torch.Generator().manual_seed(9)
+    means = torch.rand(n, 2, generator=g) * 12.0 + 2.0
+    sig = torch.rand(n, 2, generator=g, dtype=torch.float64) * 1.5 + 0.4
+    conics = conics_from_scale_rot(sig.sort(dim=1, descending=True).values,
+                                   torch.rand(n, generator=g, dtype=torch.float64) * 3).float()
+    colors = torch.rand(n, C, generator=g) * 0.1
+    bn = tb.bin_gaussians(means.to(DEV), conics.to(DEV), 0, h, w, exact=True)
+    assert int((bn.tile_start[1] - bn.tile_start[0]).item()) > 256
+    _assert_bits_equal(_ours(means, conics, colors, h, w, exact=True),
+                       _cpu(means, conics, colors, h, w))
+
+
+def test_exact_binning_every_gaussian_in_pairs_in_index_order():
+    """Exact binning: no big list even for a Gaussian covering every tile, and every tile's
+    pairs in increasing Gaussian index (the CPU kernel's summation order)."""
+    h, w = 64, 48
+    means, conics, colors = mixed_gaussians(16, h, w, 2, seed=11)
+    means = torch.cat([means, torch.tensor([[20.0, 30.0]])])
+    conics = torch.cat([conics, _gauss(400.0, 300.0, 0.2)[None]])
+    colors = torch.cat([colors, torch.tensor([[0.7, 0.2]])])
+    n = means.shape[0]
+    bn = tb.bin_gaussians(means.to(DEV), conics.to(DEV), 0, h, w, exact=True,
+                          pair_capacity=3, max_tiles=1)      # both ignored
+    assert int(bn.n_big.item()) == 0 and not bool(bn.overflow)
+    T = bn.tiles_x * bn.tiles_y
+    assert bn.pair_gid.numel() == max(1, int(bn.count.sum()))
+    sets = _tile_sets(bn, n)
+    assert sets[n - 1] == set(range(T))
+    gid, ts = bn.pair_gid.cpu().tolist(), bn.tile_start.cpu().tolist()
+    for t in range(T):
+        run = gid[ts[t]:ts[t + 1]]
+        assert run == sorted(set(run))
+    _assert_bits_equal(_ours(means, conics, colors, h, w, exact=True),
+                       _cpu(means, conics, colors, h, w))
+
+
+def test_exact_gradients_route_to_the_normal_backward():
+    h, w, C = 16, 12, 2
+    means, conics, colors = mixed_gaussians(5, h, w, C, seed=4)
+    grad = torch.randn(h, w, C, generator=torch.Generator().manual_seed(6))
+    out, g_ex = _grads(tb.render_cuda, means, conics, colors, h, w, grad, DEV, exact=True)
+    _assert_bits_equal(out, _cpu(means, conics, colors, h, w))
+    _, g_ref = _grads(render_reference, means, conics, colors, h, w, grad, "cpu")
+    _assert_grads_close(g_ex, g_ref)
+
+
+def _vector_windows(path):
+    """(x0, y0, width, height) windows to decode: the whole image, or for the 16384x16384
+    vector (too slow under the interpreter) 40x24 windows around its Gaussians."""
+    import gscodec
+    qg = gscodec.read(path)
+    if qg.width * qg.height <= 256 * 256 or ON_GPU:
+        return qg, [(0, 0, qg.width, qg.height)]
+    means = qg.render_inputs()[0]
+    wins = []
+    for mx, my in means.tolist():
+        x0 = int(min(max(mx - 20, 0), qg.width - 40))
+        y0 = int(min(max(my - 12, 0), qg.height - 24))
+        wins.append((x0, y0, 40, 24))
+    return qg, sorted(set(wins))
+
+
+VECTORS = sorted((Path(__file__).resolve().parent / "vectors").glob("*.gsi"))
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=[p.stem for p in VECTORS])
+def test_exact_decode_of_the_vectors_equals_the_cpu_decode(path):
+    import numpy as np
+
+    import gscodec
+    from gscodec.render import to_uint8
+    qg, wins = _vector_windows(path)
+    m, q, c = (torch.from_numpy(a) for a in qg.render_inputs())
+    for x0, y0, cw, ch in wins:
+        ref = gscodec.decode(path, device="cpu", crop=(x0, y0, cw, ch))
+        # The decoder's float32 arithmetic: means - (x0, y0) (one strip here).
+        mm = m - torch.tensor([float(x0), float(y0)])
+        img = tb.render_cuda(mm.to(DEV), q.to(DEV), c.to(DEV), ch, cw, exact=True).cpu()
+        _assert_bits_equal(img, _cpu(mm, q, c, ch, cw))
+        out = to_uint8(img).numpy()
+        out = out[:, :, 0] if qg.channels == 1 else out
+        assert out.shape == ref.shape
+        assert np.array_equal(out, ref), (path.name, (x0, y0, cw, ch),
+                                          int((out != ref).sum()))
+
+
 if _FALLBACK:
     # triton was imported before this module could select its interpreter: run the tests
     # above in a fresh interpreter process instead of in this one.

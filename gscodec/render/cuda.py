@@ -37,6 +37,15 @@ Pipeline of one render call (per horizontal strip of `strip_rows` rows, default 
      order and owns its gradient (no atomics, no partial buffers); strips are accumulated
      sequentially. Bit-identical across runs.
 
+Exact mode (render_cuda(..., exact=True), forward only, for decoding): bit-identical float32
+output to the CPU kernel (csrc/raster_kernels.h), hence identical 8-bit pixels. Binning puts
+every drawn Gaussian into the pair list (no big list, no capacity: the exact pair count is
+read with one .item() per strip), so each tile's pairs are in increasing Gaussian index; the
+kernel (_fwd_exact_kernel) visits them one at a time (scalar loads, [256]-pixel vectors) and
+accumulates acc += w * colour per pixel from 0.0, w = fast_exp(-q/2) if q <= Q_CUT else 0,
+with fast_exp the CPU kernel's polynomial op by op (_fast_exp). Everything below about host
+synchronisation applies to the normal mode only.
+
 No host synchronisation: no .item()/.cpu(), no data-dependent shapes or Python branches on
 tensor values; loop bounds that depend on data (pair ranges, big-list length) are read from
 device memory inside the kernels. Hence the whole call can be captured in a CUDA graph as
@@ -211,7 +220,7 @@ def _fast_exp_kernel(x, y, n, BLOCK: tl.constexpr):
     o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = o < n
     v = tl.load(x + o, mask=m, other=0.0)
-    v = tl.where(v == v, v, 0.0)                        # NaN -> 0 (the int cast below)
+    v = tl.where(v == v, v, 0.0)  # noqa: PLR0124  NaN -> 0 (for the int cast inside)
     tl.store(y + o, _fast_exp_tl(v), mask=m)
 
 
