@@ -426,7 +426,8 @@ def test_exact_gradients_route_to_the_normal_backward():
 
 def _vector_windows(path):
     """(x0, y0, width, height) windows to decode: the whole image, or for the 16384x16384
-    vector (too slow under the interpreter) 40x24 windows around its Gaussians."""
+    vector (too slow under the interpreter) 40x24 windows around its Gaussians and a 40x520
+    one at the top right."""
     import gscodec
     qg = gscodec.read(path)
     if qg.width * qg.height <= 256 * 256 or ON_GPU:
@@ -437,6 +438,7 @@ def _vector_windows(path):
         x0 = int(min(max(mx - 20, 0), qg.width - 40))
         y0 = int(min(max(my - 12, 0), qg.height - 24))
         wins.append((x0, y0, 40, 24))
+    wins.append((qg.width - 40, 0, 40, 520))     # two of the decoder's strips
     return qg, sorted(set(wins))
 
 
@@ -445,19 +447,25 @@ VECTORS = sorted((Path(__file__).resolve().parent / "vectors").glob("*.gsi"))
 
 @pytest.mark.parametrize("path", VECTORS, ids=[p.stem for p in VECTORS])
 def test_exact_decode_of_the_vectors_equals_the_cpu_decode(path):
+    """The decoder's GPU path (render_uint8_cuda's float32 steps: per strip of the decoder's
+    STRIP_ROWS rows, means - (x0, y0 + r0), render, to_uint8) with exact=True gives the CPU
+    decode's bytes; each strip's float32 image is the CPU kernel's bit for bit."""
     import numpy as np
 
     import gscodec
+    from gscodec.decoder import STRIP_ROWS
     from gscodec.render import to_uint8
     qg, wins = _vector_windows(path)
     m, q, c = (torch.from_numpy(a) for a in qg.render_inputs())
     for x0, y0, cw, ch in wins:
         ref = gscodec.decode(path, device="cpu", crop=(x0, y0, cw, ch))
-        # The decoder's float32 arithmetic: means - (x0, y0) (one strip here).
-        mm = m - torch.tensor([float(x0), float(y0)])
-        img = tb.render_cuda(mm.to(DEV), q.to(DEV), c.to(DEV), ch, cw, exact=True).cpu()
-        _assert_bits_equal(img, _cpu(mm, q, c, ch, cw))
-        out = to_uint8(img).numpy()
+        out = np.empty((ch, cw, qg.channels), dtype=np.uint8)
+        for r0 in range(0, ch, STRIP_ROWS):
+            rows = min(STRIP_ROWS, ch - r0)
+            mm = m - torch.tensor([float(x0), float(y0 + r0)])
+            img = tb.render_cuda(mm.to(DEV), q.to(DEV), c.to(DEV), rows, cw, exact=True).cpu()
+            _assert_bits_equal(img, _cpu(mm, q, c, rows, cw))
+            out[r0:r0 + rows] = to_uint8(img).numpy()
         out = out[:, :, 0] if qg.channels == 1 else out
         assert out.shape == ref.shape
         assert np.array_equal(out, ref), (path.name, (x0, y0, cw, ch),
