@@ -514,3 +514,18 @@ def test_fit_through_the_cuda_backend():
         psnr[backend] = 10 * math.log10(255 ** 2 / mse)
     # Measured: cuda (interpreter) and cpu within 0.3 dB of each other at about 30 dB.
     assert psnr["cuda"] > 20 and abs(psnr["cuda"] - psnr["cpu"]) < 3.0, psnr
+
+
+@pytest.mark.parametrize("name", ["rgb_16x12_20", "rgba_masked_10x7", "single_gray_1x1",
+                                  "gi_rgb_12x8_7", "classes_rgb_24x16_30"])
+def test_decoder_device_cuda_gives_the_cpu_pixels(name):
+    """gscodec.decode(..., device="cuda") goes through the decoder's own GPU path
+    (render_uint8_cuda, exact mode) and gives the CPU decode's bytes, also scaled/cropped."""
+    import numpy as np
+
+    import gscodec
+    path = Path(__file__).resolve().parent / "vectors" / f"{name}.gsi"
+    for kw in ({}, {"scale": 1.7}, {"scale": 3.0, "crop": (1, 1, 2, 2)}):
+        cpu = gscodec.decode(path, device="cpu", **kw)
+        gpu = gscodec.decode(path, device="cuda", **kw)
+        assert gpu.dtype == np.uint8 and np.array_equal(gpu, cpu), (name, kw)

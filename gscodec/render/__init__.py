@@ -147,11 +147,13 @@ def render_uint8_cuda(means: np.ndarray, conics: np.ndarray, colors: np.ndarray,
                       x0: int, y0: int, width: int, height: int,
                       strip_rows: int = 512) -> np.ndarray:
     """The decoder's GPU path: float32 arrays -> uint8 [height, width, C] of the window at
-    (x0, y0), rendered by the Triton backend in strips and converted on the device."""
+    (x0, y0), rendered by the Triton backend in strips, in its exact mode (the same float32
+    bits as the CPU kernel, so the same 8-bit pixels), and converted on the device. Without
+    a GPU (Triton's interpreter, for tests) it runs on CPU tensors."""
     import torch
 
     from .cuda import render_cuda
-    dev = torch.device("cuda")
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     m = torch.from_numpy(means).to(dev)
     q = torch.from_numpy(conics).to(dev)
     c = torch.from_numpy(colors).to(dev)
@@ -160,7 +162,7 @@ def render_uint8_cuda(means: np.ndarray, conics: np.ndarray, colors: np.ndarray,
         for r0 in range(0, height, strip_rows):
             rows = min(strip_rows, height - r0)
             off = torch.tensor([float(x0), float(y0 + r0)], device=dev)
-            out[r0:r0 + rows] = to_uint8(render_cuda(m - off, q, c, rows, width))
+            out[r0:r0 + rows] = to_uint8(render_cuda(m - off, q, c, rows, width, exact=True))
     return out.cpu().numpy()
 
 
