@@ -8,7 +8,7 @@ from ..bitstream import format as gsi_format
 from ..bitstream.model import MAX_SIDE
 from ..errors import InputError
 from ..imageio import check_count, load_image, load_mask
-from .fit import EFFORT_ITERATIONS, FitConfig, Fitter
+from .fit import EFFORT_ITERATIONS, EFFORT_PRESETS, FitConfig, Fitter
 from .quantize import QuantConfig, adaptive_config
 
 # Default number of Gaussians per 1000 pixels (Kodak 768x512: 2359 Gaussians), chosen
@@ -45,7 +45,7 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         regions) instead of one.
     iterations: free-fit iterations (default: set by `effort`); a fifth as many
         quantization-aware iterations follow.
-    effort: "fast", "default" or "max" (EFFORT_ITERATIONS).
+    effort: "fast", "default" or "max" (fit.EFFORT_PRESETS).
     device: "cpu", "cuda" (the Triton rasterizer) or "auto" (cuda when available).
     mask: optional HxW array, nonzero = pixel unknown (ignored by the fit).
     """
@@ -73,7 +73,10 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         raise InputError(f"unknown init {init!r} (use structure or random)")
     if effort not in EFFORT_ITERATIONS:
         raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_ITERATIONS)})")
-    cfg = FitConfig(iterations=EFFORT_ITERATIONS[effort] if its is None else its, init=init,
+    preset = dict(EFFORT_PRESETS[effort])
+    if its is not None:
+        preset["iterations"] = its
+    cfg = FitConfig(**preset, init=init,
                     seed=int(seed), backend=encode_backend(device),
                     quant=adaptive_config() if adaptive else QuantConfig())
     known_mask = load_mask(mask, h, w) if mask is not None else None

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..bitstream.model import COLOR_RANGE
+from ..bitstream.model import COLOR_RANGE, QuantClass
 from ..encoder.masked import csr_counts, harmonic_fill
 from ..encoder.params import GaussianParams
 from ..encoder.quantize import QuantConfig, to_integers
@@ -268,4 +268,5 @@ def inpaint_gaussians(image: np.ndarray, missing: np.ndarray, *, gaussians: int 
         s0 = int(min(max(1, round(math.sqrt(area / max(1, gaussians)))), LATTICE_MAX_SPACING))
     s0 = min(s0, h, w)          # a cell's centre must lie in the image
     p = _lattice_fit(filled, hole, s0, LS_ITERATIONS if iterations is None else iterations)
-    return to_integers(p, QuantConfig(), w, h, masked=True)
+    # The format's default steps: the encoder's (quantize.ENCODER_CLASS) were not measured here.
+    return to_integers(p, QuantConfig((QuantClass(),)), w, h, masked=True)
