@@ -21,14 +21,16 @@ from .metrics import decode_with_pillow, to_rgb_array
 
 
 def encoder_fingerprint() -> str:
-    """First 12 hex digits of the SHA-256 of the package's own modules and kernels (not the
-    benchmark's): changes whenever the encoder's code does."""
+    """First 12 hex digits of the SHA-256 of the code that makes and reads the bytes: the
+    encoder, the bitstream, the renderers, the decoder and the kernels (not the CLI, the
+    benchmark or the applications). Changes whenever the encoder's code does."""
     import hashlib
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    files = sorted(root.glob("*.py")) + sorted(root.glob("render/*.py")) + \
-        sorted((root.parent / "csrc").glob("*.cpp"))
+    files = [root / "decoder.py"] + sorted(root.glob("bitstream/*.py")) + \
+        sorted(root.glob("encoder/*.py")) + sorted(root.glob("render/*.py")) + \
+        sorted((root.parent / "csrc").glob("*.cpp")) + sorted((root.parent / "csrc").glob("*.h"))
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())

@@ -14,8 +14,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .params import GaussianParams
+from ..bitstream.model import COLOR_RANGE
 from ..render import render
+from .params import GaussianParams
 
 UNIFORM_SHARE = 0.3      # Image-GS: 30 % uniform, 70 % by squared gradient
 SIGMA_SPACING = 0.6      # initial sigma as a multiple of the local point spacing
@@ -149,7 +150,12 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Least-squares colours for fixed geometry by conjugate gradients on the normal
     equations (the rendering is linear in colour). `weight` [H,W] (0/1) restricts the
-    fit to known pixels. Starts from p.color."""
+    fit to known pixels. Starts from p.color.
+
+    The iteration stops early (keeping the last iterate) if an iterate leaves the colour
+    range of the format or is not finite: with many overlapping Gaussians (e.g. a 1-pixel
+    wide image) the normal equations are near-singular and float32 CG can diverge to
+    colours of 1e14 that cancel, which quantization then turns into noise."""
     h, w, c = img.shape
     means, conics = p.xy.detach(), p.conics().detach()
     wmap = weight[:, :, None] if weight is not None else None
@@ -172,7 +178,13 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
         with torch.no_grad():
             dad = (d * ad).sum(0).clamp(min=1e-20)
             alpha = rs / dad
-            x = x + alpha * d
+            x_new = x + alpha * d
+            lo, hi = COLOR_RANGE
+            ok = torch.isfinite(x_new).all() & (x_new.min() >= lo) & (x_new.max() <= hi) \
+                if x_new.numel() else torch.tensor(True)
+            if not bool(ok):
+                break
+            x = x_new
             r = r - alpha * ad
             rs_new = (r * r).sum(0)
             if float(rs_new.max()) < 1e-12:
