@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..bitstream.model import COLOR_RANGE
 from .params import GaussianParams
 from ..render import render
 
@@ -144,7 +145,12 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Least-squares colours for fixed geometry by conjugate gradients on the normal
     equations (the rendering is linear in colour). `weight` [H,W] (0/1) restricts the
-    fit to known pixels. Starts from p.color."""
+    fit to known pixels. Starts from p.color.
+
+    The iteration stops early (keeping the last iterate) if an iterate leaves the colour
+    range of the format or is not finite: with many overlapping Gaussians (e.g. a 1-pixel
+    wide image) the normal equations are near-singular and float32 CG can diverge to
+    colours of 1e14 that cancel, which quantization then turns into noise."""
     h, w, c = img.shape
     means, conics = p.xy.detach(), p.conics().detach()
     wmap = weight[:, :, None] if weight is not None else None
@@ -167,7 +173,11 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
         with torch.no_grad():
             dad = (d * ad).sum(0).clamp(min=1e-20)
             alpha = rs / dad
-            x = x + alpha * d
+            x_new = x + alpha * d
+            if not bool(torch.isfinite(x_new).all()) or float(x_new.min()) < COLOR_RANGE[0] \
+                    or float(x_new.max()) > COLOR_RANGE[1]:
+                break
+            x = x_new
             r = r - alpha * ad
             rs_new = (r * r).sum(0)
             if float(rs_new.max()) < 1e-12:
