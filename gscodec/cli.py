@@ -83,10 +83,10 @@ def _load_masked(args):
 
 def _cmd_inpaint(args) -> int:
     from .imageio import save_image
-    from .inpainting import inpaint
     image, mask = _load_masked(args)
     if mask is None:
         raise InputError("inpaint needs --mask MASK.png or --mask-from-alpha")
+    from .inpainting import inpaint     # torch: imported once the inputs are known good
     t0 = time.perf_counter()
     out = inpaint(image, mask, keep_known=not args.pure, gaussians=args.gaussians,
                   iterations=args.iterations, device=args.device, seed=args.seed,
@@ -205,11 +205,11 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
 
 def _cmd_encode(args) -> int:
     from .decoder import read, render_gaussians
-    from .encoder.api import encode
     from .imageio import atomic_write
     from .metrics import psnr
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".gsi")
     image, mask = _load_masked(args)
+    from .encoder.api import encode     # torch: imported once the inputs are known good
     t0 = time.perf_counter()
     data = encode(image, gaussians=args.gaussians, bpp=args.bpp, quality=args.quality,
                   profile=args.profile, adaptive=args.adaptive,
@@ -217,13 +217,14 @@ def _cmd_encode(args) -> int:
                   device=args.device, seed=args.seed, init=args.init, mask=mask, effort=args.effort,
                   progress=not args.quiet and not args.json)
     seconds = time.perf_counter() - t0
-    _write(out, data, atomic_write)
     h, w = image.shape[:2]
     qg = read(data)
     decoded = render_gaussians(qg, device=args.device).reshape(image.shape)
+    psnr_db = psnr(image, decoded, None if mask is None else ~mask)
+    _write(out, data, atomic_write)       # last: a failure above leaves no file behind
     summary = {"input": str(args.input), "output": str(out), "width": w, "height": h,
                "channels": qg.channels, "gaussians": qg.count, "bytes": len(data),
-               "bpp": len(data) * 8 / (w * h), "psnr": psnr(image, decoded),
+               "bpp": len(data) * 8 / (w * h), "psnr": psnr_db,
                "seconds": seconds}
     if args.json:
         print(json.dumps(summary))
@@ -282,8 +283,17 @@ COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "be
             "inpaint": _cmd_inpaint}
 
 
+_pending_warnings: list[str] = []
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"gsi: warning: {message}", file=sys.stderr)
+    # Notices about the input (palette expanded, 16-bit reduced, ...) are printed when the
+    # command has succeeded, so that a refusal is exactly one line; a RuntimeWarning (e.g.
+    # the slow renderer fallback) concerns the run itself and is printed at once.
+    if issubclass(category, RuntimeWarning):
+        print(f"gsi: warning: {message}", file=sys.stderr)
+    else:
+        _pending_warnings.append(f"gsi: warning: {message}")
 
 
 def main(argv=None) -> int:
@@ -291,9 +301,13 @@ def main(argv=None) -> int:
     parser = build_parser(with_bench="bench" in argv)
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
+    _pending_warnings.clear()
     debug = os.environ.get("GSI_DEBUG") == "1"
     try:
-        return COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
+        for text in _pending_warnings:
+            print(text, file=sys.stderr)
+        return rc
     except GscodecError as exc:
         if debug:
             raise

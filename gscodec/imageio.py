@@ -70,9 +70,14 @@ def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
         scale = 1.0 if (lo >= 0 and hi <= 1) else (1.0 / (hi - lo) if hi > lo else 1.0)
         off = 0.0 if (lo >= 0 and hi <= 1) else lo
         return np.clip(np.round((arr - off) * scale * 255), 0, 255).astype(np.uint8)
-    arr = arr.astype(np.int64)
-    # 16-bit data: keep the top 8 bits with rounding.
-    return np.clip((arr + 128) >> 8, 0, 255).astype(np.uint8)
+    return _reduce_16bit(arr)
+
+
+def _reduce_16bit(arr: np.ndarray) -> np.ndarray:
+    """16-bit samples (0..65535; I images are clipped to that range) to 8 bits:
+    round(v * 255 / 65535), so 0 -> 0, 65535 -> 255 and v * 257 -> v."""
+    v = np.clip(np.asarray(arr).astype(np.int64), 0, 65535)
+    return ((v * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _array_to_hwc(arr: np.ndarray) -> np.ndarray:
@@ -81,7 +86,7 @@ def _array_to_hwc(arr: np.ndarray) -> np.ndarray:
         arr = arr.astype(np.uint8) * 255
     if arr.dtype == np.uint16:
         warnings.warn("16-bit image reduced to 8 bits", stacklevel=3)
-        arr = np.clip((arr.astype(np.int64) + 128) >> 8, 0, 255).astype(np.uint8)
+        arr = _reduce_16bit(arr)
     if arr.dtype != np.uint8:
         raise InputError(f"image array must be uint8 (got {arr.dtype})")
     if arr.ndim == 2:

@@ -322,6 +322,7 @@ def small_fit():
     f = Fitter(smooth_image(), FitConfig(iterations=150, seed=0))
     p = f.start(50)
     p = f.optimize(p, 150, gscodec.encoder.progress.Progress(0, False), "fit")
+    f.gen_state_after_fit = f.gen.get_state()   # tests that draw from f.gen start here
     return f, p
 
 
@@ -333,8 +334,12 @@ def _psnr(f, means, conics, colors):
     return -10 * math.log10(mse)
 
 
-def test_quantize_gaussianimage_small(small_fit):
+def test_quantize_gaussianimage_small(small_fit, torch_threads):
+    import copy
     f, p = small_fit
+    f = copy.copy(f)                  # the codebook draws from f.gen: same state every run
+    f.gen = torch.Generator()
+    f.gen.set_state(f.gen_state_after_fit)
     free = _psnr(f, p.xy, p.conics(), p.color)
     results = {}
     for k, iters in ((8, 0), (8, 40), (256, 40)):
@@ -344,15 +349,21 @@ def test_quantize_gaussianimage_small(small_fit):
         g2 = unpack_body(body, g)
         same(g, g2)
         results[k, iters] = _psnr(f, *(torch.from_numpy(a) for a in g2.render_inputs()))
-    # Measured (32x24, 50 Gaussians, 150 free-fit steps) with the free fit of the third
-    # session: free 53.1 dB; GI K=8: 34.3 dB without fine-tuning, 40.5 dB after 40 steps;
-    # K=256: 49.6 dB after 40 steps, where the 6-bit Cholesky and fp16 positions set the
-    # floor (the older, 44.2 dB free fit gave K=256 43.2 dB, hence the min below).
-    assert free > 40
-    assert results[8, 40] > free - 13
-    assert results[8, 40] > results[8, 0] + 2        # the fine-tune recovers quality
-    assert results[256, 40] > min(free - 2.5, 47.0)
-    assert results[256, 40] > results[8, 40]
+    # Bounds from measurements, not one machine's figure. Measured (32x24, 50 Gaussians,
+    # 150 free-fit steps) over image and fit seeds 0-4 at 1 and 2 torch threads (Intel,
+    # identical at both counts; an AMD EPYC gave K=8 after 40 steps 35.90 at seed 0, this
+    # machine 38.73: trajectories differ between CPUs about as much as between seeds):
+    #   free fit             48.24 .. 52.85 dB            bound 44 (margin 4.2)
+    #   K=256 below free      2.55 ..  4.17 dB            bound 6 (margin 1.8)
+    #   K=256 above K=8      11.56 .. 15.14 dB (40 steps) bound 6 (margin 5.6)
+    #   K=8 after 40 steps   30.39 .. 38.73 dB            bound 26 (margin 4.4)
+    # The fine-tune is not asserted to gain: K=8 after 40 steps minus 0 steps measured
+    # -0.35 .. +6.25 dB over seeds, and -2.6 dB at seed 0 with the generator in another
+    # state (the codebook's k-means start draws from it).
+    assert free > 44
+    assert results[256, 40] > free - 6
+    assert results[256, 40] > results[8, 40] + 6
+    assert results[8, 40] > 26
 
 
 def test_quantize_gaussianimage_deterministic(small_fit):

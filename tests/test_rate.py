@@ -82,6 +82,7 @@ def test_gaussianimage_profile_end_to_end():
     out = gscodec.decode(data)
     assert out.shape == img.shape
     from gscodec.metrics import psnr
+    # measured over seeds 0-4, 1 and 2 threads: 24.68 .. 26.55 dB; bound 18 (margin 6.7)
     assert psnr(img, out) > 18
 
 
