@@ -226,8 +226,9 @@ def _cmd_encode(args) -> int:
                "channels": qg.channels, "gaussians": qg.count, "bytes": len(data),
                "bpp": len(data) * 8 / (w * h), "psnr": psnr_db,
                "seconds": seconds}
-    if args.json:
-        print(json.dumps(summary))
+    if args.json:   # strict JSON: an exact fit's infinite PSNR is written as null
+        print(json.dumps({k: (None if isinstance(v, float) and v == float("inf") else v)
+                          for k, v in summary.items()}))
     elif not args.quiet:
         print(f"{out}: {qg.count} Gaussians, {len(data)} bytes, {summary['bpp']:.4f} bpp, "
               f"PSNR {summary['psnr']:.2f} dB, {seconds:.1f} s")
