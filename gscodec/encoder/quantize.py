@@ -20,12 +20,11 @@ from .init import structure_maps
 from .params import GaussianParams
 
 
-# The encoder's steps: the format's defaults but log2(sigma) in 1/4 octave (not 1/16).
-# 256x256 Kodak crops (kodim01/04/13/19, 400+80 iterations, 2/6/16 Gaussians per 1000 px):
-# BD-rate -4.8/-1.3/-6.7/-8.5 % (mean -5.3 %), 1/8 about half of that; full kodim13 at 6
-# per 1000 px: -8.9 % bytes for -0.04 dB. Finer colour (1/128) or positions (1/8 px) did
-# not pay at any density.
-ENCODER_CLASS = QuantClass(scale_steps=4)
+# The encoder's steps: the format's defaults (log2 sigma in 1/16 octave). A 1/4-octave step
+# paid on 256x256 Kodak crops after 400+80 iterations (BD-rate -5.3 %) but lost at the
+# default effort on kodim23 (-8.7 % bytes for -0.45 dB, about -0.26 dB at equal rate): the
+# coarse step costs more where the fit is good. docs/experiments.md has the numbers.
+ENCODER_CLASS = QuantClass()
 
 
 @dataclass(frozen=True)
