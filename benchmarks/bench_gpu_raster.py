@@ -133,6 +133,37 @@ def radii_of(conics):
     return torch.stack([rx, ry], dim=1).contiguous()
 
 
+def file_to_pixels(n, means, conics, colors, report, notes):
+    """Time a whole decode of a .gsi holding these Gaussians (quantized and written with the
+    format's default steps): entropy decoding on the CPU, then pixels on the GPU (the
+    decoder's exact mode) and on the CPU kernel; and check that both give the same bytes."""
+    try:
+        import numpy as np
+
+        import gscodec
+        from gscodec.bitstream import format as gsi_format
+        from gscodec.encoder.params import GaussianParams
+        from gscodec.encoder.quantize import QuantConfig, to_integers
+        # back from conics to (sigma, theta): eigen-decomposition of the covariance
+        a, b, c = (conics[:, i].double().cpu() for i in range(3))
+        cov = torch.linalg.inv(torch.stack([torch.stack([a, b], -1), torch.stack([b, c], -1)], -2))
+        evals, evecs = torch.linalg.eigh(cov)
+        sig = evals.clamp(min=1e-6).sqrt().flip(-1)
+        theta = torch.atan2(evecs[:, 1, 1], evecs[:, 0, 1])
+        p = GaussianParams(means.cpu().float(), torch.log2(sig).float(), theta.float(),
+                           colors.cpu().float())
+        data = gsi_format.write(to_integers(p, QuantConfig(), WIDTH, HEIGHT))
+        gpu = gscodec.decode(data, device="cuda")
+        cpu = gscodec.decode(data, device="cpu")
+        same = bool(np.array_equal(gpu, cpu))
+        for dev in ("cuda", "cpu"):
+            ms = cpu_time(lambda d=dev: gscodec.decode(data, device=d), 20)
+            report(n, f"file->pixels {dev}", ms,
+                   extra={"bytes": len(data), "identical_to_cpu": same})
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"file-to-pixels failed at N={n}: {type(exc).__name__}: {exc}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,70000")
@@ -204,6 +235,11 @@ def main(argv=None):
             report(n, "triton", ms, gms, {"pairs": int(bn.total_pairs.item()),
                                           "pair_overflow": bool(bn.overflow.item()),
                                           "big_list": int(bn.n_big.item())})
+            report(n, "triton exact", cuda_time(
+                lambda m=means, q=conics, c=colors: tb.render_cuda(m, q, c, HEIGHT, WIDTH,
+                                                                   exact=True),
+                max(5, args.repeat // 5)), extra={"note": "the decoder's mode: CPU kernel's bits"})
+            file_to_pixels(n, means, conics, colors, report, notes)
             if n <= args.reference_max:
                 try:
                     def rfn(means=means, conics=conics, colors=colors):

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-shot check of the GPU path on a machine with torch, Triton and nvcc but nothing of ours.
 # Run from the repository root:   bash benchmarks/gpu_check.sh
-# Extra wheels (constriction, gsplat, ...) are taken from ./.whl/ if present.
+# Extra wheels (constriction, gsplat, ...) are taken from ./.whl/ if present: on a machine with
+# pip access, `python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
+# --platform manylinux_2_17_x86_64 -d .whl constriction==0.5.0` (and gsplat's wheel if any).
 # Budget: about 8 minutes. Results go to benchmarks/results/gpu/.
 set -u
 cd "$(dirname "$0")/.."
@@ -17,6 +19,9 @@ if compgen -G "$ROOT/.whl/*.whl" > /dev/null; then
 fi
 unset TRITON_INTERPRET
 status=0
+# The compiled CPU kernel (for the CPU side of the comparisons): built in place, needs pybind11.
+"$PY" setup.py build_ext --inplace > "$OUT/build_ext.log" 2>&1 \
+    || echo "gpu_check: building the CPU kernel failed (the CPU side uses the numpy fallback)"
 T0=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 
@@ -49,7 +54,7 @@ timeout 200 "$PY" benchmarks/bench_gpu_raster.py --graphs --json "$OUT/bench_gpu
     2>&1 | tee "$OUT/bench_gpu_raster.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-stamp "GPU encode of kodim23 (needs constriction and --device cuda in the CLI)"
+stamp "GPU encode of kodim23 (default effort; needs constriction from .whl/)"
 if "$PY" -c "import gscodec" 2>/dev/null; then
     t_start=$(date +%s.%N)
     if timeout 150 "$PY" -m gscodec.cli encode tests/data/kodim23.png -o /tmp/k.gsi \
@@ -67,8 +72,31 @@ res = {"encode": res, "wall_s": round(t1 - t0, 2), "device": "cuda"}
 open(dst, "w").write(json.dumps(res, indent=2) + "\n")
 print(json.dumps(res)[:2000])
 PY
+        stamp "CPU encode of kodim23 (same options), and decodes of the GPU's file on both"
+        timeout 150 "$PY" -m gscodec.cli encode tests/data/kodim23.png -o /tmp/k_cpu.gsi \
+            --device cpu --json > "$OUT/encode_kodim23_cpu.json" 2> "$OUT/encode_kodim23_cpu.err" \
+            || echo "gpu_check: CPU encode failed"
+        "$PY" - "$OUT/decode_compare.json" <<'PY'
+import json, sys, time
+import numpy as np
+import gscodec
+res = {}
+for f in ("/tmp/k.gsi", "/tmp/k_cpu.gsi"):
+    try:
+        out = {}
+        for dev in ("cpu", "cuda"):
+            gscodec.decode(f, device=dev)
+            t0 = time.perf_counter(); a = gscodec.decode(f, device=dev)
+            out[dev] = (a, time.perf_counter() - t0)
+        res[f] = {"identical": bool(np.array_equal(out["cpu"][0], out["cuda"][0])),
+                  "cpu_s": out["cpu"][1], "cuda_s": out["cuda"][1]}
+    except Exception as e:
+        res[f] = {"error": f"{type(e).__name__}: {e}"}
+open(sys.argv[1], "w").write(json.dumps(res, indent=2) + "\n")
+print(json.dumps(res))
+PY
     else
-        echo "gpu_check: GPU encode failed or --device cuda not wired yet (continuing):"
+        echo "gpu_check: GPU encode failed (continuing):"
         tail -5 "$OUT/encode_kodim23.err"
     fi
 else
