@@ -695,7 +695,7 @@ def _resolved_iterations(effort: str, iterations):
     if iterations is not None:
         return int(iterations)
     try:
-        from ..fit import EFFORT_ITERATIONS
+        from ..encoder.fit import EFFORT_ITERATIONS
         return EFFORT_ITERATIONS.get(effort)
     except Exception:  # pragma: no cover - gscodec without fit presets
         return None
