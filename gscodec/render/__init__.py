@@ -178,10 +178,14 @@ def to_uint8(img):
 
 
 def to_uint8_numpy(img) -> np.ndarray:
-    """`to_uint8` for numpy arrays (same rule, same results): a uint8 array."""
-    v = np.asarray(img).astype(np.float32)
-    v = np.floor(v * np.float32(255.0) + np.float32(0.5))
-    v = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 255.0)
+    """`to_uint8` for numpy arrays (same rule, same results): a uint8 array. In place on
+    one float32 buffer: a quarter of a Kodak decode's time went to the temporaries."""
+    v = np.multiply(img, np.float32(255.0), dtype=np.float32)
+    v += np.float32(0.5)
+    np.floor(v, out=v)
+    np.maximum(v, np.float32(0.0), out=v)          # NaN passes through both ...
+    np.minimum(v, np.float32(255.0), out=v)
+    v[np.isnan(v)] = 0.0                           # ... and maps to 0 here
     return v.astype(np.uint8)
 
 
