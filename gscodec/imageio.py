@@ -127,11 +127,18 @@ def atomic_write(path, data: bytes) -> None:
         raise
 
 
+_COMMON_FORMATS = {"": "PNG", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
+                   ".gif": "GIF", ".ppm": "PPM", ".pgm": "PPM", ".pbm": "PPM"}
+
+
 def save_image(path, arr: np.ndarray, format: str | None = None) -> None:
     """Save an image atomically; the format follows the file extension (PNG if none)."""
     import io
     path = Path(path)
-    fmt = format or Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    # The common formats by name: Image.registered_extensions() loads every Pillow plugin,
+    # which costs a fast decode's whole time again.
+    fmt = format or _COMMON_FORMATS.get(path.suffix.lower()) \
+        or Image.registered_extensions().get(path.suffix.lower(), "PNG")
     buf = io.BytesIO()
     try:
         array_to_pil(arr).save(buf, format=fmt)
