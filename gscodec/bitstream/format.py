@@ -235,19 +235,25 @@ def write(g) -> bytes:
 PEEK_SIZE = _FIXED1.size          # enough bytes for `peek` with either version
 
 
+def _version(data: bytes) -> int:
+    """The version byte, after the checks the spec orders first (magic, then version)."""
+    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        raise FormatError("not a .gsi file (bad magic)")
+    if len(data) < len(MAGIC) + 1:
+        raise FormatError("truncated header")
+    version = data[len(MAGIC)]
+    if version not in READ_VERSIONS:
+        raise FormatError(f"unsupported .gsi version {version} "
+                          f"(this decoder reads versions 1 and 2)")
+    return version
+
+
 def peek(prefix: bytes) -> dict:
     """Width, height, channels, count and version from the first PEEK_SIZE bytes of a
     file, without the rest (what an image library needs to open a file lazily). The
     fields are range-checked; the sections and the CRC are checked only by `read`."""
     prefix = bytes(prefix)
-    if prefix[:len(MAGIC)] != MAGIC:
-        raise FormatError("not a .gsi file (bad magic)")
-    if len(prefix) < len(MAGIC) + 1:
-        raise FormatError("truncated header")
-    version = prefix[len(MAGIC)]
-    if version not in READ_VERSIONS:
-        raise FormatError(f"unsupported .gsi version {version} "
-                          f"(this decoder reads versions 1 and 2)")
+    version = _version(prefix)
     fixed = _FIXED1 if version == 1 else _FIXED2
     if len(prefix) < fixed.size:
         raise FormatError("truncated header")
@@ -267,14 +273,7 @@ def read_header(data: bytes) -> dict:
     """Parse and check the fixed header and section table of a whole .gsi file.
     Returns the header fields and `sections`, a list of (id, offset, length)."""
     data = bytes(data)
-    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
-        raise FormatError("not a .gsi file (bad magic)")
-    if len(data) < len(MAGIC) + 1:
-        raise FormatError("truncated header")
-    version = data[len(MAGIC)]
-    if version not in READ_VERSIONS:
-        raise FormatError(f"unsupported .gsi version {version} "
-                          f"(this decoder reads versions 1 and 2)")
+    version = _version(data)
     return _header_v1(data) if version == 1 else _header_v2(data)
 
 
