@@ -84,12 +84,10 @@ def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str 
     x0, y0, cw, ch = crop if crop is not None else (0, 0, ow, oh)
     if min(cw, ch) < 1 or x0 < 0 or y0 < 0 or x0 + cw > ow or y0 + ch > oh:
         raise InputError(f"crop {crop} is not inside the {ow}x{oh} output")
+    from .render import transform_for_view
     means, conics, colors = qg.render_inputs()
-    # Scale s maps means to s*means and covariances to s^2*Sigma (conics / s^2); the
-    # float32 operations are those of the torch path that preceded this one.
-    s = np.float32(scale)
-    means = means * s
-    conics = conics / np.float32(float(scale) ** 2)
+    # The scaled view; each strip then subtracts its own top-left corner (x0, y0 + r0).
+    means, conics = transform_for_view(means, conics, scale)
     if dev == "cuda":
         from .render import render_uint8_cuda
         out = render_uint8_cuda(means, conics, colors, x0, y0, cw, ch, STRIP_ROWS)
