@@ -206,6 +206,27 @@ def test_tiny_run_with_gsi(tmp_path, capsys):
     assert "0 to compute" in capsys.readouterr().out and len(_cache_lines(out)) == n
 
 
+def test_gsi_profiles_share_one_fit_with_the_same_bytes(tmp_path, capsys):
+    """gsi and gsi-gi at the same point run as one task (one free fit, two tails): the files
+    are byte-identical to separate runs of each codec."""
+    data = _make_images(tmp_path / "imgs", w=40, h=28)
+    common = ["--points", "60", "--iterations", "15", "--device", "cpu", "--no-progress"]
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    assert runner.run(_args(data, "--codecs", "gsi,gsi-gi", "--out", both, *common)) == 0
+    assert "4 encodes in 2 tasks" in capsys.readouterr().out
+    for codec in ("gsi", "gsi-gi"):
+        assert runner.run(_args(data, "--codecs", codec, "--out", alone, *common)) == 0
+    capsys.readouterr()
+    for codec in ("gsi", "gsi-gi"):
+        a = json.loads((both / f"{codec}.json").read_text())["per_image"]
+        b = json.loads((alone / f"{codec}.json").read_text())["per_image"]
+        key = lambda r: (r["image"], r["density"], r["bytes"], r["psnr-rgb"])
+        assert sorted(map(key, a)) == sorted(map(key, b)) and len(a) == 2
+    rows = [json.loads(line) for line in _cache_lines(both)]
+    assert len(rows) == 4 and all(r["shared_fit"] for r in rows)
+    assert not any(json.loads(line).get("shared_fit") for line in _cache_lines(alone))
+
+
 def test_compare_runs_bd_rate_between_two_runs(tmp_path, capsys):
     import importlib.util
     from pathlib import Path

@@ -99,16 +99,6 @@ def test_free_fit_lowers_the_error_and_keeps_the_count():
     assert FitConfig.first_release().init == "random"
 
 
-def test_coarse_start_fits_an_odd_sized_image():
-    img = edge_image(47, 63)
-    f = Fitter(img, FitConfig(iterations=60, coarse_fraction=0.5, seed=4))
-    p = f.free_fit(50, Progress(0, False))
-    assert p.count == 50
-    assert float(p.xy[:, 0].max()) <= 63 and float(p.xy[:, 1].max()) <= 47
-    with torch.no_grad():
-        assert float(f.mse(f.render(p))) < 0.5 * float(f.mse(f.render(f.start(50))))
-
-
 def test_fake_quantize_is_what_the_decoder_renders():
     gen = torch.Generator().manual_seed(2)
     h, w, n = 16, 20, 25

@@ -212,12 +212,27 @@ class GSI(Codec):
         data = gscodec.encode(rgb, gaussians=n, iterations=self.iterations, effort=self.effort,
                               device=self.device, seed=self.seed, progress=False,
                               profile=self.profile)
+        return bytes(data), self._extra(data, n)
+
+    def _extra(self, data, n) -> dict:
+        import gscodec
         extra = {"gaussians": n, "device": self.device}
         try:  # the count actually written (the encoder may prune)
             extra["gaussians_in_file"] = int(gscodec.info(bytes(data))["count"])
         except Exception:
             pass
-        return bytes(data), extra
+        return extra
+
+    def encode_profiles(self, rgb, point, profiles):
+        """Several profiles from one free fit (gscodec.encoder.encode_profiles): the same
+        bytes as `encode` in each; {profile: (bytes, extra, seconds)}, where seconds is the
+        shared fit plus that profile's own tail (a separate encode's time)."""
+        from gscodec.encoder.api import encode_profiles
+        h, w = rgb.shape[:2]
+        n = self.gaussians_for(point, h, w)
+        out = encode_profiles(rgb, profiles, gaussians=n, iterations=self.iterations,
+                              effort=self.effort, device=self.device, seed=self.seed)
+        return {prof: (data, self._extra(data, n), secs) for prof, (data, secs) in out.items()}
 
     def decode(self, data):
         import gscodec

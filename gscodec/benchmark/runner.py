@@ -350,42 +350,96 @@ def _worker_fingerprint() -> str:
     return encoder_fingerprint()
 
 
-def run_unit(task: dict, data: bytes | None = None) -> dict:
+_ROW_KEYS = ("key", "codec", "image", "point", "point_name", "settings")
+
+
+def _read_rgb(task: dict, data: bytes | None):
+    if data is not None:
+        from PIL import Image
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return load_image(im)
+    return load_image(task["path"])
+
+
+def _measure(row: dict, codec, rgb, data: bytes, extra: dict, t_enc: float) -> None:
+    """Decode ``data``, time it, and fill ``row`` with the sizes, quality and times."""
+    h, w = rgb.shape[:2]
+    t0 = time.perf_counter()
+    rec = codec.decode(data)
+    t_dec = time.perf_counter() - t0
+    if rec.shape != rgb.shape:
+        raise ValueError(f"decoded shape {rec.shape} != source {rgb.shape}")
+    row.update({"width": w, "height": h, "bytes": len(data), "bpp": _bpp(len(data), h, w),
+                "psnr": psnr(rgb, rec), "ms_ssim": ms_ssim(rgb, rec),
+                "encoding_time": t_enc, "decoding_time": t_dec, **extra})
+    if row["codec"] in GSI_CODECS:
+        # The code that really ran (a Ray worker may import another copy of gscodec).
+        row["worker_encoder"] = _worker_fingerprint()
+    note = ms_ssim_note(h, w)
+    if note:
+        row["note"] = note
+
+
+def _error(row: dict, e: Exception) -> None:
+    import traceback
+    row["error"] = f"{type(e).__name__}: {e}"
+    row["traceback"] = traceback.format_exc(limit=6)
+
+
+def run_unit(task: dict, data: bytes | None = None):
     """Encode one image at one point, decode the bytes, measure.  Never raises.  The image
-    is read from ``task["path"]``, or from ``data`` (its file's bytes) when given."""
-    row = {k: task[k] for k in ("key", "codec", "image", "point", "point_name", "settings")}
+    is read from ``task["path"]``, or from ``data`` (its file's bytes) when given.  A joint
+    task (``task["joint"]``, see `joint_tasks`) returns a list of rows, one per codec."""
+    if "joint" in task:
+        return _run_joint(task, data)
+    row = {k: task[k] for k in _ROW_KEYS}
     try:
         codec = _get_codec(task["spec"])
-        if data is not None:
-            from PIL import Image
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                rgb = load_image(im)
-        else:
-            rgb = load_image(task["path"])
-        h, w = rgb.shape[:2]
+        rgb = _read_rgb(task, data)
         t0 = time.perf_counter()
         data, extra = codec.encode(rgb, task["point"])
-        t_enc = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rec = codec.decode(data)
-        t_dec = time.perf_counter() - t0
-        if rec.shape != rgb.shape:
-            raise ValueError(f"decoded shape {rec.shape} != source {rgb.shape}")
-        row.update({"width": w, "height": h, "bytes": len(data), "bpp": _bpp(len(data), h, w),
-                    "psnr": psnr(rgb, rec), "ms_ssim": ms_ssim(rgb, rec),
-                    "encoding_time": t_enc, "decoding_time": t_dec, **extra})
-        if task["codec"] in GSI_CODECS:
-            # The code that really ran (a Ray worker may import another copy of gscodec).
-            row["worker_encoder"] = _worker_fingerprint()
-        note = ms_ssim_note(h, w)
-        if note:
-            row["note"] = note
+        _measure(row, codec, rgb, data, extra, time.perf_counter() - t0)
     except Exception as e:  # reported by the runner, not cached
-        import traceback
-        row["error"] = f"{type(e).__name__}: {e}"
-        row["traceback"] = traceback.format_exc(limit=6)
+        _error(row, e)
     return row
+
+
+def _run_joint(task: dict, data: bytes | None = None) -> list[dict]:
+    """gsi codecs at one point from one free fit (`GSI.encode_profiles`): the same bytes
+    as separate encodes; each row's encoding_time is the shared fit plus its own tail."""
+    subs = task["joint"]
+    rows = [{k: t[k] for k in _ROW_KEYS} for t in subs]
+    try:
+        codecs = [_get_codec(t["spec"]) for t in subs]
+        rgb = _read_rgb(task, data)
+        out = codecs[0].encode_profiles(rgb, task["point"], [c.profile for c in codecs])
+        for row, codec in zip(rows, codecs):
+            data, extra, t_enc = out[codec.profile]
+            _measure(row, codec, rgb, data, dict(extra, shared_fit=True), t_enc)
+    except Exception as e:
+        for row in rows:
+            if "bytes" not in row:
+                _error(row, e)
+    return rows
+
+
+def joint_tasks(tasks: list[dict]) -> list[dict]:
+    """Merge the gsi codecs' tasks that differ only in profile (same image, point and fit
+    options) into one task each: their free fit is computed once."""
+    out, groups = [], {}
+    for t in tasks:
+        if t["codec"] in GSI_CODECS:
+            s = {k: v for k, v in t["settings"].items() if k != "profile"}
+            gk = json.dumps([t["path"], t["point"], s, t["spec"][1]], sort_keys=True)
+            if gk in groups:
+                groups[gk]["joint"].append(t)
+                continue
+            groups[gk] = {**t, "joint": [t]}
+            out.append(groups[gk])
+        else:
+            out.append(t)
+    return [t["joint"][0] if "joint" in t and len(t["joint"]) == 1 else t for t in out]
 
 
 def _ray_unit(task: dict, data: bytes) -> dict:
@@ -432,8 +486,12 @@ def _run_ray(ray, tasks: list[dict], take) -> None:
         if t["path"] not in refs:
             refs[t["path"]] = ray.put(Path(t["path"]).read_bytes())
         if t["codec"] in GSI_CODECS and has_gpu:
-            name, opts = t["spec"]
-            t = dict(t, spec=(name, {**opts, "device": "cuda"}))
+            def on_gpu(t):
+                name, opts = t["spec"]
+                return dict(t, spec=(name, {**opts, "device": "cuda"}))
+            t = on_gpu(t)
+            if "joint" in t:
+                t["joint"] = [on_gpu(x) for x in t["joint"]]
             fut = unit.options(num_cpus=1, num_gpus=1).remote(t, refs[t["path"]])
         else:
             fut = unit.options(num_cpus=1).remote(t, refs[t["path"]])
@@ -446,9 +504,9 @@ def _run_ray(ray, tasks: list[dict], take) -> None:
                 try:
                     row = ray.get(fut)
                 except Exception as e:  # a worker that died, a task Ray could not run
-                    row = {k: t[k] for k in ("key", "codec", "image", "point", "point_name",
-                                             "settings")}
-                    row["error"] = f"Ray: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    why = f"Ray: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    row = [dict({k: x[k] for k in _ROW_KEYS}, error=why)
+                           for x in t.get("joint", [t])]
                 take(row)
     finally:
         for fut in pending:
@@ -791,15 +849,24 @@ def _run(args) -> int:
          f"{len(tasks)} to compute; {how}")
     # Slow codec (gsi) first so parallel workers finish together.
     tasks.sort(key=lambda t: (t["codec"] not in GSI_CODECS, t["image"]))
+    n_rows = len(tasks)
+    tasks = joint_tasks(tasks)
+    if len(tasks) < n_rows:
+        _log(f"gsi profiles share one free fit per image and point: {n_rows} encodes in "
+             f"{len(tasks)} tasks")
 
     failures = []
     try:
         if tasks:
             from tqdm import tqdm
-            bar = tqdm(total=len(tasks), desc="bench", unit="enc", disable=args.no_progress,
+            bar = tqdm(total=n_rows, desc="bench", unit="enc", disable=args.no_progress,
                        dynamic_ncols=True, file=sys.stderr)
             with open(cache_path, "a") as fh:
-                def take(row):
+                def take(rows):
+                    for row in rows if isinstance(rows, list) else [rows]:
+                        take_row(row)
+
+                def take_row(row):
                     want = row.get("settings", {}).get("encoder")
                     if "error" not in row and want and row.get("worker_encoder") not in (None, want):
                         row["error"] = (f"the worker ran another gscodec (encoder "

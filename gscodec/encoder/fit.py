@@ -52,16 +52,14 @@ class FitConfig:
     # nothing); 25 and 100 did no better.
     color_solve_every: int = 50
     color_solve_until: float = 0.9
+    # CG steps of those periodic re-solves (None: color_solve_steps). They start from
+    # colours Adam has been fitting: 4 steps in place of 12 took 0.89x the time for
+    # -0.01 dB (256x256 Kodak crops, densities 5 and 11).
+    color_resolve_steps: int | None = 4
     # Densify+prune at these fractions of the free fit, each moving refine_fraction of the
     # Gaussians: six refinements gave +0.17 dB over two, fourteen +0.08.
     refine_at: tuple = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     refine_fraction: float = 0.05
-    # Share of the free fit run on the 2x downsampled target (a quarter of the pixels),
-    # then mapped back (x2 positions, +1 log2 sigma); 0 = off. Off by default: at 0.5 a
-    # free fit costs 0.72x the CPU time; on 256x256 Kodak crops (N=393) 560 iterations
-    # gave +0.18 dB over 400 plain ones at equal time, but 1680 gave -0.19/-0.21 dB
-    # against 1200 plain ones (kodim04/19) at 0.91x/1.07x the time.
-    coarse_fraction: float = 0.0
     seed: int = 0
     backend: str = "auto"
     record_every: int = 0             # >0: keep (phase, step, mse) in Fitter.history
@@ -83,11 +81,11 @@ class FitConfig:
 
 
 # --effort presets: FitConfig fields (a fifth as many quantization-aware iterations follow
-# the free fit). fast: 560 iterations, the first half at half size, take the time of 400 at
-# full size and gave +0.18 dB over them (4 Kodak crops, density 6); at 1200 the coarse
-# start lost 0.2 dB, so default and max fit at full size throughout (docs/experiments.md).
-EFFORT_PRESETS = {"fast": {"iterations": 560, "coarse_fraction": 0.5},
-                  "default": {"iterations": 1200},
+# the free fit). Chosen on the measured front of PSNR against encode time (kodim23 and
+# kodim05, density 6, two threads; docs/experiments.md, 2026-11-30): plain full-size fits,
+# since a coarse (half-size) start lost to fewer full-size iterations at equal time.
+EFFORT_PRESETS = {"fast": {"iterations": 300},
+                  "default": {"iterations": 560},
                   "max": {"iterations": 5000}}
 EFFORT_ITERATIONS = {k: v["iterations"] for k, v in EFFORT_PRESETS.items()}
 
@@ -231,10 +229,11 @@ class Fitter:
         c = p.color.detach()
         return math.pi * area * (c * c).sum(1) + 2 * (c * g).sum(1)
 
-    def solve_colors(self, p: GaussianParams) -> GaussianParams:
+    def solve_colors(self, p: GaussianParams, steps: int | None = None) -> GaussianParams:
         """Same geometry, least-squares colours over the known pixels."""
         p = p.detach()
-        p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.color_weight)
+        steps = self.cfg.color_solve_steps if steps is None else steps
+        p.color = solve_colors(self.target, p, steps, self.color_weight)
         return p
 
     def optimize(self, p: GaussianParams, steps: int, progress: Progress, phase: str,
@@ -261,7 +260,7 @@ class Fitter:
                 opt = self._optimizer(p, lr_scale, beta2)   # fresh moments for the new set
             elif (solve_every and step > 0 and step % solve_every == 0
                   and step < c.color_solve_until * steps):
-                p = self.solve_colors(p)
+                p = self.solve_colors(p, c.color_resolve_steps)
                 opt = self._optimizer(p, lr_scale, beta2)
             f = lr_factor(offset + step, total, c.lr_final_fraction)
             opt.lr = [lr * f for lr in opt.base_lr]
@@ -299,25 +298,9 @@ class Fitter:
         return p
 
     def free_fit(self, n: int, bar: Progress) -> GaussianParams:
-        """Start and free fit; with coarse_fraction, the first iterations at half size."""
-        cfg, its = self.cfg, self.cfg.iterations
-        k = int(round(cfg.coarse_fraction * its)) if self.known is None else 0
-        if k <= 0 or its <= 1:
-            return self.optimize(self.start(n), its, bar, "fit", refine_at=cfg.refine_at)
-        # Refinements before the switch run at half size, the rest after it.
-        fc = k / its
-        early = tuple(f / fc for f in cfg.refine_at if f < fc)
-        late = tuple((f - fc) / (1 - fc) for f in cfg.refine_at if f >= fc)
-        t = self.target.permute(2, 0, 1)[None]
-        t = torch.nn.functional.pad(t, (0, self.w % 2, 0, self.h % 2), mode="replicate")
-        small = torch.nn.functional.avg_pool2d(t, 2)[0].permute(1, 2, 0)
-        sub = Fitter(small, cfg)
-        sub.gen = self.gen
-        p = sub.optimize(sub.start(n), k, bar, "fit", refine_at=early, schedule=(0, its))
-        p = GaussianParams(p.xy * 2, p.log2_sigma + 1, p.theta, p.color)
-        self._clamp(p)
-        p = self.solve_colors(p)
-        return self.optimize(p, its - k, bar, "fit", refine_at=late, schedule=(k, its))
+        """Start and free fit."""
+        cfg = self.cfg
+        return self.optimize(self.start(n), cfg.iterations, bar, "fit", refine_at=cfg.refine_at)
 
     def quantize_phase(self, p: GaussianParams, bar: Progress, steps: int | None = None
                        ) -> GaussianParams:
