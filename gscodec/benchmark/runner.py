@@ -176,14 +176,16 @@ def default_out(name: str) -> Path:
 
 
 def git_state() -> dict:
-    """The commit of the repository the benchmark runs from, and whether tracked files differ."""
+    """The commit of the repository the benchmark runs from, and whether tracked files differ
+    (outside benchmarks/results/, which the benchmark itself writes)."""
     def git(*a):
         r = subprocess.run(["git", "-C", str(REPO_ROOT), *a], capture_output=True, text=True,
                            timeout=20)
         return r.stdout.strip() if r.returncode == 0 else None
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    ":(exclude)benchmarks/results")
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
     return {"git_commit": commit, "git_dirty": None if dirty is None else bool(dirty)}
