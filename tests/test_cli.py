@@ -70,6 +70,12 @@ def test_help_lists_every_command():
     res = gsi("encode", "--help")
     for opt in ("--gaussians", "--iterations", "--device", "--seed", "--quiet"):
         assert opt in res.stdout
+    # The help states each effort preset's iteration count (cli.py cannot import the
+    # encoder's table without torch, so it is written out twice).
+    from gscodec.encoder.fit import EFFORT_PRESETS
+    text = " ".join(res.stdout.split())
+    for name, preset in EFFORT_PRESETS.items():
+        assert f"{name} ({preset['iterations']}" in text
 
 
 def test_truncated_file_is_a_clean_error(encoded, tmp_path):
