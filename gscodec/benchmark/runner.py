@@ -481,6 +481,11 @@ def ray_init(address: str | None = None, num_cpus: int | None = None):
 def _run_ray(ray, tasks: list[dict], take) -> None:
     """Submit every task, hand each finished row to ``take`` as it arrives."""
     has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+
+    def on_gpu(t):
+        name, opts = t["spec"]
+        return dict(t, spec=(name, {**opts, "device": "cuda"}))
+
     unit = ray.remote(max_retries=1)(_ray_unit)
     refs: dict = {}
     pending = {}
@@ -488,9 +493,6 @@ def _run_ray(ray, tasks: list[dict], take) -> None:
         if t["path"] not in refs:
             refs[t["path"]] = ray.put(Path(t["path"]).read_bytes())
         if t["codec"] in GSI_CODECS and has_gpu:
-            def on_gpu(t):
-                name, opts = t["spec"]
-                return dict(t, spec=(name, {**opts, "device": "cuda"}))
             t = on_gpu(t)
             if "joint" in t:
                 t["joint"] = [on_gpu(x) for x in t["joint"]]

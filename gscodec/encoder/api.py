@@ -8,7 +8,7 @@ from ..bitstream import format as gsi_format
 from ..bitstream.model import MAX_SIDE
 from ..errors import InputError
 from ..imageio import check_count, load_image, load_mask
-from .fit import EFFORT_ITERATIONS, EFFORT_PRESETS, FitConfig, Fitter
+from .fit import EFFORT_PRESETS, FitConfig, Fitter
 from .quantize import QuantConfig, adaptive_config
 
 # Default number of Gaussians per 1000 pixels (Kodak 768x512: 2359 Gaussians), chosen
@@ -68,17 +68,8 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         from .ratecontrol import quality_density
         n = default_gaussians(h, w, quality_density(quality))
     n = default_gaussians(h, w) if n is None else n
-    its = check_count("iterations", iterations, 0)
-    if init not in ("structure", "random"):
-        raise InputError(f"unknown init {init!r} (use structure or random)")
-    if effort not in EFFORT_ITERATIONS:
-        raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_ITERATIONS)})")
-    preset = dict(EFFORT_PRESETS[effort])
-    if its is not None:
-        preset["iterations"] = its
-    cfg = FitConfig(**preset, init=init,
-                    seed=int(seed), backend=encode_backend(device),
-                    quant=adaptive_config() if adaptive else QuantConfig())
+    cfg = fit_config(iterations=iterations, init=init, effort=effort, seed=seed,
+                     device=device, adaptive=adaptive)
     known_mask = load_mask(mask, h, w) if mask is not None else None
     if known_mask is not None and profile != "gsi":
         raise InputError("masked encoding needs profile gsi (the gaussianimage profile "
@@ -97,6 +88,21 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         return gsi_format.write(fitter.fit(n, progress=progress))
     except ValueError as exc:  # e.g. more Gaussians than the format allows for the size
         raise InputError(str(exc)) from None
+
+
+def fit_config(*, iterations=None, init="structure", effort="default", seed=0,
+               device="auto", adaptive=False) -> FitConfig:
+    """The fit's configuration for `encode`'s options (checked: InputError)."""
+    its = check_count("iterations", iterations, 0)
+    if init not in ("structure", "random"):
+        raise InputError(f"unknown init {init!r} (use structure or random)")
+    if effort not in EFFORT_PRESETS:
+        raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_PRESETS)})")
+    preset = dict(EFFORT_PRESETS[effort])
+    if its is not None:
+        preset["iterations"] = its
+    return FitConfig(**preset, init=init, seed=int(seed), backend=encode_backend(device),
+                     quant=adaptive_config() if adaptive else QuantConfig())
 
 
 def _finish_profile(fitter, p, profile: str, progress: bool = False) -> bytes:
@@ -133,14 +139,8 @@ def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
             raise InputError(f"unknown profile {prof!r} (use {' or '.join(PROFILES)})")
     n = check_count("gaussians", gaussians, 1)
     n = default_gaussians(h, w) if n is None else n
-    its = check_count("iterations", iterations, 0)
-    if effort not in EFFORT_PRESETS:
-        raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_PRESETS)})")
-    preset = dict(EFFORT_PRESETS[effort])
-    if its is not None:
-        preset["iterations"] = its
-    cfg = FitConfig(**preset, init=init, seed=int(seed), backend=encode_backend(device))
-    fitter = Fitter(arr, cfg)
+    fitter = Fitter(arr, fit_config(iterations=iterations, init=init, effort=effort,
+                                    seed=seed, device=device))
     try:
         t0 = time.perf_counter()
         p = fitter.fit_params(n, quantize=False)

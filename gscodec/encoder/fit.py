@@ -238,12 +238,10 @@ class Fitter:
 
     def optimize(self, p: GaussianParams, steps: int, progress: Progress, phase: str,
                  quantized: bool = False, lr_scale: float = 1.0,
-                 refine_at: tuple = (), schedule: tuple | None = None) -> GaussianParams:
-        """schedule: (offset, total) when these steps continue a longer cosine decay."""
+                 refine_at: tuple = ()) -> GaussianParams:
         if steps <= 0:
             return p
         c = self.cfg
-        offset, total = schedule if schedule is not None else (0, steps)
         refine_steps = {int(f * steps) for f in refine_at if 0 < f < 1}
         beta2 = 0.999
         solve_every = 0
@@ -262,7 +260,7 @@ class Fitter:
                   and step < c.color_solve_until * steps):
                 p = self.solve_colors(p, c.color_resolve_steps)
                 opt = self._optimizer(p, lr_scale, beta2)
-            f = lr_factor(offset + step, total, c.lr_final_fraction)
+            f = lr_factor(step, steps, c.lr_final_fraction)
             opt.lr = [lr * f for lr in opt.base_lr]
             view = fake_quantize(p, q, self.w, self.h, self.cls) if quantized else p
             out = self.render(view)
