@@ -64,6 +64,15 @@ struct Gauss {
     bool valid;
 };
 
+// Plans pad every row's weights to a multiple of PAD pixels (one AVX2 vector of floats).
+constexpr int PAD = 8;
+inline int padded(int n) { return (n + PAD - 1) / PAD * PAD; }
+
+struct RowSpan {    // one candidate row of one Gaussian (plans)
+    int32_t j0, n;  // first column and pixel count (n = 0: the row has no span)
+    int64_t off;    // offset of the row's padded(n) weights in the plan's weight array
+};
+
 }  // namespace
 
 // ---- hot loops: AVX2 copy (x86 with GCC/Clang) and baseline copy ----------------------------
@@ -102,14 +111,26 @@ struct Impl {
     void (*backward_chunk)(int, const Gauss*, const int32_t*, int64_t, int64_t, const float*,
                            const float*, int64_t, int64_t, float*, float*, float*, float*);
     float (*fast_exp)(float);
+    void (*plan_spans)(const Gauss*, int64_t, int64_t, int64_t, const int64_t*, RowSpan*);
+    void (*plan_weights)(const Gauss*, int64_t, int64_t, const int64_t*, const RowSpan*,
+                         float*);
+    void (*plan_forward_band)(int, const Gauss*, const int32_t*, int64_t, int64_t,
+                              const int64_t*, const RowSpan*, float*, bool, const float*, int,
+                              int, int64_t, float*, float*, float*);
+    void (*plan_backward_chunk)(int, bool, const Gauss*, const int32_t*, int64_t, int64_t,
+                                const int64_t*, const RowSpan*, const float*, const float*,
+                                const float*, int64_t, int64_t, float*, float*, float*,
+                                float*);
 };
 
-const Impl kBase = {"baseline", gsi_base::forward_band, gsi_base::backward_chunk,
-                    gsi_base::fast_exp_out};
+#define GSI_IMPL(NAME, NS)                                                                    \
+    {NAME, NS::forward_band, NS::backward_chunk, NS::fast_exp_out, NS::plan_spans_chunk,      \
+     NS::plan_weights_chunk, NS::plan_forward_band, NS::plan_backward_chunk}
+const Impl kBase = GSI_IMPL("baseline", gsi_base);
 #if GSI_HAVE_AVX2
-const Impl kAvx2 = {"avx2", gsi_avx2::forward_band, gsi_avx2::backward_chunk,
-                    gsi_avx2::fast_exp_out};
+const Impl kAvx2 = GSI_IMPL("avx2", gsi_avx2);
 #endif
+#undef GSI_IMPL
 
 bool cpu_has_avx2() {
 #if GSI_HAVE_AVX2
@@ -326,40 +347,36 @@ std::vector<Gauss> setup_all(const float* m, const float* q, int64_t N, int64_t 
     return gs;
 }
 
-void forward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col, int C,
-                  int64_t H, int64_t W, float* out, int nt) {
+// Gaussians binned into bands of BAND rows by their candidate rows: the band b holds
+// ids[start[b] .. start[b+1]) in index order (the forward's summation order).
+struct Bands {
+    std::vector<int64_t> start;
+    std::vector<int32_t> ids;
+};
+
+Bands bin_bands(const std::vector<Gauss>& gs, int64_t H) {
     const int64_t N = (int64_t)gs.size();
     const int64_t nb = (H + BAND - 1) / BAND;
-    // Bin Gaussians into bands: count, prefix-sum, fill (in index order: deterministic).
-    std::vector<int64_t> start((size_t)nb + 1, 0);
+    Bands bands;
+    std::vector<int64_t>& start = bands.start;
+    start.assign((size_t)nb + 1, 0);
     for (int64_t k = 0; k < N; ++k)
         if (gs[k].valid)
             for (int b = gs[k].i0 / BAND; b <= gs[k].i1 / BAND; ++b) start[b + 1]++;
     for (int64_t b = 0; b < nb; ++b) start[b + 1] += start[b];
-    std::vector<int32_t> ids((size_t)start[nb]);
-    {
-        std::vector<int64_t> fill(start.begin(), start.end() - 1);
-        for (int64_t k = 0; k < N; ++k)
-            if (gs[k].valid)
-                for (int b = gs[k].i0 / BAND; b <= gs[k].i1 / BAND; ++b)
-                    ids[fill[b]++] = (int32_t)k;
-    }
-    parallel_dynamic(nb, nt, [&](int64_t band) {
-        const int r0 = (int)(band * BAND);
-        const int r1 = (int)std::min<int64_t>(H, r0 + BAND);  // exclusive
-        std::vector<float> acc((size_t)C * (r1 - r0) * W);
-        std::vector<float> w((size_t)W);
-        im.forward_band(C, gs.data(), ids.data(), start[band], start[band + 1], col, r0, r1, W,
-                        out, acc.data(), w.data());
-    });
+    bands.ids.resize((size_t)start[nb]);
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t k = 0; k < N; ++k)
+        if (gs[k].valid)
+            for (int b = gs[k].i0 / BAND; b <= gs[k].i1 / BAND; ++b)
+                bands.ids[fill[b]++] = (int32_t)k;
+    return bands;
 }
 
-void backward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col, int C,
-                   const float* gp, int64_t H, int64_t W, float* gm, float* gq, float* gc,
-                   int nt) {
+// Gaussians grouped by the band of their first row (counting sort, stable), so that
+// consecutive Gaussians of the backward read nearby rows of grad_out (cache locality).
+std::vector<int32_t> band_order(const std::vector<Gauss>& gs, int64_t H) {
     const int64_t N = (int64_t)gs.size();
-    // Visit Gaussians grouped by the band of their first row (counting sort, stable), so
-    // that consecutive Gaussians read nearby rows of grad_out (cache locality).
     const int64_t nb = (H + BAND - 1) / BAND;
     std::vector<int64_t> start((size_t)nb + 2, 0);
     for (int64_t k = 0; k < N; ++k) start[(gs[k].valid ? gs[k].i0 / BAND : nb) + 1]++;
@@ -367,6 +384,43 @@ void backward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* co
     std::vector<int32_t> order((size_t)N);
     for (int64_t k = 0; k < N; ++k)
         order[start[gs[k].valid ? gs[k].i0 / BAND : nb]++] = (int32_t)k;
+    return order;
+}
+
+// Interleaved [H, W, C] -> planar [C, H, stride] (unit-stride rows per channel; the columns
+// from W to stride are zero).
+std::vector<float> to_planar(const float* pg, int64_t H, int64_t W, int64_t C, int nt,
+                             int64_t stride) {
+    std::vector<float> gp((size_t)(C * H * stride));  // zero-initialised
+    const int64_t plane = H * stride;
+    parallel_dynamic((H + BAND - 1) / BAND, nt, [&](int64_t band) {
+        const int64_t r1 = std::min<int64_t>(H, (band + 1) * BAND);
+        for (int64_t i = band * BAND; i < r1; ++i)
+            for (int64_t j = 0; j < W; ++j)
+                for (int64_t ch = 0; ch < C; ++ch)
+                    gp[ch * plane + i * stride + j] = pg[(i * W + j) * C + ch];
+    });
+    return gp;
+}
+
+void forward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col, int C,
+                  int64_t H, int64_t W, float* out, int nt) {
+    const Bands bands = bin_bands(gs, H);
+    parallel_dynamic((int64_t)bands.start.size() - 1, nt, [&](int64_t band) {
+        const int r0 = (int)(band * BAND);
+        const int r1 = (int)std::min<int64_t>(H, r0 + BAND);  // exclusive
+        std::vector<float> acc((size_t)C * (r1 - r0) * W);
+        std::vector<float> w((size_t)W);
+        im.forward_band(C, gs.data(), bands.ids.data(), bands.start[band],
+                        bands.start[band + 1], col, r0, r1, W, out, acc.data(), w.data());
+    });
+}
+
+void backward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col, int C,
+                   const float* gp, int64_t H, int64_t W, float* gm, float* gq, float* gc,
+                   int nt) {
+    const int64_t N = (int64_t)gs.size();
+    const std::vector<int32_t> order = band_order(gs, H);
     const int64_t nchunks = (N + BWD_CHUNK - 1) / BWD_CHUNK;
     parallel_dynamic(nchunks, nt, [&](int64_t chunk) {
         std::vector<float> w((size_t)W);
@@ -471,20 +525,351 @@ py::tuple backward(py::handle means, py::handle conics, py::handle colors, py::h
             std::memset(pgq, 0, sizeof(float) * (size_t)(N * 3));
             std::memset(pgc, 0, sizeof(float) * (size_t)(N * C));
         } else if (N > 0) {
-            // Planar [C, H, W] copy of the incoming gradient: unit-stride rows per channel.
-            std::vector<float> gp((size_t)(C * H * W));
-            const int64_t plane = H * W;
-            parallel_dynamic((H + BAND - 1) / BAND, nt, [&](int64_t band) {
-                const int64_t r1 = std::min<int64_t>(H, (band + 1) * BAND);
-                for (int64_t p = band * BAND * W; p < r1 * W; ++p)
-                    for (int64_t ch = 0; ch < C; ++ch) gp[ch * plane + p] = pg[p * C + ch];
-            });
+            const std::vector<float> gp = to_planar(pg, H, W, C, nt, W);
             const auto gs = setup_all(pm, pq, N, H, W);
             backward_impl(*impl(), gs, pc, (int)C, gp.data(), H, W, pgm, pgq, pgc, nt);
         }
     }
     return py::make_tuple(gm, gq, gc);
 }
+
+// ---- plans ----------------------------------------------------------------------------------
+// One geometry rendered many times: the encoder's forward+backward of one step, and the
+// conjugate-gradient colour solves (about 25 passes over fixed geometry). The row spans are
+// solved once, and the weights are computed once and kept when they fit max_weights; the
+// passes then only multiply and add. Results are bit-identical to forward/backward.
+
+constexpr int64_t PLAN_CHUNK = 64;  // Gaussians per work item of the plan's set-up
+
+// Weight arrays are tens of MB, and the encoder makes a plan per step: a freed array is kept
+// for the next plan, which saves the page faults and zeroing of fresh memory (measured: the
+// set-up took 1.9x as long with a new std::vector each time).
+struct Buffer {
+    float* data = nullptr;
+    size_t size = 0, capacity = 0;
+    Buffer() = default;
+    Buffer(Buffer&& o) noexcept : data(o.data), size(o.size), capacity(o.capacity) {
+        o.data = nullptr;
+        o.size = o.capacity = 0;
+    }
+    Buffer& operator=(Buffer&& o) noexcept {
+        std::swap(data, o.data);
+        std::swap(size, o.size);
+        std::swap(capacity, o.capacity);
+        return *this;
+    }
+    ~Buffer() { std::free(data); }
+};
+
+std::mutex g_buffers_mutex;
+std::vector<Buffer> g_buffers;  // at most 2 kept: a step's plan and the colour solve's
+
+Buffer take_buffer(size_t n) {
+    {
+        std::lock_guard<std::mutex> lk(g_buffers_mutex);
+        for (size_t i = 0; i < g_buffers.size(); ++i)
+            if (g_buffers[i].capacity >= n) {
+                Buffer b = std::move(g_buffers[i]);
+                g_buffers.erase(g_buffers.begin() + (std::ptrdiff_t)i);
+                b.size = n;
+                return b;
+            }
+    }
+    Buffer b;
+    const size_t cap = n + n / 8 + 1024;  // room for a slightly larger next plan
+    b.data = static_cast<float*>(std::malloc(cap * sizeof(float)));
+    if (!b.data) throw std::bad_alloc();
+    b.size = n;
+    b.capacity = cap;
+    return b;
+}
+
+void give_buffer(Buffer&& b) {
+    if (!b.data) return;
+    std::lock_guard<std::mutex> lk(g_buffers_mutex);
+    g_buffers.push_back(std::move(b));
+    if (g_buffers.size() > 2) {  // drop the smallest
+        auto it = std::min_element(g_buffers.begin(), g_buffers.end(),
+                                   [](const Buffer& x, const Buffer& y) {
+                                       return x.capacity < y.capacity;
+                                   });
+        g_buffers.erase(it);
+    }
+}
+
+class Plan {
+  public:
+    Plan(py::handle means, py::handle conics, int64_t height, int64_t width, int num_threads,
+         int64_t max_weights) {
+        auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
+        const auto N = m.shape(0);
+        if (m.shape(1) != 2 || q.shape(0) != N || q.shape(1) != 3)
+            throw py::value_error("bad shapes: means " + shape_str(m) + ", conics " +
+                                  shape_str(q) + " (need [N, 2], [N, 3])");
+        if (N > (py::ssize_t)std::numeric_limits<int32_t>::max())
+            throw py::value_error("too many Gaussians");
+        check_size(height, width);
+        if (max_weights < 0) throw py::value_error("max_weights must be >= 0");
+        const int nt = resolve_threads(num_threads);
+        H_ = height;
+        W_ = width;
+        N_ = N;
+        const float *pm = m.data(), *pq = q.data();
+        py::gil_scoped_release nogil;
+        const Impl& im = *impl();
+        gs_ = setup_all(pm, pq, N_, H_, W_);
+        if (H_ == 0 || W_ == 0)
+            for (auto& g : gs_) g.valid = false;
+        rows_start_.assign((size_t)N_ + 1, 0);
+        for (int64_t k = 0; k < N_; ++k)
+            rows_start_[k + 1] = rows_start_[k] + (gs_[k].valid ? gs_[k].i1 - gs_[k].i0 + 1 : 0);
+        spans_.resize((size_t)rows_start_[N_]);
+        const int64_t nchunks = (N_ + PLAN_CHUNK - 1) / PLAN_CHUNK;
+        parallel_dynamic(nchunks, nt, [&](int64_t ch) {
+            im.plan_spans(gs_.data(), ch * PLAN_CHUNK, std::min(N_, (ch + 1) * PLAN_CHUNK), W_,
+                          rows_start_.data(), spans_.data());
+        });
+        int64_t off = 0;
+        for (auto& sp : spans_) {
+            sp.off = off;
+            off += padded(sp.n);
+            evaluations_ += sp.n;
+        }
+        // The weights are computed by the first pass that needs them (a forward fills them on
+        // the way, so a plan's forward costs about what `forward` does).
+        if (off <= max_weights) {
+            weights_ = take_buffer((size_t)off);
+            stored_ = true;
+        }
+        bands_ = bin_bands(gs_, H_);
+        order_ = band_order(gs_, H_);
+    }
+
+    py::array_t<float> forward(py::handle colors, int num_threads) const {
+        auto c = colors_arg(colors);
+        const int nt = resolve_threads(num_threads);
+        const int64_t C = c.shape(1);
+        py::array_t<float> out({(py::ssize_t)H_, (py::ssize_t)W_, (py::ssize_t)C});
+        float* o = out.mutable_data();
+        const float* pc = c.data();
+        {
+            py::gil_scoped_release nogil;
+            if (N_ == 0 || H_ == 0 || W_ == 0) {
+                std::memset(o, 0, sizeof(float) * (size_t)(H_ * W_ * C));
+            } else {
+                forward_bands(pc, C, nt, [&](int r0, int r1, const float* acc) {
+                    const int64_t Wp = W_ + PAD, bh = r1 - r0;
+                    for (int64_t i = 0; i < bh; ++i) {
+                        float* orow = o + (r0 + i) * W_ * C;
+                        for (int64_t j = 0; j < W_; ++j)
+                            for (int64_t ch = 0; ch < C; ++ch)
+                                orow[j * C + ch] = acc[(ch * bh + i) * Wp + j];
+                    }
+                });
+            }
+        }
+        return out;
+    }
+
+    // The fit's step in one call: with r = weight * forward(colors) - target (weight [H, W]
+    // or None for ones), returns (scale * sum(r^2), gmeans, gconics, gcolors), the gradients
+    // being those of that loss. The residual goes straight into the backward's planar buffer:
+    // no image crosses to Python. The sum is per band in double, then over bands in order
+    // (the same value at any thread count).
+    py::tuple loss_backward(py::handle colors, py::handle target, py::object weight,
+                            double scale, int num_threads) const {
+        auto c = colors_arg(colors);
+        const int64_t C = c.shape(1);
+        auto t = as_f32(target, "target", 3);
+        if (t.shape(0) != H_ || t.shape(1) != W_ || t.shape(2) != C)
+            throw py::value_error("target must be [" + std::to_string(H_) + ", " +
+                                  std::to_string(W_) + ", " + std::to_string(C) + "], got " +
+                                  shape_str(t));
+        farray wt;
+        const float* pw = nullptr;
+        if (!weight.is_none()) {
+            wt = as_f32(weight, "weight", 2);
+            if (wt.shape(0) != H_ || wt.shape(1) != W_)
+                throw py::value_error("weight must be [" + std::to_string(H_) + ", " +
+                                      std::to_string(W_) + "], got " + shape_str(wt));
+            pw = wt.data();
+        }
+        const int nt = resolve_threads(num_threads);
+        py::array_t<float> gm({(py::ssize_t)N_, (py::ssize_t)2});
+        py::array_t<float> gq({(py::ssize_t)N_, (py::ssize_t)3});
+        py::array_t<float> gc({(py::ssize_t)N_, (py::ssize_t)C});
+        float *pgm = gm.mutable_data(), *pgq = gq.mutable_data(), *pgc = gc.mutable_data();
+        const float *pc = c.data(), *pt = t.data();
+        double loss = 0.0;
+        {
+            py::gil_scoped_release nogil;
+            const int64_t Wp = W_ + PAD, plane = H_ * Wp;
+            const int64_t nb = (H_ + BAND - 1) / BAND;
+            std::vector<float> gp((size_t)(C * plane));  // zero, the spare columns included
+            std::vector<double> band_loss((size_t)std::max<int64_t>(nb, 1), 0.0);
+            const float g2 = (float)(2.0 * scale);
+            auto residual = [&](int r0, int r1, const float* acc) {
+                const int64_t bh = r1 - r0;
+                double sum = 0.0;
+                for (int64_t ch = 0; ch < C; ++ch)
+                    for (int64_t i = 0; i < bh; ++i) {
+                        const int64_t row = r0 + i;
+                        const float* a = acc + (ch * bh + i) * Wp;
+                        float* g = gp.data() + ch * plane + row * Wp;
+                        for (int64_t j = 0; j < W_; ++j) {
+                            const float w = pw ? pw[row * W_ + j] : 1.0f;
+                            const float r = w * a[j] - pt[(row * W_ + j) * C + ch];
+                            sum += (double)r * (double)r;
+                            g[j] = g2 * (w * r);
+                        }
+                    }
+                band_loss[(size_t)(r0 / BAND)] = sum;
+            };
+            if (N_ > 0 && H_ > 0 && W_ > 0) {
+                forward_bands(pc, C, nt, residual);
+            } else {
+                std::vector<float> zero((size_t)(C * BAND * Wp), 0.0f);
+                for (int64_t b = 0; b < nb; ++b)
+                    residual((int)(b * BAND), (int)std::min<int64_t>(H_, (b + 1) * BAND),
+                             zero.data());
+            }
+            for (double v : band_loss) loss += v;
+            loss *= scale;
+            backward_planar(true, pc, C, gp.data(), nt, pgm, pgq, pgc);
+        }
+        return py::make_tuple(loss, gm, gq, gc);
+    }
+
+    // Gradients of sum(forward(colors) * grad_out): (gmeans, gconics, gcolors).
+    py::tuple backward(py::handle colors, py::handle grad_out, int num_threads) const {
+        auto c = colors_arg(colors);
+        const int64_t C = c.shape(1);
+        py::array_t<float> gm({(py::ssize_t)N_, (py::ssize_t)2});
+        py::array_t<float> gq({(py::ssize_t)N_, (py::ssize_t)3});
+        py::array_t<float> gc({(py::ssize_t)N_, (py::ssize_t)C});
+        run_backward(true, c.data(), C, grad_out, num_threads, gm.mutable_data(),
+                     gq.mutable_data(), gc.mutable_data());
+        return py::make_tuple(gm, gq, gc);
+    }
+
+    // A^T v: the colour gradient alone of sum(forward(colors) * v), for v [H, W, C].
+    py::array_t<float> adjoint(py::handle v, int num_threads) const {
+        auto g = as_f32(v, "v", 3);
+        const int64_t C = g.shape(2);
+        if (C < 1 || C > 4) throw py::value_error("v must be [H, W, C] with C in 1..4");
+        py::array_t<float> gc({(py::ssize_t)N_, (py::ssize_t)C});
+        run_backward(false, nullptr, C, v, num_threads, nullptr, nullptr, gc.mutable_data());
+        return gc;
+    }
+
+    ~Plan() { give_buffer(std::move(weights_)); }
+    Plan(const Plan&) = delete;
+    Plan& operator=(const Plan&) = delete;
+
+    int64_t count() const { return N_; }
+    int64_t evaluations() const { return evaluations_; }
+    bool weights_stored() const { return stored_; }
+    int64_t nbytes() const {
+        return (int64_t)(weights_.size * sizeof(float) + spans_.size() * sizeof(RowSpan) +
+                         gs_.size() * sizeof(Gauss) + bands_.ids.size() * sizeof(int32_t) +
+                         order_.size() * sizeof(int32_t));
+    }
+
+  private:
+    const float* weights() const { return stored_ ? weights_.data : nullptr; }
+
+    // A backward or adjoint before any forward: compute the stored weights first.
+    void fill_weights(int nt) const {
+        std::lock_guard<std::mutex> lk(fill_mutex_);
+        if (!stored_ || filled_) return;
+        const Impl& im = *impl();
+        parallel_dynamic((N_ + PLAN_CHUNK - 1) / PLAN_CHUNK, nt, [&](int64_t ch) {
+            im.plan_weights(gs_.data(), ch * PLAN_CHUNK, std::min(N_, (ch + 1) * PLAN_CHUNK),
+                            rows_start_.data(), spans_.data(), weights_.data);
+        });
+        filled_ = true;
+    }
+
+    farray colors_arg(py::handle colors) const {
+        auto c = as_f32(colors, "colors", 2);
+        if (c.shape(0) != N_ || c.shape(1) < 1 || c.shape(1) > 4)
+            throw py::value_error("colors must be [N, C] with N = " + std::to_string(N_) +
+                                  " and C in 1..4, got " + shape_str(c));
+        return c;
+    }
+
+    void run_backward(bool geom, const float* pc, int64_t C, py::handle grad_out,
+                      int num_threads, float* pgm, float* pgq, float* pgc) const {
+        auto g = as_f32(grad_out, geom ? "grad_out" : "v", 3);
+        if (g.shape(0) != H_ || g.shape(1) != W_ || g.shape(2) != C)
+            throw py::value_error(std::string(geom ? "grad_out" : "v") + " must be [" +
+                                  std::to_string(H_) + ", " + std::to_string(W_) + ", " +
+                                  std::to_string(C) + "], got " + shape_str(g));
+        const int nt = resolve_threads(num_threads);
+        const float* pg = g.data();
+        py::gil_scoped_release nogil;
+        const std::vector<float> gp = to_planar(pg, H_, W_, C, nt, W_ + PAD);
+        backward_planar(geom, pc, C, gp.data(), nt, pgm, pgq, pgc);
+    }
+
+    // The backward (geom) or adjoint for a planar gradient gp [C, H, W + PAD] (spare
+    // columns zero). Called without the GIL.
+    void backward_planar(bool geom, const float* pc, int64_t C, const float* gp, int nt,
+                         float* pgm, float* pgq, float* pgc) const {
+        if (H_ == 0 || W_ == 0) {
+            if (geom) {
+                std::memset(pgm, 0, sizeof(float) * (size_t)(N_ * 2));
+                std::memset(pgq, 0, sizeof(float) * (size_t)(N_ * 3));
+            }
+            std::memset(pgc, 0, sizeof(float) * (size_t)(N_ * C));
+            return;
+        }
+        if (N_ == 0) return;
+        const Impl& im = *impl();
+        fill_weights(nt);
+        const int64_t nchunks = (N_ + BWD_CHUNK - 1) / BWD_CHUNK;
+        parallel_dynamic(nchunks, nt, [&](int64_t chunk) {
+            std::vector<float> scratch(stored_ ? 0 : (size_t)(W_ + PAD));
+            const int64_t e0 = chunk * BWD_CHUNK, e1 = std::min(N_, e0 + BWD_CHUNK);
+            im.plan_backward_chunk((int)C, geom, gs_.data(), order_.data(), e0, e1,
+                                   rows_start_.data(), spans_.data(), weights(), pc, gp, H_,
+                                   W_, pgm, pgq, pgc, scratch.data());
+        });
+    }
+
+    // Accumulate every band of forward(colors) and hand it to epilogue(r0, r1, acc), acc
+    // planar [C][r1 - r0][W + PAD]. The first pass of a plan that stores weights fills them.
+    template <class F>
+    void forward_bands(const float* pc, int64_t C, int nt, const F& epilogue) const {
+        const Impl& im = *impl();
+        std::unique_lock<std::mutex> lk(fill_mutex_);
+        const bool fill = stored_ && !filled_;
+        if (!fill) lk.unlock();
+        parallel_dynamic((int64_t)bands_.start.size() - 1, nt, [&](int64_t band) {
+            const int r0 = (int)(band * BAND);
+            const int r1 = (int)std::min<int64_t>(H_, r0 + BAND);
+            std::vector<float> acc((size_t)C * (r1 - r0) * (W_ + PAD));
+            std::vector<float> scratch(stored_ ? 0 : (size_t)(W_ + PAD));
+            im.plan_forward_band((int)C, gs_.data(), bands_.ids.data(), bands_.start[band],
+                                 bands_.start[band + 1], rows_start_.data(), spans_.data(),
+                                 weights_.data, fill, pc, r0, r1, W_, nullptr, acc.data(),
+                                 scratch.data());
+            epilogue(r0, r1, acc.data());
+        });
+        if (fill) filled_ = true;
+    }
+
+    int64_t H_ = 0, W_ = 0, N_ = 0, evaluations_ = 0;
+    bool stored_ = false;
+    mutable bool filled_ = false;  // the stored weights have been computed
+    mutable std::mutex fill_mutex_;
+    std::vector<Gauss> gs_;
+    std::vector<int64_t> rows_start_;
+    std::vector<RowSpan> spans_;
+    Buffer weights_;
+    Bands bands_;
+    std::vector<int32_t> order_;
+};
 
 double fast_exp_max_rel_error(double lo, double hi, int64_t steps) {
     const Impl* im = impl();
@@ -529,6 +914,29 @@ PYBIND11_MODULE(_raster, m) {
           py::arg("grad_out"), py::arg("num_threads") = 0,
           "Gradients (gmeans [N,2], gconics [N,3], gcolors [N,C]) of sum(forward * grad_out)\n"
           "for grad_out float32 [H, W, C]. Releases the GIL.");
+    py::class_<Plan>(m, "Plan",
+                     "One geometry prepared for many renders (row spans solved once; weights\n"
+                     "kept when there are at most max_weights). Results are bit-identical to\n"
+                     "forward/backward.")
+        .def(py::init<py::handle, py::handle, int64_t, int64_t, int, int64_t>(),
+             py::arg("means"), py::arg("conics"), py::arg("height"), py::arg("width"),
+             py::arg("num_threads") = 0, py::arg("max_weights") = (int64_t)1 << 26)
+        .def("forward", &Plan::forward, py::arg("colors"), py::arg("num_threads") = 0,
+             "Render colors [N, C] with this geometry: float32 [height, width, C].")
+        .def("backward", &Plan::backward, py::arg("colors"), py::arg("grad_out"),
+             py::arg("num_threads") = 0,
+             "(gmeans, gconics, gcolors) of sum(forward(colors) * grad_out).")
+        .def("loss_backward", &Plan::loss_backward, py::arg("colors"), py::arg("target"),
+             py::arg("weight"), py::arg("scale"), py::arg("num_threads") = 0,
+             "With r = weight * forward(colors) - target (weight [H, W] or None):\n"
+             "(scale * sum(r^2), gmeans, gconics, gcolors) of that loss.")
+        .def("adjoint", &Plan::adjoint, py::arg("v"), py::arg("num_threads") = 0,
+             "A^T v for v [height, width, C]: the colour gradient of sum(forward(.) * v).")
+        .def_property_readonly("count", &Plan::count)
+        .def_property_readonly("evaluations", &Plan::evaluations,
+                               "Gaussian-pixel evaluations of one pass (weights)")
+        .def_property_readonly("weights_stored", &Plan::weights_stored)
+        .def_property_readonly("nbytes", &Plan::nbytes);
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Default thread count of forward/backward (n >= 1).");
     m.def("get_num_threads", &get_num_threads,

@@ -2,7 +2,8 @@
 // AVX2 target region (namespace gsi_avx2) and once for the baseline ISA (namespace
 // gsi_base); the choice is made at run time. No include guard, on purpose.
 //
-// Requires (defined by the includer): GSI_NS (namespace name), struct Gauss, Q_CUT.
+// Requires (defined by the includer): GSI_NS (namespace name), structs Gauss and RowSpan,
+// Q_CUT, PAD and padded().
 // Every operation here is an IEEE float/double operation with no contraction (the build
 // uses -ffp-contract=off and the AVX2 region does not enable FMA), so per-pixel weights
 // and forward sums are bit-identical between the two instantiations.
@@ -188,6 +189,216 @@ static void backward_chunk(int C, const Gauss* gs, const int32_t* order, int64_t
         case 3: backward_chunk_t<3>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
         default: backward_chunk_t<4>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
     }
+}
+
+
+// ---- plans: one geometry, many passes (the encoder) -------------------------------------------
+// A plan keeps, for every Gaussian k and candidate row i (rows_start[k] + i - g.i0), the
+// row's column span and, when stored, its weights. Spans and weights come from row_span and
+// row_weights exactly as in forward_band_t, and plan_forward_band_t sums in the same order,
+// so a plan's forward is bit-identical to `forward`. Rows are padded to a multiple of PAD
+// pixels with zero weights, and the plan's image buffers have PAD spare columns (row stride
+// Wp = W + PAD), so the loops run whole vectors with no scalar remainder; adding the padding's
+// exact zeros (0 * finite colour) changes no sum.
+
+// Spans of the Gaussians [k0, k1): n = 0 for a row with no span.
+static void plan_spans_chunk(const Gauss* gs, int64_t k0, int64_t k1, int64_t W,
+                             const int64_t* rows_start, RowSpan* spans) {
+    for (int64_t k = k0; k < k1; ++k) {
+        const Gauss& g = gs[k];
+        RowSpan* s = spans + rows_start[k];
+        for (int i = g.i0; i <= g.i1; ++i, ++s) {
+            const float dy = ((float)i + 0.5f) - g.my;
+            int j0 = 0, j1 = -1;
+            if (!row_span(g, dy, W, j0, j1)) j1 = j0 - 1;
+            s->j0 = j0;
+            s->n = j1 - j0 + 1;
+        }
+    }
+}
+
+// The weights of one row, PAD-padded with zeros: stored (computed into the store first when
+// fill is set), or computed into scratch when the plan keeps none.
+static inline const float* plan_row(const Gauss& g, int i, const RowSpan& s, float* weights,
+                                    bool fill, float* scratch) {
+    float* w = weights ? weights + s.off : scratch;
+    if (!weights || fill) {
+        row_weights(g, ((float)i + 0.5f) - g.my, s.j0, s.j0 + s.n - 1, w);
+        for (int t = s.n; t < padded(s.n); ++t) w[t] = 0.0f;
+    }
+    return w;
+}
+
+// Weights of the Gaussians [k0, k1) at their spans' offsets.
+static void plan_weights_chunk(const Gauss* gs, int64_t k0, int64_t k1,
+                               const int64_t* rows_start, const RowSpan* spans, float* weights) {
+    for (int64_t k = k0; k < k1; ++k) {
+        const Gauss& g = gs[k];
+        const RowSpan* s = spans + rows_start[k];
+        for (int i = g.i0; i <= g.i1; ++i, ++s)
+            if (s->n > 0) plan_row(g, i, *s, weights, true, nullptr);
+    }
+}
+
+// With fill set, the weights are computed into the store on the way (each row of each
+// Gaussian lies in exactly one band: no two bands write the same weights). With out null,
+// the band is left in acc.
+template <int C>
+static void plan_forward_band_t(const Gauss* gs, const int32_t* ids, int64_t e0, int64_t e1,
+                                const int64_t* rows_start, const RowSpan* spans,
+                                float* weights, bool fill, const float* col, int r0, int r1,
+                                int64_t W, float* out, float* acc, float* scratch) {
+    const int bh = r1 - r0;
+    const int64_t Wp = W + PAD;
+    std::memset(acc, 0, sizeof(float) * (size_t)C * bh * Wp);
+    for (int64_t e = e0; e < e1; ++e) {
+        const int64_t k = ids[e];
+        const Gauss& g = gs[k];
+        const int i0 = g.i0 > r0 ? g.i0 : r0;
+        const int i1 = g.i1 < r1 - 1 ? g.i1 : r1 - 1;
+        float cc[C];
+        for (int ch = 0; ch < C; ++ch) cc[ch] = col[k * C + ch];
+        const RowSpan* s = spans + rows_start[k] + (i0 - g.i0);
+        for (int i = i0; i <= i1; ++i, ++s) {
+            const int n = s->n;
+            if (n <= 0) continue;
+            const float* wp = plan_row(g, i, *s, weights, fill, scratch);
+            const int np = padded(n);
+            for (int ch = 0; ch < C; ++ch) {
+                float* dst = acc + ((size_t)ch * bh + (i - r0)) * Wp + s->j0;
+                const float cv = cc[ch];
+#pragma omp simd
+                for (int t = 0; t < np; ++t) dst[t] += wp[t] * cv;
+            }
+        }
+    }
+    if (!out) return;  // the caller reads acc (planar [C][bh][Wp])
+    for (int i = 0; i < bh; ++i) {
+        float* o = out + ((size_t)(r0 + i) * W) * C;
+        for (int64_t j = 0; j < W; ++j)
+            for (int ch = 0; ch < C; ++ch) o[j * C + ch] = acc[((size_t)ch * bh + i) * Wp + j];
+    }
+}
+
+static void plan_forward_band(int C, const Gauss* gs, const int32_t* ids, int64_t e0,
+                              int64_t e1, const int64_t* rows_start, const RowSpan* spans,
+                              float* weights, bool fill, const float* col, int r0, int r1,
+                              int64_t W, float* out, float* acc, float* scratch) {
+#define GSI_PF(CC) plan_forward_band_t<CC>(gs, ids, e0, e1, rows_start, spans, weights, fill, \
+                                           col, r0, r1, W, out, acc, scratch)
+    switch (C) {
+        case 1: GSI_PF(1); break;
+        case 2: GSI_PF(2); break;
+        case 3: GSI_PF(3); break;
+        default: GSI_PF(4); break;
+    }
+#undef GSI_PF
+}
+
+// Gradients as backward_chunk_t (same sums), reading the plan's spans and weights. With
+// geometry = false only the colour gradient (A^T v) is formed.
+template <int C, bool GEOM>
+static void plan_backward_chunk_t(const Gauss* gs, const int32_t* order, int64_t e0,
+                                  int64_t e1, const int64_t* rows_start, const RowSpan* spans,
+                                  const float* weights, const float* col, const float* gp,
+                                  int64_t H, int64_t W, float* gm, float* gq, float* gc,
+                                  float* scratch) {
+    const int64_t Wp = W + PAD;  // gp is planar [C, H, Wp], zero in the spare columns
+    const int64_t plane = H * Wp;
+    for (int64_t e = e0; e < e1; ++e) {
+        const int64_t k = order[e];
+        const Gauss& g = gs[k];
+        double tda = 0, tdb = 0, tdc = 0, tdmx = 0, tdmy = 0;
+        double tcol[4] = {0, 0, 0, 0};
+        if (g.valid) {
+            float cc[4] = {0, 0, 0, 0};
+            if (GEOM)
+                for (int ch = 0; ch < C; ++ch) cc[ch] = col[k * C + ch];
+            const float c0 = cc[0], c1 = cc[1], c2 = cc[2], c3 = cc[3];
+            const RowSpan* s = spans + rows_start[k];
+            for (int i = g.i0; i <= g.i1; ++i, ++s) {
+                const int n = s->n;
+                if (n <= 0) continue;
+                const float dy = ((float)i + 0.5f) - g.my;
+                const float* wp = plan_row(g, i, *s, const_cast<float*>(weights), false,
+                                           scratch);
+                const int j0 = s->j0;
+                const int np = padded(n);
+                const float* g0 = gp + (int64_t)i * Wp + j0;
+                const float* g1 = C > 1 ? g0 + plane : g0;
+                const float* g2 = C > 2 ? g0 + 2 * plane : g0;
+                const float* g3 = C > 3 ? g0 + 3 * plane : g0;
+                float D0 = 0, D1 = 0, D2 = 0, D3 = 0;
+                if (GEOM) {
+                    const float fj0 = (float)j0, mx = g.mx;
+                    float S0 = 0, S1 = 0, S2 = 0;
+#pragma omp simd reduction(+ : S0, S1, S2, D0, D1, D2, D3)
+                    for (int t = 0; t < np; ++t) {
+                        const float wt = wp[t];
+                        float gsum = g0[t] * c0;
+                        D0 += g0[t] * wt;
+                        if (C > 1) { gsum += g1[t] * c1; D1 += g1[t] * wt; }
+                        if (C > 2) { gsum += g2[t] * c2; D2 += g2[t] * wt; }
+                        if (C > 3) { gsum += g3[t] * c3; D3 += g3[t] * wt; }
+                        const float G = wt * gsum;
+                        const float dx = ((fj0 + (float)t) + 0.5f) - mx;
+                        S0 += G;
+                        S1 += G * dx;
+                        S2 += G * dx * dx;
+                    }
+                    const double dyd = dy;
+                    tda += S2;
+                    tdb += 2.0 * dyd * S1;
+                    tdc += dyd * dyd * S0;
+                    tdmx += 2.0 * (double)g.a * S1 + 2.0 * (double)g.b * dyd * S0;
+                    tdmy += 2.0 * (double)g.b * S1 + 2.0 * (double)g.c * dyd * S0;
+                } else {
+#pragma omp simd reduction(+ : D0, D1, D2, D3)
+                    for (int t = 0; t < np; ++t) {
+                        const float wt = wp[t];
+                        D0 += g0[t] * wt;
+                        if (C > 1) D1 += g1[t] * wt;
+                        if (C > 2) D2 += g2[t] * wt;
+                        if (C > 3) D3 += g3[t] * wt;
+                    }
+                }
+                tcol[0] += D0; tcol[1] += D1; tcol[2] += D2; tcol[3] += D3;
+            }
+        }
+        if (GEOM) {
+            gm[2 * k + 0] = (float)(0.5 * tdmx);
+            gm[2 * k + 1] = (float)(0.5 * tdmy);
+            gq[3 * k + 0] = (float)(-0.5 * tda);
+            gq[3 * k + 1] = (float)(-0.5 * tdb);
+            gq[3 * k + 2] = (float)(-0.5 * tdc);
+        }
+        for (int ch = 0; ch < C; ++ch) gc[k * C + ch] = (float)tcol[ch];
+    }
+}
+
+static void plan_backward_chunk(int C, bool geom, const Gauss* gs, const int32_t* order,
+                                int64_t e0, int64_t e1, const int64_t* rows_start,
+                                const RowSpan* spans, const float* weights, const float* col,
+                                const float* gp, int64_t H, int64_t W, float* gm, float* gq,
+                                float* gc, float* scratch) {
+#define GSI_PB(CC, G) plan_backward_chunk_t<CC, G>(gs, order, e0, e1, rows_start, spans, \
+                                                   weights, col, gp, H, W, gm, gq, gc, scratch)
+    if (geom) {
+        switch (C) {
+            case 1: GSI_PB(1, true); break;
+            case 2: GSI_PB(2, true); break;
+            case 3: GSI_PB(3, true); break;
+            default: GSI_PB(4, true); break;
+        }
+    } else {
+        switch (C) {
+            case 1: GSI_PB(1, false); break;
+            case 2: GSI_PB(2, false); break;
+            case 3: GSI_PB(3, false); break;
+            default: GSI_PB(4, false); break;
+        }
+    }
+#undef GSI_PB
 }
 
 }  // namespace GSI_NS

@@ -313,6 +313,9 @@ _FAST_EXP_CPP = r"""
 #include <cstdio>
 #include <cstring>
 struct Gauss { float mx, my, a, b, c; double det; int i0, i1; bool valid; };
+struct RowSpan { int32_t j0, n; int64_t off; };
+constexpr int PAD = 8;
+inline int padded(int n) { return (n + PAD - 1) / PAD * PAD; }
 constexpr float Q_CUT = 12.0f;
 #define GSI_NS gsi_test
 #include "raster_kernels.h"

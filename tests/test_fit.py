@@ -125,3 +125,30 @@ def test_masked_pixels_do_not_change_the_fit():
     b = Fitter(other, cfg, mask).fit(20)
     for name in ("xy", "log_scale", "rot", "color"):
         assert np.array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_fused_loss_equals_render_and_mse():
+    """On the compiled kernel Fitter.loss is one call (render, error, gradients); it gives
+    the value and gradients of render + mse, with and without a mask."""
+    from gscodec.render import cpu
+    if not cpu.kernel_available():
+        import pytest
+        pytest.skip("compiled CPU kernel unavailable")
+    img = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    mask = np.zeros((30, 40), bool)
+    mask[5:15, 10:30] = True
+    for m in (None, mask):
+        f = Fitter(img, FitConfig(), m)
+        p = f.start(120)
+        results = []
+        for fused in (True, False):
+            f._fused = fused
+            q = GaussianParams(*(t.clone().requires_grad_(True) for t in p.tensors()))
+            mse, loss = f.loss(q)
+            assert float(loss) == float(mse)
+            loss.backward()
+            results.append((float(mse), [t.grad.clone() for t in q.tensors()]))
+        (a, ga), (b, gb) = results
+        assert abs(a - b) <= 1e-5 * b
+        for x, y in zip(ga, gb):
+            assert torch.allclose(x, y, rtol=1e-4, atol=1e-6 * float(y.abs().max()))

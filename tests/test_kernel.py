@@ -183,15 +183,126 @@ def test_isa_paths_agree(ext):
     if ext.isa() != "avx2":
         pytest.skip("no AVX2 here")
     m, q, c = np_case(500, 60, 80, 3, 9)
+    g = np.random.default_rng(3).standard_normal((60, 80, 3)).astype(np.float32)
     try:
         a = ext.forward(m, q, c, 60, 80)
+        pa = ext.Plan(m, q, 60, 80)
+        a_plan, a_grad = pa.forward(c), pa.backward(c, g)
         ext._set_isa("baseline")
         assert ext.isa() == "baseline"
         b = ext.forward(m, q, c, 60, 80)
+        pb = ext.Plan(m, q, 60, 80)
+        b_plan, b_grad = pb.forward(c), pb.backward(c, g)
         assert ext.fast_exp_max_rel_error(-87.0, 10.0, 100000) < 1e-6
     finally:
         ext._set_isa("auto")
     assert np.array_equal(a, b)
+    assert np.array_equal(a_plan, a) and np.array_equal(b_plan, a)
+    # Gradients are sums whose order follows the vector width: equal to rounding.
+    for x, y in zip(a_grad, b_grad):
+        assert np.allclose(x, y, rtol=1e-5, atol=1e-5 * np.abs(y).max())
+
+
+# ---- plans (the encoder's repeated passes over one geometry) ---------------------------------
+
+def _rel(a, b):
+    return float(np.abs(a.astype(np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_plan_matches_forward_and_backward(ext, case):
+    """A plan's forward is bit-identical to forward (same weights, same summation order),
+    with stored weights or without (max_weights=0), at any thread count; its backward and
+    adjoint agree with backward to float rounding (the padded rows sum in another order) and
+    are the same bits at every thread count and with or without stored weights."""
+    n, h, w, ch, seed = case
+    m, q, c = np_case(n, h, w, ch, seed)
+    g = np.random.default_rng(seed).standard_normal((h, w, ch)).astype(np.float32)
+    want = ext.forward(m, q, c, h, w, 1)
+    want_g = ext.backward(m, q, c, g, 1)
+    grads = set()
+    for nt in (1, 2, 3):
+        for max_weights in (1 << 26, 0):
+            plan = ext.Plan(m, q, h, w, nt, max_weights)
+            assert plan.weights_stored == (max_weights > 0)
+            assert plan.count == len(m) and plan.evaluations > 0
+            assert plan.forward(c, nt).tobytes() == want.tobytes()
+            got = plan.backward(c, g, nt)
+            for a, b in zip(got, want_g):
+                assert _rel(a, b) < 1e-5
+            assert plan.adjoint(g, nt).tobytes() == got[2].tobytes()
+            grads.add(b"".join(x.tobytes() for x in got))
+    assert len(grads) == 1
+
+
+def test_plan_passes_in_any_order(ext):
+    """The stored weights are computed by whichever pass comes first."""
+    m, q, c = np_case(400, 60, 80, 3, 11)
+    g = np.random.default_rng(1).standard_normal((60, 80, 3)).astype(np.float32)
+    ref = ext.Plan(m, q, 60, 80)
+    fwd, bwd = ref.forward(c), ref.backward(c, g)
+    p1 = ext.Plan(m, q, 60, 80)
+    assert p1.adjoint(g).tobytes() == bwd[2].tobytes()
+    assert p1.forward(c).tobytes() == fwd.tobytes()
+    p2 = ext.Plan(m, q, 60, 80)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(p2.backward(c, g), bwd))
+    assert p2.forward(c).tobytes() == fwd.tobytes()
+    # other colours (any channel count) on the same geometry
+    c1 = c[:, :1] * 2
+    assert p2.forward(c1).tobytes() == ext.forward(m, q, c1, 60, 80).tobytes()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_plan_loss_backward(ext, masked):
+    """loss_backward = scale * sum((weight * forward - target)^2) and the gradients of it
+    (backward of 2 * scale * weight * r), the same at every thread count."""
+    h, w = 70, 90
+    m, q, c = np_case(500, h, w, 3, 5)
+    rng = np.random.default_rng(2)
+    target = rng.random((h, w, 3), dtype=np.float32)
+    weight = (rng.random((h, w)) > 0.3).astype(np.float32) if masked else None
+    scale = 1.0 / (h * w * 3)
+    out = ext.forward(m, q, c, h, w).astype(np.float64)
+    w3 = 1.0 if weight is None else weight[:, :, None]
+    r = w3 * out - target
+    want_loss = scale * (r * r).sum()
+    want = ext.backward(m, q, c, (2 * scale * w3 * r).astype(np.float32))
+    results = set()
+    for nt in (1, 2, 3):
+        loss, gm, gq, gc = ext.Plan(m, q, h, w, nt).loss_backward(c, target, weight, scale, nt)
+        assert abs(loss - want_loss) <= 1e-6 * want_loss
+        for a, b in zip((gm, gq, gc), want):
+            assert _rel(a, b) < 1e-5
+        results.add((loss, gm.tobytes(), gq.tobytes(), gc.tobytes()))
+    assert len(results) == 1
+
+
+def test_plan_empty_and_errors(ext):
+    m, q, c = np_case(30, 12, 16, 3, 0)
+    empty = ext.Plan(np.zeros((0, 2), np.float32), np.zeros((0, 3), np.float32), 12, 16)
+    assert empty.forward(np.zeros((0, 3), np.float32)).shape == (12, 16, 3)
+    assert not empty.forward(np.zeros((0, 3), np.float32)).any()
+    loss, gm, gq, gc = empty.loss_backward(np.zeros((0, 3), np.float32),
+                                           np.ones((12, 16, 3), np.float32), None, 0.5)
+    assert loss == pytest.approx(0.5 * 12 * 16 * 3) and gm.shape == (0, 2) and gc.shape == (0, 3)
+    zero = ext.Plan(m, q, 0, 16)
+    assert zero.forward(c).shape == (0, 16, 3)
+    gm, gq, gc = zero.backward(c, np.zeros((0, 16, 3), np.float32))
+    assert not (gm.any() or gq.any() or gc.any())
+    plan = ext.Plan(m, q, 12, 16)
+    with pytest.raises(ValueError, match="colors"):
+        plan.forward(c[:5])
+    with pytest.raises(ValueError, match="grad_out"):
+        plan.backward(c, np.zeros((12, 15, 3), np.float32))
+    with pytest.raises(ValueError, match="target"):
+        plan.loss_backward(c, np.zeros((12, 16, 2), np.float32), None, 1.0)
+    with pytest.raises(ValueError, match="weight"):
+        plan.loss_backward(c, np.zeros((12, 16, 3), np.float32), np.ones((3, 3), np.float32),
+                           1.0)
+    with pytest.raises(ValueError, match="shapes"):
+        ext.Plan(m, q[:4], 12, 16)
+    with pytest.raises(ValueError):
+        ext.Plan(m, q, -1, 16)
 
 
 # ---- numpy fallback -------------------------------------------------------------------------

@@ -201,30 +201,43 @@ def test_numpy_fast_exp_accuracy():
 
 
 def test_cpu_uses_torch_threads(monkeypatch):
-    """The torch backend runs the kernel on torch.get_num_threads() threads."""
+    """The torch backend runs the kernel on torch.get_num_threads() threads: the plan of a
+    differentiable render, its forward and backward, and the plain forward without grad."""
     _cpu_or_skip()
     ext = cpu_backend.kernel()
     seen = []
 
-    class Spy:
-        def forward(self, *args):
-            seen.append(args[-1])
-            return ext.forward(*args)
+    class SpyPlan:
+        def __init__(self, m, q, h, w, nt, max_weights):
+            seen.append(("plan", nt))
+            self.plan = ext.Plan(m, q, h, w, nt, max_weights)
 
-        def backward(self, *args):
-            seen.append(args[-1])
-            return ext.backward(*args)
+        def forward(self, c, nt):
+            seen.append(("plan.forward", nt))
+            return self.plan.forward(c, nt)
+
+        def backward(self, c, g, nt):
+            seen.append(("plan.backward", nt))
+            return self.plan.backward(c, g, nt)
+
+    class Spy:
+        Plan = SpyPlan
+
+        def forward(self, *args):
+            seen.append(("forward", args[-1]))
+            return ext.forward(*args)
 
     monkeypatch.setattr(cpu_backend, "kernel", lambda: Spy())
     means, conics, colors = random_gaussians(20, 9, 11, 3)
-    means.requires_grad_(True)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
+        render(means, conics, colors, 9, 11, backend="cpu")
+        means.requires_grad_(True)
         render(means, conics, colors, 9, 11, backend="cpu").sum().backward()
     finally:
         torch.set_num_threads(old)
-    assert seen == [1, 1]
+    assert seen == [("forward", 1), ("plan", 1), ("plan.forward", 1), ("plan.backward", 1)]
 
 
 # ---- dispatch and helpers -------------------------------------------------------------------

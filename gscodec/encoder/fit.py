@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..bitstream.model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantizedGaussians
-from ..render import render
+from ..render import render, resolve_backend
 from .init import blur, color_adjoint, random_init, solve_colors, structure_init
 from .params import GaussianParams
 from .progress import Progress
@@ -157,16 +158,18 @@ class Fitter:
         self.history: list[tuple[str, int, float]] = []
         self.cls = None           # class of each Gaussian (set before quantization)
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
+        self._fused: bool | None = None  # loss() by the kernel's loss_backward (set on first use)
 
     # ---- pieces -------------------------------------------------------------------------
     def render(self, p: GaussianParams) -> torch.Tensor:
         return render(p.xy, p.conics(), p.color, self.h, self.w, backend=self.cfg.backend)
 
     def mse(self, out: torch.Tensor) -> torch.Tensor:
-        diff = out - self.target
+        # F.mse_loss is one fused pass each way: half the time of (d * d).sum() with its
+        # temporaries (a Kodak image, two threads: 1.9 ms against 3.7 ms per step).
         if self.known is not None:
-            diff = diff * self.known[:, :, None]
-        return (diff * diff).sum() / (self.npix * self.c)
+            out = out * self.known[:, :, None]  # the target is already zero there
+        return F.mse_loss(out, self.target, reduction="sum") / (self.npix * self.c)
 
     def start(self, n: int) -> GaussianParams:
         init = structure_init if self.cfg.init == "structure" else random_init
@@ -185,6 +188,21 @@ class Fitter:
             p.xy[:, 0].clamp_(0, self.w)
             p.xy[:, 1].clamp_(0, self.h)
             p.log2_sigma.clamp_(LOG2_SIGMA_MIN, LOG2_SIGMA_MAX)
+
+    def loss(self, p: GaussianParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mse, loss to minimise) of the parameters. On the compiled CPU kernel, and with
+        no extra term, render, error and gradients are one kernel call."""
+        if self._fused is None:
+            self._fused = (type(self).extra_loss is Fitter.extra_loss
+                           and resolve_backend(self.cfg.backend, self.target) == "cpu")
+        if self._fused:
+            from ..render.cpu_torch import render_mse_cpu
+            mse = render_mse_cpu(p.xy, p.conics(), p.color, self.target, self.known,
+                                 1.0 / (self.npix * self.c))
+            return mse, mse
+        out = self.render(p)
+        mse = self.mse(out)
+        return mse, mse + self.extra_loss(p, out)
 
     def extra_loss(self, p: GaussianParams, out: torch.Tensor):
         """A term added to the loss; subclasses (masked fitting) add their own."""
@@ -263,9 +281,7 @@ class Fitter:
             f = lr_factor(step, steps, c.lr_final_fraction)
             opt.lr = [lr * f for lr in opt.base_lr]
             view = fake_quantize(p, q, self.w, self.h, self.cls) if quantized else p
-            out = self.render(view)
-            mse = self.mse(out)
-            loss = mse + self.extra_loss(view, out)
+            mse, loss = self.loss(view)
             opt.zero_grad()
             loss.backward()
             opt.step()

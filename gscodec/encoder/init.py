@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bitstream.model import COLOR_RANGE
-from ..render import render
+from ..render import color_operator, render
 from .params import GaussianParams
 
 UNIFORM_SHARE = 0.3      # Image-GS: 30 % uniform, 70 % by squared gradient
@@ -137,13 +137,9 @@ def _sampled_colors(img: torch.Tensor, p: GaussianParams) -> torch.Tensor:
 def color_adjoint(means: torch.Tensor, conics: torch.Tensor, v: torch.Tensor,
                   backend: str = "auto") -> torch.Tensor:
     """A^T v, where A maps colours [N, C] to the rendered image (the rendering is linear in
-    colour): the renderer's backward with respect to the colours, for an image-shaped v."""
-    h, w, c = v.shape
-    with torch.enable_grad():
-        col = torch.zeros(means.shape[0], c, device=means.device, requires_grad=True)
-        out = render(means.detach(), conics.detach(), col, h, w, backend=backend)
-        (g,) = torch.autograd.grad(out, col, grad_outputs=v)
-    return g
+    colour), for an image-shaped v."""
+    h, w, _ = v.shape
+    return color_operator(means.detach(), conics.detach(), h, w, backend=backend).adjoint(v)
 
 
 def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
@@ -157,15 +153,15 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
     wide image) the normal equations are near-singular and float32 CG can diverge to
     colours of 1e14 that cancel, which quantization then turns into noise."""
     h, w, c = img.shape
-    means, conics = p.xy.detach(), p.conics().detach()
+    op = color_operator(p.xy.detach(), p.conics().detach(), h, w)
     wmap = weight[:, :, None] if weight is not None else None
 
     def forward(col):
-        out = render(means, conics, col, h, w)
+        out = op.forward(col)
         return out * wmap if wmap is not None else out
 
     def adjoint(v):  # (W A)^T v = A^T (W v): W is a 0/1 mask
-        return color_adjoint(means, conics, v * wmap if wmap is not None else v)
+        return op.adjoint(v * wmap if wmap is not None else v)
 
     target = img * wmap if wmap is not None else img
     x = p.color.detach().clone()

@@ -42,7 +42,7 @@ from . import cpu as _cpu
 from .common import Q_CUT
 from .cpu import render_numpy
 
-__all__ = ["Q_CUT", "render", "available_backends", "to_uint8", "to_uint8_numpy",
+__all__ = ["Q_CUT", "render", "color_operator", "resolve_backend", "available_backends", "to_uint8", "to_uint8_numpy",
            "transform_for_view", "render_reference", "render_numpy", "cuda_available",
            "render_uint8_cuda"]
 
@@ -133,6 +133,14 @@ def _resolve(backend: str) -> str:
     return "reference"
 
 
+def resolve_backend(backend: str, means=None) -> str:
+    """The backend `render` would use for `backend` and tensors like `means`: "auto"
+    resolved ("cuda" for CUDA tensors), checked to be available."""
+    if backend == "auto" and getattr(means, "is_cuda", False):
+        backend = "cuda"
+    return _resolve(backend)
+
+
 def render(means, conics, colors, height: int, width: int, *, backend: str = "auto"):
     """Render N Gaussians to an unclamped float32 image [height, width, C] by the contract
     above. Differentiable with respect to means, conics and colors. backend: "auto",
@@ -141,6 +149,44 @@ def render(means, conics, colors, height: int, width: int, *, backend: str = "au
         backend = "cuda"
     name = _resolve(backend)
     return _BACKENDS[name][2](means, conics, colors, int(height), int(width))
+
+
+class _AutogradColorOperator:
+    """Colours -> image for fixed geometry and its adjoint, through any backend's render and
+    autograd (the image is linear in the colours)."""
+
+    def __init__(self, means, conics, height, width, backend):
+        self.args = (means.detach(), conics.detach())
+        self.size = (int(height), int(width))
+        self.backend = backend
+
+    def forward(self, colors):
+        import torch
+        with torch.no_grad():
+            return render(*self.args, colors, *self.size, backend=self.backend)
+
+    def adjoint(self, v):
+        import torch
+        with torch.enable_grad():
+            col = torch.zeros(self.args[0].shape[0], v.shape[-1], device=v.device,
+                              requires_grad=True)
+            out = render(*self.args, col, *self.size, backend=self.backend)
+            (g,) = torch.autograd.grad(out, col, grad_outputs=v)
+        return g
+
+
+def color_operator(means, conics, height: int, width: int, *, backend: str = "auto"):
+    """The rendering of fixed geometry as a linear map of the colours: an object with
+    forward(colors [N, C]) -> [height, width, C] and adjoint(v [height, width, C]) -> [N, C]
+    (torch tensors, no autograd). On the compiled CPU kernel both run on one plan of the
+    geometry, so repeated passes (the encoder's colour solves) skip the set-up."""
+    if backend == "auto" and getattr(means, "is_cuda", False):
+        backend = "cuda"
+    name = _resolve(backend)
+    if name == "cpu":
+        from .cpu_torch import PlanColorOperator
+        return PlanColorOperator(means, conics, height, width)
+    return _AutogradColorOperator(means, conics, height, width, name)
 
 
 def render_uint8_cuda(means: np.ndarray, conics: np.ndarray, colors: np.ndarray,

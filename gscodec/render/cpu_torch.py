@@ -3,6 +3,11 @@
 Tensors are passed to the numpy kernel as zero-copy views (when already float32 and
 contiguous) and results come back with torch.from_numpy. The kernel runs on
 torch.get_num_threads() threads, so torch.set_num_threads bounds it too.
+
+A differentiable render keeps the kernel's `Plan` (row spans and weights of the geometry)
+from the forward to the backward, which then only multiplies and adds: forward+backward
+took 0.76x the time of separate calls (kodim05, 2359 Gaussians, two threads). The colour
+solves use a plan for all their passes (`PlanColorOperator`).
 """
 from __future__ import annotations
 
@@ -15,24 +20,30 @@ def _np(t: torch.Tensor):
     return t.detach().to(torch.float32).contiguous().numpy()
 
 
+# Weights a plan may keep (float32: 128 MB); a larger geometry keeps only its row spans and
+# recomputes the weights in each pass.
+MAX_PLAN_WEIGHTS = 1 << 25
+
+
+def make_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
+    return cpu.kernel().Plan(_np(means), _np(conics), int(height), int(width),
+                             torch.get_num_threads(), MAX_PLAN_WEIGHTS)
+
+
 class _RasterizeCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, conics, colors, height, width):
-        ext = cpu.kernel()
-        m = means.detach().to(torch.float32).contiguous()
-        q = conics.detach().to(torch.float32).contiguous()
         c = colors.detach().to(torch.float32).contiguous()
-        ctx.save_for_backward(m, q, c)
+        ctx.plan = make_plan(means, conics, height, width)
+        ctx.save_for_backward(c)
         ctx.dtypes = (means.dtype, conics.dtype, colors.dtype)
-        out = ext.forward(m.numpy(), q.numpy(), c.numpy(), int(height), int(width),
-                          torch.get_num_threads())
-        return torch.from_numpy(out)
+        return torch.from_numpy(ctx.plan.forward(c.numpy(), torch.get_num_threads()))
 
     @staticmethod
     def backward(ctx, grad_out):
-        m, q, c = ctx.saved_tensors
-        gm, gq, gc = cpu.kernel().backward(m.numpy(), q.numpy(), c.numpy(), _np(grad_out),
-                                           torch.get_num_threads())
+        (c,) = ctx.saved_tensors
+        gm, gq, gc = ctx.plan.backward(c.numpy(), _np(grad_out), torch.get_num_threads())
+        ctx.plan = None  # its weight buffer goes back to the kernel's pool for the next step
         dm, dq, dc = ctx.dtypes
         return (torch.from_numpy(gm).to(dm) if ctx.needs_input_grad[0] else None,
                 torch.from_numpy(gq).to(dq) if ctx.needs_input_grad[1] else None,
@@ -48,4 +59,58 @@ def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
         if t.device.type != "cpu":
             raise ValueError(f"render backend 'cpu' needs CPU tensors, {name} is on {t.device}")
     cpu.check_shapes(means.shape, conics.shape, colors.shape)
+    if not (torch.is_grad_enabled() and (means.requires_grad or conics.requires_grad
+                                         or colors.requires_grad)):
+        # No backward will follow: the one-pass forward, without a plan.
+        out = cpu.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
+                                   int(width), torch.get_num_threads())
+        return torch.from_numpy(out)
     return _RasterizeCPU.apply(means, conics, colors, int(height), int(width))
+
+
+class _RenderMSECPU(torch.autograd.Function):
+    """scale * sum((weight * render - target)^2) and its gradients in one kernel call
+    (Plan.loss_backward): the rendered image never reaches torch."""
+
+    @staticmethod
+    def forward(ctx, means, conics, colors, target, weight, scale):
+        h, w, _ = target.shape
+        plan = make_plan(means, conics, h, w)
+        loss, gm, gq, gc = plan.loss_backward(
+            _np(colors), _np(target), None if weight is None else _np(weight), float(scale),
+            torch.get_num_threads())
+        ctx.grads = (torch.from_numpy(gm).to(means.dtype), torch.from_numpy(gq).to(conics.dtype),
+                     torch.from_numpy(gc).to(colors.dtype))
+        return torch.tensor(loss, dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, g):
+        gm, gq, gc = ctx.grads
+        ctx.grads = None
+        return gm * g, gq * g, gc * g, None, None, None
+
+
+def render_mse_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
+                   target: torch.Tensor, weight: torch.Tensor | None, scale: float
+                   ) -> torch.Tensor:
+    """scale * sum((weight[:, :, None] * render(...) - target)^2), differentiable in means,
+    conics and colors, with the compiled kernel. The gradients are computed with the value
+    (the fit always asks for them): 0.8x the time of render + F.mse_loss + backward."""
+    if cpu.kernel() is None:
+        raise RuntimeError(f"CPU raster kernel unavailable: {cpu.unavailable_reason()}")
+    cpu.check_shapes(means.shape, conics.shape, colors.shape)
+    return _RenderMSECPU.apply(means, conics, colors, target, weight, scale)
+
+
+class PlanColorOperator:
+    """The linear map colours [N, C] -> image [H, W, C] of a fixed geometry, and its adjoint,
+    on one kernel plan (the colour solves' conjugate gradients make ~25 passes)."""
+
+    def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
+        self.plan = make_plan(means, conics, height, width)
+
+    def forward(self, colors: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.plan.forward(_np(colors), torch.get_num_threads()))
+
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.plan.adjoint(_np(v), torch.get_num_threads()))
