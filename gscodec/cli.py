@@ -143,7 +143,7 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
                    help="two quantization classes: coarser steps for large Gaussians in "
                         "flat regions")
     p.add_argument("--effort", choices=["fast", "default", "max"], default="default",
-                   help="fitting budget: fast (300 iterations), default (560), max (5000, "
+                   help="fitting budget: fast (250 iterations), default (800), max (5000, "
                         "for a GPU)")
     p.add_argument("--init", choices=["structure", "random"], default="structure",
                    help="starting placement: structure-guided (default) or random")
