@@ -397,3 +397,31 @@ def test_bench_help_lists_every_option():
                 "--anchors-dir", "--no-plot", "--no-progress", "rd.png", "bdrate.json",
                 "benchmarks/results/<dataset>"):
         assert opt in text, opt
+
+
+def test_bench_fit_step_script(tmp_path, capsys):
+    """benchmarks/bench_fit_step.py runs every arm on a small image and writes its JSON."""
+    import importlib.util
+    from pathlib import Path
+
+    from gscodec.render import cpu
+    if not cpu.kernel_available():
+        pytest.skip("compiled CPU kernel unavailable")
+    spec = importlib.util.spec_from_file_location(
+        "bench_fit_step", Path(__file__).resolve().parents[1] / "benchmarks/bench_fit_step.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    img = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), np.uint8)).save(img)
+    out = tmp_path / "step.json"
+    assert mod.main(["--image", str(img), "--gaussians", "60", "--threads", "1,2",
+                     "--repeat", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["gaussians"] == 60 and data["evaluations"] > 0 and data["command"]
+    arms = {(r["threads"], r["arm"]) for r in data["rows"]}
+    assert arms == {(t, a) for t in (1, 2) for a in
+                    ("separate", "plan", "fused", "cg_separate", "cg_plan")}
+    for r in data["rows"]:
+        assert r["ms"] > 0
+        assert (r["ratio_to_baseline"] is None) == (r["baseline"] is None)
+    assert "cg_plan" in capsys.readouterr().out
