@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gscodec.render import cpu  # noqa: E402
+from gscodec.render import cpu
 
 CG_STEPS = 12
 
