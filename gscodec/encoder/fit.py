@@ -85,8 +85,9 @@ class FitConfig:
 # the free fit). Chosen on the measured front of PSNR against encode time (kodim23 and
 # kodim05, density 6, two threads; docs/experiments.md, 2026-11-30): plain full-size fits,
 # since a coarse (half-size) start lost to fewer full-size iterations at equal time. With
-# the kernel plans an iteration costs about 0.6x what it did, so default went from 560 to
-# 800 (+0.33 / +0.14 dB, 24 / 27 s) and fast from 300 to 250 (9 s; -0.2 dB against 300).
+# the kernel plans, the fused loss and passive OpenMP waiting, 560 iterations took 0.41x /
+# 0.60x the time they did, so default went from 560 to 800 (+0.33 / +0.14 dB, 24 / 27 s)
+# and fast from 300 to 250 (9 s; -0.2 dB against 300).
 EFFORT_PRESETS = {"fast": {"iterations": 250},
                   "default": {"iterations": 800},
                   "max": {"iterations": 5000}}
