@@ -14,7 +14,8 @@
 // each Gaussian and row, the x-span of the ellipse q <= Q_CUT is solved analytically in
 // double, widened by one pixel, clamped in floating point, and every pixel of the span is
 // still tested with q <= Q_CUT, so the result is exactly the definition.
-// Backward: parallel over chunks of Gaussians; each Gaussian owns its gradient (no atomics).
+// Backward: a plan (see below) that keeps no weights; parallel over chunks of Gaussians, each
+// Gaussian owning its gradient (no atomics).
 //
 // The hot loops (raster_kernels.h) are compiled twice, for AVX2 and for the baseline ISA,
 // and chosen at run time, so that a built wheel runs on any x86-64 CPU.
@@ -108,8 +109,6 @@ struct Impl {
     const char* name;
     void (*forward_band)(int, const Gauss*, const int32_t*, int64_t, int64_t, const float*,
                          int, int, int64_t, float*, float*, float*);
-    void (*backward_chunk)(int, const Gauss*, const int32_t*, int64_t, int64_t, const float*,
-                           const float*, int64_t, int64_t, float*, float*, float*, float*);
     float (*fast_exp)(float);
     void (*plan_spans)(const Gauss*, int64_t, int64_t, int64_t, const int64_t*, RowSpan*);
     void (*plan_weights)(const Gauss*, int64_t, int64_t, const int64_t*, const RowSpan*,
@@ -124,8 +123,8 @@ struct Impl {
 };
 
 #define GSI_IMPL(NAME, NS)                                                                    \
-    {NAME, NS::forward_band, NS::backward_chunk, NS::fast_exp_out, NS::plan_spans_chunk,      \
-     NS::plan_weights_chunk, NS::plan_forward_band, NS::plan_backward_chunk}
+    {NAME, NS::forward_band, NS::fast_exp_out, NS::plan_spans_chunk, NS::plan_weights_chunk,    \
+     NS::plan_forward_band, NS::plan_backward_chunk}
 const Impl kBase = GSI_IMPL("baseline", gsi_base);
 #if GSI_HAVE_AVX2
 const Impl kAvx2 = GSI_IMPL("avx2", gsi_avx2);
@@ -416,20 +415,6 @@ void forward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col
     });
 }
 
-void backward_impl(const Impl& im, const std::vector<Gauss>& gs, const float* col, int C,
-                   const float* gp, int64_t H, int64_t W, float* gm, float* gq, float* gc,
-                   int nt) {
-    const int64_t N = (int64_t)gs.size();
-    const std::vector<int32_t> order = band_order(gs, H);
-    const int64_t nchunks = (N + BWD_CHUNK - 1) / BWD_CHUNK;
-    parallel_dynamic(nchunks, nt, [&](int64_t chunk) {
-        std::vector<float> w((size_t)W);
-        const int64_t e0 = chunk * BWD_CHUNK, e1 = std::min(N, e0 + BWD_CHUNK);
-        im.backward_chunk(C, gs.data(), order.data(), e0, e1, col, gp, H, W, gm, gq, gc,
-                          w.data());
-    });
-}
-
 // ---- Python interface -----------------------------------------------------------------------
 
 using farray = py::array_t<float, py::array::c_style>;
@@ -500,45 +485,12 @@ py::array_t<float> forward(py::handle means, py::handle conics, py::handle color
     return out;
 }
 
-py::tuple backward(py::handle means, py::handle conics, py::handle colors, py::handle grad_out,
-                   int num_threads) {
-    auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
-    auto c = as_f32(colors, "colors", 2);
-    check_gaussians(m, q, c);
-    auto g = as_f32(grad_out, "grad_out", 3);
-    const int64_t N = m.shape(0), C = c.shape(1);
-    if (g.shape(2) != C)
-        throw py::value_error("grad_out must be [H, W, C] with C = colors.shape[1] = " +
-                              std::to_string(C) + ", got " + shape_str(g));
-    const int64_t H = g.shape(0), W = g.shape(1);
-    check_size(H, W);
-    const int nt = resolve_threads(num_threads);
-    py::array_t<float> gm({(py::ssize_t)N, (py::ssize_t)2});
-    py::array_t<float> gq({(py::ssize_t)N, (py::ssize_t)3});
-    py::array_t<float> gc({(py::ssize_t)N, (py::ssize_t)C});
-    float *pgm = gm.mutable_data(), *pgq = gq.mutable_data(), *pgc = gc.mutable_data();
-    const float *pm = m.data(), *pq = q.data(), *pc = c.data(), *pg = g.data();
-    {
-        py::gil_scoped_release nogil;
-        if (H == 0 || W == 0) {
-            std::memset(pgm, 0, sizeof(float) * (size_t)(N * 2));
-            std::memset(pgq, 0, sizeof(float) * (size_t)(N * 3));
-            std::memset(pgc, 0, sizeof(float) * (size_t)(N * C));
-        } else if (N > 0) {
-            const std::vector<float> gp = to_planar(pg, H, W, C, nt, W);
-            const auto gs = setup_all(pm, pq, N, H, W);
-            backward_impl(*impl(), gs, pc, (int)C, gp.data(), H, W, pgm, pgq, pgc, nt);
-        }
-    }
-    return py::make_tuple(gm, gq, gc);
-}
-
 // ---- plans ----------------------------------------------------------------------------------
 // One geometry rendered many times: the encoder's forward+backward of one step, and the
 // conjugate-gradient colour solves (about 25 passes over fixed geometry). The row spans are
 // solved once, and the weights are computed once and kept when they fit max_weights; the
-// passes then only multiply and add. The forward is bit-identical to `forward`; the gradients
-// equal `backward`'s up to summation order (padded rows), the same bits at any thread count.
+// passes then only multiply and add. The forward is bit-identical to `forward`, and the
+// gradients to `backward` (a plan that keeps no weights), at any thread count.
 
 constexpr int64_t PLAN_CHUNK = 64;  // Gaussians per work item of the plan's set-up
 
@@ -873,6 +825,22 @@ class Plan {
     std::vector<int32_t> order_;
 };
 
+// Gradients of sum(forward * grad_out): one pass, on a plan that keeps no weights.
+py::tuple backward(py::handle means, py::handle conics, py::handle colors, py::handle grad_out,
+                   int num_threads) {
+    auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
+    auto c = as_f32(colors, "colors", 2);
+    check_gaussians(m, q, c);
+    auto g = as_f32(grad_out, "grad_out", 3);
+    const int64_t C = c.shape(1);
+    if (g.shape(2) != C)
+        throw py::value_error("grad_out must be [H, W, C] with C = colors.shape[1] = " +
+                              std::to_string(C) + ", got " + shape_str(g));
+    check_size(g.shape(0), g.shape(1));
+    const Plan plan(m, q, g.shape(0), g.shape(1), num_threads, 0);
+    return plan.backward(c, g, num_threads);
+}
+
 double fast_exp_max_rel_error(double lo, double hi, int64_t steps) {
     const Impl* im = impl();
     double worst = 0.0;
@@ -918,8 +886,8 @@ PYBIND11_MODULE(_raster, m) {
           "for grad_out float32 [H, W, C]. Releases the GIL.");
     py::class_<Plan>(m, "Plan",
                      "One geometry prepared for many renders (row spans solved once; weights\n"
-                     "kept when there are at most max_weights). Its forward is bit-identical\n"
-                     "to forward; its gradients equal backward's up to summation order.")
+                     "kept when there are at most max_weights). Its forward and backward are\n"
+                     "bit-identical to forward and backward.")
         .def(py::init<py::handle, py::handle, int64_t, int64_t, int, int64_t>(),
              py::arg("means"), py::arg("conics"), py::arg("height"), py::arg("width"),
              py::arg("num_threads") = 0, py::arg("max_weights") = (int64_t)1 << 26)

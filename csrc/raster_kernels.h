@@ -117,81 +117,6 @@ static void forward_band(int C, const Gauss* gs, const int32_t* ids, int64_t e0,
     }
 }
 
-// Gradients of the Gaussians order[e0..e1); each Gaussian owns its outputs (no atomics).
-// Per row only S0 = sum(w*gs), S1 = sum(w*gs*dx), S2 = sum(w*gs*dx^2) and the colour sums
-// are accumulated; conic/mean gradients follow in closed form. gp is planar [C, H, W].
-template <int C>
-static void backward_chunk_t(const Gauss* gs, const int32_t* order, int64_t e0, int64_t e1,
-                             const float* col, const float* gp, int64_t H, int64_t W,
-                             float* gm, float* gq, float* gc, float* w) {
-    const int64_t plane = H * W;
-    for (int64_t e = e0; e < e1; ++e) {
-        const int64_t k = order[e];
-        const Gauss& g = gs[k];
-        double tda = 0, tdb = 0, tdc = 0, tdmx = 0, tdmy = 0;
-        double tcol[4] = {0, 0, 0, 0};
-        if (g.valid) {
-            float cc[4] = {0, 0, 0, 0};
-            for (int ch = 0; ch < C; ++ch) cc[ch] = col[k * C + ch];
-            const float c0 = cc[0], c1 = cc[1], c2 = cc[2], c3 = cc[3];
-            for (int i = g.i0; i <= g.i1; ++i) {
-                const float dy = ((float)i + 0.5f) - g.my;
-                int j0, j1;
-                if (!row_span(g, dy, W, j0, j1)) continue;
-                row_weights(g, dy, j0, j1, w);
-                const int n = j1 - j0 + 1;
-                const float* wp = w;
-                const float* g0 = gp + (int64_t)i * W + j0;
-                const float* g1 = C > 1 ? g0 + plane : g0;
-                const float* g2 = C > 2 ? g0 + 2 * plane : g0;
-                const float* g3 = C > 3 ? g0 + 3 * plane : g0;
-                const float fj0 = (float)j0, mx = g.mx;
-                float S0 = 0, S1 = 0, S2 = 0, D0 = 0, D1 = 0, D2 = 0, D3 = 0;
-#pragma omp simd reduction(+ : S0, S1, S2, D0, D1, D2, D3)
-                for (int t = 0; t < n; ++t) {
-                    const float wt = wp[t];
-                    float gsum = g0[t] * c0;
-                    D0 += g0[t] * wt;
-                    if (C > 1) { gsum += g1[t] * c1; D1 += g1[t] * wt; }
-                    if (C > 2) { gsum += g2[t] * c2; D2 += g2[t] * wt; }
-                    if (C > 3) { gsum += g3[t] * c3; D3 += g3[t] * wt; }
-                    const float G = wt * gsum;
-                    const float dx = ((fj0 + (float)t) + 0.5f) - mx;
-                    S0 += G;
-                    S1 += G * dx;
-                    S2 += G * dx * dx;
-                }
-                const double dyd = dy;
-                tda += S2;
-                tdb += 2.0 * dyd * S1;
-                tdc += dyd * dyd * S0;
-                tdmx += 2.0 * (double)g.a * S1 + 2.0 * (double)g.b * dyd * S0;
-                tdmy += 2.0 * (double)g.b * S1 + 2.0 * (double)g.c * dyd * S0;
-                tcol[0] += D0; tcol[1] += D1; tcol[2] += D2; tcol[3] += D3;
-            }
-        }
-        // dL/dq = -0.5 * w * gs;  dq/dmean = -(2a dx + 2b dy, 2b dx + 2c dy).
-        gm[2 * k + 0] = (float)(0.5 * tdmx);
-        gm[2 * k + 1] = (float)(0.5 * tdmy);
-        gq[3 * k + 0] = (float)(-0.5 * tda);
-        gq[3 * k + 1] = (float)(-0.5 * tdb);
-        gq[3 * k + 2] = (float)(-0.5 * tdc);
-        for (int ch = 0; ch < C; ++ch) gc[k * C + ch] = (float)tcol[ch];
-    }
-}
-
-static void backward_chunk(int C, const Gauss* gs, const int32_t* order, int64_t e0,
-                           int64_t e1, const float* col, const float* gp, int64_t H, int64_t W,
-                           float* gm, float* gq, float* gc, float* w) {
-    switch (C) {
-        case 1: backward_chunk_t<1>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
-        case 2: backward_chunk_t<2>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
-        case 3: backward_chunk_t<3>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
-        default: backward_chunk_t<4>(gs, order, e0, e1, col, gp, H, W, gm, gq, gc, w); break;
-    }
-}
-
-
 // ---- plans: one geometry, many passes (the encoder) -------------------------------------------
 // A plan keeps, for every Gaussian k and candidate row i (rows_start[k] + i - g.i0), the
 // row's column span and, when stored, its weights. Spans and weights come from row_span and
@@ -295,7 +220,10 @@ static void plan_forward_band(int C, const Gauss* gs, const int32_t* ids, int64_
 #undef GSI_PF
 }
 
-// Gradients as backward_chunk_t (same sums), reading the plan's spans and weights. With
+// Gradients of the Gaussians order[e0..e1); each Gaussian owns its outputs (no atomics).
+// Per row only S0 = sum(w*gs), S1 = sum(w*gs*dx), S2 = sum(w*gs*dx^2) and the colour sums
+// are accumulated; conic/mean gradients follow in closed form. Spans and weights come from
+// the plan (weights null: computed per row). With
 // geometry = false only the colour gradient (A^T v) is formed.
 template <int C, bool GEOM>
 static void plan_backward_chunk_t(const Gauss* gs, const int32_t* order, int64_t e0,
