@@ -551,6 +551,16 @@ void give_buffer(Buffer&& b) {
     }
 }
 
+// Frees the pooled buffers (the encoder calls it when an encode ends, so that a long-running
+// process does not keep a plan's worth of memory); returns the bytes freed.
+size_t release_buffers() {
+    std::lock_guard<std::mutex> lk(g_buffers_mutex);
+    size_t n = 0;
+    for (const Buffer& b : g_buffers) n += b.capacity * sizeof(float);
+    g_buffers.clear();
+    return n;
+}
+
 class Plan {
   public:
     Plan(py::handle means, py::handle conics, int64_t height, int64_t width, int num_threads,
@@ -907,6 +917,8 @@ PYBIND11_MODULE(_raster, m) {
                                "Gaussian-pixel evaluations of one pass (weights)")
         .def_property_readonly("weights_stored", &Plan::weights_stored)
         .def_property_readonly("nbytes", &Plan::nbytes);
+    m.def("release_buffers", &release_buffers,
+          "Free the weight buffers that ended plans left for reuse; returns the bytes freed.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Default thread count of forward/backward (n >= 1).");
     m.def("get_num_threads", &get_num_threads,

@@ -255,6 +255,17 @@ def test_gsi_cache_key_changes_with_the_encoder():
     assert len(settings["encoder"]) == 12 and int(settings["encoder"], 16) >= 0
 
 
+def test_fingerprint_ignores_comments_but_not_code():
+    from gscodec.benchmark.peers import _c_code, _python_code
+    c = 'int f(int x) {\n    return x + 1;  // one more\n}\nconst char* s = "a // b";\n'
+    assert _c_code(c) == _c_code("/* doc\n   block */\n" + c.replace("one more", "plus 1"))
+    assert _c_code(c) != _c_code(c.replace("x + 1", "x + 2"))
+    assert _c_code(c) != _c_code(c.replace("a // b", "a // c"))   # a string is code
+    py = 'def f(x):\n    """Doc."""\n    return x + 1  # note\n'
+    assert _python_code(py) == _python_code("# header\n" + py.replace("Doc.", "Other."))
+    assert _python_code(py) != _python_code(py.replace("x + 1", "x - 1"))
+
+
 # ----------------------------------------------------------------------------- results layout
 
 def _gsi_args(data, out, *extra):

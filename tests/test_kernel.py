@@ -277,6 +277,26 @@ def test_plan_loss_backward(ext, masked):
     assert len(results) == 1
 
 
+def test_plan_buffers_are_released(ext):
+    m, q, c = np_case(200, 37, 23, 3, 0)
+    ext.release_buffers()
+    plan = ext.Plan(m, q, 37, 23)
+    plan.forward(c)
+    assert plan.weights_stored
+    weights = 4 * plan.evaluations            # float32 weights, before row padding
+    del plan                                  # its weights go to the pool ...
+    assert ext.release_buffers() >= weights > 0  # ... and are freed here
+    assert ext.release_buffers() == 0
+
+
+def test_encode_leaves_no_pooled_buffers(ext):
+    import gscodec
+    rng = np.random.default_rng(0)
+    gscodec.encode(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), gaussians=40,
+                   iterations=5, device="cpu")
+    assert ext.release_buffers() == 0
+
+
 def test_plan_empty_and_errors(ext):
     m, q, c = np_case(30, 12, 16, 3, 0)
     empty = ext.Plan(np.zeros((0, 2), np.float32), np.zeros((0, 3), np.float32), 12, 16)

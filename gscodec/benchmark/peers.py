@@ -23,7 +23,8 @@ from .metrics import decode_with_pillow, to_rgb_array
 def encoder_fingerprint() -> str:
     """First 12 hex digits of the SHA-256 of the code that makes and reads the bytes: the
     encoder, the bitstream, the renderers, the decoder and the kernels (not the CLI, the
-    benchmark or the applications). Changes whenever the encoder's code does."""
+    benchmark or the applications). Comments, docstrings and blank lines do not count, so
+    a comment fix does not invalidate a resumable run's cache; any change to the code does."""
     import hashlib
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
@@ -33,8 +34,31 @@ def encoder_fingerprint() -> str:
         sorted((root.parent / "csrc").glob("*.cpp")) + sorted((root.parent / "csrc").glob("*.h"))
     for f in files:
         h.update(f.name.encode())
-        h.update(f.read_bytes())
+        text = f.read_text(encoding="utf-8")
+        h.update((_python_code(text) if f.suffix == ".py" else _c_code(text)).encode())
     return h.hexdigest()[:12]
+
+
+def _python_code(text: str) -> str:
+    """The program of a Python source without comments and docstrings (its AST dump)."""
+    import ast
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def _c_code(text: str) -> str:
+    """A C/C++ source without comments, one token run per line (string literals kept)."""
+    import re
+    pattern = re.compile(r'"(?:\\.|[^"\\\n])*"|//[^\n]*|/\*.*?\*/', re.S)
+    code = pattern.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
+    return "\n".join(" ".join(line.split()) for line in code.splitlines() if line.strip())
+
 
 ALL_CODECS = ("gsi", "jpeg", "webp", "jpeg2000", "avif", "jxl", "gsi-gi")
 PEER_CODECS = ALL_CODECS[1:]

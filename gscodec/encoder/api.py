@@ -88,6 +88,15 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         return gsi_format.write(fitter.fit(n, progress=progress))
     except ValueError as exc:  # e.g. more Gaussians than the format allows for the size
         raise InputError(str(exc)) from None
+    finally:
+        _release_buffers()
+
+
+def _release_buffers() -> None:
+    """Hand the kernel's pooled weight buffers back (tens of MB a Kodak image): a library
+    process keeps none of an encode's memory once it returns."""
+    from ..render.cpu_torch import release_buffers
+    release_buffers()
 
 
 def fit_config(*, iterations=None, init="structure", effort="default", seed=0,
@@ -156,6 +165,8 @@ def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
         return out
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    finally:
+        _release_buffers()
 
 
 __all__ = ["encode", "encode_profiles", "default_gaussians", "DEFAULT_DENSITY", "PROFILES"]

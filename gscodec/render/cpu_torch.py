@@ -30,6 +30,13 @@ def make_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int
                              torch.get_num_threads(), MAX_PLAN_WEIGHTS)
 
 
+def release_buffers() -> int:
+    """Free the weight buffers the kernel keeps for the next plan (bytes freed; 0 without
+    the kernel). `encode` calls it when it ends."""
+    k = cpu.kernel()
+    return int(k.release_buffers()) if k is not None else 0
+
+
 class _RasterizeCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, conics, colors, height, width):
