@@ -62,6 +62,27 @@ def test_refine_keeps_the_count_and_moves_gaussians_to_the_error():
     assert not torch.equal(q.xy, p.xy)
 
 
+def test_overcomplete_start_is_pruned_back_to_the_count():
+    """The free fit starts with `overcomplete` times the Gaussians and its refinements
+    prune the excess; a set too small to refine is not enlarged; a refinement that moves
+    nothing leaves the excess to the final trim. Each fit ends with exactly n."""
+    img = edge_image()
+    for cfg, n in ((FitConfig(iterations=40, overcomplete=1.5, seed=1), 50),
+                   (FitConfig(iterations=40, overcomplete=1.5, refine_at=(0.5,), seed=2), 50),
+                   (FitConfig(iterations=40, overcomplete=2.0, seed=3), 50),
+                   (FitConfig(iterations=40, overcomplete=1.5), 5)):
+        f = Fitter(img, cfg)
+        if cfg.overcomplete == 2.0:
+            f.refine = lambda p, k, prune=True, extra=0: p   # moves nothing: the trim prunes
+        starts = []
+        start = f.start
+        f.start = lambda k: starts.append(k) or start(k)
+        p = f.free_fit(n, Progress(0, False))
+        assert p.count == n
+        expect = n if int(cfg.refine_fraction * n) < 1 else round(cfg.overcomplete * n)
+        assert starts == [expect]
+
+
 def test_removal_cost_is_the_rise_of_the_squared_error():
     """refine() prunes by the error rise of removing each Gaussian alone; with Gaussians
     well inside the image the pi*sigma_x*sigma_y norm is close to the pixel sum."""
