@@ -75,8 +75,12 @@ def test_overcomplete_start_is_pruned_back_to_the_count():
         if cfg.overcomplete == 2.0:
             f.refine = lambda p, k, prune=True, extra=0: p   # moves nothing: the trim prunes
         starts = []
-        start = f.start
-        f.start = lambda k: starts.append(k) or start(k)
+
+        def start(k, f=f, starts=starts, first=f.start):
+            starts.append(k)
+            return first(k)
+
+        f.start = start
         p = f.free_fit(n, Progress(0, False))
         assert p.count == n
         expect = n if int(cfg.refine_fraction * n) < 1 else round(cfg.overcomplete * n)

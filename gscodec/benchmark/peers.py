@@ -55,7 +55,7 @@ def _python_code(text: str) -> str:
 def _c_code(text: str) -> str:
     """A C/C++ source without comments, one token run per line (string literals kept)."""
     import re
-    pattern = re.compile(r'"(?:\\.|[^"\\\n])*"|//[^\n]*|/\*.*?\*/', re.S)
+    pattern = re.compile(r'"(?:\\.|[^"\\\n])*"|//[^\n]*|/\*.*?\*/', re.DOTALL)
     code = pattern.sub(lambda m: m.group(0) if m.group(0).startswith('"') else " ", text)
     return "\n".join(" ".join(line.split()) for line in code.splitlines() if line.strip())
 
