@@ -5,7 +5,9 @@ Three phases:
 2. free fit: Adam on positions, log-scales, rotations and colours with cosine-decayed
    learning rates, minimising the mean squared error over known pixels; every 50
    iterations the colours are re-solved by least squares and Adam restarts, and six times
-   the Gaussians that matter least are moved to where the residual is largest (`refine`);
+   the Gaussians that matter least are moved to where the residual is largest (`refine`).
+   The fit starts with `overcomplete` times the Gaussians asked for, and those six
+   refinements also prune the excess;
 3. quantization-aware fit: the same loss on `fake_quantize`d parameters (straight-through
    rounding), then a last least-squares colour solve for the quantized geometry, so the
    integers written are what the fit saw.
