@@ -227,10 +227,7 @@ class Fitter:
         if k <= 0 or (prune and p.count <= k + extra):
             return p
         with torch.no_grad():
-            out = self.render(p)
-            resid = self.target - out
-            if self.known is not None:
-                resid = resid * self.known[:, :, None]
+            resid = self.residual(p)
             err = blur((resid * resid).sum(-1), 1.0).clamp(min=0)
             keep = self._keep_mask(p, resid, k + extra if prune else 0)
             if float(err.sum()) <= 0:
@@ -246,6 +243,11 @@ class Fitter:
             new = GaussianParams(xy, ls, torch.zeros(k, device=self.device),
                                  resid.reshape(-1, self.c)[idx])
         return GaussianParams.cat(p.select(keep), new)
+
+    def residual(self, p: GaussianParams) -> torch.Tensor:
+        """target - render(p), zero at unknown pixels."""
+        resid = self.target - self.render(p)
+        return resid * self.known[:, :, None] if self.known is not None else resid
 
     def _keep_mask(self, p: GaussianParams, resid: torch.Tensor, k: int) -> torch.Tensor:
         """All but the k Gaussians whose removal would raise the squared error least."""
@@ -345,10 +347,8 @@ class Fitter:
                           count=n)
         if p.count > n:  # a refinement found nothing to move: drop the excess here
             with torch.no_grad():
-                resid = self.target - self.render(p)
-                if self.known is not None:
-                    resid = resid * self.known[:, :, None]
-                p = self.solve_colors(p.select(self._keep_mask(p, resid, p.count - n)))
+                keep = self._keep_mask(p, self.residual(p), p.count - n)
+            p = self.solve_colors(p.select(keep))
         return p
 
     def quantize_phase(self, p: GaussianParams, bar: Progress, steps: int | None = None
