@@ -76,7 +76,7 @@ def test_overcomplete_start_is_pruned_back_to_the_count():
             f.refine = lambda p, k, prune=True, extra=0: p   # moves nothing: the trim prunes
         starts = []
 
-        def start(k, f=f, starts=starts, first=f.start):
+        def start(k, starts=starts, first=f.start):
             starts.append(k)
             return first(k)
 

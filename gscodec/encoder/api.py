@@ -8,6 +8,7 @@ from ..bitstream import format as gsi_format
 from ..bitstream.model import MAX_SIDE
 from ..errors import InputError
 from ..imageio import check_count, load_image, load_mask
+from ..render.cpu_torch import release_buffers
 from .fit import EFFORT_PRESETS, FitConfig, Fitter
 from .quantize import QuantConfig, adaptive_config
 
@@ -89,14 +90,7 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
     except ValueError as exc:  # e.g. more Gaussians than the format allows for the size
         raise InputError(str(exc)) from None
     finally:
-        _release_buffers()
-
-
-def _release_buffers() -> None:
-    """Hand the kernel's pooled weight buffers back (tens of MB a Kodak image): a library
-    process keeps none of an encode's memory once it returns."""
-    from ..render.cpu_torch import release_buffers
-    release_buffers()
+        release_buffers()   # a library process keeps none of the kernel's weight buffers
 
 
 def fit_config(*, iterations=None, init="structure", effort="default", seed=0,
@@ -166,7 +160,7 @@ def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
     except ValueError as exc:
         raise InputError(str(exc)) from None
     finally:
-        _release_buffers()
+        release_buffers()
 
 
 __all__ = ["encode", "encode_profiles", "default_gaussians", "DEFAULT_DENSITY", "PROFILES"]
