@@ -168,6 +168,7 @@ class Fitter:
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.history: list[tuple[str, int, float]] = []
         self.cls = None           # class of each Gaussian (set before quantization)
+        self.quant = None         # the steps of this fit (cfg.quant resolved for it)
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
         self._fused: bool | None = None  # loss() by the kernel's loss_backward (set on first use)
 
@@ -291,7 +292,7 @@ class Fitter:
             beta2 = c.free_beta2
             solve_every = c.color_solve_every
         opt = self._optimizer(p, lr_scale, beta2)
-        q = c.quant
+        q = self.quant
         for step in range(steps):
             if step in refine_steps:
                 left = len(refine_steps) - refine_steps.index(step)
@@ -339,6 +340,7 @@ class Fitter:
     def free_fit(self, n: int, bar: Progress) -> GaussianParams:
         """Start and free fit."""
         cfg = self.cfg
+        self.quant = self.cls = None     # the new set gets its own steps and classes
         n0 = n
         if cfg.refine_at and cfg.iterations > 0 and int(cfg.refine_fraction * n) >= 1:
             # (a set too small for the refinements to move any Gaussian is not enlarged)
@@ -356,6 +358,7 @@ class Fitter:
         """Assign classes, then the quantization-aware fit."""
         cfg = self.cfg
         p = canonicalize(p)
+        self.quant = self.choose_quant(p)
         self.cls = self.assign_classes(p)
         p = self.optimize(p, cfg.qat_steps() if steps is None else steps, bar, "quantize",
                           quantized=True, lr_scale=0.2)
@@ -364,18 +367,30 @@ class Fitter:
     def finish(self, p: GaussianParams) -> QuantizedGaussians:
         """Last least-squares colours for the quantized geometry, then the integers."""
         cfg = self.cfg
+        if self.quant is None:      # no quantization-aware phase ran
+            self.quant = self.choose_quant(p)
         if self.cls is None or self.cls.numel() != p.count:
             self.cls = self.assign_classes(p)
-        geom = fake_quantize(p, cfg.quant, self.w, self.h, self.cls)
+        q = self.quant
+        geom = fake_quantize(p, q, self.w, self.h, self.cls)
         geom = GaussianParams(geom.xy.detach(), geom.log2_sigma.detach(),
                               geom.theta.detach(), p.color.detach())
         p.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.color_weight)
-        return to_integers(p, cfg.quant, self.w, self.h, masked=self.known is not None,
+        return to_integers(p, q, self.w, self.h, masked=self.known is not None,
                            cls=self.cls.cpu().numpy())
+
+    def choose_quant(self, p: GaussianParams):
+        """The steps for the fitted set p: cfg.quant resolved for its density and its error
+        (`QuantConfig.for_fit`). The quantization-aware phase fixes them, and `finish`
+        keeps them (rate control may then drop Gaussians)."""
+        with torch.no_grad():
+            mse = float(self.mse(self.render(p).clamp(0.0, 1.0)))
+        psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
+        return self.cfg.quant.for_fit(p.count, self.h * self.w, psnr)
 
     def assign_classes(self, p: GaussianParams) -> torch.Tensor:
         """Class of each Gaussian (LongTensor [N]) for cfg.quant: one class, or with
         several classes `quantize.assign_classes` (by size and local image complexity)."""
         if len(self.cfg.quant.classes) == 1:
             return torch.zeros(p.count, dtype=torch.long, device=self.device)
-        return assign_classes(p, self.cfg.quant, self.target, self.known)
+        return assign_classes(p, self.quant, self.target, self.known)

@@ -9,7 +9,7 @@ the renderer's floats, is `QuantizedGaussians.render_inputs` (shared with the de
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,22 +26,62 @@ from .params import GaussianParams
 # coarse step costs more where the fit is good. docs/experiments.md has the numbers.
 ENCODER_CLASS = QuantClass()
 
+# The steps follow the fitted set (`QuantConfig.for_fit`); docs/experiments.md has the
+# screens (kodim01/05/13/23, densities 2-24, default effort, gain at equal rate).
+# - Dense sets get one more position bit (1/8 px in the default class): small Gaussians
+#   need finer positions. At 24 Gaussians per 1000 pixels +0.11 to +0.26 dB; at 11
+#   +0.03 on average, at 5 -0.04.
+FINE_POS_DENSITY = 16.0          # Gaussians per 1000 pixels
+MAX_POS_BITS = 8                 # the format's limit
+# - The colour step follows the fit's error: the better the fit, the finer the step. The
+#   best step measured halves about every 6 dB above 32.5 dB (1/145 at 39.6 dB, +0.5 dB
+#   over 1/64) and every 12 dB below (1/32 to 1/45 at 20-26 dB, +0.07 to +0.13 dB).
+COLOR_REF_PSNR = 32.5            # the fit's PSNR at which the class's own step is kept
+COLOR_DEN_LIMITS = (16, 1024)
+
+
+def color_factor(psnr: float) -> float:
+    """How much finer than its class's step the colour step of a fit at `psnr` dB is."""
+    slope = 20.0 if psnr >= COLOR_REF_PSNR else 40.0
+    return 10.0 ** ((min(psnr, 60.0) - COLOR_REF_PSNR) / slope)
+
 
 @dataclass(frozen=True)
 class QuantConfig:
     """The quantization classes an encode uses: `classes[k]` holds the steps of class k.
     Which Gaussian goes to which class is decided by `assign_classes` (the rule lives with
-    the encoder, the steps and the assignment are written in the file)."""
+    the encoder, the steps and the assignment are written in the file). With
+    `pos_by_density` / `color_by_quality` the position / colour steps follow the fitted
+    set (`for_fit`)."""
     classes: tuple = (ENCODER_CLASS,)
+    pos_by_density: bool = True
+    color_by_quality: bool = True
 
     @staticmethod
     def single(pos_bits=None, scale_steps=None, rot_levels=None, color_den=None) -> "QuantConfig":
+        """One class; the steps not given are the encoder's (positions and colours then
+        follow the fit, unless pos_bits / color_den are given)."""
         d = ENCODER_CLASS
         return QuantConfig((QuantClass(
             d.pos_bits if pos_bits is None else pos_bits,
             d.scale_steps if scale_steps is None else scale_steps,
             d.rot_levels if rot_levels is None else rot_levels,
-            d.color_den if color_den is None else color_den),))
+            d.color_den if color_den is None else color_den),),
+            pos_by_density=pos_bits is None, color_by_quality=color_den is None)
+
+    def for_fit(self, count: int, pixels: int, psnr: float) -> "QuantConfig":
+        """The steps for `count` Gaussians fitted to `pixels` pixels at `psnr` dB: one more
+        position bit from FINE_POS_DENSITY Gaussians per 1000 pixels (pos_by_density), and
+        colour steps scaled by `color_factor(psnr)` (color_by_quality), in every class."""
+        dense = self.pos_by_density and count * 1000 >= FINE_POS_DENSITY * pixels
+        factor = color_factor(psnr) if self.color_by_quality else 1.0
+        lo, hi = COLOR_DEN_LIMITS
+        classes = tuple(replace(k, pos_bits=min(k.pos_bits + int(dense), MAX_POS_BITS),
+                                color_den=min(max(round(k.color_den * factor), lo), hi))
+                        for k in self.classes)
+        if classes == self.classes:
+            return self
+        return QuantConfig(classes, pos_by_density=False, color_by_quality=False)
 
     def steps(self, cls, device="cpu"):
         """Per-Gaussian step tensors (pos scale 2^pos_bits, scale_steps, rot_levels,
