@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..bitstream.format import PARAM_RANGES
 from ..bitstream.model import (COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantClass,
                                QuantizedGaussians)
 from .init import structure_maps
@@ -32,7 +33,7 @@ ENCODER_CLASS = QuantClass()
 #   need finer positions. At 24 Gaussians per 1000 pixels +0.11 to +0.26 dB; at 11
 #   +0.03 on average, at 5 -0.04.
 FINE_POS_DENSITY = 16.0          # Gaussians per 1000 pixels
-MAX_POS_BITS = 8                 # the format's limit
+MAX_POS_BITS = PARAM_RANGES["pos_bits"][1]   # the format's limit
 # - The colour step follows the fit's error: the better the fit, the finer the step. The
 #   best step measured halves about every 6 dB above 32.5 dB (1/145 at 39.6 dB, +0.5 dB
 #   over 1/64) and every 12 dB below (1/32 to 1/45 at 20-26 dB, +0.07 to +0.13 dB).
