@@ -267,7 +267,9 @@ def _cmd_info(args) -> int:
     for k, c in enumerate(d.get("classes", [])):
         print(f"  class {k}: {c['count']} Gaussians, pos_bits {c['pos_bits']}, "
               f"scale_steps {c['scale_steps']}, rot_levels {c['rot_levels']}, "
-              f"color_den {c['color_den']}")
+              + (f"color_den {c['color_den']}" if len(c.get("color_dens", [])) < 2 else
+                 f"color_den {'/'.join(map(str, c['color_dens']))} by area octave from "
+                 f"{c['area_lo']}"))
     per = d.get("bits_per_gaussian", {})
     if per:
         print("  bits per Gaussian: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))

@@ -1,10 +1,14 @@
-"""Independent .gsi decoder (versions 1 and 2) written from spec/gsi-format.md alone.
+"""Independent .gsi decoder (versions 1, 2 and 3) written from spec/gsi-format.md alone.
 
 Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec imports. It exists
 to prove that the specification is complete; tests compare it with gscodec.bitstream.format.read().
 
 decode(data) -> dict with the header fields and lists of per-Gaussian integers
-(x, y, major, minor, rot, color[N][C]) in file order. Raises ReferenceDecodeError.
+(x, y, major, minor, rot, color[N][C], cls) in file order. Profile 0: "classes" holds per
+class [pos_bits, scale_steps, rot_levels, color_den] (versions 1, 2) or, version 3, the same
+followed by area_lo and the list [den_1, ..., den_{B-1}] of colour buckets 1..B-1 (empty
+for a one-bucket class); "bucket" holds each Gaussian's colour bucket (spec 3.2).
+Raises ReferenceDecodeError.
 """
 import struct
 import zlib
@@ -73,10 +77,14 @@ class RangeDecoder:
         return s
 
 
-def decode_section(data, start, end, n, num_streams):
+def decode_section(data, start, end, lengths, num_streams=None):
+    """One class section (spec 7) without its offsets -> the values of each stream.
+    lengths[s]: the length of stream s; or lengths = n and num_streams streams of length n."""
+    if num_streams is not None:
+        lengths = [lengths] * num_streams
     pos = start
     tables = []
-    for _ in range(num_streams):
+    for _ in lengths:
         if pos + 1 > end:
             fail("truncated table")
         T = data[pos]
@@ -105,7 +113,7 @@ def decode_section(data, start, end, n, num_streams):
     pos += 4 * W
     rd = RangeDecoder(words)
     all_tokens = []
-    for codes in tables:
+    for codes, n in zip(tables, lengths):
         if n == 0 or len(codes) == 1:
             all_tokens.append([0] * n)
             continue
@@ -151,9 +159,18 @@ def deinterleave(m):
     return x, y
 
 
-def decode_class(data, spans, n, C, W, H, params, all_rotations):
-    """The four sections of one class -> lists of x, y, major, minor, rot, colour."""
-    pos_bits, scale_steps, rot_levels, color_den = params
+def bucket_of(major, minor, scale_steps, area_lo, B):
+    """Colour bucket (spec 3.2): clamp(floor((major + minor) / scale_steps) - area_lo, 0, B-1)."""
+    return min(max((major + minor) // scale_steps - area_lo, 0), B - 1)
+
+
+def decode_class(data, spans, n, C, W, H, cls, all_rotations):
+    """The four sections of one class -> lists of x, y, major, minor, rot, colour, bucket.
+
+    cls = (pos_bits, scale_steps, rot_levels, dens, area_lo): dens = (den_0, ..., den_{B-1});
+    versions 1 and 2 have one bucket: dens = (color_den,), area_lo = 0."""
+    pos_bits, scale_steps, rot_levels, dens, area_lo = cls
+    B = len(dens)
 
     def offsets(start, end, k):
         if end - start < 4 * k:
@@ -161,18 +178,26 @@ def decode_class(data, spans, n, C, W, H, params, all_rotations):
         return list(struct.unpack_from("<%di" % k, data, start)), start + 4 * k
 
     (ps, pe), (ss, se), (rs, re), (cs, ce) = spans
-    (pos,) = decode_section(data, ps, pe, n, 1)
+    (pos,) = decode_section(data, ps, pe, [n])
     (major_off,), s1 = offsets(ss, se, 1)
-    scale0, scale1 = decode_section(data, s1, se, n, 2)
-    col_off, s3 = offsets(cs, ce, C)
-    cols = decode_section(data, s3, ce, n, C)
+    scale0, scale1 = decode_section(data, s1, se, [n, n])
     lo, hi = -3 * scale_steps, 15 * scale_steps
-    clo, chi = -2 * color_den, 3 * color_den
-    if not lo <= major_off <= hi or any(abs(o) > 10 * color_den for o in col_off):
+    if not lo <= major_off <= hi:
         fail("offset")
-    # version 2 codes a rotation only for anisotropic Gaussians (major > minor)
+    majors = [major_off + unzigzag(scale0[i]) for i in range(n)]
+    minors = [majors[i] - scale1[i] for i in range(n)]
+    # the SCALE section gives each Gaussian's colour bucket, hence the COLOR stream lengths
+    buckets = [bucket_of(majors[i], minors[i], scale_steps, area_lo, B) for i in range(n)]
+    per_bucket = [buckets.count(b) for b in range(B)]
+    # COLOR: B*C offsets off[b][c] (bucket-major), then B*C streams s = b*C + c
+    flat_off, s3 = offsets(cs, ce, B * C)
+    col_off = [flat_off[b * C:(b + 1) * C] for b in range(B)]
+    if any(abs(o) > 10 * dens[b] for b in range(B) for o in col_off[b]):
+        fail("offset")
+    streams = decode_section(data, s3, ce, [per_bucket[b] for b in range(B) for _ in range(C)])
+    # version 2 and 3 code a rotation only for anisotropic Gaussians (major > minor)
     rotating = [all_rotations or scale1[i] > 0 for i in range(n)]
-    (coded,) = decode_section(data, rs, re, sum(rotating), 1)
+    (coded,) = decode_section(data, rs, re, [sum(rotating)])
     rots, j = [], 0
     for i in range(n):
         if rotating[i]:
@@ -180,28 +205,29 @@ def decode_class(data, spans, n, C, W, H, params, all_rotations):
             j += 1
         else:
             rots.append(0)
-    out = {"x": [], "y": [], "major": [], "minor": [], "rot": rots, "color": []}
+    out = {"x": [], "y": [], "major": majors, "minor": minors, "rot": rots, "color": [],
+           "bucket": buckets}
     m = 0
+    seen = [0] * B                   # Gaussians of each bucket already taken
     for i in range(n):
         m += pos[i]
         x, y = deinterleave(m)
         if m >> 64 or x > W << pos_bits or y > H << pos_bits:
             fail("position")
-        major = major_off + unzigzag(scale0[i])
-        minor = major - scale1[i]
-        if not (lo <= minor <= major <= hi):
+        if not (lo <= minors[i] <= majors[i] <= hi):
             fail("log-scale")
         if rots[i] >= rot_levels:
             fail("rot")
-        t = [col_off[c] + unzigzag(cols[c][i]) for c in range(C)]
+        b = buckets[i]
+        jb = seen[b]
+        seen[b] += 1
+        t = [col_off[b][c] + unzigzag(streams[b * C + c][jb]) for c in range(C)]
         if C >= 3:  # coded as (G, R - G, B - G[, A])
             t[0], t[1], t[2] = t[1] + t[0], t[0], t[2] + t[0]
-        if not all(clo <= v <= chi for v in t):
+        if not all(-2 * dens[b] <= v <= 3 * dens[b] for v in t):
             fail("colour")
         out["x"].append(x)
         out["y"].append(y)
-        out["major"].append(major)
-        out["minor"].append(minor)
         out["color"].append(t)
     return out
 
@@ -210,6 +236,41 @@ def check_params(pos_bits, scale_steps, rot_levels, color_den):
     if not (pos_bits <= 8 and 1 <= scale_steps <= 64 and 1 <= rot_levels <= 4096
             and 1 <= color_den):
         fail("quantization parameter")
+
+
+def class_table(data, s, e, version):
+    """Profile-0 class table (spec 3.2; version 2: 10-byte records, spec 13.1) ->
+    list of (count, (pos_bits, scale_steps, rot_levels, dens, area_lo))."""
+    K = data[s] if e > s else 0
+    if not 1 <= K <= 8:
+        fail("class table")
+    pos = s + 1
+    out = []
+    for _ in range(K):
+        if version == 2:
+            if pos + 10 > e:
+                fail("class table")
+            cnt, pb, ss, rl, den0 = struct.unpack_from("<IBBHH", data, pos)
+            pos += 10
+            area_lo, dens = 0, (den0,)
+        else:
+            if pos + 12 > e:
+                fail("class table")
+            cnt, pb, ss, rl, den0, area_lo, B = struct.unpack_from("<IBBHHbB", data, pos)
+            pos += 12
+            if not -6 <= area_lo <= 30 or not 1 <= B <= 8:
+                fail("class table")
+            if pos + 2 * (B - 1) > e:
+                fail("class table")
+            dens = (den0,) + struct.unpack_from("<%dH" % (B - 1), data, pos)
+            pos += 2 * (B - 1)
+            if not all(1 <= d <= 65535 for d in dens):
+                fail("quantization parameter")
+        check_params(pb, ss, rl, den0)
+        out.append((cnt, (pb, ss, rl, dens, area_lo)))
+    if pos != e:
+        fail("class table length")
+    return out
 
 
 def section_table(data, pos):
@@ -238,8 +299,8 @@ def decode(data):
         fail("magic")
     if L < 9:
         fail("truncated header")
-    if data[8] not in (1, 2):
-        fail("unsupported .gsi version %d (this decoder reads versions 1 and 2)" % data[8])
+    if data[8] not in (1, 2, 3):
+        fail("unsupported .gsi version %d (this decoder reads versions 1, 2 and 3)" % data[8])
     version = data[8]
     if version == 1:
         if L < 55:
@@ -247,14 +308,14 @@ def decode(data):
         (_, C, flags, W, H, N, pos_bits, scale_steps, rot_levels,
          color_den) = struct.unpack_from("<BBHIIIBBHH", data, 8)
         profile = 0
-        params = (pos_bits, scale_steps, rot_levels, color_den)
-        check_params(*params)
+        check_params(pos_bits, scale_steps, rot_levels, color_den)
         if data[30] != 4:
             fail("section count")
         table = section_table(data, 30)
         if [t[0] for t in table] != [1, 2, 3, 4]:
             fail("section id")
-        classes, counts, spans = [params], [N], [[(s, e) for _, s, e in table]]
+        classes = [(pos_bits, scale_steps, rot_levels, (color_den,), 0)]
+        counts, spans = [N], [[(s, e) for _, s, e in table]]
     else:
         if L < 29:
             fail("short")
@@ -267,22 +328,17 @@ def decode(data):
         fail("header field")
     if N > 1 << 26 or N > 16 * L:
         fail("count")
-    if version == 2 and profile == 1:
+    if version >= 2 and profile == 1:      # profile 1: the same in versions 2 and 3
         if [t[0] for t in table] != [2]:
             fail("section id")
-    elif version == 2:
+    elif version >= 2:
         if not table or table[0][0] != 1:
             fail("section id")
         _, s, e = table[0]
-        K = data[s] if e > s else 0
-        if not 1 <= K <= 8 or e - s != 1 + 10 * K:
-            fail("class table")
-        classes, counts = [], []
-        for k in range(K):
-            cnt, *params = struct.unpack_from("<IBBHH", data, s + 1 + 10 * k)
-            check_params(*params)
-            classes.append(tuple(params))
-            counts.append(cnt)
+        records = class_table(data, s, e, version)
+        K = len(records)
+        counts = [cnt for cnt, _ in records]
+        classes = [cls for _, cls in records]
         if sum(counts) != N:
             fail("class counts")
         want = [1] + [16 + 4 * k + a for k in range(K) for a in range(4)]
@@ -298,13 +354,15 @@ def decode(data):
         import gsi_reference_gi
         head["gaussianimage"] = gsi_reference_gi.decode(data[s:e], N, C, W, H)
         return head
-    out = {"x": [], "y": [], "major": [], "minor": [], "rot": [], "color": [], "cls": []}
-    for k, (params, cnt, sp) in enumerate(zip(classes, counts, spans)):
-        part = decode_class(data, sp, cnt, C, W, H, params, all_rotations=version == 1)
+    out = {"x": [], "y": [], "major": [], "minor": [], "rot": [], "color": [], "bucket": [],
+           "cls": []}
+    for k, (cls, cnt, sp) in enumerate(zip(classes, counts, spans)):
+        part = decode_class(data, sp, cnt, C, W, H, cls, all_rotations=version == 1)
         for key in part:
             out[key] += part[key]
         out["cls"] += [k] * cnt
-    head["classes"] = [list(c) for c in classes]
+    head["classes"] = [[pb, ss, rl, dens[0]] + ([area_lo, list(dens[1:])] if version >= 3 else [])
+                       for pb, ss, rl, dens, area_lo in classes]
     head["class_counts"] = counts
     head.update(out)
     return head

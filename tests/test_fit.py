@@ -9,7 +9,8 @@ from gscodec.encoder.fit import FitConfig, Fitter
 from gscodec.encoder.progress import Progress
 from gscodec.encoder.init import solve_colors, structure_init
 from gscodec.encoder.params import GaussianParams
-from gscodec.encoder.quantize import (COLOR_REF_PSNR, FINE_POS_DENSITY, QuantConfig,
+from gscodec.encoder.quantize import (COLOR_BUCKET_MIN, COLOR_BUCKETS, COLOR_REF_PSNR,
+                                     FINE_POS_DENSITY, QuantConfig,
                                      adaptive_config, canonicalize, fake_quantize,
                                      render_inputs, to_integers)
 from gscodec.render import render
@@ -133,18 +134,20 @@ def test_fake_quantize_is_what_the_decoder_renders():
                                     torch.randn(n, 2, generator=gen) * 0.5 + 1.0,
                                     torch.rand(n, generator=gen) * 6 - 3,
                                     torch.rand(n, 3, generator=gen)))
-    cfg = QuantConfig()
-    fq = fake_quantize(p, cfg, w, h)
-    seen = render(fq.xy, fq.conics(), fq.color, h, w)
-    qg = to_integers(p, cfg, w, h)
-    decoded = render(*render_inputs(qg), h, w)
-    assert torch.allclose(seen, decoded, atol=1e-4)
+    # one step per class, and colour steps by size (buckets around area octave 1)
+    for cfg in (QuantConfig(), QuantConfig().for_fit(4 * COLOR_BUCKET_MIN, 10**6, 30.0, 1)):
+        fq = fake_quantize(p, cfg, w, h)
+        seen = render(fq.xy, fq.conics(), fq.color, h, w)
+        qg = to_integers(p, cfg, w, h)
+        decoded = render(*render_inputs(qg), h, w)
+        assert torch.allclose(seen, decoded, atol=1e-4)
+    assert len(set(qg.color_dens().tolist())) > 1          # several buckets were used
 
 
 def test_steps_follow_the_fitted_set():
     pixels = 100_000
     dense = int(FINE_POS_DENSITY * pixels / 1000)     # exactly at the threshold
-    cfg = QuantConfig()
+    cfg = QuantConfig(color_by_size=False)
     base = cfg.classes[0]
     assert cfg.for_fit(dense - 1, pixels, COLOR_REF_PSNR) is cfg    # nothing to change
     fine = cfg.for_fit(dense, pixels, COLOR_REF_PSNR)
@@ -157,6 +160,20 @@ def test_steps_follow_the_fitted_set():
     assert dens == sorted(dens) and dens[2] == base.color_den
     assert dens[0] >= 16 and dens[-1] <= 1024
     assert 28 <= dens[1] <= 36 and 128 <= dens[3] <= 160
+    # Colour by size: one-octave buckets of area around the median octave, the
+    # denominator growing with the square root of the area.
+    many = COLOR_BUCKETS * COLOR_BUCKET_MIN
+    sized = QuantConfig().for_fit(many, pixels, COLOR_REF_PSNR, 3).classes[0]
+    assert sized.buckets == COLOR_BUCKETS and sized.area_lo == 3 - COLOR_BUCKETS // 2
+    ratios = [b / a for a, b in zip(sized.dens(), sized.dens()[1:])]
+    assert all(1.3 < r < 1.55 for r in ratios)
+    assert sized.dens()[0] < base.color_den < sized.dens()[-1]
+    assert QuantConfig().for_fit(many, pixels, COLOR_REF_PSNR, -40).classes[0].area_lo == -6
+    # a bucket costs its tables: one per COLOR_BUCKET_MIN Gaussians, none below two
+    for n, nb in ((2 * COLOR_BUCKET_MIN - 1, 1), (3 * COLOR_BUCKET_MIN, 3),
+                  (10 * many, COLOR_BUCKETS)):
+        assert QuantConfig().for_fit(n, pixels, COLOR_REF_PSNR, 3).classes[0].buckets == nb
+    assert QuantConfig().for_fit(1, pixels, COLOR_REF_PSNR).classes[0] == base
     two = adaptive_config()
     assert [k.pos_bits for k in two.for_fit(dense, pixels, COLOR_REF_PSNR).classes] == \
         [k.pos_bits + 1 for k in two.classes]

@@ -1,4 +1,4 @@
-"""Tests of the .gsi bitstream (version 2, and reading version 1): round trips, robustness, exactness of the entropy models,
+"""Tests of the .gsi bitstream (version 3, and reading versions 1 and 2): round trips, robustness, exactness of the entropy models,
 and agreement with the independent reference decoder written from the spec."""
 import struct
 import zlib
@@ -91,14 +91,19 @@ def quantized(draw):
 
 def split_classes(rng, qg, k):
     """Spread qg's Gaussians over k classes with coarser or equal steps (integers scaled
-    down accordingly), so the result is a valid multi-class set."""
+    down accordingly; the new classes have 1 to 4 colour buckets), so the result is a
+    valid multi-class set."""
     classes = [qg.classes[0]]
     for _ in range(k - 1):
         c = qg.classes[0]
+        nb = int(rng.integers(1, 5))
         classes.append(QuantClass(int(rng.integers(0, c.pos_bits + 1)),
                                   int(rng.integers(1, c.scale_steps + 1)),
                                   int(rng.integers(1, c.rot_levels + 1)),
-                                  int(rng.integers(1, c.color_den + 1))))
+                                  int(rng.integers(1, c.color_den + 1)),
+                                  area_lo=int(rng.integers(-6, 31)),
+                                  color_dens=tuple(int(d) for d in
+                                                   rng.integers(1, c.color_den + 1, nb - 1))))
     cls = rng.integers(0, k, qg.count).astype(np.int32)
     xy, ls = qg.xy.astype(np.int64), qg.log_scale.astype(np.int64)
     rot, col = qg.rot.astype(np.int64), qg.color.astype(np.int64)
@@ -108,7 +113,7 @@ def split_classes(rng, qg, k):
         xy[i] >>= c0.pos_bits - c.pos_bits
         ls[i] = (ls[i] * c.scale_steps) // c0.scale_steps
         rot[i] = (rot[i] * c.rot_levels) // c0.rot_levels
-        col[i] = (col[i] * c.color_den) // c0.color_den
+        col[i] = (col[i] * c.dens()[int(c.bucket(ls[i])[0])]) // c0.color_den
     return QuantizedGaussians(qg.width, qg.height, qg.channels, xy.astype(np.int32),
                               ls.astype(np.int32), rot.astype(np.int32), col.astype(np.int32),
                               masked=qg.masked, classes=tuple(classes), cls=cls)
@@ -131,7 +136,10 @@ def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
     assert r["rot"] == qg.rot.tolist()
     assert r["color"] == qg.color.tolist()
     assert r["cls"] == qg.cls.tolist()
-    assert r["classes"] == [list(c.astuple()) for c in qg.classes]
+    assert r["classes"] == [list(c.astuple()) + [c.area_lo, list(c.color_dens)]
+                            for c in qg.classes]
+    assert r["bucket"] == [int(qg.classes[k].bucket(ls)[0])
+                           for k, ls in zip(qg.cls, qg.log_scale)]
 
 
 # ---- round trips ----------------------------------------------------------------------------
@@ -154,8 +162,8 @@ def test_round_trip_realistic_and_describe():
     assert info["count"] == 3000 and info["file_bytes"] == len(data)
     assert sum(info["sections"].values()) + info["header_bytes"] + 4 == len(data)
     assert info["classes"] == [{"count": 3000, "pos_bits": 2, "scale_steps": 8,
-                                "rot_levels": 32, "color_den": 255,
-                                "bytes": info["sections"]}]
+                                "rot_levels": 32, "color_den": 255, "area_lo": 0,
+                                "color_dens": [255], "bytes": info["sections"]}]
     assert info["bpp"] == pytest.approx(len(data) * 8 / (768 * 512))
     bpg = info["bits_per_gaussian"]
     assert set(bpg) == {"pos", "scale", "rot", "color", "header", "total"}
@@ -253,14 +261,17 @@ def test_mutations(qg, data):
 @given(st.binary(min_size=1, max_size=120), st.integers(0, 3), st.integers(0, 40))
 def test_garbage_sections(payload, channels_minus_1, n):
     """Well-formed header and section table, random section contents (CRC valid)."""
-    for version in (1, 2):
+    for version in (1, 2, 3):
         if version == 1:
             head = struct.pack("<8sBBHIIIBBHH", gsi.MAGIC, 1, channels_minus_1 + 1, 0, 16, 16,
                                n, 2, 8, 32, 255)
             parts = [(i + 1, payload[i::4]) for i in range(4)]
         else:
-            head = struct.pack("<8sBBBBIII", gsi.MAGIC, 2, 0, channels_minus_1 + 1, 0, 16, 16, n)
+            head = struct.pack("<8sBBBBIII", gsi.MAGIC, version, 0, channels_minus_1 + 1, 0,
+                               16, 16, n)
             classes = bytes([1]) + struct.pack("<IBBHH", n, 2, 8, 32, 255)
+            if version == 3:      # two colour buckets from area octave 1
+                classes += struct.pack("<bBH", 1, 2, 300)
             parts = [(1, classes)] + [(16 + i, payload[i::4]) for i in range(4)]
         head += bytes([len(parts)]) + b"".join(struct.pack("<BI", i, len(p)) for i, p in parts)
         data = with_crc(head + b"".join(p for _, p in parts))
@@ -274,7 +285,7 @@ def test_too_many_gaussians():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
     for claimed in (16 * len(good) + 1, (1 << 26) + 1, 0xFFFFFFFF):
         bad = bytearray(good)
-        struct.pack_into("<I", bad, 20, claimed)   # count, at offset 20 in versions 1 and 2
+        struct.pack_into("<I", bad, 20, claimed)   # count, at offset 20 in every version
         bad = with_crc(bytes(bad[:-4]))
         with pytest.raises(FormatError, match="count"):
             gsi.read(bad)
@@ -284,11 +295,11 @@ def test_too_many_gaussians():
 
 def test_wrong_version_and_magic():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
-    for v in (0, 3, 255):
+    for v in (0, 4, 255):
         bad = bytearray(good)
         bad[8] = v
         with pytest.raises(FormatError, match=rf"unsupported \.gsi version {v} "
-                                              r"\(this decoder reads versions 1 and 2\)"):
+                                              r"\(this decoder reads versions 1, 2 and 3\)"):
             gsi.read(bytes(bad))
     with pytest.raises(FormatError, match="magic"):
         gsi.read(b"PNG" + bytes(good[3:]))
@@ -300,20 +311,23 @@ def test_wrong_version_and_magic():
 
 def test_header_field_checks():
     good = gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3))
-    # version 2: profile, channels, flags, width, height, section count, first section id,
-    # class count, class count of Gaussians, pos_bits, scale_steps, rot_levels, color_den
+    # version 3: profile, channels, flags, width, height, section count, first section id,
+    # class count, class count of Gaussians, pos_bits, scale_steps, rot_levels, color_den,
+    # area_lo, colour bucket count (the record then claims more bytes than the table has)
     cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 5     # start of the class table
     edits = [(9, "<B", 2), (10, "<B", 5), (10, "<B", 0), (11, "<B", 2), (12, "<I", 0),
              (16, "<I", 16385), (24, "<B", 4), (25, "<B", 2), (cls, "<B", 0), (cls, "<B", 9),
              (cls + 1, "<I", 2), (cls + 5, "<B", 9), (cls + 6, "<B", 0), (cls + 6, "<B", 65),
-             (cls + 7, "<H", 0), (cls + 7, "<H", 4097), (cls + 9, "<H", 0)]
+             (cls + 7, "<H", 0), (cls + 7, "<H", 4097), (cls + 9, "<H", 0),
+             (cls + 11, "<b", -7), (cls + 11, "<b", 31), (cls + 12, "<B", 0),
+             (cls + 12, "<B", 2), (cls + 12, "<B", 9)]
     for off, fmt, val in edits:
         bad = bytearray(good)
         struct.pack_into(fmt, bad, off, val)
         with pytest.raises(FormatError):
             gsi.read(with_crc(bytes(bad[:-4])))
     hdr = gsi.read_header(good)
-    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 2
+    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 3
 
 
 def test_masked_flag():

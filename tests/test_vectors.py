@@ -1,5 +1,6 @@
 """Fixed test vectors: read() must give the JSON integers, write(JSON) the same bytes
-(version-2 vectors; v1_* files are old version-1 files that must still decode), and the
+(version-3 vectors; v1_* and v2_* files are old version-1 and version-2 files that must
+still decode), and the
 independent reference decoder must agree."""
 import importlib.util
 import json
@@ -20,7 +21,8 @@ _spec.loader.exec_module(make_vectors)
 
 
 def test_vectors_present():
-    assert len(NAMES) >= 7 and any(n.startswith("v1_") for n in NAMES)
+    assert len(NAMES) >= 14 and any(n.startswith("v1_") for n in NAMES)
+    assert any(n.startswith("v2_") for n in NAMES) and any(n.startswith("buckets_") for n in NAMES)
     assert any(n.startswith("gi_") for n in NAMES)
     for name in NAMES:
         assert (HERE / f"{name}.json").exists()
@@ -31,12 +33,16 @@ def test_vector(name):
     data = (HERE / f"{name}.gsi").read_bytes()
     expected = json.loads((HERE / f"{name}.json").read_text())
     assert make_vectors.to_json(data) == expected
-    if name.startswith("v1_"):
-        assert expected["header"]["version"] == 1
-        back = gsi.read(gsi.write(make_vectors.from_json(expected)))   # re-written as v2
-        assert make_vectors.to_json(gsi.write(back))["x"] == expected["x"]
+    if name[:3] in ("v1_", "v2_"):
+        assert expected["header"]["version"] == int(name[1])
+        again = make_vectors.to_json(gsi.write(make_vectors.from_json(expected)))   # as v3
+        assert again["header"]["version"] == 3
+        # (version 1 also stored the rotation of isotropic Gaussians; later versions write 0)
+        keys = ("x", "y", "major", "minor", "color", "cls", "fields") + (("rot",) if name[1] == "2" else ())
+        for key in keys:
+            assert again.get(key) == expected.get(key), key
     else:
-        assert expected["header"]["version"] == 2
+        assert expected["header"]["version"] == 3
         assert gsi.write(make_vectors.from_json(expected)) == data
     r = ref.decode(data)
     for key, val in expected["header"].items():

@@ -206,7 +206,7 @@ def unpack_bits(area: np.ndarray, bit_offset: int, nbits: np.ndarray) -> np.ndar
 
 # ---- sections -----------------------------------------------------------------------------
 def encode_streams(streams: list[np.ndarray]) -> bytes:
-    """Code a list of equally long unsigned streams into one section body."""
+    """Code a list of unsigned streams (of any lengths) into one section body."""
     import constriction
     tables = []
     coded = []
@@ -230,11 +230,15 @@ def encode_streams(streams: list[np.ndarray]) -> bytes:
     return (b"".join(tables) + struct.pack("<I", words.size) + words.tobytes() + raw_area)
 
 
-def decode_streams(buf: bytes, count: int, num_streams: int,
+def decode_streams(buf: bytes, count, num_streams: int,
                    start: int = 0, end: int | None = None) -> list[np.ndarray]:
-    """Decode `num_streams` streams of `count` values from buf[start:end] (one section body).
-    Raises FormatError on any inconsistency. Returns uint64 arrays (values < 2^48)."""
+    """Decode `num_streams` streams from buf[start:end] (one section body), each of `count`
+    values (an int, or a list with each stream's length). Raises FormatError on any
+    inconsistency. Returns uint64 arrays (values < 2^48)."""
     import constriction
+    counts = [int(count)] * num_streams if np.ndim(count) == 0 else [int(c) for c in count]
+    if len(counts) != num_streams:
+        raise ValueError(f"{len(counts)} stream lengths for {num_streams} streams")
     end = len(buf) if end is None else end
     pos = start
     all_codes = []
@@ -252,7 +256,7 @@ def decode_streams(buf: bytes, count: int, num_streams: int,
     tokens_list = []
     try:
         dec = constriction.stream.queue.RangeDecoder(words)
-        for codes in all_codes:
+        for codes, count in zip(all_codes, counts):
             if codes.size == 1 or count == 0:
                 tokens_list.append(np.zeros(count, dtype=np.int64))
                 continue

@@ -1,5 +1,5 @@
-"""The .gsi file format, version 2 (normative description: spec/gsi-format.md); version 1
-files are still read.
+"""The .gsi file format, version 3 (normative description: spec/gsi-format.md); versions 1
+and 2 are still read.
 
     write(g) -> bytes           encode QuantizedGaussians (sorted into canonical order) or,
                                 as profile "gaussianimage", a gaussianimage.GIGaussians
@@ -16,27 +16,28 @@ import numpy as np
 
 from . import entropy, gaussianimage
 from ..errors import FormatError
-from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_CLASSES, MAX_SIDE, \
-    QuantClass, QuantizedGaussians, morton_code
+from .model import AREA_LO_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_BUCKETS, \
+    MAX_CLASSES, MAX_SIDE, QuantClass, QuantizedGaussians, morton_code
 
 MAGIC = b"\x89GSI\r\n\x1a\n"
-VERSION = 2                      # written; versions 1 and 2 are read
-READ_VERSIONS = (1, 2)
+VERSION = 3                      # written; versions 1, 2 and 3 are read
+READ_VERSIONS = (1, 2, 3)
 MAX_COUNT = 1 << 26              # N <= 2^26
 COUNT_PER_BYTE = 16              # N <= 16 * file size in bytes
 FLAG_MASKED = 1
 CRC_SIZE = 4
 
-# Profiles (version 2): how the Gaussians are stored.
+# Profiles (versions 2 and 3): how the Gaussians are stored.
 PROFILE_GSI = 0                  # classes of entropy-coded integers (spec section 3)
 PROFILE_GAUSSIANIMAGE = 1        # GaussianImage's fixed-length scheme (spec/profile-gaussianimage.md)
 PROFILES = {PROFILE_GSI: "gsi", PROFILE_GAUSSIANIMAGE: "gaussianimage"}
 
-# Version 2: fixed header, then a section table of (u8 id, u32 length) entries.
+# Versions 2 and 3: fixed header, then a section table of (u8 id, u32 length) entries.
 _FIXED2 = struct.Struct("<8sBBBBIII")            # 24 bytes
 FIXED2_SIZE = _FIXED2.size
 SECTION_ENTRY = 5                                # u8 id + u32 length
 CLASS_RECORD = struct.Struct("<IBBHH")           # count, pos_bits, scale_steps, rot_levels, color_den
+BUCKET_RECORD = struct.Struct("<bB")             # version 3: area_lo, B; then B - 1 u16 dens
 SEC_CLASSES = 1
 SEC_GAUSSIANIMAGE = 2
 SEC_CLASS_BASE = 16                              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
@@ -93,10 +94,28 @@ def _check_params(pos_bits, scale_steps, rot_levels, color_den, exc):
             raise exc(f"{name} = {val} outside {lo}..{hi}")
 
 
-# ---- class bodies (shared by versions 1 and 2) --------------------------------------------
-def _encode_class(xy, ls, rot, color, channels) -> list[bytes]:
+def _check_buckets(area_lo, buckets, dens, exc):
+    lo, hi = AREA_LO_RANGE
+    if not lo <= area_lo <= hi:
+        raise exc(f"area_lo = {area_lo} outside {lo}..{hi}")
+    if not 1 <= buckets <= MAX_BUCKETS:
+        raise exc(f"{buckets} colour buckets outside 1..{MAX_BUCKETS}")
+    lo, hi = PARAM_RANGES["color_den"]
+    for d in dens:
+        if not lo <= int(d) <= hi:
+            raise exc(f"colour denominator {d} outside {lo}..{hi}")
+
+
+def _class_record(count: int, qc: QuantClass) -> bytes:
+    return (CLASS_RECORD.pack(count, *qc.astuple()) + BUCKET_RECORD.pack(qc.area_lo, qc.buckets)
+            + struct.pack(f"<{qc.buckets - 1}H", *qc.color_dens))
+
+
+# ---- class bodies (shared by versions 1 to 3) ---------------------------------------------
+def _encode_class(xy, ls, rot, color, channels, qc: QuantClass) -> list[bytes]:
     """POS, SCALE, ROT, COLOR section bodies of one class (Gaussians in canonical order).
-    ROT holds the rotations of the anisotropic Gaussians only (major > minor)."""
+    ROT holds the rotations of the anisotropic Gaussians only (major > minor); COLOR codes
+    each colour bucket of qc with its own offsets and tables (version 3)."""
     n = xy.shape[0]
     xy, ls = xy.astype(np.int64), ls.astype(np.int64)
     code = morton_code(xy[:, 0], xy[:, 1]).astype(np.uint64)
@@ -105,13 +124,19 @@ def _encode_class(xy, ls, rot, color, channels) -> list[bytes]:
     # neighbours in Morton order overlap additively, so their values are weakly related.
     major_off = _median(ls[:, 0])
     tcol = color_transform(color.astype(np.int64))
-    col_off = [_median(tcol[:, c]) for c in range(channels)]
+    bucket = qc.bucket(ls)
+    col_off, col_streams = [], []
+    for b in range(qc.buckets):
+        tb = tcol[bucket == b]
+        off = [_median(tb[:, c]) for c in range(channels)]
+        col_off += off
+        col_streams += [entropy.zigzag(tb[:, c] - off[c]) for c in range(channels)]
     aniso = ls[:, 0] - ls[:, 1]
     streams = {
         "pos": ([], [pos_delta]),
         "scale": ([major_off], [entropy.zigzag(ls[:, 0] - major_off), aniso.astype(np.uint64)]),
         "rot": ([], [rot[aniso > 0].astype(np.uint64)]),
-        "color": (col_off, [entropy.zigzag(tcol[:, c] - col_off[c]) for c in range(channels)]),
+        "color": (col_off, col_streams),
     }
     return [struct.pack(f"<{len(streams[a][0])}i", *streams[a][0])
             + entropy.encode_streams(streams[a][1]) for a in ATTRIBUTES]
@@ -122,6 +147,7 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     """Inverse of _encode_class: (xy, log_scale, rot, color) int64 arrays, every value
     checked against the class's ranges. all_rotations: version 1 codes every rotation."""
     def dec(name, k, count, n_offsets=0):
+        """count: the length of every stream, or a list of k lengths."""
         s, e = spans[name]
         if e - s < 4 * n_offsets:
             raise FormatError(f"{name} section too short for its offsets")
@@ -157,7 +183,7 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     if n and minor.min() < lo:
         raise FormatError("log-scale outside the allowed range")
 
-    # ROT: all rotations (version 1) or those of the anisotropic Gaussians (version 2)
+    # ROT: all rotations (version 1) or those of the anisotropic Gaussians (versions 2, 3)
     rotating = np.ones(n, bool) if all_rotations else aniso > 0
     _, (rot_coded,) = dec("rot", 1, int(rotating.sum()))
     if rot_coded.size and int(rot_coded.max()) >= qc.rot_levels:
@@ -165,17 +191,25 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     rot = np.zeros(n, np.int64)
     rot[rotating] = rot_coded.astype(np.int64)
 
-    # COLOR: transformed channels minus their offsets (signed)
-    offs, streams = dec("color", channels, n, channels)
-    clo, chi = COLOR_RANGE[0] * qc.color_den, COLOR_RANGE[1] * qc.color_den
-    span = 2 * (chi - clo)   # bound on |transformed colour| and |offset|
+    # COLOR: per colour bucket, transformed channels minus their offsets (signed)
+    bucket = qc.bucket(np.stack([major, minor], axis=1))
+    sizes = np.bincount(bucket, minlength=qc.buckets).tolist()
+    nb = qc.buckets
+    offs, streams = dec("color", nb * channels, [m for m in sizes for _ in range(channels)],
+                        nb * channels)
     tcol = np.zeros((n, channels), dtype=np.int64)
-    for k, st in enumerate(streams):
-        if abs(offs[k]) > span:
-            raise FormatError("colour offset out of range")
-        tcol[:, k] = _signed(st, 2 * span, "colour") + offs[k]
+    den = np.array(qc.dens(), np.int64)[bucket]
+    for b, d in enumerate(qc.dens()):
+        span = 2 * (COLOR_RANGE[1] - COLOR_RANGE[0]) * d   # bound on |offset|, |t| / 2
+        sel = bucket == b
+        for c in range(channels):
+            off = offs[b * channels + c]
+            if abs(off) > span:
+                raise FormatError("colour offset out of range")
+            tcol[sel, c] = _signed(streams[b * channels + c], 2 * span, "colour") + off
     color = inverse_color_transform(tcol)
-    if n and (color.min() < clo or color.max() > chi):
+    if n and (np.any(color < COLOR_RANGE[0] * den[:, None])
+              or np.any(color > COLOR_RANGE[1] * den[:, None])):
         raise FormatError("colour outside the allowed range")
     return np.stack([x, y], axis=1), np.stack([major, minor], axis=1), rot, color
 
@@ -205,7 +239,7 @@ def _container(profile: int, channels: int, masked: bool, width: int, height: in
 
 
 def write(g) -> bytes:
-    """Encode to .gsi (version 2) bytes: QuantizedGaussians as profile 0 ("gsi"), a
+    """Encode to .gsi (version 3) bytes: QuantizedGaussians as profile 0 ("gsi"), a
     gaussianimage.GIGaussians as profile 1. Raises ValueError if g is not representable."""
     if not isinstance(g, QuantizedGaussians):      # profile gaussianimage
         body = gaussianimage.pack(g)
@@ -214,19 +248,21 @@ def write(g) -> bytes:
     qg = g
     for qc in qg.classes:
         _check_params(*qc.astuple(), ValueError)
+        _check_buckets(qc.area_lo, qc.buckets, qc.color_dens, ValueError)
     qg.validate()
     if qg.count > MAX_COUNT:
         raise ValueError(f"{qg.count} Gaussians exceed the format limit of 2^26")
     q = qg.sorted()
     counts = q.class_counts()
     records = bytes([len(q.classes)]) + b"".join(
-        CLASS_RECORD.pack(cnt, *qc.astuple()) for cnt, qc in zip(counts, q.classes))
+        _class_record(cnt, qc) for cnt, qc in zip(counts, q.classes))
     sections = [(SEC_CLASSES, records)]
     start = 0
     for k, cnt in enumerate(counts):
         sl = slice(start, start + cnt)
         start += cnt
-        bodies = _encode_class(q.xy[sl], q.log_scale[sl], q.rot[sl], q.color[sl], q.channels)
+        bodies = _encode_class(q.xy[sl], q.log_scale[sl], q.rot[sl], q.color[sl], q.channels,
+                               q.classes[k])
         sections += [(SEC_CLASS_BASE + 4 * k + a, body) for a, body in enumerate(bodies)]
     return _container(PROFILE_GSI, q.channels, q.masked, q.width, q.height, q.count, sections)
 
@@ -244,7 +280,7 @@ def _version(data: bytes) -> int:
     version = data[len(MAGIC)]
     if version not in READ_VERSIONS:
         raise FormatError(f"unsupported .gsi version {version} "
-                          f"(this decoder reads versions 1 and 2)")
+                          f"(this decoder reads versions 1, 2 and 3)")
     return version
 
 
@@ -328,14 +364,31 @@ def _header_v2(data: bytes) -> dict:
         raise FormatError(f"first section must be the class table (id {SEC_CLASSES})")
     _, off, length = table[0]
     k = data[off] if length else 0
-    if not 1 <= k <= MAX_CLASSES or length != 1 + CLASS_RECORD.size * k:
+    if not 1 <= k <= MAX_CLASSES:
         raise FormatError(f"bad class table ({length} bytes, {k} classes)")
     classes, counts = [], []
+    pos, end = off + 1, off + length
     for i in range(k):
-        cnt, *params = CLASS_RECORD.unpack_from(data, off + 1 + CLASS_RECORD.size * i)
+        if end - pos < CLASS_RECORD.size:
+            raise FormatError(f"class table too short ({length} bytes, {k} classes)")
+        cnt, *params = CLASS_RECORD.unpack_from(data, pos)
+        pos += CLASS_RECORD.size
         _check_params(*params, FormatError)
-        classes.append(QuantClass(*params))
+        area_lo, nb, dens = 0, 1, ()
+        if version >= 3:      # colour buckets
+            if end - pos < BUCKET_RECORD.size:
+                raise FormatError(f"class table too short ({length} bytes, {k} classes)")
+            area_lo, nb = BUCKET_RECORD.unpack_from(data, pos)
+            pos += BUCKET_RECORD.size
+            if not 1 <= nb <= MAX_BUCKETS or end - pos < 2 * (nb - 1):
+                raise FormatError(f"bad class table ({length} bytes, class {i}: {nb} colour buckets)")
+            dens = struct.unpack_from(f"<{nb - 1}H", data, pos)
+            pos += 2 * (nb - 1)
+            _check_buckets(area_lo, nb, dens, FormatError)
+        classes.append(QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens)))
         counts.append(cnt)
+    if pos != end:
+        raise FormatError(f"bad class table ({length} bytes, {k} classes)")
     if sum(counts) != count:
         raise FormatError(f"class counts add up to {sum(counts)}, header says {count}")
     want = [SEC_CLASSES] + [SEC_CLASS_BASE + 4 * i + a for i in range(k) for a in range(4)]
@@ -418,7 +471,8 @@ def describe(data: bytes) -> dict:
     header_bytes (fixed header, section table, class table), crc_bytes, bpp (file bits
     per pixel), bits_per_gaussian ({attribute: bits, "header": bits, "total": bits}; empty
     when count == 0) and, for profile gsi, classes (a list of {count, pos_bits,
-    scale_steps, rot_levels, color_den, bytes: {attribute: bytes}}) and sections
+    scale_steps, rot_levels, color_den, area_lo, color_dens (the denominators of the
+    colour buckets, the first = color_den), bytes: {attribute: bytes}}) and sections
     ({attribute: bytes} summed over classes)."""
     h = read_header(data)
     n, size = h["count"], len(data)
@@ -446,6 +500,7 @@ def describe(data: bytes) -> dict:
     for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"])):
         sizes = {a: length for a, (_, _, length) in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4])}
         info["classes"].append({"count": cnt, **dict(zip(PARAM_RANGES, qc.astuple())),
+                                "area_lo": qc.area_lo, "color_dens": list(qc.dens()),
                                 "bytes": sizes})
         for a in ATTRIBUTES:
             payload[a] = payload.get(a, 0) + sizes[a]

@@ -33,20 +33,47 @@ DEFAULT_COLOR_DEN = 64           # colour in steps of 1/64 (docs/experiments.md)
 
 
 MAX_CLASSES = 8                  # covariance/precision classes per file (format v2)
+MAX_BUCKETS = 8                  # colour buckets per class (format v3)
+AREA_LO_RANGE = (2 * LOG2_SIGMA_MIN, 2 * LOG2_SIGMA_MAX)   # octaves of sigma_major * sigma_minor
 
 
 @dataclass(frozen=True)
 class QuantClass:
-    """Quantization steps shared by one class of Gaussians (format v2 stores one record per
+    """Quantization steps shared by one class of Gaussians (the file stores one record per
     class): positions in 1/2^pos_bits pixel, log2(sigma) in 1/scale_steps, theta in
-    pi/rot_levels, colour in 1/color_den."""
+    pi/rot_levels, colour in 1/den of the Gaussian's colour bucket.
+
+    Colour buckets (format v3): a colour error spreads over a Gaussian's whole footprint,
+    so large Gaussians want finer colour steps than small ones. The bucket of a Gaussian is
+    the octave of its area sigma_major * sigma_minor counted from `area_lo` (clamped to
+    0..B-1); bucket 0 has `color_den`, bucket b >= 1 has `color_dens[b - 1]`. With no
+    `color_dens` (B = 1) every Gaussian of the class has `color_den`, as in version 2."""
     pos_bits: int = DEFAULT_POS_BITS
     scale_steps: int = DEFAULT_SCALE_STEPS
     rot_levels: int = DEFAULT_ROT_LEVELS
     color_den: int = DEFAULT_COLOR_DEN
+    area_lo: int = 0
+    color_dens: tuple = ()
 
     def astuple(self) -> tuple[int, int, int, int]:
+        """The four step parameters (colour: bucket 0's denominator)."""
         return (self.pos_bits, self.scale_steps, self.rot_levels, self.color_den)
+
+    @property
+    def buckets(self) -> int:
+        return 1 + len(self.color_dens)
+
+    def dens(self) -> tuple[int, ...]:
+        """Colour denominators of buckets 0..B-1."""
+        return (self.color_den,) + tuple(self.color_dens)
+
+    def bucket(self, log_scale) -> np.ndarray:
+        """Colour bucket (int64 [N]) of Gaussians with integer log-scales [N, 2] (major,
+        minor) in this class's units: clamp(floor((major + minor) / scale_steps) - area_lo,
+        0, B - 1)."""
+        ls = np.asarray(log_scale, dtype=np.int64).reshape(-1, 2)
+        octave = np.floor_divide(ls[:, 0] + ls[:, 1], self.scale_steps)
+        return np.clip(octave - self.area_lo, 0, self.buckets - 1)
 
 
 class QuantizedGaussians:
@@ -64,7 +91,7 @@ class QuantizedGaussians:
         self.xy = np.asarray(xy)                  # int32 [N, 2], in [0, W << pos_bits] x [0, H << pos_bits]
         self.log_scale = np.asarray(log_scale)    # int32 [N, 2], (major, minor), major >= minor
         self.rot = np.asarray(rot)                # int32 [N], in [0, rot_levels)
-        self.color = np.asarray(color)            # int32 [N, C], in [COLOR_RANGE * color_den]
+        self.color = np.asarray(color)            # int32 [N, C], in [COLOR_RANGE * den] (den: `color_dens`)
         if classes is None:
             classes = (QuantClass(int(pos_bits), int(scale_steps), int(rot_levels), int(color_den)),)
         self.classes = tuple(classes)
@@ -92,6 +119,15 @@ class QuantizedGaussians:
         table = np.array([getattr(k, name) for k in self.classes], dtype=np.int64)
         return table[self.cls] if self.count else np.zeros(0, np.int64)
 
+    def color_dens(self) -> np.ndarray:
+        """int64 [N]: each Gaussian's colour denominator (its class, then its bucket)."""
+        den = np.zeros(self.count, np.int64)
+        for k, qc in enumerate(self.classes):
+            sel = self.cls == k
+            if np.any(sel):
+                den[sel] = np.array(qc.dens(), np.int64)[qc.bucket(self.log_scale[sel])]
+        return den
+
     def class_counts(self) -> list[int]:
         return np.bincount(self.cls, minlength=len(self.classes)).tolist() if self.count \
             else [0] * len(self.classes)
@@ -118,7 +154,13 @@ class QuantizedGaussians:
         pb = self.per_gaussian("pos_bits")
         ss = self.per_gaussian("scale_steps")
         rl = self.per_gaussian("rot_levels")
-        den = self.per_gaussian("color_den")
+        for qc in self.classes:
+            if not 1 <= qc.buckets <= MAX_BUCKETS:
+                raise ValueError(f"{qc.buckets} colour buckets; the format allows 1..{MAX_BUCKETS}")
+            if not AREA_LO_RANGE[0] <= qc.area_lo <= AREA_LO_RANGE[1]:
+                raise ValueError(f"area_lo {qc.area_lo} outside {AREA_LO_RANGE[0]}..{AREA_LO_RANGE[1]}")
+            if any(not 1 <= d <= 65535 for d in qc.dens()):
+                raise ValueError(f"colour denominators {qc.dens()} outside 1..65535")
         xy = self.xy.astype(np.int64)
         if xy.min() < 0 or np.any(xy[:, 0] > self.width << pb) \
                 or np.any(xy[:, 1] > self.height << pb):
@@ -131,6 +173,7 @@ class QuantizedGaussians:
         if self.rot.min() < 0 or np.any(self.rot >= rl):
             raise ValueError("rotation index outside [0, rot_levels)")
         col = self.color.astype(np.int64)
+        den = self.color_dens()
         if np.any(col < (COLOR_RANGE[0] * den)[:, None]) or np.any(col > (COLOR_RANGE[1] * den)[:, None]):
             raise ValueError("colour outside the allowed range")
 
@@ -172,7 +215,7 @@ class QuantizedGaussians:
         ss = self.per_gaussian("scale_steps").astype(np.float64)[:, None]
         sigma = np.exp2(self.log_scale.astype(np.float64) / ss)
         theta = np.pi * self.rot.astype(np.float64) / self.per_gaussian("rot_levels")
-        colors = self.color.astype(np.float64) / self.per_gaussian("color_den")[:, None]
+        colors = self.color.astype(np.float64) / self.color_dens()[:, None]
         return means, sigma, theta, colors
 
     def conics(self) -> np.ndarray:

@@ -380,13 +380,14 @@ class Fitter:
                            cls=self.cls.cpu().numpy())
 
     def choose_quant(self, p: GaussianParams):
-        """The steps for the fitted set p: cfg.quant resolved for its density and its error
-        (`QuantConfig.for_fit`). The quantization-aware phase fixes them, and `finish`
+        """The steps for the fitted set p: cfg.quant resolved for its density, its error
+        and its median size (`QuantConfig.for_fit`). The quantization-aware phase fixes them, and `finish`
         keeps them (rate control may then drop Gaussians)."""
         with torch.no_grad():
             mse = float(self.mse(self.render(p).clamp(0.0, 1.0)))
+            octave = int(torch.floor(p.log2_sigma.sum(-1)).median()) if p.count else 0
         psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
-        return self.cfg.quant.for_fit(p.count, self.h * self.w, psnr)
+        return self.cfg.quant.for_fit(p.count, self.h * self.w, psnr, octave)
 
     def assign_classes(self, p: GaussianParams) -> torch.Tensor:
         """Class of each Gaussian (LongTensor [N]) for cfg.quant: one class, or with

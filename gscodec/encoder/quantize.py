@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..bitstream.format import PARAM_RANGES
-from ..bitstream.model import (COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, QuantClass,
-                               QuantizedGaussians)
+from ..bitstream.model import (AREA_LO_RANGE, COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN,
+                               QuantClass, QuantizedGaussians)
 from .init import structure_maps
 from .params import GaussianParams
 
@@ -39,6 +39,19 @@ MAX_POS_BITS = PARAM_RANGES["pos_bits"][1]   # the format's limit
 #   over 1/64) and every 12 dB below (1/32 to 1/45 at 20-26 dB, +0.07 to +0.13 dB).
 COLOR_REF_PSNR = 32.5            # the fit's PSNR at which the class's own step is kept
 COLOR_DEN_LIMITS = (16, 1024)
+# - Colour steps by size (format v3 colour buckets): a colour error spreads over the
+#   Gaussian's footprint, so its squared error grows with the area sigma_major*sigma_minor
+#   and the best step shrinks with its square root. Six buckets, one octave of area each,
+#   around the set's median octave (the median is bucket 3); bucket b's denominator is the
+#   class's times COLOR_BUCKET_SCALE * 2^((b - 2.5) / 2). Screened at the default effort
+#   (kodim01/05/13/23, equal rate, against one step per class): +0.05 dB at density 2,
+#   +0.16 at 11, +0.18 at 24; docs/experiments.md.
+#   Each bucket costs its own offsets and tables (about 36 bytes in RGB), so a set gets
+#   one bucket per COLOR_BUCKET_MIN Gaussians, at most COLOR_BUCKETS (one bucket: the
+#   class's step for all, as before).
+COLOR_BUCKETS = 6
+COLOR_BUCKET_SCALE = 0.5
+COLOR_BUCKET_MIN = 150
 
 
 def color_factor(psnr: float) -> float:
@@ -57,6 +70,7 @@ class QuantConfig:
     classes: tuple = (ENCODER_CLASS,)
     pos_by_density: bool = True
     color_by_quality: bool = True
+    color_by_size: bool = True
 
     @staticmethod
     def single(pos_bits=None, scale_steps=None, rot_levels=None, color_den=None) -> "QuantConfig":
@@ -68,21 +82,37 @@ class QuantConfig:
             d.scale_steps if scale_steps is None else scale_steps,
             d.rot_levels if rot_levels is None else rot_levels,
             d.color_den if color_den is None else color_den),),
-            pos_by_density=pos_bits is None, color_by_quality=color_den is None)
+            pos_by_density=pos_bits is None, color_by_quality=color_den is None,
+            color_by_size=color_den is None)
 
-    def for_fit(self, count: int, pixels: int, psnr: float) -> "QuantConfig":
-        """The steps for `count` Gaussians fitted to `pixels` pixels at `psnr` dB: one more
-        position bit from FINE_POS_DENSITY Gaussians per 1000 pixels (pos_by_density), and
-        colour steps scaled by `color_factor(psnr)` (color_by_quality), in every class."""
+    def for_fit(self, count: int, pixels: int, psnr: float, area_octave: int = 0
+                ) -> "QuantConfig":
+        """The steps for `count` Gaussians fitted to `pixels` pixels at `psnr` dB, whose
+        median area sigma_major*sigma_minor is 2^area_octave: one more position bit from
+        FINE_POS_DENSITY Gaussians per 1000 pixels (pos_by_density), colour steps scaled by
+        `color_factor(psnr)` (color_by_quality) and split into up to COLOR_BUCKETS buckets
+        by size (color_by_size: one per COLOR_BUCKET_MIN Gaussians), in every class."""
         dense = self.pos_by_density and count * 1000 >= FINE_POS_DENSITY * pixels
         factor = color_factor(psnr) if self.color_by_quality else 1.0
         lo, hi = COLOR_DEN_LIMITS
-        classes = tuple(replace(k, pos_bits=min(k.pos_bits + int(dense), MAX_POS_BITS),
-                                color_den=min(max(round(k.color_den * factor), lo), hi))
-                        for k in self.classes)
+        classes = []
+        for k in self.classes:
+            den = min(max(round(k.color_den * factor), lo), hi)
+            k = replace(k, pos_bits=min(k.pos_bits + int(dense), MAX_POS_BITS), color_den=den)
+            nb = min(COLOR_BUCKETS, count // COLOR_BUCKET_MIN)
+            if self.color_by_size and nb > 1:
+                mid = (nb - 1) / 2
+                dens = [max(1, round(den * COLOR_BUCKET_SCALE * 2.0 ** (0.5 * (b - mid))))
+                        for b in range(nb)]
+                a_lo, a_hi = AREA_LO_RANGE
+                k = replace(k, color_den=dens[0], color_dens=tuple(dens[1:]),
+                            area_lo=min(max(int(area_octave) - nb // 2, a_lo), a_hi))
+            classes.append(k)
+        classes = tuple(classes)
         if classes == self.classes:
             return self
-        return QuantConfig(classes, pos_by_density=False, color_by_quality=False)
+        return QuantConfig(classes, pos_by_density=False, color_by_quality=False,
+                           color_by_size=False)
 
     def steps(self, cls, device="cpu"):
         """Per-Gaussian step tensors (pos scale 2^pos_bits, scale_steps, rot_levels,
@@ -92,6 +122,20 @@ class QuantConfig:
         if cls is None:
             return t[0]
         return t[cls].unbind(-1)
+
+    def color_dens(self, cls: torch.Tensor, log_scale_int: torch.Tensor) -> torch.Tensor:
+        """float32 [N]: each Gaussian's colour denominator from its class (LongTensor [N])
+        and its integer log-scales ([N, 2], major and minor in its class's units), as
+        `QuantClass.bucket` defines the bucket."""
+        dev = log_scale_int.device
+        nb = max(k.buckets for k in self.classes)
+        dens = torch.tensor([list(k.dens()) + [k.dens()[-1]] * (nb - k.buckets)
+                             for k in self.classes], dtype=torch.float32, device=dev)
+        meta = torch.tensor([[k.scale_steps, k.area_lo, k.buckets] for k in self.classes],
+                            dtype=torch.long, device=dev)[cls]
+        octave = torch.div(log_scale_int.long().sum(-1), meta[:, 0], rounding_mode="floor")
+        b = torch.minimum(torch.clamp(octave - meta[:, 1], min=0), meta[:, 2] - 1)
+        return dens[cls, b]
 
 
 
@@ -120,12 +164,14 @@ def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     major one as the format requires."""
     if cls is None:
         cls = torch.zeros(p.count, dtype=torch.long, device=p.xy.device)
-    ps, ss, rl, den = cfg.steps(cls, p.xy.device)
+    ps, ss, rl, _ = cfg.steps(cls, p.xy.device)
     lim = torch.tensor([width, height], dtype=p.xy.dtype, device=p.xy.device)
     xy = _ste_round(torch.minimum(torch.clamp(p.xy, min=0.0), lim) * ps[:, None]) / ps[:, None]
     lo, hi = LOG2_SIGMA_MIN, LOG2_SIGMA_MAX
-    ls = _ste_round(torch.clamp(p.log2_sigma, lo, hi) * ss[:, None]) / ss[:, None]
-    ls = torch.stack([ls[:, 0], torch.minimum(ls[:, 1], ls[:, 0])], -1)
+    ls_int = _ste_round(torch.clamp(p.log2_sigma, lo, hi) * ss[:, None])
+    ls_int = torch.stack([ls_int[:, 0], torch.minimum(ls_int[:, 1], ls_int[:, 0])], -1)
+    ls = ls_int / ss[:, None]
+    den = cfg.color_dens(cls, ls_int.detach())      # the colour step follows the size
     th = _ste_round(p.theta * (rl / math.pi)) * (math.pi / rl)
     clo, chi = COLOR_RANGE
     col = _ste_round(torch.clamp(p.color, clo, chi) * den[:, None]) / den[:, None]
@@ -154,6 +200,9 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     qls = np.clip(np.rint(ls * ss[:, None]), lo, hi).astype(np.int64)
     qls[:, 1] = np.minimum(qls[:, 1], qls[:, 0])
     qrot = np.mod(np.rint(th * (rl / math.pi)), rl).astype(np.int64)
+    for k, qc in enumerate(cfg.classes):       # the colour step of each Gaussian's bucket
+        sel = cls == k
+        den[sel] = np.array(qc.dens(), np.int64)[qc.bucket(qls[sel])]
     clo, chi = (COLOR_RANGE[0] * den)[:, None], (COLOR_RANGE[1] * den)[:, None]
     qcol = np.clip(np.rint(col * den[:, None]), clo, chi).astype(np.int64)
     qg = QuantizedGaussians(

@@ -3,8 +3,8 @@
 Each vector NAME.gsi comes with NAME.json: the header fields and the exact decoded
 integers in file order (x, y, major, minor, rot, color, cls). The inputs are deterministic
 (fixed seeds), so rerunning reproduces the same bytes unless the format changed.
-Vectors named v1_* are version-1 files kept to test that old files still decode; this
-script does not write them (the writer produces version 2).
+Vectors named v1_* and v2_* are version-1 and version-2 files kept to test that old files
+still decode; this script does not write them (the writer produces version 3).
 """
 import json
 import pathlib
@@ -20,10 +20,22 @@ from gscodec.bitstream.gaussianimage import GIGaussians  # noqa: E402
 from gscodec.bitstream.model import QuantClass, QuantizedGaussians  # noqa: E402
 
 
+def _quant_class(p) -> QuantClass:
+    """[pos_bits, scale_steps, rot_levels, color_den] or, version 3, the same followed by
+    area_lo and the list of the denominators of colour buckets 1..B-1."""
+    if len(p) == 4:
+        return QuantClass(*p)
+    return QuantClass(*p[:4], area_lo=p[4], color_dens=tuple(p[5]))
+
+
+def _class_json(qc: QuantClass, version: int) -> list:
+    return list(qc.astuple()) + ([qc.area_lo, list(qc.color_dens)] if version >= 3 else [])
+
+
 def qg_from_lists(w, h, c, xy, ls, rot, col, params=(2, 8, 32, 255), masked=False,
                   classes=None, cls=None):
     n = len(rot)
-    classes = tuple(QuantClass(*p) for p in classes) if classes else (QuantClass(*params),)
+    classes = tuple(_quant_class(p) for p in classes) if classes else (QuantClass(*params),)
     return QuantizedGaussians(w, h, c, np.array(xy, np.int32).reshape(n, 2),
                               np.array(ls, np.int32).reshape(n, 2),
                               np.array(rot, np.int32).reshape(n),
@@ -75,7 +87,25 @@ def vectors():
     col = (rng.random((n, 3)) * 1.2 * den[:, None]).astype(np.int64)
     out["classes_rgb_24x16_30"] = qg_from_lists(24, 16, 3, xy, np.stack([major, minor], 1),
                                                 rot, col, classes=classes, cls=cls)
-    # 6: profile gaussianimage (fixed-length body), 7 RGB Gaussians, 8-entry codebooks
+    # 6: colour buckets (version 3): class 0 with four buckets from area octave 1, class 1
+    # with two from octave -2; sums major + minor below zero test the floor division
+    n = 40
+    classes = [(2, 16, 128, 40, 1, [57, 80, 113]), (1, 8, 32, 64, -2, [128])]
+    cls = rng.integers(0, 2, n)
+    pb = np.array([c[0] for c in classes])[cls]
+    ss = np.array([c[1] for c in classes])[cls]
+    xy = np.stack([rng.integers(0, (32 << pb) + 1), rng.integers(0, (24 << pb) + 1)], 1)
+    major = rng.integers(-3 * ss // 2, 4 * ss)
+    minor = np.maximum(np.where(rng.random(n) < 0.3, major, major - rng.integers(0, 3 * ss)),
+                       -3 * ss)
+    rot = rng.integers(0, np.array([c[2] for c in classes])[cls])
+    qcs = [_quant_class(c) for c in classes]
+    den = np.array([np.array(qcs[k].dens())[qcs[k].bucket([[a, b]])[0]]
+                    for k, a, b in zip(cls, major, minor)])
+    col = (rng.random((n, 3)) * 1.2 * den[:, None]).astype(np.int64) - den[:, None] // 4
+    out["buckets_rgb_32x24_40"] = qg_from_lists(32, 24, 3, xy, np.stack([major, minor], 1),
+                                                rot, col, classes=classes, cls=cls)
+    # 7: profile gaussianimage (fixed-length body), 7 RGB Gaussians, 8-entry codebooks
     n = 7
     out["gi_rgb_12x8_7"] = GIGaussians(
         12, 8, 3,
@@ -103,7 +133,7 @@ def to_json(data: bytes) -> dict:
                 "means": means.tolist(), "L": chol.tolist(), "colors": colors.tolist()}
     header = {k: hdr[k] for k in ("version", "profile", "channels", "flags", "width", "height",
                                   "count")}
-    header["classes"] = [list(c.astuple()) for c in hdr["classes"]]
+    header["classes"] = [_class_json(c, hdr["version"]) for c in hdr["classes"]]
     header["class_counts"] = hdr["class_counts"]
     return {
         "header": header,
