@@ -88,15 +88,21 @@ def test_gaussianimage_profile_end_to_end():
     assert psnr(img, out) > 18
 
 
-@pytest.mark.parametrize("factor", [0.5, 2.0])
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
 def test_bpp_correction_grows_and_prunes(monkeypatch, factor):
     """Start the rate control from a count far too low (it must add Gaussians) or far too
-    high (it must drop some): the file still lands within 5 %."""
+    high (it must drop some): the file still lands within 5 %, and the picture is about as
+    good as from the model's count."""
     from gscodec.encoder import ratecontrol
+    from gscodec.metrics import psnr
     real = ratecontrol.count_for_bytes
     monkeypatch.setattr(ratecontrol, "count_for_bytes",
                         lambda b, px: max(1, int(real(b, px) * factor)))
     img = smooth_image()
-    data = gscodec.encode(img, bpp=2.0, iterations=10)
+    data = gscodec.encode(img, bpp=2.0, iterations=30)
     got = len(data) * 8 / (img.shape[0] * img.shape[1])
     assert abs(got / 2.0 - 1) <= 0.05, got
+    # Measured over seeds 0-4 (the image's and the fit's), one and two threads: 26.2 to
+    # 29.0 dB for all three factors. Dropping half the Gaussians of the fitted set without
+    # refitting (the rate control before the refit) gave 11.0 to 12.1 dB at factor 2.
+    assert psnr(img, gscodec.decode(data)) > 22.0

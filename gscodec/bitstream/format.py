@@ -16,8 +16,8 @@ import numpy as np
 
 from . import entropy, gaussianimage
 from ..errors import FormatError
-from .model import AREA_LO_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_BUCKETS, \
-    MAX_CLASSES, MAX_SIDE, QuantClass, QuantizedGaussians, morton_code
+from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_BUCKETS, \
+    MAX_CLASSES, MAX_SIDE, PARAM_RANGES, QuantClass, QuantizedGaussians, morton_code
 
 MAGIC = b"\x89GSI\r\n\x1a\n"
 VERSION = 3                      # written; versions 1, 2 and 3 are read
@@ -48,8 +48,6 @@ _FIXED1 = struct.Struct("<8sBBHIIIBBHH")          # 30 bytes
 V1_SECTIONS = ((1, "pos"), (2, "scale"), (3, "rot"), (4, "color"))
 V1_HEADER_SIZE = _FIXED1.size + 1 + SECTION_ENTRY * 4   # 51
 
-PARAM_RANGES = {"pos_bits": (0, 8), "scale_steps": (1, 64), "rot_levels": (1, 4096),
-                "color_den": (1, 65535)}
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -86,24 +84,9 @@ def inverse_color_transform(t: np.ndarray) -> np.ndarray:
     return col
 
 
-def _check_params(pos_bits, scale_steps, rot_levels, color_den, exc):
-    for name, val in (("pos_bits", pos_bits), ("scale_steps", scale_steps),
-                      ("rot_levels", rot_levels), ("color_den", color_den)):
-        lo, hi = PARAM_RANGES[name]
-        if not lo <= int(val) <= hi:
-            raise exc(f"{name} = {val} outside {lo}..{hi}")
-
-
-def _check_buckets(area_lo, buckets, dens, exc):
-    lo, hi = AREA_LO_RANGE
-    if not lo <= area_lo <= hi:
-        raise exc(f"area_lo = {area_lo} outside {lo}..{hi}")
-    if not 1 <= buckets <= MAX_BUCKETS:
-        raise exc(f"{buckets} colour buckets outside 1..{MAX_BUCKETS}")
-    lo, hi = PARAM_RANGES["color_den"]
-    for d in dens:
-        if not lo <= int(d) <= hi:
-            raise exc(f"colour denominator {d} outside {lo}..{hi}")
+def _check_class(qc: QuantClass, exc) -> None:
+    if qc.problem():
+        raise exc(qc.problem())
 
 
 def _class_record(count: int, qc: QuantClass) -> bytes:
@@ -247,8 +230,7 @@ def write(g) -> bytes:
                           g.count, [(SEC_GAUSSIANIMAGE, body)])
     qg = g
     for qc in qg.classes:
-        _check_params(*qc.astuple(), ValueError)
-        _check_buckets(qc.area_lo, qc.buckets, qc.color_dens, ValueError)
+        _check_class(qc, ValueError)
     qg.validate()
     if qg.count > MAX_COUNT:
         raise ValueError(f"{qg.count} Gaussians exceed the format limit of 2^26")
@@ -373,7 +355,6 @@ def _header_v2(data: bytes) -> dict:
             raise FormatError(f"class table too short ({length} bytes, {k} classes)")
         cnt, *params = CLASS_RECORD.unpack_from(data, pos)
         pos += CLASS_RECORD.size
-        _check_params(*params, FormatError)
         area_lo, nb, dens = 0, 1, ()
         if version >= 3:      # colour buckets
             if end - pos < BUCKET_RECORD.size:
@@ -384,8 +365,9 @@ def _header_v2(data: bytes) -> dict:
                 raise FormatError(f"bad class table ({length} bytes, class {i}: {nb} colour buckets)")
             dens = struct.unpack_from(f"<{nb - 1}H", data, pos)
             pos += 2 * (nb - 1)
-            _check_buckets(area_lo, nb, dens, FormatError)
-        classes.append(QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens)))
+        qc = QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens))
+        _check_class(qc, FormatError)
+        classes.append(qc)
         counts.append(cnt)
     if pos != end:
         raise FormatError(f"bad class table ({length} bytes, {k} classes)")
@@ -405,7 +387,7 @@ def _header_v1(data: bytes) -> dict:
     (_, version, channels, flags, width, height, count, pos_bits, scale_steps, rot_levels,
      color_den) = _FIXED1.unpack_from(data, 0)
     _check_common(channels, flags, width, height, count, len(data))
-    _check_params(pos_bits, scale_steps, rot_levels, color_den, FormatError)
+    _check_class(QuantClass(pos_bits, scale_steps, rot_levels, color_den), FormatError)
     if data[_FIXED1.size] != len(V1_SECTIONS):
         raise FormatError(f"{data[_FIXED1.size]} sections, expected {len(V1_SECTIONS)}")
     table = _section_table(data, _FIXED1.size)

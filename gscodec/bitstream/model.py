@@ -32,6 +32,9 @@ DEFAULT_ROT_LEVELS = 128         # theta in steps of pi/128 (docs/experiments.md
 DEFAULT_COLOR_DEN = 64           # colour in steps of 1/64 (docs/experiments.md)
 
 
+# Ranges of a class's step parameters (the class record's fields).
+PARAM_RANGES = {"pos_bits": (0, 8), "scale_steps": (1, 64), "rot_levels": (1, 4096),
+                "color_den": (1, 65535)}
 MAX_CLASSES = 8                  # covariance/precision classes per file (format v2)
 MAX_BUCKETS = 8                  # colour buckets per class (format v3)
 AREA_LO_RANGE = (2 * LOG2_SIGMA_MIN, 2 * LOG2_SIGMA_MAX)   # octaves of sigma_major * sigma_minor
@@ -66,6 +69,23 @@ class QuantClass:
     def dens(self) -> tuple[int, ...]:
         """Colour denominators of buckets 0..B-1."""
         return (self.color_den,) + tuple(self.color_dens)
+
+    def problem(self) -> str | None:
+        """What makes this class unrepresentable in a file (one line), or None."""
+        for name, val in zip(PARAM_RANGES, self.astuple()):
+            lo, hi = PARAM_RANGES[name]
+            if not lo <= int(val) <= hi:
+                return f"{name} = {val} outside {lo}..{hi}"
+        lo, hi = AREA_LO_RANGE
+        if not lo <= self.area_lo <= hi:
+            return f"area_lo = {self.area_lo} outside {lo}..{hi}"
+        if not 1 <= self.buckets <= MAX_BUCKETS:
+            return f"{self.buckets} colour buckets outside 1..{MAX_BUCKETS}"
+        lo, hi = PARAM_RANGES["color_den"]
+        for d in self.color_dens:
+            if not lo <= int(d) <= hi:
+                return f"colour denominator {d} outside {lo}..{hi}"
+        return None
 
     def bucket(self, log_scale) -> np.ndarray:
         """Colour bucket (int64 [N]) of Gaussians with integer log-scales [N, 2] (major,
@@ -155,12 +175,8 @@ class QuantizedGaussians:
         ss = self.per_gaussian("scale_steps")
         rl = self.per_gaussian("rot_levels")
         for qc in self.classes:
-            if not 1 <= qc.buckets <= MAX_BUCKETS:
-                raise ValueError(f"{qc.buckets} colour buckets; the format allows 1..{MAX_BUCKETS}")
-            if not AREA_LO_RANGE[0] <= qc.area_lo <= AREA_LO_RANGE[1]:
-                raise ValueError(f"area_lo {qc.area_lo} outside {AREA_LO_RANGE[0]}..{AREA_LO_RANGE[1]}")
-            if any(not 1 <= d <= 65535 for d in qc.dens()):
-                raise ValueError(f"colour denominators {qc.dens()} outside 1..65535")
+            if qc.problem():
+                raise ValueError(qc.problem())
         xy = self.xy.astype(np.int64)
         if xy.min() < 0 or np.any(xy[:, 0] > self.width << pb) \
                 or np.any(xy[:, 1] > self.height << pb):

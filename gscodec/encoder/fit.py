@@ -348,10 +348,15 @@ class Fitter:
         p = self.optimize(self.start(n0), cfg.iterations, bar, "fit", refine_at=cfg.refine_at,
                           count=n)
         if p.count > n:  # a refinement found nothing to move: drop the excess here
-            with torch.no_grad():
-                keep = self._keep_mask(p, self.residual(p), p.count - n)
-            p = self.solve_colors(p.select(keep))
+            p = self.drop(p, p.count - n)
         return p
+
+    def drop(self, p: GaussianParams, k: int) -> GaussianParams:
+        """p without the k Gaussians whose removal raises the squared error least, with
+        least-squares colours."""
+        with torch.no_grad():
+            keep = self._keep_mask(p, self.residual(p), k)
+        return self.solve_colors(p.select(keep))
 
     def quantize_phase(self, p: GaussianParams, bar: Progress, steps: int | None = None
                        ) -> GaussianParams:
@@ -381,8 +386,8 @@ class Fitter:
 
     def choose_quant(self, p: GaussianParams):
         """The steps for the fitted set p: cfg.quant resolved for its density, its error
-        and its median size (`QuantConfig.for_fit`). The quantization-aware phase fixes them, and `finish`
-        keeps them (rate control may then drop Gaussians)."""
+        and its median size (`QuantConfig.for_fit`). The quantization-aware phase fixes
+        them, and `finish` keeps them (rate control may then drop Gaussians)."""
         with torch.no_grad():
             mse = float(self.mse(self.render(p).clamp(0.0, 1.0)))
             octave = int(torch.floor(p.log2_sigma.sum(-1)).median()) if p.count else 0

@@ -14,9 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..bitstream.format import PARAM_RANGES
 from ..bitstream.model import (AREA_LO_RANGE, COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN,
-                               QuantClass, QuantizedGaussians)
+                               PARAM_RANGES, QuantClass, QuantizedGaussians)
 from .init import structure_maps
 from .params import GaussianParams
 
@@ -115,9 +114,10 @@ class QuantConfig:
                            color_by_size=False)
 
     def steps(self, cls, device="cpu"):
-        """Per-Gaussian step tensors (pos scale 2^pos_bits, scale_steps, rot_levels,
-        color_den) as float32 [N] for class indices cls (LongTensor [N] or None = class 0)."""
-        t = torch.tensor([[float(1 << k.pos_bits), k.scale_steps, k.rot_levels, k.color_den]
+        """Per-Gaussian geometry steps (pos scale 2^pos_bits, scale_steps, rot_levels) as
+        float32 [N] for class indices cls (LongTensor [N] or None = class 0). The colour
+        step depends on the size too: `color_dens`."""
+        t = torch.tensor([[float(1 << k.pos_bits), k.scale_steps, k.rot_levels]
                           for k in self.classes], dtype=torch.float32, device=device)
         if cls is None:
             return t[0]
@@ -136,8 +136,6 @@ class QuantConfig:
         octave = torch.div(log_scale_int.long().sum(-1), meta[:, 0], rounding_mode="floor")
         b = torch.minimum(torch.clamp(octave - meta[:, 1], min=0), meta[:, 2] - 1)
         return dens[cls, b]
-
-
 
 
 def canonicalize(p: GaussianParams) -> GaussianParams:
@@ -164,7 +162,7 @@ def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     major one as the format requires."""
     if cls is None:
         cls = torch.zeros(p.count, dtype=torch.long, device=p.xy.device)
-    ps, ss, rl, _ = cfg.steps(cls, p.xy.device)
+    ps, ss, rl = cfg.steps(cls, p.xy.device)
     lim = torch.tensor([width, height], dtype=p.xy.dtype, device=p.xy.device)
     xy = _ste_round(torch.minimum(torch.clamp(p.xy, min=0.0), lim) * ps[:, None]) / ps[:, None]
     lo, hi = LOG2_SIGMA_MIN, LOG2_SIGMA_MAX
