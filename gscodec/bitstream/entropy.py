@@ -266,18 +266,16 @@ def decode_streams(buf: bytes, count, num_streams: int,
         raise
     except Exception as exc:  # constriction rejects some invalid payloads
         raise FormatError(f"invalid range-coded data ({exc})") from None
-    nbits = [token_nbits(t) for t in tokens_list]
-    total = int(sum(int(nb.sum()) for nb in nbits))
+    # The raw bits of the streams follow each other in stream order, so all streams are
+    # debinarized in one pass (one per stream cost 2-3 ms more on 6-bucket COLOR sections).
+    tokens = np.concatenate(tokens_list) if tokens_list else np.zeros(0, np.int64)
+    nbits = token_nbits(tokens)
+    total = int(nbits.sum())
     area_len = end - pos
     if area_len != (total + 7) // 8:
         raise FormatError(f"raw-bits area has {area_len} bytes, expected {(total + 7) // 8}")
     area = np.frombuffer(buf, dtype=np.uint8, count=area_len, offset=pos)
     if total % 8 and (int(area[-1]) & ((1 << (8 - total % 8)) - 1)):
         raise FormatError("non-zero padding bits in the raw-bits area")
-    out = []
-    offset = 0
-    for tokens, nb in zip(tokens_list, nbits):
-        raw = unpack_bits(area, offset, nb)
-        offset += int(nb.sum())
-        out.append(debinarize(tokens, raw))
-    return out
+    values = debinarize(tokens, unpack_bits(area, 0, nbits))
+    return np.split(values, np.cumsum(counts)[:-1]) if counts else []
