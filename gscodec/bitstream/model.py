@@ -96,6 +96,18 @@ class QuantClass:
         return np.clip(octave - self.area_lo, 0, self.buckets - 1)
 
 
+def color_dens(classes, cls, log_scale) -> np.ndarray:
+    """int64 [N]: the colour denominator of Gaussians of classes `cls` (index into
+    `classes`, int [N]) with integer log-scales [N, 2]: their class's, by their bucket."""
+    cls = np.asarray(cls)
+    den = np.zeros(cls.shape[0], np.int64)
+    for k, qc in enumerate(classes):
+        sel = cls == k
+        if np.any(sel):
+            den[sel] = np.array(qc.dens(), np.int64)[qc.bucket(np.asarray(log_scale)[sel])]
+    return den
+
+
 class QuantizedGaussians:
     """N Gaussians as integers. Each Gaussian belongs to a class (`cls[i]` indexes
     `classes`); a class fixes the quantization steps of its members, so the integers of
@@ -141,12 +153,7 @@ class QuantizedGaussians:
 
     def color_dens(self) -> np.ndarray:
         """int64 [N]: each Gaussian's colour denominator (its class, then its bucket)."""
-        den = np.zeros(self.count, np.int64)
-        for k, qc in enumerate(self.classes):
-            sel = self.cls == k
-            if np.any(sel):
-                den[sel] = np.array(qc.dens(), np.int64)[qc.bucket(self.log_scale[sel])]
-        return den
+        return color_dens(self.classes, self.cls, self.log_scale)
 
     def class_counts(self) -> list[int]:
         return np.bincount(self.cls, minlength=len(self.classes)).tolist() if self.count \

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..bitstream.model import (AREA_LO_RANGE, COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN,
-                               PARAM_RANGES, QuantClass, QuantizedGaussians)
+                               PARAM_RANGES, QuantClass, QuantizedGaussians, color_dens)
 from .init import structure_maps
 from .params import GaussianParams
 
@@ -189,7 +189,7 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     n = xy.shape[0]
     cls = np.zeros(n, np.int64) if cls is None else np.asarray(cls, np.int64)
     table = np.array([k.astuple() for k in cfg.classes], dtype=np.int64).reshape(-1, 4)
-    pb, ss, rl, den = (table[cls, i] for i in range(4))
+    pb, ss, rl = (table[cls, i] for i in range(3))
     ps = (1 << pb).astype(np.float64)
     qxy = np.rint(xy * ps[:, None]).astype(np.int64)
     qxy[:, 0] = np.clip(qxy[:, 0], 0, width * ps.astype(np.int64))
@@ -198,9 +198,7 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     qls = np.clip(np.rint(ls * ss[:, None]), lo, hi).astype(np.int64)
     qls[:, 1] = np.minimum(qls[:, 1], qls[:, 0])
     qrot = np.mod(np.rint(th * (rl / math.pi)), rl).astype(np.int64)
-    for k, qc in enumerate(cfg.classes):       # the colour step of each Gaussian's bucket
-        sel = cls == k
-        den[sel] = np.array(qc.dens(), np.int64)[qc.bucket(qls[sel])]
+    den = color_dens(cfg.classes, cls, qls)     # the colour step of each Gaussian's bucket
     clo, chi = (COLOR_RANGE[0] * den)[:, None], (COLOR_RANGE[1] * den)[:, None]
     qcol = np.clip(np.rint(col * den[:, None]), clo, chi).astype(np.int64)
     qg = QuantizedGaussians(
