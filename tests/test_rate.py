@@ -106,3 +106,31 @@ def test_bpp_correction_grows_and_prunes(monkeypatch, factor):
     # 29.0 dB for all three factors. Dropping half the Gaussians of the fitted set without
     # refitting (the rate control before the refit) gave 11.0 to 12.1 dB at factor 2.
     assert psnr(img, gscodec.decode(data)) > 22.0
+
+
+def test_prune_to_size_drops_the_least_useful_first():
+    """The rate control's last resort (bisection on how many to drop, no fit) lands in the
+    window and drops the Gaussians whose removal costs least: dropping as many of the most
+    useful ones instead is far worse."""
+    from gscodec.bitstream import format as gsi_format
+    from gscodec.encoder import ratecontrol
+    from gscodec.encoder.api import fit_config
+    from gscodec.encoder.fit import Fitter
+    from gscodec.metrics import psnr
+    img = smooth_image()
+    fitter = Fitter(img, fit_config(iterations=20))
+    p = fitter.fit_params(80)
+
+    def write(params):
+        return gsi_format.write(fitter.finish(params.detach()))
+
+    size = len(write(p))
+    target = int(0.8 * size)
+    lo, hi = 0.97 * target, 1.03 * target
+    data = ratecontrol._prune_to_size(fitter, p, size, target, lo, hi, size / 80, write)
+    assert lo <= len(data) <= hi
+    kept = gscodec.info(data)["count"]
+    assert kept < 80
+    order = fitter.removal_cost(p).argsort(descending=True)     # most useful first
+    worst = write(p.select(order[80 - kept:]))
+    assert psnr(img, gscodec.decode(data)) > psnr(img, gscodec.decode(worst)) + 1.0

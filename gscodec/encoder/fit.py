@@ -254,14 +254,18 @@ class Fitter:
         """All but the k Gaussians whose removal would raise the squared error least."""
         keep = torch.ones(p.count, dtype=torch.bool, device=self.device)
         if k > 0:
-            keep[torch.argsort(self._removal_cost(p, resid))[:k]] = False
+            keep[torch.argsort(self.removal_cost(p, resid))[:k]] = False
         return keep
 
-    def _removal_cost(self, p: GaussianParams, resid: torch.Tensor) -> torch.Tensor:
-        """Rise of the summed squared error if Gaussian k alone were removed:
+    def removal_cost(self, p: GaussianParams, resid: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Rise of the summed squared error if Gaussian k alone were removed (resid: the
+        residual of p, computed when not given):
         ||c_k g_k||^2 + 2 <c_k g_k, r>, with ||g_k||^2 ~ pi sigma_x sigma_y (the integral of
         a squared Gaussian) and <g_k, r> from the renderer's adjoint. Pruning by it gave
         +0.07 dB over pruning by colour mass |c| sigma_x sigma_y."""
+        if resid is None:
+            resid = self.residual(p)
         g = color_adjoint(p.xy, p.conics(), resid, self.cfg.backend)
         area = torch.exp2(p.log2_sigma.detach().clamp(max=12)).prod(1)
         c = p.color.detach()

@@ -10,7 +10,7 @@
 3. the written size is corrected on the fitted Gaussians: when the file is too large, the
    Gaussians whose removal raises the error least are dropped, the colours re-solved and
    a short quantization-aware fit follows (if it is still too large, more are dropped by
-   bisection on the number, by energy |colour|^2 * area, without a fit); when it is too
+   bisection on the number, in the same order, without a fit); when it is too
    small, Gaussians are added where the residual is largest and a short
    quantization-aware fit follows. When the first file is more than REFIT_MISS too
    large, the set is fitted again (once) at the count its measured bytes per Gaussian
@@ -79,12 +79,6 @@ def count_for_bytes(target_bytes: float, pixels: int) -> int:
     return max(1, int(round(n)))
 
 
-def energy(p: GaussianParams) -> torch.Tensor:
-    """L2 energy of each Gaussian's contribution: |colour|^2 * pi * sigma1 * sigma2."""
-    area = torch.exp2(p.log2_sigma.clamp(max=14).sum(1))
-    return (p.color ** 2).sum(1) * math.pi * area
-
-
 def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
                 max_rounds: int = 5) -> bytes:
     """Fit and write a .gsi whose size is within TOLERANCE of target_bytes."""
@@ -130,7 +124,7 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
             data = write(p)
             continue
         if size > hi:      # still too large: drop by bisection, without a fit
-            return _prune_to_size(p, size, target_bytes, lo, hi, per, write)
+            return _prune_to_size(fitter, p, size, target_bytes, lo, hi, per, write)
         # Too small: add Gaussians where the residual is largest, then a short
         # quantization-aware fit of the larger set.
         k = max(1, int(math.ceil((target_bytes - size) / per)))
@@ -143,9 +137,11 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
     return data
 
 
-def _prune_to_size(p, size, target, lo, hi, per, write) -> bytes:
-    """Drop the weakest Gaussians until the file fits (bisection on how many)."""
-    order = torch.argsort(energy(p))             # weakest first
+def _prune_to_size(fitter, p, size, target, lo, hi, per, write) -> bytes:
+    """Drop the Gaussians whose removal raises the error least until the file fits
+    (bisection on how many, without a fit)."""
+    with torch.no_grad():
+        order = torch.argsort(fitter.removal_cost(p))    # least useful first
     n = p.count
 
     def attempt(drop: int) -> bytes:
