@@ -141,7 +141,7 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
                         "Cholesky, 2-stage residual VQ colour: a baseline)")
     p.add_argument("--adaptive", action="store_true",
                    help="two quantization classes: coarser steps for large Gaussians in "
-                        "flat regions")
+                        "flat regions (no gain on Kodak; off by default)")
     p.add_argument("--effort", choices=["fast", "default", "max"], default="default",
                    help="fitting budget: fast (250 iterations), default (800), max (5000, "
                         "for a GPU)")
