@@ -102,7 +102,7 @@ def test_removal_cost_is_the_rise_of_the_squared_error():
                        torch.rand(n, generator=gen) * 3, torch.randn(n, 3, generator=gen))
     out = f.render(p)
     resid = f.target - out
-    cost = f._removal_cost(p, resid)
+    cost = f.removal_cost(p, resid)
     base = float((resid ** 2).sum())
     for k in range(n):
         keep = torch.ones(n, dtype=torch.bool)

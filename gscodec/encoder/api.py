@@ -113,7 +113,7 @@ def _finish_profile(fitter, p, profile: str, progress: bool = False) -> bytes:
     and writer, for the float parameters `p` of `fitter.fit_params(..., quantize=False)`."""
     if profile == "gaussianimage":
         from .gaussianimage import quantize_gaussianimage
-        return gsi_format.write(quantize_gaussianimage(fitter, p, fitter.cfg.qat_steps(),
+        return gsi_format.write(quantize_gaussianimage(fitter, p, fitter.cfg.gi_qat_steps(),
                                                        progress=progress))
     from .progress import Progress
     bar = Progress(fitter.cfg.qat_steps(), progress)

@@ -79,6 +79,12 @@ def count_for_bytes(target_bytes: float, pixels: int) -> int:
     return max(1, int(round(n)))
 
 
+def short_fit(cfg) -> int:
+    """Quantization-aware steps after Gaussians were added or dropped (they place the new
+    ones and close the holes): a tenth of the free fit's, at least 20."""
+    return max(20, cfg.iterations // 10)
+
+
 def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
                 max_rounds: int = 5) -> bytes:
     """Fit and write a .gsi whose size is within TOLERANCE of target_bytes."""
@@ -120,7 +126,7 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
             shrunk = True
             k = min(p.count - 1, int(math.ceil((size - target_bytes) / per)))
             p = fitter.drop(p, k)
-            p = fitter.quantize_phase(p, Progress(0, False), steps=max(20, cfg.qat_steps() // 2))
+            p = fitter.quantize_phase(p, Progress(0, False), steps=short_fit(cfg))
             data = write(p)
             continue
         if size > hi:      # still too large: drop by bisection, without a fit
@@ -132,7 +138,7 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
         if k <= 0:
             return data      # every pixel already has a Gaussian: the image is this small
         p = fitter.refine(p, k, prune=False)
-        p = fitter.quantize_phase(p, Progress(0, False), steps=max(20, cfg.qat_steps() // 2))
+        p = fitter.quantize_phase(p, Progress(0, False), steps=short_fit(cfg))
         data = write(p)
     return data
 
