@@ -133,8 +133,8 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
                       help="1..100: Gaussian density 6 * 2^((Q-50)/16.5) per 1000 pixels "
                            "(Q=50 is the default size; +16.5 doubles it)")
     p.add_argument("--iterations", type=_count(0), metavar="K",
-                   help="fitting iterations (default: set by --effort; a fifth as many "
-                        "quantization-aware ones follow)")
+                   help="fitting iterations (default: set by --effort; the gaussianimage "
+                        "profile adds a fifth as many quantization-aware ones)")
     p.add_argument("--profile", choices=["gsi", "gaussianimage"], default="gsi",
                    help="gsi (default: entropy-coded integers) or gaussianimage "
                         "(GaussianImage's fixed-length scheme, fp16 positions, 6-bit "

@@ -44,8 +44,8 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         fixed-length scheme: fp16 positions, 6-bit Cholesky, 2x8-bit residual VQ colour).
     adaptive: two quantization classes (coarser steps for large Gaussians in flat
         regions) instead of one.
-    iterations: free-fit iterations (default: set by `effort`); a fifth as many
-        quantization-aware iterations follow.
+    iterations: free-fit iterations (default: set by `effort`); the gaussianimage profile
+        adds a fifth as many quantization-aware iterations.
     effort: "fast", "default" or "max" (fit.EFFORT_PRESETS).
     device: "cpu", "cuda" (the Triton rasterizer) or "auto" (cuda when available).
     mask: optional HxW array, nonzero = pixel unknown (ignored by the fit).

@@ -107,8 +107,8 @@ class FitConfig:
         return max(50, self.iterations // 5) if self.iterations > 0 else 0
 
 
-# --effort presets: FitConfig fields (a fifth as many quantization-aware iterations follow
-# the free fit). Chosen on the measured front of PSNR against encode time (kodim23 and
+# --effort presets: FitConfig fields (free-fit iterations; see qat_iterations for what
+# follows). Chosen on the measured front of PSNR against encode time (kodim23 and
 # kodim05, density 6, two threads; docs/experiments.md, 2026-11-30): plain full-size fits,
 # since a coarse (half-size) start lost to fewer full-size iterations at equal time. With
 # the kernel plans, the fused loss and passive OpenMP waiting, 560 iterations took 0.41x /
