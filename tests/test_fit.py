@@ -90,6 +90,34 @@ def test_overcomplete_start_is_pruned_back_to_the_count():
         assert starts == [expect]
 
 
+def test_free_iterations_grow_with_density_unless_given():
+    """Above scale_from Gaussians per 1000 pixels the free fit gets more iterations, up to
+    iterations_max_scale times; an explicit count is the count at every density."""
+    from gscodec.encoder.api import fit_config
+    cfg = FitConfig(iterations=100, iterations_exponent=0.5, scale_from=6.0,
+                    iterations_max_scale=3.0)
+    npix = 10_000.0
+    assert cfg.free_steps(30, npix) == 100      # density 3
+    assert cfg.free_steps(60, npix) == 100      # density 6
+    assert cfg.free_steps(240, npix) == 200     # density 24: (24 / 6) ** 0.5 = 2
+    assert cfg.free_steps(5000, npix) == 300    # capped
+    assert FitConfig(iterations=100).free_steps(240, npix) == 100
+    default = fit_config()
+    assert default.free_steps(60, npix) == default.iterations
+    assert default.free_steps(240, npix) > default.iterations
+    assert fit_config(iterations=100).free_steps(240, npix) == 100
+    # the free fit runs that many steps
+    img = edge_image()
+    f = Fitter(img, FitConfig(iterations=10, iterations_exponent=1.0, scale_from=6.0,
+                              refine_at=()))
+    n = round(24 * img.shape[0] * img.shape[1] / 1000)
+    seen = []
+    first = f.optimize
+    f.optimize = lambda p, steps, *a, **k: (seen.append(steps), first(p, steps, *a, **k))[1]
+    assert f.free_fit(n, Progress(0, False)).count == n
+    assert seen == [f.cfg.free_steps(n, f.npix)] and seen[0] > 10
+
+
 def test_removal_cost_is_the_rise_of_the_squared_error():
     """refine() prunes by the error rise of removing each Gaussian alone; with Gaussians
     well inside the image the pi*sigma_x*sigma_y norm is close to the pixel sum."""

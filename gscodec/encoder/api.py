@@ -102,8 +102,8 @@ def fit_config(*, iterations=None, init="structure", effort="default", seed=0,
     if effort not in EFFORT_PRESETS:
         raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_PRESETS)})")
     preset = dict(EFFORT_PRESETS[effort])
-    if its is not None:
-        preset["iterations"] = its
+    if its is not None:     # an explicit count is the count at every density
+        preset.update(iterations=its, iterations_exponent=0.0)
     return FitConfig(**preset, init=init, seed=int(seed), backend=encode_backend(device),
                      quant=adaptive_config() if adaptive else QuantConfig())
 

@@ -81,6 +81,16 @@ class FitConfig:
     # with this floor, 2400 gained +0.51 (kodim05 +0.36). At 800 it is neutral (mean +0.00
     # to +0.06 dB at densities 2 to 24); -0.5 lost 0.15 (docs/experiments.md).
     log2_sigma_floor: float = -1.5
+    # Free-fit iterations grow with the density: `iterations` up to `scale_from` Gaussians
+    # per 1000 pixels, times (density / scale_from) ** iterations_exponent above it, at most
+    # iterations_max_scale times (`free_steps`). A dense set needs more steps to settle. At
+    # the 800-iteration default on 8 Kodak images, exponent 0.8 (1300 iterations at density
+    # 11, 2400 at 24) gave +0.23 / +0.58 dB at equal rate there, every image gaining, for
+    # 1.5x / 2.6x the time; 0.5 (1083 / 1600) gave +0.14 / +0.39 dB (docs/experiments.md).
+    # 0 (the FitConfig default, and any explicit --iterations): `iterations` at every density.
+    iterations_exponent: float = 0.0
+    scale_from: float = 6.0
+    iterations_max_scale: float = 3.0
     seed: int = 0
     backend: str = "auto"
     record_every: int = 0             # >0: keep (phase, step, mse) in Fitter.history
@@ -94,6 +104,14 @@ class FitConfig:
                     refine_at=(), log2_sigma_floor=float(LOG2_SIGMA_MIN))
         base.update(kw)
         return cls(**base)
+
+    def free_steps(self, n: int, npix: float) -> int:
+        """Free-fit iterations for n Gaussians on npix (known) pixels."""
+        if self.iterations_exponent <= 0 or npix <= 0:
+            return self.iterations
+        density = 1000.0 * n / npix
+        scale = max(1.0, density / self.scale_from) ** self.iterations_exponent
+        return int(round(self.iterations * min(self.iterations_max_scale, scale)))
 
     def qat_steps(self) -> int:
         """Quantization-aware steps of the gsi profile."""
@@ -113,9 +131,10 @@ class FitConfig:
 # since a coarse (half-size) start lost to fewer full-size iterations at equal time. With
 # the kernel plans, the fused loss and passive OpenMP waiting, 560 iterations took 0.41x /
 # 0.60x the time they did, so default went from 560 to 800 (+0.33 / +0.14 dB, 24 / 27 s)
-# and fast from 300 to 250 (9 s; -0.2 dB against 300).
+# and fast from 300 to 250 (9 s; -0.2 dB against 300). Default also scales its iterations
+# above 6 Gaussians per 1000 pixels (iterations_exponent; the default size is unchanged).
 EFFORT_PRESETS = {"fast": {"iterations": 250},
-                  "default": {"iterations": 800},
+                  "default": {"iterations": 800, "iterations_exponent": 0.8},
                   "max": {"iterations": 5000}}
 EFFORT_ITERATIONS = {k: v["iterations"] for k, v in EFFORT_PRESETS.items()}
 
@@ -350,7 +369,8 @@ class Fitter:
         """Start, free fit and (with quantize) the quantization-aware phase, under one
         progress bar; the float parameters, before `finish`."""
         cfg = self.cfg
-        bar = Progress(cfg.iterations + (cfg.qat_steps() if quantize else 0), progress)
+        bar = Progress(cfg.free_steps(n, self.npix) + (cfg.qat_steps() if quantize else 0),
+                       progress)
         try:
             p = self.free_fit(n, bar)
             if quantize:
@@ -367,8 +387,8 @@ class Fitter:
         if cfg.refine_at and cfg.iterations > 0 and int(cfg.refine_fraction * n) >= 1:
             # (a set too small for the refinements to move any Gaussian is not enlarged)
             n0 = min(max(n, int(round(cfg.overcomplete * n))), self.h * self.w)
-        p = self.optimize(self.start(n0), cfg.iterations, bar, "fit", refine_at=cfg.refine_at,
-                          count=n)
+        p = self.optimize(self.start(n0), cfg.free_steps(n, self.npix), bar, "fit",
+                          refine_at=cfg.refine_at, count=n)
         if p.count > n:  # a refinement found nothing to move: drop the excess here
             p = self.drop(p, p.count - n)
         return p
