@@ -76,6 +76,8 @@ def test_help_lists_every_command():
     text = " ".join(res.stdout.split())
     for name, preset in EFFORT_PRESETS.items():
         assert f"{name} ({preset['iterations']}" in text
+        if preset.get("iterations_exponent"):   # and the density scaling, where it has one
+            assert f"(density/6)^{preset['iterations_exponent']:g}" in text
 
 
 def test_truncated_file_is_a_clean_error(encoded, tmp_path):
