@@ -72,12 +72,15 @@ def test_help_lists_every_command():
         assert opt in res.stdout
     # The help states each effort preset's iteration count (cli.py cannot import the
     # encoder's table without torch, so it is written out twice).
-    from gscodec.encoder.fit import EFFORT_PRESETS
+    from gscodec.encoder.fit import EFFORT_PRESETS, FitConfig
     text = " ".join(res.stdout.split())
     for name, preset in EFFORT_PRESETS.items():
         assert f"{name} ({preset['iterations']}" in text
         if preset.get("iterations_exponent"):   # and the density scaling, where it has one
             assert f"(density/6)^{preset['iterations_exponent']:g}" in text
+            cap = preset["iterations"] * preset.get("iterations_max_scale",
+                                                    FitConfig.iterations_max_scale)
+            assert f"at most {cap:g})" in text
 
 
 def test_truncated_file_is_a_clean_error(encoded, tmp_path):

@@ -105,6 +105,8 @@ def test_free_iterations_grow_with_density_unless_given():
     default = fit_config()
     assert default.free_steps(60, npix) == default.iterations
     assert default.free_steps(240, npix) > default.iterations
+    assert default.free_steps(5000, npix) == round(default.iterations
+                                                    * default.iterations_max_scale)
     assert fit_config(iterations=100).free_steps(240, npix) == 100
     # the free fit runs that many steps
     img = edge_image()

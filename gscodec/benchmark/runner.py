@@ -763,6 +763,18 @@ def _resolved_iterations(effort: str, iterations):
         return None
 
 
+def _effort_preset(effort: str, iterations):
+    """The FitConfig fields the effort preset set (None with an explicit --iterations):
+    the default's iteration count grows with the density, which `iterations` alone hides."""
+    if iterations is not None:
+        return None
+    try:
+        from ..encoder.fit import EFFORT_PRESETS
+        return dict(EFFORT_PRESETS.get(effort, {}))
+    except Exception:  # pragma: no cover - gscodec without fit presets
+        return None
+
+
 def _run(args) -> int:
     t_start = time.perf_counter()
     # ---- `--ray DATASET`: the optional address swallowed the dataset folder
@@ -935,6 +947,7 @@ def _run(args) -> int:
         meta = dict(base_meta, codec=codec.name, settings=codec.settings())
         if codec.name in GSI_CODECS:
             meta.update(effort=effort, iterations=_resolved_iterations(effort, args.iterations),
+                        effort_preset=_effort_preset(effort, args.iterations),
                         seed=args.seed, device=args.device)
         else:
             meta.update(effort=None, iterations=None)

@@ -87,6 +87,8 @@ class FitConfig:
     # the 800-iteration default on 8 Kodak images, exponent 0.8 (1300 iterations at density
     # 11, 2400 at 24) gave +0.23 / +0.58 dB at equal rate there, every image gaining, for
     # 1.5x / 2.6x the time; 0.5 (1083 / 1600) gave +0.14 / +0.39 dB (docs/experiments.md).
+    # Past 2400 it saturates: 3200 at density 24 gave +0.05 dB for 1.7x the time, so the
+    # 1200-iteration default stops at 2x.
     # 0 (the FitConfig default, and any explicit --iterations): `iterations` at every density.
     iterations_exponent: float = 0.0
     scale_from: float = 6.0
@@ -132,9 +134,13 @@ class FitConfig:
 # the kernel plans, the fused loss and passive OpenMP waiting, 560 iterations took 0.41x /
 # 0.60x the time they did, so default went from 560 to 800 (+0.33 / +0.14 dB, 24 / 27 s)
 # and fast from 300 to 250 (9 s; -0.2 dB against 300). Default also scales its iterations
-# above 6 Gaussians per 1000 pixels (iterations_exponent; the default size is unchanged).
+# above 6 Gaussians per 1000 pixels (iterations_exponent), up to 2400. Then default went
+# from 800 to 1200: twice the iterations still gained +0.16 / +0.23 dB at equal rate at
+# densities 2 / 5 on 8 Kodak images, and a default encode (2-core AMD EPYC, two threads)
+# took 20-23 s against 17.5 s (docs/experiments.md, 2026-12-01).
 EFFORT_PRESETS = {"fast": {"iterations": 250},
-                  "default": {"iterations": 800, "iterations_exponent": 0.8},
+                  "default": {"iterations": 1200, "iterations_exponent": 0.8,
+                              "iterations_max_scale": 2.0},
                   "max": {"iterations": 5000}}
 EFFORT_ITERATIONS = {k: v["iterations"] for k, v in EFFORT_PRESETS.items()}
 
