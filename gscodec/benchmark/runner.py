@@ -753,26 +753,18 @@ def run(args) -> int:
         return 2
 
 
-def _resolved_iterations(effort: str, iterations):
+def _iterations_meta(effort: str, iterations) -> dict:
+    """`iterations` (the explicit count, or the effort preset's base count) and
+    `effort_preset` (the FitConfig fields the preset set, None with an explicit count: the
+    default's count grows with the density, which `iterations` alone hides)."""
     if iterations is not None:
-        return int(iterations)
-    try:
-        from ..encoder.fit import EFFORT_ITERATIONS
-        return EFFORT_ITERATIONS.get(effort)
-    except Exception:  # pragma: no cover - gscodec without fit presets
-        return None
-
-
-def _effort_preset(effort: str, iterations):
-    """The FitConfig fields the effort preset set (None with an explicit --iterations):
-    the default's iteration count grows with the density, which `iterations` alone hides."""
-    if iterations is not None:
-        return None
+        return dict(iterations=int(iterations), effort_preset=None)
     try:
         from ..encoder.fit import EFFORT_PRESETS
-        return dict(EFFORT_PRESETS.get(effort, {}))
     except Exception:  # pragma: no cover - gscodec without fit presets
-        return None
+        return dict(iterations=None, effort_preset=None)
+    preset = dict(EFFORT_PRESETS.get(effort, {}))
+    return dict(iterations=preset.get("iterations"), effort_preset=preset or None)
 
 
 def _run(args) -> int:
@@ -946,8 +938,7 @@ def _run(args) -> int:
         all_notes.extend(notes)
         meta = dict(base_meta, codec=codec.name, settings=codec.settings())
         if codec.name in GSI_CODECS:
-            meta.update(effort=effort, iterations=_resolved_iterations(effort, args.iterations),
-                        effort_preset=_effort_preset(effort, args.iterations),
+            meta.update(effort=effort, **_iterations_meta(effort, args.iterations),
                         seed=args.seed, device=args.device)
         else:
             meta.update(effort=None, iterations=None)
