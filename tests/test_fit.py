@@ -256,3 +256,30 @@ def test_fused_loss_equals_render_and_mse():
         assert abs(a - b) <= 1e-5 * b
         for x, y in zip(ga, gb):
             assert torch.allclose(x, y, rtol=1e-4, atol=1e-6 * float(y.abs().max()))
+
+
+def test_progressive_rounding_puts_the_geometry_on_the_grid_and_lowers_the_error():
+    """round_phase: positions and sizes end on the file's grid (finish then rounds only
+    the angles and colours), and the decoded error is below rounding everything at once."""
+    from pathlib import Path
+    from PIL import Image
+    img = np.asarray(Image.open(Path(__file__).parent / "data" / "kodim23.png")
+                     .convert("RGB"))[200:264, 300:396]
+    ratios = []
+    for seed in (0, 1):
+        f = Fitter(img, FitConfig(iterations=150, seed=seed))
+        p = f.free_fit(120, Progress(0, False))
+        plain = f.finish(p.detach())
+        r = f.round_phase(p.detach())
+        g = fake_quantize(r, f.quant, f.w, f.h, f.cls)
+        assert torch.equal(g.xy, r.xy) and torch.equal(g.log2_sigma, r.log2_sigma)
+        rounded = f.finish(r)
+        assert rounded.count == plain.count and rounded.classes == plain.classes
+        errs = []
+        for qg in (plain, rounded):
+            with torch.no_grad():
+                errs.append(float(f.mse(render(*render_inputs(qg), f.h, f.w))))
+        ratios.append(errs[1] / errs[0])
+    # measured over seeds 0-5, 1 and 2 threads: 0.32 .. 0.64 (a short free fit, so the
+    # re-fits also finish fitting); bound 0.85
+    assert max(ratios) < 0.85, ratios

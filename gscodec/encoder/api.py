@@ -116,9 +116,9 @@ def _finish_profile(fitter, p, profile: str, progress: bool = False) -> bytes:
         return gsi_format.write(quantize_gaussianimage(fitter, p, fitter.cfg.gi_qat_steps(),
                                                        progress=progress))
     from .progress import Progress
-    bar = Progress(fitter.cfg.qat_steps(), progress)
+    bar = Progress(fitter.cfg.qat_steps() + fitter.round_steps(), progress)
     try:
-        p = fitter.quantize_phase(p, bar)
+        p = fitter.round_phase(fitter.quantize_phase(p, bar), bar)
     finally:
         bar.close()
     return gsi_format.write(fitter.finish(p))

@@ -20,11 +20,13 @@ from .init import structure_maps
 from .params import GaussianParams
 
 
-# The encoder's steps: the format's defaults (log2 sigma in 1/16 octave). A 1/4-octave step
-# paid on 256x256 Kodak crops after 400+80 iterations (BD-rate -5.3 %) but lost at the
-# default effort on kodim23 (-8.7 % bytes for -0.45 dB, about -0.26 dB at equal rate): the
-# coarse step costs more where the fit is good. docs/experiments.md has the numbers.
-ENCODER_CLASS = QuantClass()
+# The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave (the format's
+# default is 1/16). Rounded all at once, a 1/4-octave step lost at the default effort
+# (kodim23: -0.26 dB at equal rate); since the sizes are rounded before the angles and
+# colours are re-fitted (`Fitter.round_phase`), 1/8 gains +0.08 to +0.13 dB at equal rate
+# over 1/16 (saved default fits of kodim05 / kodim23 at densities 2, 5, 11 and 24), 1/6
+# about as much, 1/4 lost on kodim23 (-0.09). docs/experiments.md has the numbers.
+ENCODER_CLASS = QuantClass(scale_steps=8)
 
 # The steps follow the fitted set (`QuantConfig.for_fit`); docs/experiments.md has the
 # screens (kodim01/05/13/23, densities 2-24, default effort, gain at equal rate).

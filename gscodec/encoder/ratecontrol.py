@@ -96,8 +96,10 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
                          f".gsi file for this image")
     p = fitter.fit_params(n0, progress)
 
-    def write(params: GaussianParams) -> bytes:
-        return gsi_format.write(fitter.finish(params.detach()))
+    def write(params: GaussianParams, rounded: bool = True) -> bytes:
+        # (progressive rounding on each fitted set; the bisection below writes without it)
+        params = fitter.round_phase(params.detach()) if rounded else params.detach()
+        return gsi_format.write(fitter.finish(params))
 
     data = write(p)
     lo, hi = target_bytes * (1 - TOLERANCE), target_bytes * (1 + TOLERANCE)
@@ -130,7 +132,8 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
             data = write(p)
             continue
         if size > hi:      # still too large: drop by bisection, without a fit
-            return _prune_to_size(fitter, p, size, target_bytes, lo, hi, per, write)
+            return _prune_to_size(fitter, p, size, target_bytes, lo, hi, per,
+                                  lambda q: write(q, rounded=False))
         # Too small: add Gaussians where the residual is largest, then a short
         # quantization-aware fit of the larger set.
         k = max(1, int(math.ceil((target_bytes - size) / per)))
