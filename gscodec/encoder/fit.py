@@ -148,8 +148,11 @@ class FitConfig:
 # above 6 Gaussians per 1000 pixels (iterations_exponent), up to 2400. Then default went
 # from 800 to 1200: twice the iterations still gained +0.16 / +0.23 dB at equal rate at
 # densities 2 / 5 on 8 Kodak images, and a default encode (2-core AMD EPYC, two threads)
-# took 20-23 s against 17.5 s (docs/experiments.md, 2026-12-01).
-EFFORT_PRESETS = {"fast": {"iterations": 250},
+# took 20-23 s against 17.5 s (docs/experiments.md, 2026-12-01). `fast` skips the
+# progressive rounding's re-fits: its fit is far from settled, so free iterations pay more
+# (kodim23 / kodim05 at 250 iterations: 2 x 25 re-fit steps +0.13 / +0.03 dB at equal rate,
+# 50 more free iterations +0.22 / +0.11; at equal time 200 + 2 x 25 lost 0.18 / 0.09).
+EFFORT_PRESETS = {"fast": {"iterations": 250, "round_refit_steps": 0},
                   "default": {"iterations": 1200, "iterations_exponent": 0.8,
                               "iterations_max_scale": 2.0},
                   "max": {"iterations": 5000}}
