@@ -143,10 +143,11 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
                    help="two quantization classes: coarser steps for large Gaussians in "
                         "flat regions (no gain on Kodak; off by default)")
     p.add_argument("--effort", choices=["fast", "default", "max"], default="default",
-                   help="fitting budget: fast (250 iterations, geometry and colours "
-                        "rounded at once), default (1200, times (density/6)^0.8 above 6 "
-                        "Gaussians per 1000 pixels, at most 2400; then 2 x 50 re-fit steps "
-                        "while rounding), max (5000, for a GPU; as default)")
+                   help="fitting budget: fast (250 iterations, then the geometry and "
+                        "colours rounded at once), default (1200, times (density/6)^0.8 "
+                        "above 6 Gaussians per 1000 pixels, at most 2400), then 2 x 50 "
+                        "re-fit steps while rounding; max (5000, for a GPU), rounded as "
+                        "default")
     p.add_argument("--init", choices=["structure", "random"], default="structure",
                    help="starting placement: structure-guided (default) or random")
     _add_device(p)
