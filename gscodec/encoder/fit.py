@@ -256,13 +256,18 @@ class Fitter:
         init = structure_init if self.cfg.init == "structure" else random_init
         return self.solve_colors(init(self.target, n, self.gen))
 
-    def _optimizer(self, p: GaussianParams, scale: float, beta2: float = 0.999):
+    def _optimizer(self, p: GaussianParams, scale: float, beta2: float = 0.999,
+                   free: tuple = ("xy", "log2_sigma", "theta", "color")):
+        """Adam over the attributes of p named in `free` (the others stay fixed)."""
         c = self.cfg
-        for t in p.tensors():
+        lrs = {"xy": c.lr_xy, "log2_sigma": c.lr_log2_sigma, "theta": c.lr_theta,
+               "color": c.lr_color}
+        groups = []
+        for name in free:
+            t = getattr(p, name)
             t.requires_grad_(True)
-        groups = [(p.xy, c.lr_xy), (p.log2_sigma, c.lr_log2_sigma), (p.theta, c.lr_theta),
-                  (p.color, c.lr_color)]
-        return Adam([(t, lr * scale) for t, lr in groups], betas=(0.9, beta2))
+            groups.append((t, lrs[name] * scale))
+        return Adam(groups, betas=(0.9, beta2))
 
     def _clamp(self, p: GaussianParams) -> None:
         with torch.no_grad():
@@ -475,14 +480,7 @@ class Fitter:
                ) -> GaussianParams:
         """`steps` Adam steps on the attributes named in `free`, the others fixed."""
         c = self.cfg
-        lrs = {"xy": c.lr_xy, "log2_sigma": c.lr_log2_sigma, "theta": c.lr_theta,
-               "color": c.lr_color}
-        groups = []
-        for name in free:
-            t = getattr(p, name)
-            t.requires_grad_(True)
-            groups.append((t, lrs[name] * c.round_refit_lr))
-        opt = Adam(groups, betas=(0.9, c.free_beta2))
+        opt = self._optimizer(p, c.round_refit_lr, c.free_beta2, free)
         for step in range(steps):
             f = lr_factor(step, steps, c.lr_final_fraction)
             opt.lr = [lr * f for lr in opt.base_lr]
@@ -520,9 +518,8 @@ class Fitter:
         that they make up for the rounding of their neighbours."""
         nb = min(self.cfg.color_round_batches, g.count)
         with torch.no_grad():
-            col = fake_quantize(g, self.quant, self.w, self.h, self.cls).color
             if nb <= 1:
-                return col
+                return fake_quantize(g, self.quant, self.w, self.h, self.cls).color
             order = torch.randperm(g.count, generator=torch.Generator().manual_seed(
                 self.cfg.seed)).to(self.device)
             col = g.color.clone()
