@@ -16,6 +16,14 @@ from gscodec.encoder.quantize import (COLOR_BUCKET_MIN, COLOR_BUCKETS, COLOR_REF
 from gscodec.render import render
 
 
+def kodim23_crop():
+    """A 96x64 crop (rows 200-263, columns 300-395) of the shipped sample image."""
+    from pathlib import Path
+    from PIL import Image
+    return np.asarray(Image.open(Path(__file__).parent / "data" / "kodim23.png")
+                      .convert("RGB"))[200:264, 300:396]
+
+
 def edge_image(h=48, w=64):
     """Dark left half, bright right half: one vertical edge at x = w/2."""
     img = np.zeros((h, w, 3), np.uint8)
@@ -261,10 +269,7 @@ def test_fused_loss_equals_render_and_mse():
 def test_progressive_rounding_puts_the_geometry_on_the_grid_and_lowers_the_error():
     """round_phase: positions and sizes end on the file's grid (finish then rounds only
     the angles and colours), and the decoded error is below rounding everything at once."""
-    from pathlib import Path
-    from PIL import Image
-    img = np.asarray(Image.open(Path(__file__).parent / "data" / "kodim23.png")
-                     .convert("RGB"))[200:264, 300:396]
+    img = kodim23_crop()
     ratios = []
     for seed in (0, 1):
         f = Fitter(img, FitConfig(iterations=150, seed=seed))
@@ -288,10 +293,7 @@ def test_progressive_rounding_puts_the_geometry_on_the_grid_and_lowers_the_error
 def test_colours_rounded_in_batches_lie_on_the_grid_and_beat_rounding_at_once():
     """round_colors: every colour ends on its bucket's grid (the writer's rounding leaves
     it unchanged), and the decoded error is below rounding all colours at once."""
-    from pathlib import Path
-    from PIL import Image
-    img = np.asarray(Image.open(Path(__file__).parent / "data" / "kodim23.png")
-                     .convert("RGB"))[200:264, 300:396]
+    img = kodim23_crop()
     ratios = []
     for seed in (0, 1, 2):
         errs = []
