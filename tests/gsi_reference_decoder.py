@@ -1,4 +1,4 @@
-"""Independent .gsi decoder (versions 1, 2 and 3) written from spec/gsi-format.md alone.
+"""Independent .gsi decoder (versions 1 to 4) written from spec/gsi-format.md alone.
 
 Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec imports. It exists
 to prove that the specification is complete; tests compare it with gscodec.bitstream.format.read().
@@ -7,7 +7,11 @@ decode(data) -> dict with the header fields and lists of per-Gaussian integers
 (x, y, major, minor, rot, color[N][C], cls) in file order. Profile 0: "classes" holds per
 class [pos_bits, scale_steps, rot_levels, color_den] (versions 1, 2) or, version 3, the same
 followed by area_lo and the list [den_1, ..., den_{B-1}] of colour buckets 1..B-1 (empty
-for a one-bucket class); "bucket" holds each Gaussian's colour bucket (spec 3.2).
+for a one-bucket class), or, version 4, the version-3 list followed by rot_bias;
+"bucket" holds each Gaussian's colour bucket (spec 3.2) and "levels" its number of angle
+levels L_i (spec 3.2 "Angle levels"; version 4), so that its angle is pi * rot / levels
+(spec 9). Versions 2 and 3: levels = rot_levels for anisotropic Gaussians, 1 for isotropic
+ones (spec 13.1); version 1: rot_levels for every Gaussian (spec 12).
 Raises ReferenceDecodeError.
 """
 import struct
@@ -164,12 +168,81 @@ def bucket_of(major, minor, scale_steps, area_lo, B):
     return min(max((major + minor) // scale_steps - area_lo, 0), B - 1)
 
 
-def decode_class(data, spans, n, C, W, H, cls, all_rotations):
-    """The four sections of one class -> lists of x, y, major, minor, rot, colour, bucket.
+def ilog4(a):
+    """floor(4 * log2(a)) for an integer a >= 1, exactly: bit_length(a^4) - 1 (spec 3.2)."""
+    return (a ** 4).bit_length() - 1
 
-    cls = (pos_bits, scale_steps, rot_levels, dens, area_lo): dens = (den_0, ..., den_{B-1});
-    versions 1 and 2 have one bucket: dens = (color_den,), area_lo = 0."""
-    pos_bits, scale_steps, rot_levels, dens, area_lo = cls
+
+def angle_levels(major, minor, scale_steps, rot_levels, rot_bias):
+    """Angle levels L_i of a Gaussian (spec 3.2, "Angle levels"), integer arithmetic only:
+    1 if isotropic; else x = rot_bias + ilog4(a) + floor((major + minor) / s)
+    + floor(2 * max(0, a - s) / s) with a = major - minor, and L = 1 (x < 0),
+    min(R, ((4 + (x mod 4)) << (x // 4)) >> 2) (0 <= x < 52), R (x >= 52)."""
+    a = major - minor
+    if a < 0:
+        fail("log-scale")
+    if a == 0:
+        return 1
+    s = scale_steps
+    x = rot_bias + ilog4(a) + (major + minor) // s + (2 * max(0, a - s)) // s
+    if x < 0:
+        return 1
+    if x >= 52:
+        return rot_levels
+    return min(rot_levels, ((4 + (x & 3)) << (x >> 2)) >> 2)
+
+
+def uniform_table(L):
+    """Uniform frequency table of L symbols (spec 7.4) -> (f, cum):
+    f_j = floor(2^24 / L) for j < L-1, f_{L-1} = 2^24 - (L-1) * floor(2^24 / L)."""
+    q = (1 << 24) // L
+    f = [q] * (L - 1) + [(1 << 24) - (L - 1) * q]
+    cum = [0]
+    for fi in f:
+        cum.append(cum[-1] + fi)
+    return f, cum
+
+
+def decode_rot_section(data, start, end, levels):
+    """Version-4 ROT section (spec 7.4): u32 W, W u32 words, nothing else (length exactly
+    4 + 4W). The rotations of the Gaussians with L_i >= 2, grouped by L (increasing), each
+    group in increasing i, uniformly coded in one range-coder session -> rot_i of every
+    Gaussian of the class (0 where L_i == 1)."""
+    if end - start < 4:
+        fail("truncated ROT word count")
+    (W,) = struct.unpack_from("<I", data, start)
+    if end - start != 4 + 4 * W:
+        fail("ROT section length")
+    words = list(struct.unpack_from("<%dI" % W, data, start + 4))
+    counts = {}
+    for L in levels:
+        if L >= 2:
+            counts[L] = counts.get(L, 0) + 1
+    rd = RangeDecoder(words)
+    values = {}
+    for L in sorted(counts):
+        f, cum = uniform_table(L)
+        values[L] = [rd.decode(f, cum) for _ in range(counts[L])]
+    rots, taken = [], {}
+    for L in levels:
+        if L < 2:
+            rots.append(0)
+        else:
+            j = taken.get(L, 0)
+            taken[L] = j + 1
+            rots.append(values[L][j])
+    return rots
+
+
+def decode_class(data, spans, n, C, W, H, cls, version):
+    """The four sections of one class -> lists of x, y, major, minor, rot, colour, bucket,
+    levels.
+
+    cls = (pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias):
+    dens = (den_0, ..., den_{B-1}); versions 1 and 2 have one bucket: dens = (color_den,),
+    area_lo = 0; versions 1 to 3 have no rot_bias (decoded as 127, spec 13.1), version 4
+    its ROT section of spec 7.4."""
+    pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias = cls
     B = len(dens)
 
     def offsets(start, end, k):
@@ -195,18 +268,27 @@ def decode_class(data, spans, n, C, W, H, cls, all_rotations):
     if any(abs(o) > 10 * dens[b] for b in range(B) for o in col_off[b]):
         fail("offset")
     streams = decode_section(data, s3, ce, [per_bucket[b] for b in range(B) for _ in range(C)])
-    # version 2 and 3 code a rotation only for anisotropic Gaussians (major > minor)
-    rotating = [all_rotations or scale1[i] > 0 for i in range(n)]
-    (coded,) = decode_section(data, rs, re, [sum(rotating)])
-    rots, j = [], 0
-    for i in range(n):
-        if rotating[i]:
-            rots.append(coded[j])
-            j += 1
-        else:
-            rots.append(0)
+    if version >= 4:
+        # the SCALE section also gives each Gaussian's angle levels L_i (spec 3.2)
+        levels = [angle_levels(majors[i], minors[i], scale_steps, rot_levels, rot_bias)
+                  for i in range(n)]
+        rots = decode_rot_section(data, rs, re, levels)
+    else:
+        # version 2 and 3 code a rotation only for anisotropic Gaussians (major > minor),
+        # version 1 for all of them, in one token stream (spec 13.1, 12)
+        all_rotations = version == 1
+        rotating = [all_rotations or scale1[i] > 0 for i in range(n)]
+        levels = [rot_levels if rotating[i] else 1 for i in range(n)]
+        (coded,) = decode_section(data, rs, re, [sum(rotating)])
+        rots, j = [], 0
+        for i in range(n):
+            if rotating[i]:
+                rots.append(coded[j])
+                j += 1
+            else:
+                rots.append(0)
     out = {"x": [], "y": [], "major": majors, "minor": minors, "rot": rots, "color": [],
-           "bucket": buckets}
+           "bucket": buckets, "levels": levels}
     m = 0
     seen = [0] * B                   # Gaussians of each bucket already taken
     for i in range(n):
@@ -216,7 +298,7 @@ def decode_class(data, spans, n, C, W, H, cls, all_rotations):
             fail("position")
         if not (lo <= minors[i] <= majors[i] <= hi):
             fail("log-scale")
-        if rots[i] >= rot_levels:
+        if rots[i] >= levels[i]:      # versions 1-3: levels[i] == rot_levels where coded
             fail("rot")
         b = buckets[i]
         jb = seen[b]
@@ -239,8 +321,10 @@ def check_params(pos_bits, scale_steps, rot_levels, color_den):
 
 
 def class_table(data, s, e, version):
-    """Profile-0 class table (spec 3.2; version 2: 10-byte records, spec 13.1) ->
-    list of (count, (pos_bits, scale_steps, rot_levels, dens, area_lo))."""
+    """Profile-0 class table (spec 3.2: 13 fixed bytes per record; version 3: 12, spec
+    13.1; version 2: 10-byte records, spec 13.2) ->
+    list of (count, (pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias)),
+    rot_bias = 127 for versions 2 and 3 (one angle step, spec 13.1)."""
     K = data[s] if e > s else 0
     if not 1 <= K <= 8:
         fail("class table")
@@ -252,12 +336,18 @@ def class_table(data, s, e, version):
                 fail("class table")
             cnt, pb, ss, rl, den0 = struct.unpack_from("<IBBHH", data, pos)
             pos += 10
-            area_lo, dens = 0, (den0,)
+            area_lo, dens, rot_bias = 0, (den0,), 127
         else:
-            if pos + 12 > e:
+            fixed = 13 if version >= 4 else 12
+            if pos + fixed > e:
                 fail("class table")
-            cnt, pb, ss, rl, den0, area_lo, B = struct.unpack_from("<IBBHHbB", data, pos)
-            pos += 12
+            if version >= 4:        # rot_bias: i8, any value
+                cnt, pb, ss, rl, den0, area_lo, B, rot_bias = struct.unpack_from(
+                    "<IBBHHbBb", data, pos)
+            else:
+                cnt, pb, ss, rl, den0, area_lo, B = struct.unpack_from("<IBBHHbB", data, pos)
+                rot_bias = 127
+            pos += fixed
             if not -6 <= area_lo <= 30 or not 1 <= B <= 8:
                 fail("class table")
             if pos + 2 * (B - 1) > e:
@@ -267,7 +357,7 @@ def class_table(data, s, e, version):
             if not all(1 <= d <= 65535 for d in dens):
                 fail("quantization parameter")
         check_params(pb, ss, rl, den0)
-        out.append((cnt, (pb, ss, rl, dens, area_lo)))
+        out.append((cnt, (pb, ss, rl, dens, area_lo, rot_bias)))
     if pos != e:
         fail("class table length")
     return out
@@ -299,8 +389,8 @@ def decode(data):
         fail("magic")
     if L < 9:
         fail("truncated header")
-    if data[8] not in (1, 2, 3):
-        fail("unsupported .gsi version %d (this decoder reads versions 1, 2 and 3)" % data[8])
+    if data[8] not in (1, 2, 3, 4):
+        fail("unsupported .gsi version %d (this decoder reads versions 1 to 4)" % data[8])
     version = data[8]
     if version == 1:
         if L < 55:
@@ -314,7 +404,7 @@ def decode(data):
         table = section_table(data, 30)
         if [t[0] for t in table] != [1, 2, 3, 4]:
             fail("section id")
-        classes = [(pos_bits, scale_steps, rot_levels, (color_den,), 0)]
+        classes = [(pos_bits, scale_steps, rot_levels, (color_den,), 0, 127)]
         counts, spans = [N], [[(s, e) for _, s, e in table]]
     else:
         if L < 29:
@@ -328,7 +418,7 @@ def decode(data):
         fail("header field")
     if N > 1 << 26 or N > 16 * L:
         fail("count")
-    if version >= 2 and profile == 1:      # profile 1: the same in versions 2 and 3
+    if version >= 2 and profile == 1:      # profile 1: the same in versions 2 to 4
         if [t[0] for t in table] != [2]:
             fail("section id")
     elif version >= 2:
@@ -352,17 +442,21 @@ def decode(data):
     if profile == 1:
         _, s, e = table[0]
         import gsi_reference_gi
-        head["gaussianimage"] = gsi_reference_gi.decode(data[s:e], N, C, W, H)
+        try:
+            head["gaussianimage"] = gsi_reference_gi.decode(data[s:e], N, C, W, H)
+        except gsi_reference_gi.ReferenceDecodeError as err:    # one error type for all
+            raise ReferenceDecodeError("profile 1: %s" % err) from err
         return head
     out = {"x": [], "y": [], "major": [], "minor": [], "rot": [], "color": [], "bucket": [],
-           "cls": []}
+           "levels": [], "cls": []}
     for k, (cls, cnt, sp) in enumerate(zip(classes, counts, spans)):
-        part = decode_class(data, sp, cnt, C, W, H, cls, all_rotations=version == 1)
+        part = decode_class(data, sp, cnt, C, W, H, cls, version)
         for key in part:
             out[key] += part[key]
         out["cls"] += [k] * cnt
     head["classes"] = [[pb, ss, rl, dens[0]] + ([area_lo, list(dens[1:])] if version >= 3 else [])
-                       for pb, ss, rl, dens, area_lo in classes]
+                       + ([rot_bias] if version >= 4 else [])
+                       for pb, ss, rl, dens, area_lo, rot_bias in classes]
     head["class_counts"] = counts
     head.update(out)
     return head

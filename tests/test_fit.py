@@ -10,7 +10,7 @@ from gscodec.encoder.progress import Progress
 from gscodec.encoder.init import solve_colors, structure_init
 from gscodec.encoder.params import GaussianParams
 from gscodec.encoder.quantize import (COLOR_BUCKET_MIN, COLOR_BUCKETS, COLOR_REF_PSNR,
-                                     FINE_POS_DENSITY, QuantConfig,
+                                     FINE_POS_DENSITY, QuantConfig, ROT_X0,
                                      adaptive_config, canonicalize, fake_quantize,
                                      render_inputs, to_integers)
 from gscodec.render import render
@@ -185,7 +185,7 @@ def test_fake_quantize_is_what_the_decoder_renders():
 def test_steps_follow_the_fitted_set():
     pixels = 100_000
     dense = int(FINE_POS_DENSITY * pixels / 1000)     # exactly at the threshold
-    cfg = QuantConfig(color_by_size=False)
+    cfg = QuantConfig(color_by_size=False, rot_by_shape=False)
     base = cfg.classes[0]
     assert cfg.for_fit(dense - 1, pixels, COLOR_REF_PSNR) is cfg    # nothing to change
     fine = cfg.for_fit(dense, pixels, COLOR_REF_PSNR)
@@ -211,11 +211,17 @@ def test_steps_follow_the_fitted_set():
     for n, nb in ((2 * COLOR_BUCKET_MIN - 1, 1), (3 * COLOR_BUCKET_MIN, 3),
                   (10 * many, COLOR_BUCKETS)):
         assert QuantConfig().for_fit(n, pixels, COLOR_REF_PSNR, 3).classes[0].buckets == nb
-    assert QuantConfig().for_fit(1, pixels, COLOR_REF_PSNR).classes[0] == base
+    assert QuantConfig().for_fit(1, pixels, COLOR_REF_PSNR).classes[0] == \
+        replace(base, rot_bias=ROT_X0)
+    # Angle levels around the median area octave, a quarter-octave step less per doubling
+    # of scale_steps (the smooth class has 1/16-octave sizes)
+    assert QuantConfig().for_fit(1, pixels, COLOR_REF_PSNR, 3).classes[0].rot_bias == ROT_X0 - 3
     two = adaptive_config()
+    assert [k.rot_bias for k in two.for_fit(1, pixels, COLOR_REF_PSNR, 3).classes] == \
+        [ROT_X0 - 3 - (16 - 12) * (k.scale_steps == 16) for k in two.classes]
     assert [k.pos_bits for k in two.for_fit(dense, pixels, COLOR_REF_PSNR).classes] == \
         [k.pos_bits + 1 for k in two.classes]
-    pinned = QuantConfig.single(pos_bits=2, color_den=64)            # explicit steps are kept
+    pinned = QuantConfig.single(pos_bits=2, rot_levels=128, color_den=64)   # explicit steps are kept
     assert pinned.for_fit(dense, pixels, 40.0) is pinned
     # The written file carries the chosen steps: 48x64 pixels, a dense and a sparse set.
     img = edge_image()

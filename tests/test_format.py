@@ -1,5 +1,6 @@
-"""Tests of the .gsi bitstream (version 3, and reading versions 1 and 2): round trips, robustness, exactness of the entropy models,
-and agreement with the independent reference decoder written from the spec."""
+"""Tests of the .gsi bitstream (version 4, and reading versions 1 to 3): round trips,
+robustness, exactness of the entropy models, angle levels, and agreement with the
+independent reference decoder written from the spec."""
 import struct
 import zlib
 
@@ -19,7 +20,7 @@ SETTINGS = settings(max_examples=40, deadline=None,
 
 # ---- generators -----------------------------------------------------------------------------
 def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme=False,
-            dup=False, masked=False):
+            dup=False, masked=False, rot_bias=127):
     width = width or int(rng.integers(1, 80))
     height = height or int(rng.integers(1, 80))
     channels = channels or int(rng.integers(1, 5))
@@ -38,13 +39,15 @@ def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme
     a = pick(lo, hi, n)
     b = pick(lo, hi, n)
     major, minor = np.maximum(a, b), np.minimum(a, b)
-    rot = pick(0, rot_levels - 1, n)
+    qc = QuantClass(pos_bits, scale_steps, rot_levels, color_den, rot_bias=rot_bias)
+    levels = qc.angle_levels(np.stack([major, minor], 1).reshape(n, 2))
+    rot = pick(0, rot_levels - 1, n) % np.maximum(levels, 1)    # within each angle level count
     color = pick(-2 * color_den, 3 * color_den, (n, channels))
     qg = QuantizedGaussians(width, height, channels,
                             np.stack([x, y], 1).astype(np.int32).reshape(n, 2),
                             np.stack([major, minor], 1).astype(np.int32).reshape(n, 2),
                             rot.astype(np.int32), color.astype(np.int32).reshape(n, channels),
-                            pos_bits, scale_steps, rot_levels, color_den, masked)
+                            masked=masked, classes=(qc,))
     if dup and n >= 2:
         idx = rng.integers(0, n, size=n // 2)
         dst = rng.integers(0, n, size=n // 2)
@@ -79,10 +82,11 @@ def quantized(draw):
               draw(st.integers(1, 4096)), draw(st.integers(1, 65535)))
     params = draw(st.sampled_from([params, (2, 8, 32, 255), (8, 64, 4096, 65535),
                                    (0, 1, 1, 1)]))
+    rot_bias = draw(st.one_of(st.sampled_from([127, 0, -4, 6, 20]), st.integers(-128, 127)))
     qg = make_qg(np.random.default_rng(seed), n, draw(side), draw(side),
                  draw(st.sampled_from([1, 2, 3, 4])), params,
                  extreme=draw(st.booleans()), dup=draw(st.booleans()),
-                 masked=draw(st.booleans()))
+                 masked=draw(st.booleans()), rot_bias=rot_bias)
     k = draw(st.integers(1, 8))
     if k > 1:
         qg = split_classes(np.random.default_rng(seed + 1), qg, k)
@@ -91,8 +95,8 @@ def quantized(draw):
 
 def split_classes(rng, qg, k):
     """Spread qg's Gaussians over k classes with coarser or equal steps (integers scaled
-    down accordingly; the new classes have 1 to 4 colour buckets), so the result is a
-    valid multi-class set."""
+    down accordingly; the new classes have 1 to 4 colour buckets and their own rot_bias), so
+    the result is a valid multi-class set."""
     classes = [qg.classes[0]]
     for _ in range(k - 1):
         c = qg.classes[0]
@@ -103,7 +107,8 @@ def split_classes(rng, qg, k):
                                   int(rng.integers(1, c.color_den + 1)),
                                   area_lo=int(rng.integers(-6, 31)),
                                   color_dens=tuple(int(d) for d in
-                                                   rng.integers(1, c.color_den + 1, nb - 1))))
+                                                   rng.integers(1, c.color_den + 1, nb - 1)),
+                                  rot_bias=int(rng.integers(-8, 128))))
     cls = rng.integers(0, k, qg.count).astype(np.int32)
     xy, ls = qg.xy.astype(np.int64), qg.log_scale.astype(np.int64)
     rot, col = qg.rot.astype(np.int64), qg.color.astype(np.int64)
@@ -112,7 +117,7 @@ def split_classes(rng, qg, k):
         c = classes[cls[i]]
         xy[i] >>= c0.pos_bits - c.pos_bits
         ls[i] = (ls[i] * c.scale_steps) // c0.scale_steps
-        rot[i] = (rot[i] * c.rot_levels) // c0.rot_levels
+        rot[i] = ((rot[i] * c.rot_levels) // c0.rot_levels) % int(c.angle_levels(ls[i])[0])
         col[i] = (col[i] * c.dens()[int(c.bucket(ls[i])[0])]) // c0.color_den
     return QuantizedGaussians(qg.width, qg.height, qg.channels, xy.astype(np.int32),
                               ls.astype(np.int32), rot.astype(np.int32), col.astype(np.int32),
@@ -136,8 +141,11 @@ def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
     assert r["rot"] == qg.rot.tolist()
     assert r["color"] == qg.color.tolist()
     assert r["cls"] == qg.cls.tolist()
+    v4 = r["version"] >= 4
     assert r["classes"] == [list(c.astuple()) + [c.area_lo, list(c.color_dens)]
-                            for c in qg.classes]
+                            + ([c.rot_bias] if v4 else []) for c in qg.classes]
+    if r["version"] >= 2:      # (version 1 gives isotropic Gaussians rot_levels levels)
+        assert r["levels"] == qg.angle_levels().tolist()
     assert r["bucket"] == [int(qg.classes[k].bucket(ls)[0])
                            for k, ls in zip(qg.cls, qg.log_scale)]
 
@@ -163,7 +171,8 @@ def test_round_trip_realistic_and_describe():
     assert sum(info["sections"].values()) + info["header_bytes"] + 4 == len(data)
     assert info["classes"] == [{"count": 3000, "pos_bits": 2, "scale_steps": 8,
                                 "rot_levels": 32, "color_den": 255, "area_lo": 0,
-                                "color_dens": [255], "bytes": info["sections"]}]
+                                "rot_bias": 127, "color_dens": [255],
+                                "bytes": info["sections"]}]
     assert info["bpp"] == pytest.approx(len(data) * 8 / (768 * 512))
     bpg = info["bits_per_gaussian"]
     assert set(bpg) == {"pos", "scale", "rot", "color", "header", "total"}
@@ -261,7 +270,7 @@ def test_mutations(qg, data):
 @given(st.binary(min_size=1, max_size=120), st.integers(0, 3), st.integers(0, 40))
 def test_garbage_sections(payload, channels_minus_1, n):
     """Well-formed header and section table, random section contents (CRC valid)."""
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         if version == 1:
             head = struct.pack("<8sBBHIIIBBHH", gsi.MAGIC, 1, channels_minus_1 + 1, 0, 16, 16,
                                n, 2, 8, 32, 255)
@@ -272,6 +281,8 @@ def test_garbage_sections(payload, channels_minus_1, n):
             classes = bytes([1]) + struct.pack("<IBBHH", n, 2, 8, 32, 255)
             if version == 3:      # two colour buckets from area octave 1
                 classes += struct.pack("<bBH", 1, 2, 300)
+            if version == 4:      # the same, and angle levels by shape
+                classes += struct.pack("<bBbH", 1, 2, -2, 300)
             parts = [(1, classes)] + [(16 + i, payload[i::4]) for i in range(4)]
         head += bytes([len(parts)]) + b"".join(struct.pack("<BI", i, len(p)) for i, p in parts)
         data = with_crc(head + b"".join(p for _, p in parts))
@@ -295,11 +306,11 @@ def test_too_many_gaussians():
 
 def test_wrong_version_and_magic():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
-    for v in (0, 4, 255):
+    for v in (0, 5, 255):
         bad = bytearray(good)
         bad[8] = v
         with pytest.raises(FormatError, match=rf"unsupported \.gsi version {v} "
-                                              r"\(this decoder reads versions 1, 2 and 3\)"):
+                                              r"\(this decoder reads versions 1 to 4\)"):
             gsi.read(bytes(bad))
     with pytest.raises(FormatError, match="magic"):
         gsi.read(b"PNG" + bytes(good[3:]))
@@ -311,7 +322,7 @@ def test_wrong_version_and_magic():
 
 def test_header_field_checks():
     good = gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3))
-    # version 3: profile, channels, flags, width, height, section count, first section id,
+    # version 4: profile, channels, flags, width, height, section count, first section id,
     # class count, class count of Gaussians, pos_bits, scale_steps, rot_levels, color_den,
     # area_lo, colour bucket count (the record then claims more bytes than the table has)
     cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 5     # start of the class table
@@ -327,7 +338,7 @@ def test_header_field_checks():
         with pytest.raises(FormatError):
             gsi.read(with_crc(bytes(bad[:-4])))
     hdr = gsi.read_header(good)
-    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 3
+    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 4
 
 
 def test_masked_flag():
@@ -358,6 +369,99 @@ def test_multi_class_dequantization():
     assert np.allclose(means[order], [[2, 2], [2, 3]])
     assert np.allclose(sigma[order], [[2, 1], [2, 2]])
     assert np.allclose(theta[order], [np.pi / 2, 0]) and np.allclose(colors[order], 1)
+
+
+def test_angle_levels_rule():
+    """Spec section 3.2: a quarter octave of levels per step of x, capped at rot_levels;
+    one level for isotropic Gaussians and for x < 0; rot_bias >= 58 is the uniform step."""
+    q = QuantClass(scale_steps=8, rot_levels=4096, rot_bias=0)
+    # major = minor + 1 (a = 1: ilog4 = 0) and major + minor = 8t + 1: x = t
+    ls = np.array([[4 * t + 1, 4 * t] for t in range(20)])          # x = 0, 1, ..., 19
+    assert q.angle_levels(ls).tolist() == [1, 1, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7, 8, 10, 12,
+                                           14, 16, 20, 24, 28]
+    # a = 8 (one octave): ilog4(8) = 12, plus floor(2 * 0 / 8) = 0
+    assert QuantClass(scale_steps=8, rot_levels=4096, rot_bias=-12).angle_levels(
+        np.array([[8, 0]])).tolist() == [1]                       # x = -12 + 12 + 1 = 1
+    # a = 24 (three octaves): ilog4(24) = 18, floor(2 * 16 / 8) = 4; x = b + 18 + 3 + 4
+    assert QuantClass(scale_steps=8, rot_levels=4096, rot_bias=-17).angle_levels(
+        np.array([[24, 0]])).tolist() == [4]                      # x = 8: (4 << 2) >> 2
+    assert q.angle_levels(np.array([[5, 5], [-24, -24]])).tolist() == [1, 1]
+    assert QuantClass(scale_steps=8, rot_levels=4096, rot_bias=-20).angle_levels(
+        np.array([[1, 0]])).tolist() == [1]                       # x < 0
+    assert QuantClass(scale_steps=8, rot_levels=100, rot_bias=50).angle_levels(
+        np.array([[120, 0]])).tolist() == [100]                   # capped
+    rng = np.random.default_rng(0)
+    for s in (1, 8, 64):
+        major = rng.integers(-3 * s, 15 * s + 1, 500)
+        minor = np.maximum(major - rng.integers(1, 18 * s + 1, 500), -3 * s)
+        ls = np.stack([major, minor], 1)
+        levels = QuantClass(scale_steps=s, rot_levels=777, rot_bias=58).angle_levels(ls)
+        assert np.all(levels[major > minor] == 777)
+        # the torch form used while fitting agrees
+        import torch
+        from gscodec.encoder.quantize import QuantConfig
+        qc = QuantClass(scale_steps=s, rot_levels=300, rot_bias=-3)
+        t = QuantConfig((qc,)).angle_levels(torch.zeros(500, dtype=torch.long),
+                                            torch.from_numpy(ls))
+        assert t.tolist() == qc.angle_levels(ls).tolist()
+
+
+def test_angle_levels_round_trip():
+    """Rotations are stored in units of pi / L_i; Gaussians with one level decode with
+    rotation 0 (not stored); the ROT section is exactly its words."""
+    rng = np.random.default_rng(5)
+    qg = make_qg(rng, 400, 64, 64, 3, params=(2, 8, 256, 64), rot_bias=-20)
+    levels = qg.angle_levels()
+    assert (levels == 1).sum() > 20 and len(np.unique(levels)) > 8
+    qg.rot[levels == 1] = 0
+    data = gsi.write(qg)
+    back = gsi.read(data)
+    assert_same(back, qg.sorted())
+    assert_ref_matches(data, back)
+    _, _, theta, _ = back.dequantize()
+    assert np.allclose(theta, np.pi * back.rot / back.angle_levels())
+    # uniform coding: about sum(log2 L) bits for the rotations
+    info = gsi.describe(data)
+    bits = np.log2(levels[levels > 1]).sum()
+    assert bits / 8 <= info["sections"]["rot"] <= bits / 8 + 12
+    # a rotation index >= its level count cannot be written
+    bad = qg.sorted()
+    i = int(np.argmax(bad.angle_levels()))
+    bad.rot[i] = bad.angle_levels()[i]
+    with pytest.raises(ValueError):
+        gsi.write(bad)
+
+
+def test_rot_section_length_checked():
+    qg = make_qg(np.random.default_rng(2), 30, 16, 16, 3, rot_bias=3)
+    data = gsi.write(qg)
+    table = gsi.read_header(data)["sections"]
+    _, off, length = table[3]                  # class 0's ROT section
+    assert table[3][0] == 18
+    for extra in (b"\0", b"\0\0\0\0"):
+        head = bytearray(data[:off + length])
+        entry = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 3   # ROT's entry in the table
+        struct.pack_into("<I", head, entry + 1, length + len(extra))
+        bad = with_crc(bytes(head) + extra + data[off + length:-4])
+        with pytest.raises(FormatError, match="ROT"):
+            gsi.read(bad)
+        assert not ref_ok(bad)
+
+
+def test_uniform_tables_are_exact():
+    """The ROT section's uniform tables through constriction equal a pure-Python range
+    coder with the spec's integer frequencies, and the spec's decoder reads them back."""
+    rng = np.random.default_rng(11)
+    groups = [(int(L), rng.integers(0, L, int(rng.integers(1, 60))))
+              for L in sorted(rng.choice(np.arange(2, 4097), 6, replace=False))]
+    body = entropy.encode_uniform(groups)
+    words = list(struct.unpack_from(f"<{(len(body) - 4) // 4}I", body, 4))
+    freqs = [entropy.uniform_freqs(L).tolist() for L, _ in groups]
+    assert words == py_range_encode([(v.tolist(), f) for (_, v), f in zip(groups, freqs)])
+    for f, (L, _) in zip(freqs, groups):
+        assert sum(f) == 1 << 24 and f[0] == (1 << 24) // L
+    back = entropy.decode_uniform(body, [(L, len(v)) for L, v in groups], 0, len(body))
+    assert all(np.array_equal(b, v) for b, (_, v) in zip(back, groups))
 
 
 # ---- entropy layer --------------------------------------------------------------------------

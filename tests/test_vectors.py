@@ -1,6 +1,6 @@
 """Fixed test vectors: read() must give the JSON integers, write(JSON) the same bytes
-(version-3 vectors; v1_* and v2_* files are old version-1 and version-2 files that must
-still decode), and the
+(version-4 vectors; v1_*, v2_* and v3_* files are old version-1 to version-3 files that
+must still decode), and the
 independent reference decoder must agree."""
 import importlib.util
 import json
@@ -21,8 +21,9 @@ _spec.loader.exec_module(make_vectors)
 
 
 def test_vectors_present():
-    assert len(NAMES) >= 14 and any(n.startswith("v1_") for n in NAMES)
+    assert len(NAMES) >= 22 and any(n.startswith("v1_") for n in NAMES)
     assert any(n.startswith("v2_") for n in NAMES) and any(n.startswith("buckets_") for n in NAMES)
+    assert any(n.startswith("v3_") for n in NAMES) and any(n.startswith("angles_") for n in NAMES)
     assert any(n.startswith("gi_") for n in NAMES)
     for name in NAMES:
         assert (HERE / f"{name}.json").exists()
@@ -33,16 +34,16 @@ def test_vector(name):
     data = (HERE / f"{name}.gsi").read_bytes()
     expected = json.loads((HERE / f"{name}.json").read_text())
     assert make_vectors.to_json(data) == expected
-    if name[:3] in ("v1_", "v2_"):
+    if name[:3] in ("v1_", "v2_", "v3_"):
         assert expected["header"]["version"] == int(name[1])
-        again = make_vectors.to_json(gsi.write(make_vectors.from_json(expected)))   # as v3
-        assert again["header"]["version"] == 3
+        again = make_vectors.to_json(gsi.write(make_vectors.from_json(expected)))   # as v4
+        assert again["header"]["version"] == 4
         # (version 1 also stored the rotation of isotropic Gaussians; later versions write 0)
-        keys = ("x", "y", "major", "minor", "color", "cls", "fields") + (("rot",) if name[1] == "2" else ())
+        keys = ("x", "y", "major", "minor", "color", "cls", "fields") + (("rot",) if name[1] != "1" else ())
         for key in keys:
             assert again.get(key) == expected.get(key), key
     else:
-        assert expected["header"]["version"] == 3
+        assert expected["header"]["version"] == 4
         assert gsi.write(make_vectors.from_json(expected)) == data
     r = ref.decode(data)
     for key, val in expected["header"].items():

@@ -171,6 +171,50 @@ def _model(freqs: np.ndarray):
     return constriction.stream.model.Categorical(p, perfect=False)
 
 
+def uniform_freqs(size: int) -> np.ndarray:
+    """The uniform table of `size` symbols (2 <= size <= 4096; spec section 7.4):
+    floor(2^24 / size) each, the remainder on the last symbol."""
+    f = np.full(size, TOTAL // size, dtype=np.int64)
+    f[-1] = TOTAL - (size - 1) * (TOTAL // size)
+    return f
+
+
+def encode_uniform(groups: list[tuple[int, np.ndarray]]) -> bytes:
+    """The body of a version-4 ROT section: u32 W and W words coding, group after group,
+    the values of each (size, values) pair with the uniform table of `size` symbols."""
+    import constriction
+    enc = constriction.stream.queue.RangeEncoder()
+    for size, values in groups:
+        if len(values):
+            enc.encode(np.asarray(values, dtype=np.int32), _model(uniform_freqs(size)))
+    words = np.asarray(enc.get_compressed(), dtype="<u4")
+    return struct.pack("<I", words.size) + words.tobytes()
+
+
+def decode_uniform(buf: bytes, groups: list[tuple[int, int]], start: int, end: int
+                   ) -> list[np.ndarray]:
+    """Inverse of encode_uniform on buf[start:end]: for each (size, count), `count` values
+    in 0..size-1 (int64). Raises FormatError unless the section is exactly 4 + 4W bytes
+    and the payload decodes."""
+    import constriction
+    if end - start < 4:
+        raise FormatError("truncated ROT section")
+    (nwords,) = struct.unpack_from("<I", buf, start)
+    if end - start != 4 + 4 * nwords:
+        raise FormatError(f"ROT section has {end - start} bytes, its word count says "
+                          f"{4 + 4 * nwords}")
+    words = np.frombuffer(buf, dtype="<u4", count=nwords, offset=start + 4).astype(np.uint32)
+    out = []
+    try:
+        dec = constriction.stream.queue.RangeDecoder(words)
+        for size, count in groups:
+            out.append(np.asarray(dec.decode(_model(uniform_freqs(size)), count),
+                                  dtype=np.int64) if count else np.zeros(0, np.int64))
+    except Exception as exc:  # constriction rejects some invalid payloads
+        raise FormatError(f"invalid range-coded data ({exc})") from None
+    return out
+
+
 # ---- raw bits -----------------------------------------------------------------------------
 def pack_bits(values: np.ndarray, nbits: np.ndarray) -> bytes:
     """Concatenate the low nbits[i] bits of values[i], MSB-first, pad with zeros."""

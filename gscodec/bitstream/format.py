@@ -1,5 +1,5 @@
-"""The .gsi file format, version 3 (normative description: spec/gsi-format.md); versions 1
-and 2 are still read.
+"""The .gsi file format, version 4 (normative description: spec/gsi-format.md); versions 1
+to 3 are still read.
 
     write(g) -> bytes           encode QuantizedGaussians (sorted into canonical order) or,
                                 as profile "gaussianimage", a gaussianimage.GIGaussians
@@ -17,11 +17,12 @@ import numpy as np
 from . import entropy, gaussianimage
 from ..errors import FormatError
 from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_BUCKETS, \
-    MAX_CLASSES, MAX_SIDE, PARAM_RANGES, QuantClass, QuantizedGaussians, morton_code
+    MAX_CLASSES, MAX_SIDE, PARAM_RANGES, QuantClass, QuantizedGaussians, morton_code, \
+    UNIFORM_ROT_BIAS
 
 MAGIC = b"\x89GSI\r\n\x1a\n"
-VERSION = 3                      # written; versions 1, 2 and 3 are read
-READ_VERSIONS = (1, 2, 3)
+VERSION = 4                      # written; versions 1 to 4 are read
+READ_VERSIONS = (1, 2, 3, 4)
 MAX_COUNT = 1 << 26              # N <= 2^26
 COUNT_PER_BYTE = 16              # N <= 16 * file size in bytes
 FLAG_MASKED = 1
@@ -37,7 +38,8 @@ _FIXED2 = struct.Struct("<8sBBBBIII")            # 24 bytes
 FIXED2_SIZE = _FIXED2.size
 SECTION_ENTRY = 5                                # u8 id + u32 length
 CLASS_RECORD = struct.Struct("<IBBHH")           # count, pos_bits, scale_steps, rot_levels, color_den
-BUCKET_RECORD = struct.Struct("<bB")             # version 3: area_lo, B; then B - 1 u16 dens
+BUCKET_RECORD = struct.Struct("<bB")             # versions 3, 4: area_lo, B
+ROT_RECORD = struct.Struct("<b")                 # version 4: rot_bias; then B - 1 u16 dens
 SEC_CLASSES = 1
 SEC_GAUSSIANIMAGE = 2
 SEC_CLASS_BASE = 16                              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
@@ -91,14 +93,21 @@ def _check_class(qc: QuantClass, exc) -> None:
 
 def _class_record(count: int, qc: QuantClass) -> bytes:
     return (CLASS_RECORD.pack(count, *qc.astuple()) + BUCKET_RECORD.pack(qc.area_lo, qc.buckets)
-            + struct.pack(f"<{qc.buckets - 1}H", *qc.color_dens))
+            + ROT_RECORD.pack(qc.rot_bias) + struct.pack(f"<{qc.buckets - 1}H", *qc.color_dens))
 
 
-# ---- class bodies (shared by versions 1 to 3) ---------------------------------------------
+def _rot_groups(levels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(L, mask) for each distinct angle level count L >= 2, in increasing L: the version-4
+    ROT section codes the rotations of each group in turn (spec section 7.4)."""
+    return [(int(v), levels == v) for v in np.unique(levels) if v >= 2]
+
+
+# ---- class bodies (shared by versions 1 to 4) ---------------------------------------------
 def _encode_class(xy, ls, rot, color, channels, qc: QuantClass) -> list[bytes]:
-    """POS, SCALE, ROT, COLOR section bodies of one class (Gaussians in canonical order).
-    ROT holds the rotations of the anisotropic Gaussians only (major > minor); COLOR codes
-    each colour bucket of qc with its own offsets and tables (version 3)."""
+    """POS, SCALE, ROT, COLOR section bodies of one class (Gaussians in canonical order),
+    version 4. ROT codes the rotations of the Gaussians with two or more angle levels,
+    uniformly, grouped by their level count; COLOR codes each colour bucket of qc with its
+    own offsets and tables."""
     n = xy.shape[0]
     xy, ls = xy.astype(np.int64), ls.astype(np.int64)
     code = morton_code(xy[:, 0], xy[:, 1]).astype(np.uint64)
@@ -118,17 +127,20 @@ def _encode_class(xy, ls, rot, color, channels, qc: QuantClass) -> list[bytes]:
     streams = {
         "pos": ([], [pos_delta]),
         "scale": ([major_off], [entropy.zigzag(ls[:, 0] - major_off), aniso.astype(np.uint64)]),
-        "rot": ([], [rot[aniso > 0].astype(np.uint64)]),
         "color": (col_off, col_streams),
     }
-    return [struct.pack(f"<{len(streams[a][0])}i", *streams[a][0])
-            + entropy.encode_streams(streams[a][1]) for a in ATTRIBUTES]
+    bodies = {a: struct.pack(f"<{len(offs)}i", *offs) + entropy.encode_streams(st)
+              for a, (offs, st) in streams.items()}
+    bodies["rot"] = entropy.encode_uniform(
+        [(size, rot[sel]) for size, sel in _rot_groups(qc.angle_levels(ls))])
+    return [bodies[a] for a in ATTRIBUTES]
 
 
 def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, height: int,
-                  qc: QuantClass, all_rotations: bool):
+                  qc: QuantClass, version: int):
     """Inverse of _encode_class: (xy, log_scale, rot, color) int64 arrays, every value
-    checked against the class's ranges. all_rotations: version 1 codes every rotation."""
+    checked against the class's ranges. Versions 1 to 3 code the rotations as one token
+    stream: version 1 of every Gaussian, versions 2 and 3 of the anisotropic ones."""
     def dec(name, k, count, n_offsets=0):
         """count: the length of every stream, or a list of k lengths."""
         s, e = spans[name]
@@ -166,13 +178,20 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     if n and minor.min() < lo:
         raise FormatError("log-scale outside the allowed range")
 
-    # ROT: all rotations (version 1) or those of the anisotropic Gaussians (versions 2, 3)
-    rotating = np.ones(n, bool) if all_rotations else aniso > 0
-    _, (rot_coded,) = dec("rot", 1, int(rotating.sum()))
-    if rot_coded.size and int(rot_coded.max()) >= qc.rot_levels:
-        raise FormatError("rotation index outside [0, rot_levels)")
     rot = np.zeros(n, np.int64)
-    rot[rotating] = rot_coded.astype(np.int64)
+    if version >= 4:     # uniformly coded, grouped by the angle levels of each Gaussian
+        groups = _rot_groups(qc.angle_levels(np.stack([major, minor], axis=1)))
+        s, e = spans["rot"]
+        values = entropy.decode_uniform(data, [(size, int(sel.sum())) for size, sel in groups],
+                                        s, e)
+        for (_, sel), v in zip(groups, values):
+            rot[sel] = v
+    else:                # all rotations (version 1) or the anisotropic ones (versions 2, 3)
+        rotating = np.ones(n, bool) if version == 1 else aniso > 0
+        _, (rot_coded,) = dec("rot", 1, int(rotating.sum()))
+        if rot_coded.size and int(rot_coded.max()) >= qc.rot_levels:
+            raise FormatError("rotation index outside [0, rot_levels)")
+        rot[rotating] = rot_coded.astype(np.int64)
 
     # COLOR: per colour bucket, transformed channels minus their offsets (signed)
     bucket = qc.bucket(np.stack([major, minor], axis=1))
@@ -222,7 +241,7 @@ def _container(profile: int, channels: int, masked: bool, width: int, height: in
 
 
 def write(g) -> bytes:
-    """Encode to .gsi (version 3) bytes: QuantizedGaussians as profile 0 ("gsi"), a
+    """Encode to .gsi (version 4) bytes: QuantizedGaussians as profile 0 ("gsi"), a
     gaussianimage.GIGaussians as profile 1. Raises ValueError if g is not representable."""
     if not isinstance(g, QuantizedGaussians):      # profile gaussianimage
         body = gaussianimage.pack(g)
@@ -262,7 +281,7 @@ def _version(data: bytes) -> int:
     version = data[len(MAGIC)]
     if version not in READ_VERSIONS:
         raise FormatError(f"unsupported .gsi version {version} "
-                          f"(this decoder reads versions 1, 2 and 3)")
+                          f"(this decoder reads versions 1 to 4)")
     return version
 
 
@@ -355,17 +374,20 @@ def _header_v2(data: bytes) -> dict:
             raise FormatError(f"class table too short ({length} bytes, {k} classes)")
         cnt, *params = CLASS_RECORD.unpack_from(data, pos)
         pos += CLASS_RECORD.size
-        area_lo, nb, dens = 0, 1, ()
-        if version >= 3:      # colour buckets
-            if end - pos < BUCKET_RECORD.size:
+        area_lo, nb, dens, rot_bias = 0, 1, (), UNIFORM_ROT_BIAS
+        if version >= 3:      # colour buckets (and, version 4, angle levels)
+            if end - pos < BUCKET_RECORD.size + (ROT_RECORD.size if version >= 4 else 0):
                 raise FormatError(f"class table too short ({length} bytes, {k} classes)")
             area_lo, nb = BUCKET_RECORD.unpack_from(data, pos)
             pos += BUCKET_RECORD.size
+            if version >= 4:
+                (rot_bias,) = ROT_RECORD.unpack_from(data, pos)
+                pos += ROT_RECORD.size
             if not 1 <= nb <= MAX_BUCKETS or end - pos < 2 * (nb - 1):
                 raise FormatError(f"bad class table ({length} bytes, class {i}: {nb} colour buckets)")
             dens = struct.unpack_from(f"<{nb - 1}H", data, pos)
             pos += 2 * (nb - 1)
-        qc = QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens))
+        qc = QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens), rot_bias=rot_bias)
         _check_class(qc, FormatError)
         classes.append(qc)
         counts.append(cnt)
@@ -430,7 +452,7 @@ def _read(data: bytes):
     for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"])):
         spans = {a: (off, off + length) for a, (_, off, length)
                  in zip(ATTRIBUTES, sections[4 * k: 4 * k + 4])}
-        parts.append(_decode_class(data, spans, cnt, c, w, hh, qc, all_rotations=v1))
+        parts.append(_decode_class(data, spans, cnt, c, w, hh, qc, h["version"]))
     cat = lambda i, shape: (np.concatenate([p[i] for p in parts]) if parts
                             else np.zeros(shape, np.int64))
     cls = np.repeat(np.arange(len(h["classes"])), h["class_counts"])
@@ -453,7 +475,7 @@ def describe(data: bytes) -> dict:
     header_bytes (fixed header, section table, class table), crc_bytes, bpp (file bits
     per pixel), bits_per_gaussian ({attribute: bits, "header": bits, "total": bits}; empty
     when count == 0) and, for profile gsi, classes (a list of {count, pos_bits,
-    scale_steps, rot_levels, color_den, area_lo, color_dens (the denominators of the
+    scale_steps, rot_levels, color_den, area_lo, rot_bias, color_dens (the denominators of the
     colour buckets, the first = color_den), bytes: {attribute: bytes}}) and sections
     ({attribute: bytes} summed over classes)."""
     h = read_header(data)
@@ -482,7 +504,8 @@ def describe(data: bytes) -> dict:
     for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"])):
         sizes = {a: length for a, (_, _, length) in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4])}
         info["classes"].append({"count": cnt, **dict(zip(PARAM_RANGES, qc.astuple())),
-                                "area_lo": qc.area_lo, "color_dens": list(qc.dens()),
+                                "area_lo": qc.area_lo, "rot_bias": qc.rot_bias,
+                                "color_dens": list(qc.dens()),
                                 "bytes": sizes})
         for a in ATTRIBUTES:
             payload[a] = payload.get(a, 0) + sizes[a]

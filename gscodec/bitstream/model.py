@@ -36,27 +36,41 @@ DEFAULT_COLOR_DEN = 64           # colour in steps of 1/64 (docs/experiments.md)
 PARAM_RANGES = {"pos_bits": (0, 8), "scale_steps": (1, 64), "rot_levels": (1, 4096),
                 "color_den": (1, 65535)}
 MAX_CLASSES = 8                  # covariance/precision classes per file (format v2)
-MAX_BUCKETS = 8                  # colour buckets per class (format v3)
+MAX_BUCKETS = 8                  # colour buckets per class (format v3 on)
 AREA_LO_RANGE = (2 * LOG2_SIGMA_MIN, 2 * LOG2_SIGMA_MAX)   # octaves of sigma_major * sigma_minor
+ROT_BIAS_RANGE = (-128, 127)     # format v4: the angle-level offset of a class (i8)
+UNIFORM_ROT_BIAS = 127           # every anisotropic Gaussian gets rot_levels (versions 1-3)
+MAX_ANISO = (LOG2_SIGMA_MAX - LOG2_SIGMA_MIN) * PARAM_RANGES["scale_steps"][1]
+# ILOG4[a] = floor(4 log2 a) = bit_length(a^4) - 1, exactly (ILOG4[0] is unused)
+ILOG4 = np.array([0] + [(a ** 4).bit_length() - 1 for a in range(1, MAX_ANISO + 1)],
+                 dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class QuantClass:
     """Quantization steps shared by one class of Gaussians (the file stores one record per
     class): positions in 1/2^pos_bits pixel, log2(sigma) in 1/scale_steps, theta in
-    pi/rot_levels, colour in 1/den of the Gaussian's colour bucket.
+    pi/L, where L <= rot_levels follows from the Gaussian's shape (`angle_levels`), colour
+    in 1/den of the Gaussian's colour bucket.
 
     Colour buckets (format v3): a colour error spreads over a Gaussian's whole footprint,
     so large Gaussians want finer colour steps than small ones. The bucket of a Gaussian is
     the octave of its area sigma_major * sigma_minor counted from `area_lo` (clamped to
     0..B-1); bucket 0 has `color_den`, bucket b >= 1 has `color_dens[b - 1]`. With no
-    `color_dens` (B = 1) every Gaussian of the class has `color_den`, as in version 2."""
+    `color_dens` (B = 1) every Gaussian of the class has `color_den`, as in version 2.
+
+    Angle levels (format v4): an angle error costs little on a nearly round Gaussian and
+    much on an elongated or large one, so the number of angle levels L of a Gaussian grows
+    with its anisotropy and (more slowly) its area, from `rot_bias`, up to `rot_levels`
+    (`angle_levels`; spec section 3.2). rot_bias = UNIFORM_ROT_BIAS gives every
+    anisotropic Gaussian rot_levels, as in versions 1 to 3."""
     pos_bits: int = DEFAULT_POS_BITS
     scale_steps: int = DEFAULT_SCALE_STEPS
     rot_levels: int = DEFAULT_ROT_LEVELS
     color_den: int = DEFAULT_COLOR_DEN
     area_lo: int = 0
     color_dens: tuple = ()
+    rot_bias: int = UNIFORM_ROT_BIAS
 
     def astuple(self) -> tuple[int, int, int, int]:
         """The four step parameters (colour: bucket 0's denominator)."""
@@ -85,7 +99,20 @@ class QuantClass:
         for d in self.color_dens:
             if not lo <= int(d) <= hi:
                 return f"colour denominator {d} outside {lo}..{hi}"
+        lo, hi = ROT_BIAS_RANGE
+        if not lo <= self.rot_bias <= hi:
+            return f"rot_bias = {self.rot_bias} outside {lo}..{hi}"
         return None
+
+    def angle_levels(self, log_scale) -> np.ndarray:
+        """Angle levels L (int64 [N], 1..rot_levels) of Gaussians with integer log-scales
+        [N, 2] (major, minor) in this class's units; spec section 3.2:
+        x = rot_bias + ilog4(a) + floor((major + minor) / s) + floor(2 max(0, a - s) / s)
+        with a = major - minor, s = scale_steps; L = 1 for a = 0 or x < 0, else
+        ((4 + x mod 4) << x // 4) >> 2 capped at rot_levels (quarter-octave steps)."""
+        ls = np.asarray(log_scale, dtype=np.int64).reshape(-1, 2)
+        return angle_levels_array(np, ls[:, 0], ls[:, 1], self.scale_steps, self.rot_levels,
+                             self.rot_bias)
 
     def bucket(self, log_scale) -> np.ndarray:
         """Colour bucket (int64 [N]) of Gaussians with integer log-scales [N, 2] (major,
@@ -94,6 +121,29 @@ class QuantClass:
         ls = np.asarray(log_scale, dtype=np.int64).reshape(-1, 2)
         octave = np.floor_divide(ls[:, 0] + ls[:, 1], self.scale_steps)
         return np.clip(octave - self.area_lo, 0, self.buckets - 1)
+
+
+def angle_levels_array(xp, major, minor, s, rot_levels, rot_bias):
+    """QuantClass.angle_levels on int64 arrays of numpy or torch (`xp`); s, rot_levels and
+    rot_bias are ints or int64 arrays of the same length (per-Gaussian class values)."""
+    a = major - minor
+    ilog4 = ILOG4 if xp is np else xp.as_tensor(ILOG4, device=a.device)
+    x = (rot_bias + ilog4[xp.clip(a, 0, MAX_ANISO)] + xp.floor_divide(major + minor, s)
+         + xp.floor_divide(2 * xp.clip(a - s, 0, None), s))
+    xc = xp.clip(x, 0, 52)
+    levels = xp.minimum(((4 + (xc & 3)) << (xc >> 2)) >> 2, rot_levels)
+    return xp.where((a > 0) & (x >= 0), levels, xp.ones_like(a))
+
+
+def angle_levels(classes, cls, log_scale) -> np.ndarray:
+    """int64 [N]: the angle levels of Gaussians of classes `cls` (index into `classes`,
+    int [N]) with integer log-scales [N, 2] (`QuantClass.angle_levels`)."""
+    cls = np.asarray(cls, dtype=np.int64)
+    if not cls.size:
+        return np.zeros(0, np.int64)
+    ls = np.asarray(log_scale, dtype=np.int64).reshape(-1, 2)
+    table = np.array([(k.scale_steps, k.rot_levels, k.rot_bias) for k in classes], np.int64)
+    return angle_levels_array(np, ls[:, 0], ls[:, 1], *table[cls].T)
 
 
 def color_dens(classes, cls, log_scale) -> np.ndarray:
@@ -155,6 +205,10 @@ class QuantizedGaussians:
         """int64 [N]: each Gaussian's colour denominator (its class, then its bucket)."""
         return color_dens(self.classes, self.cls, self.log_scale)
 
+    def angle_levels(self) -> np.ndarray:
+        """int64 [N]: each Gaussian's number of angle levels (its class, then its shape)."""
+        return angle_levels(self.classes, self.cls, self.log_scale)
+
     def class_counts(self) -> list[int]:
         return np.bincount(self.cls, minlength=len(self.classes)).tolist() if self.count \
             else [0] * len(self.classes)
@@ -180,7 +234,6 @@ class QuantizedGaussians:
             raise ValueError("class index out of range")
         pb = self.per_gaussian("pos_bits")
         ss = self.per_gaussian("scale_steps")
-        rl = self.per_gaussian("rot_levels")
         for qc in self.classes:
             if qc.problem():
                 raise ValueError(qc.problem())
@@ -193,8 +246,12 @@ class QuantizedGaussians:
             raise ValueError("log-scale outside the allowed range")
         if np.any(ls[:, 0] < ls[:, 1]):
             raise ValueError("minor scale larger than major scale")
-        if self.rot.min() < 0 or np.any(self.rot >= rl):
-            raise ValueError("rotation index outside [0, rot_levels)")
+        # (a Gaussian with one angle level may carry any index below rot_levels: its
+        # rotation is not stored, `sorted` sets it to 0)
+        levels = self.angle_levels()
+        limit = np.where(levels == 1, self.per_gaussian("rot_levels"), levels)
+        if self.rot.min() < 0 or np.any(self.rot >= limit):
+            raise ValueError("rotation index outside [0, angle levels)")
         col = self.color.astype(np.int64)
         den = self.color_dens()
         if np.any(col < (COLOR_RANGE[0] * den)[:, None]) or np.any(col > (COLOR_RANGE[1] * den)[:, None]):
@@ -212,10 +269,10 @@ class QuantizedGaussians:
         return np.lexsort(keys)
 
     def sorted(self) -> "QuantizedGaussians":
-        """The canonical form: file order, and rotation 0 for isotropic Gaussians (whose
-        rotation the format does not store: it changes nothing)."""
-        rot = np.where(self.log_scale[:, 0] == self.log_scale[:, 1], 0, self.rot) \
-            if self.count else self.rot
+        """The canonical form: file order, and rotation 0 for Gaussians with one angle
+        level (whose rotation the format does not store: isotropic ones, for which it
+        changes nothing, and nearly round ones)."""
+        rot = np.where(self.angle_levels() == 1, 0, self.rot) if self.count else self.rot
         q = QuantizedGaussians(self.width, self.height, self.channels, self.xy, self.log_scale,
                                rot.astype(np.int32), self.color, masked=self.masked,
                                extra=self.extra, classes=self.classes, cls=self.cls)
@@ -237,7 +294,7 @@ class QuantizedGaussians:
         means = self.xy.astype(np.float64) / pb
         ss = self.per_gaussian("scale_steps").astype(np.float64)[:, None]
         sigma = np.exp2(self.log_scale.astype(np.float64) / ss)
-        theta = np.pi * self.rot.astype(np.float64) / self.per_gaussian("rot_levels")
+        theta = np.pi * self.rot.astype(np.float64) / self.angle_levels()
         colors = self.color.astype(np.float64) / self.color_dens()[:, None]
         return means, sigma, theta, colors
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..bitstream.model import (AREA_LO_RANGE, COLOR_RANGE, LOG2_SIGMA_MAX, LOG2_SIGMA_MIN,
-                               PARAM_RANGES, QuantClass, QuantizedGaussians, color_dens)
+from ..bitstream.model import (AREA_LO_RANGE, COLOR_RANGE, ILOG4, LOG2_SIGMA_MAX,
+                               LOG2_SIGMA_MIN, PARAM_RANGES, ROT_BIAS_RANGE, QuantClass,
+                               QuantizedGaussians, angle_levels_array, angle_levels, color_dens)
 from .init import structure_maps
 from .params import GaussianParams
 
@@ -53,6 +54,15 @@ COLOR_DEN_LIMITS = (16, 1024)
 COLOR_BUCKETS = 6
 COLOR_BUCKET_SCALE = 0.5
 COLOR_BUCKET_MIN = 150
+# - Angle steps by shape and size (format v4 rot_bias): the angle levels of a Gaussian grow
+#   with its anisotropy and the fourth root of its area (QuantClass.angle_levels), from
+#   rot_bias = ROT_X0 - area_octave (the set's median area octave) for 1/8-octave sizes
+#   (one quarter-octave step less per doubling of scale_steps). Screened on saved default
+#   fits (kodim05 / kodim23, densities 2 to 24), gain at equal rate over the uniform
+#   pi/128 step: ROT_X0 = 6 / 7 / 8 / 9: kodim23 d11 +0.02 / +0.05 / +0.06 / +0.06,
+#   kodim05 d5 +0.08 / +0.07 / +0.07 / +0.06, kodim23 d2 -0.00 / +0.03 / +0.04 / +0.03,
+#   kodim23 d24 (8 / 9) +0.09 / +0.09, kodim05 d11 (8 / 9) +0.08 / +0.07.
+ROT_X0 = 8
 
 
 def color_factor(psnr: float) -> float:
@@ -72,6 +82,7 @@ class QuantConfig:
     pos_by_density: bool = True
     color_by_quality: bool = True
     color_by_size: bool = True
+    rot_by_shape: bool = True
 
     @staticmethod
     def single(pos_bits=None, scale_steps=None, rot_levels=None, color_den=None) -> "QuantConfig":
@@ -84,7 +95,7 @@ class QuantConfig:
             d.rot_levels if rot_levels is None else rot_levels,
             d.color_den if color_den is None else color_den),),
             pos_by_density=pos_bits is None, color_by_quality=color_den is None,
-            color_by_size=color_den is None)
+            color_by_size=color_den is None, rot_by_shape=rot_levels is None)
 
     def for_fit(self, count: int, pixels: int, psnr: float, area_octave: int = 0
                 ) -> "QuantConfig":
@@ -92,7 +103,8 @@ class QuantConfig:
         median area sigma_major*sigma_minor is 2^area_octave: one more position bit from
         FINE_POS_DENSITY Gaussians per 1000 pixels (pos_by_density), colour steps scaled by
         `color_factor(psnr)` (color_by_quality) and split into up to COLOR_BUCKETS buckets
-        by size (color_by_size: one per COLOR_BUCKET_MIN Gaussians), in every class."""
+        by size (color_by_size: one per COLOR_BUCKET_MIN Gaussians), angle levels by shape
+        and size around the median area (rot_by_shape), in every class."""
         dense = self.pos_by_density and count * 1000 >= FINE_POS_DENSITY * pixels
         factor = color_factor(psnr) if self.color_by_quality else 1.0
         lo, hi = COLOR_DEN_LIMITS
@@ -100,6 +112,9 @@ class QuantConfig:
         for k in self.classes:
             den = min(max(round(k.color_den * factor), lo), hi)
             k = replace(k, pos_bits=min(k.pos_bits + int(dense), MAX_POS_BITS), color_den=den)
+            if self.rot_by_shape:
+                bias = ROT_X0 - (int(ILOG4[k.scale_steps]) - int(ILOG4[8])) - int(area_octave)
+                k = replace(k, rot_bias=min(max(bias, ROT_BIAS_RANGE[0]), ROT_BIAS_RANGE[1]))
             nb = min(COLOR_BUCKETS, count // COLOR_BUCKET_MIN)
             if self.color_by_size and nb > 1:
                 mid = (nb - 1) / 2
@@ -113,7 +128,7 @@ class QuantConfig:
         if classes == self.classes:
             return self
         return QuantConfig(classes, pos_by_density=False, color_by_quality=False,
-                           color_by_size=False)
+                           color_by_size=False, rot_by_shape=False)
 
     def steps(self, cls, device="cpu"):
         """Per-Gaussian geometry steps (pos scale 2^pos_bits, scale_steps, rot_levels) as
@@ -138,6 +153,14 @@ class QuantConfig:
         octave = torch.div(log_scale_int.long().sum(-1), meta[:, 0], rounding_mode="floor")
         b = torch.minimum(torch.clamp(octave - meta[:, 1], min=0), meta[:, 2] - 1)
         return dens[cls, b]
+
+    def angle_levels(self, cls: torch.Tensor, log_scale_int: torch.Tensor) -> torch.Tensor:
+        """LongTensor [N]: each Gaussian's angle levels from its class (LongTensor [N]) and
+        its integer log-scales ([N, 2]), as `QuantClass.angle_levels` defines them."""
+        ls = log_scale_int.long()
+        t = torch.tensor([[k.scale_steps, k.rot_levels, k.rot_bias] for k in self.classes],
+                         dtype=torch.long, device=ls.device)[cls]
+        return angle_levels_array(torch, ls[:, 0], ls[:, 1], t[:, 0], t[:, 1], t[:, 2])
 
 
 def canonicalize(p: GaussianParams) -> GaussianParams:
@@ -164,7 +187,7 @@ def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     major one as the format requires."""
     if cls is None:
         cls = torch.zeros(p.count, dtype=torch.long, device=p.xy.device)
-    ps, ss, rl = cfg.steps(cls, p.xy.device)
+    ps, ss, _ = cfg.steps(cls, p.xy.device)
     lim = torch.tensor([width, height], dtype=p.xy.dtype, device=p.xy.device)
     xy = _ste_round(torch.minimum(torch.clamp(p.xy, min=0.0), lim) * ps[:, None]) / ps[:, None]
     lo, hi = LOG2_SIGMA_MIN, LOG2_SIGMA_MAX
@@ -172,6 +195,7 @@ def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     ls_int = torch.stack([ls_int[:, 0], torch.minimum(ls_int[:, 1], ls_int[:, 0])], -1)
     ls = ls_int / ss[:, None]
     den = cfg.color_dens(cls, ls_int.detach())      # the colour step follows the size
+    rl = cfg.angle_levels(cls, ls_int.detach()).to(p.theta.dtype)   # and the angle step
     th = _ste_round(p.theta * (rl / math.pi)) * (math.pi / rl)
     clo, chi = COLOR_RANGE
     col = _ste_round(torch.clamp(p.color, clo, chi) * den[:, None]) / den[:, None]
@@ -191,7 +215,7 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     n = xy.shape[0]
     cls = np.zeros(n, np.int64) if cls is None else np.asarray(cls, np.int64)
     table = np.array([k.astuple() for k in cfg.classes], dtype=np.int64).reshape(-1, 4)
-    pb, ss, rl = (table[cls, i] for i in range(3))
+    pb, ss = (table[cls, i] for i in range(2))
     ps = (1 << pb).astype(np.float64)
     qxy = np.rint(xy * ps[:, None]).astype(np.int64)
     qxy[:, 0] = np.clip(qxy[:, 0], 0, width * ps.astype(np.int64))
@@ -199,6 +223,7 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     lo, hi = (LOG2_SIGMA_MIN * ss)[:, None], (LOG2_SIGMA_MAX * ss)[:, None]
     qls = np.clip(np.rint(ls * ss[:, None]), lo, hi).astype(np.int64)
     qls[:, 1] = np.minimum(qls[:, 1], qls[:, 0])
+    rl = angle_levels(cfg.classes, cls, qls)   # the angle levels of each Gaussian's shape
     qrot = np.mod(np.rint(th * (rl / math.pi)), rl).astype(np.int64)
     den = color_dens(cfg.classes, cls, qls)     # the colour step of each Gaussian's bucket
     clo, chi = (COLOR_RANGE[0] * den)[:, None], (COLOR_RANGE[1] * den)[:, None]

@@ -3,8 +3,8 @@
 Each vector NAME.gsi comes with NAME.json: the header fields and the exact decoded
 integers in file order (x, y, major, minor, rot, color, cls). The inputs are deterministic
 (fixed seeds), so rerunning reproduces the same bytes unless the format changed.
-Vectors named v1_* and v2_* are version-1 and version-2 files kept to test that old files
-still decode; this script does not write them (the writer produces version 3).
+Vectors named v1_*, v2_* and v3_* are version-1 to version-3 files kept to test that old
+files still decode; this script does not write them (the writer produces version 4).
 """
 import json
 import pathlib
@@ -22,14 +22,17 @@ from gscodec.bitstream.model import QuantClass, QuantizedGaussians  # noqa: E402
 
 def _quant_class(p) -> QuantClass:
     """[pos_bits, scale_steps, rot_levels, color_den] or, version 3, the same followed by
-    area_lo and the list of the denominators of colour buckets 1..B-1."""
+    area_lo and the list of the denominators of colour buckets 1..B-1, or, version 4, all
+    that followed by rot_bias."""
     if len(p) == 4:
         return QuantClass(*p)
-    return QuantClass(*p[:4], area_lo=p[4], color_dens=tuple(p[5]))
+    return QuantClass(*p[:4], area_lo=p[4], color_dens=tuple(p[5]),
+                      **({"rot_bias": p[6]} if len(p) > 6 else {}))
 
 
 def _class_json(qc: QuantClass, version: int) -> list:
-    return list(qc.astuple()) + ([qc.area_lo, list(qc.color_dens)] if version >= 3 else [])
+    return (list(qc.astuple()) + ([qc.area_lo, list(qc.color_dens)] if version >= 3 else [])
+            + ([qc.rot_bias] if version >= 4 else []))
 
 
 def qg_from_lists(w, h, c, xy, ls, rot, col, params=(2, 8, 32, 255), masked=False,
@@ -105,6 +108,22 @@ def vectors():
     col = (rng.random((n, 3)) * 1.2 * den[:, None]).astype(np.int64) - den[:, None] // 4
     out["buckets_rgb_32x24_40"] = qg_from_lists(32, 24, 3, xy, np.stack([major, minor], 1),
                                                 rot, col, classes=classes, cls=cls)
+    # 8: angle levels by shape and size (version 4): class 0 with rot_bias -2 (levels from
+    # 1 to 256, nearly round Gaussians with one level), class 1 with the uniform step
+    n = 60
+    classes = [(2, 8, 256, 64, 0, [90], -2), (1, 8, 64, 32, 0, [], 127)]
+    cls = rng.integers(0, 2, n)
+    pb = np.array([c[0] for c in classes])[cls]
+    xy = np.stack([rng.integers(0, (32 << pb) + 1), rng.integers(0, (24 << pb) + 1)], 1)
+    major = rng.integers(-16, 48, n)
+    minor = np.maximum(np.where(rng.random(n) < 0.15, major, major - rng.integers(0, 40, n)),
+                       -24)
+    qcs = [_quant_class(c) for c in classes]
+    levels = np.array([qcs[k].angle_levels([[a, b]])[0] for k, a, b in zip(cls, major, minor)])
+    rot = rng.integers(0, levels)
+    col = rng.integers(-20, 90, (n, 3))
+    out["angles_rgb_32x24_60"] = qg_from_lists(32, 24, 3, xy, np.stack([major, minor], 1),
+                                               rot, col, classes=classes, cls=cls)
     # 7: profile gaussianimage (fixed-length body), 7 RGB Gaussians, 8-entry codebooks
     n = 7
     out["gi_rgb_12x8_7"] = GIGaussians(
