@@ -269,8 +269,8 @@ def _cmd_info(args) -> int:
     print(f"  profile {d['profile']}")
     for k, c in enumerate(d.get("classes", [])):
         print(f"  class {k}: {c['count']} Gaussians, pos_bits {c['pos_bits']}, "
-              f"scale_steps {c['scale_steps']}, rot_levels {c['rot_levels']}"
-              + (f" (rot_bias {c['rot_bias']}), " if "rot_bias" in c else ", ")
+              f"scale_steps {c['scale_steps']}, rot_levels {c['rot_levels']} "
+              f"(rot_bias {c['rot_bias']}), "
               + (f"color_den {c['color_den']}" if len(c.get("color_dens", [])) < 2 else
                  f"color_den {'/'.join(map(str, c['color_dens']))} by area octave from "
                  f"{c['area_lo']}"))

@@ -111,8 +111,8 @@ class QuantClass:
         with a = major - minor, s = scale_steps; L = 1 for a = 0 or x < 0, else
         ((4 + x mod 4) << x // 4) >> 2 capped at rot_levels (quarter-octave steps)."""
         ls = np.asarray(log_scale, dtype=np.int64).reshape(-1, 2)
-        return angle_levels_array(np, ls[:, 0], ls[:, 1], self.scale_steps, self.rot_levels,
-                             self.rot_bias)
+        return angle_levels_array(np, ls[:, 0], ls[:, 1], self.scale_steps,
+                                  self.rot_levels, self.rot_bias)
 
     def bucket(self, log_scale) -> np.ndarray:
         """Colour bucket (int64 [N]) of Gaussians with integer log-scales [N, 2] (major,
@@ -130,7 +130,7 @@ def angle_levels_array(xp, major, minor, s, rot_levels, rot_bias):
     ilog4 = ILOG4 if xp is np else xp.as_tensor(ILOG4, device=a.device)
     x = (rot_bias + ilog4[xp.clip(a, 0, MAX_ANISO)] + xp.floor_divide(major + minor, s)
          + xp.floor_divide(2 * xp.clip(a - s, 0, None), s))
-    xc = xp.clip(x, 0, 52)
+    xc = xp.clip(x, 0, 52)       # x >= 52 gives >= 8192 levels: capped at rot_levels anyway
     levels = xp.minimum(((4 + (xc & 3)) << (xc >> 2)) >> 2, rot_levels)
     return xp.where((a > 0) & (x >= 0), levels, xp.ones_like(a))
 
