@@ -116,7 +116,7 @@ def _finish_profile(fitter, p, profile: str, progress: bool = False) -> bytes:
         return gsi_format.write(quantize_gaussianimage(fitter, p, fitter.cfg.gi_qat_steps(),
                                                        progress=progress))
     from .progress import Progress
-    bar = Progress(fitter.cfg.qat_steps() + fitter.round_steps(), progress)
+    bar = Progress(fitter.cfg.qat_steps() + fitter.round_steps(p.count), progress)
     try:
         p = fitter.round_phase(fitter.quantize_phase(p, bar), bar)
     finally:

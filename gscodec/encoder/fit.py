@@ -46,7 +46,8 @@ class FitConfig:
     # positions alone -0.44 dB, sizes -0.06, angles -0.04, all three -0.56 with
     # least-squares colours), and the free attributes can make up much of it: +0.31 dB at
     # equal rate on that fit with 50 steps, +0.35 with 150, kodim05 +0.08 (the file's
-    # size unchanged). 0: round everything at once (the behaviour before).
+    # size unchanged). 0: round everything at once (the behaviour before). Dense sets get
+    # more (`finish_effort`).
     round_refit_steps: int = 50
     round_refit_lr: float = 0.5
     # The colours are rounded in this many batches (a fixed random partition of the
@@ -55,8 +56,18 @@ class FitConfig:
     # progressive rounding, 4 / 8 / 16 batches: kodim23 density 2 +0.07 / +0.08 / +0.08,
     # 11 +0.05 / +0.06 / -, 24 +0.05 / +0.06 / +0.07; kodim05 density 5 +0.01 / +0.01 /
     # +0.02 (largest or smallest Gaussians first did worse than random: +0.04 / +0.01).
-    color_round_batches: int = 8
+    # 16 batches over 8 with 50 re-fit steps, 10 saved default fits (kodim01/05/13/23,
+    # densities 2 to 24): +0.007 dB on average (+0.00 to +0.02), for ~5 % more finish time.
+    color_round_batches: int = 16
     color_round_steps: int = 8
+    # The finish (re-fit steps, colour batches and their CG steps) grows with the density
+    # as the free fit does (`density_scale`, up to 2x at density 12 and above): on those
+    # 10 fits, 100 re-fit steps, 32 batches of 16 CG steps gained +0.023 dB on average
+    # over 50 / 8 / 8 (+0.03 to +0.07 at densities 11 and 24, +0.00 to +0.03 at 2 and 5)
+    # for 3x the finish's time: some 6 s more at density 5 on one thread, 10 s of a
+    # 130 s encode at 24. 100 steps alone +0.010; 150 steps no better than 100; a re-fit
+    # learning rate of 1 lost 0.011 (docs/experiments.md).
+    finish_scales: bool = True
     init: str = "structure"           # "structure" or "random"
     lr_xy: float = 0.15               # pixels
     lr_log2_sigma: float = 0.02
@@ -126,13 +137,28 @@ class FitConfig:
         base.update(kw)
         return cls(**base)
 
-    def free_steps(self, n: int, npix: float) -> int:
-        """Free-fit iterations for n Gaussians on npix (known) pixels."""
+    def density_scale(self, n: int, npix: float) -> float:
+        """How many times `iterations` the free fit of n Gaussians on npix (known) pixels
+        takes: 1 up to scale_from Gaussians per 1000 pixels, then growing with the density
+        (iterations_exponent), at most iterations_max_scale."""
         if self.iterations_exponent <= 0 or npix <= 0:
-            return self.iterations
+            return 1.0
         density = 1000.0 * n / npix
         scale = max(1.0, density / self.scale_from) ** self.iterations_exponent
-        return int(round(self.iterations * min(self.iterations_max_scale, scale)))
+        return min(self.iterations_max_scale, scale)
+
+    def free_steps(self, n: int, npix: float) -> int:
+        """Free-fit iterations for n Gaussians on npix (known) pixels."""
+        return int(round(self.iterations * self.density_scale(n, npix)))
+
+    def finish_effort(self, n: int, npix: float) -> tuple[int, int, int]:
+        """(re-fit steps, colour batches, CG steps per batch) of the progressive rounding
+        for n Gaussians on npix pixels: the configured ones, times density_scale when
+        finish_scales."""
+        s = self.density_scale(n, npix) if self.finish_scales else 1.0
+        return (int(round(max(0, self.round_refit_steps) * s)),
+                max(1, int(round(self.color_round_batches * s))),
+                int(round(self.color_round_steps * s)))
 
     def qat_steps(self) -> int:
         """Quantization-aware steps of the gsi profile."""
@@ -167,7 +193,8 @@ EFFORT_PRESETS = {"fast": {"iterations": 250, "round_refit_steps": 0,
                            "color_round_batches": 1},
                   "default": {"iterations": 1200, "iterations_exponent": 0.8,
                               "iterations_max_scale": 2.0},
-                  "max": {"iterations": 5000}}
+                  "max": {"iterations": 5000, "round_refit_steps": 100,
+                          "color_round_batches": 32, "color_round_steps": 16}}
 EFFORT_ITERATIONS = {k: v["iterations"] for k, v in EFFORT_PRESETS.items()}
 
 
@@ -408,7 +435,7 @@ class Fitter:
         before `finish`."""
         cfg = self.cfg
         bar = Progress(cfg.free_steps(n, self.npix) + (cfg.qat_steps() if quantize else 0)
-                       + (self.round_steps() if rounded else 0), progress)
+                       + (self.round_steps(n) if rounded else 0), progress)
         try:
             p = self.free_fit(n, bar)
             if quantize:
@@ -451,9 +478,9 @@ class Fitter:
                           quantized=True, lr_scale=0.2)
         return canonicalize(p)
 
-    def round_steps(self) -> int:
-        """Adam steps of `round_phase`."""
-        return 2 * max(0, self.cfg.round_refit_steps)
+    def round_steps(self, n: int) -> int:
+        """Adam steps of `round_phase` for n Gaussians."""
+        return 2 * self.cfg.finish_effort(n, self.npix)[0]
 
     def round_phase(self, p: GaussianParams, bar: Progress | None = None) -> GaussianParams:
         """Progressive rounding (FitConfig.round_refit_steps): positions rounded to the
@@ -462,7 +489,7 @@ class Fitter:
         rounds the rest."""
         cfg = self.cfg
         self._set_quant(p)
-        k = cfg.round_refit_steps
+        k = cfg.finish_effort(p.count, self.npix)[0]
         if k <= 0 or p.count == 0:
             return p
         bar = bar if bar is not None else Progress(0, False)
@@ -516,7 +543,8 @@ class Fitter:
         file's steps in FitConfig.color_round_batches batches of Gaussians (a fixed random
         partition), the colours not yet rounded re-solved by least squares after each, so
         that they make up for the rounding of their neighbours."""
-        nb = min(self.cfg.color_round_batches, g.count)
+        _, nb, cg = self.cfg.finish_effort(g.count, self.npix)
+        nb = min(nb, g.count)
         with torch.no_grad():
             if nb <= 1:
                 return fake_quantize(g, self.quant, self.w, self.h, self.cls).color
@@ -535,7 +563,7 @@ class Fitter:
                 rest = g.select(~done)
                 rest.color = col[~done]
                 col[~done] = solve_colors(self.target - self.render(fixed), rest,
-                                          self.cfg.color_round_steps, self.color_weight)
+                                          cg, self.color_weight)
         return col
 
     def choose_quant(self, p: GaussianParams):
