@@ -128,6 +128,46 @@ def test_free_iterations_grow_with_density_unless_given():
     assert seen == [f.cfg.free_steps(n, f.npix)] and seen[0] > 10
 
 
+
+def test_rounding_finish_grows_with_density_like_the_free_fit():
+    """finish_effort: the re-fit steps, colour batches and their CG steps are the
+    configured ones up to scale_from, then times the free fit's density scale;
+    finish_scales=False keeps them; round_phase and round_colors run that many."""
+    from gscodec.encoder.api import fit_config
+    npix = 10_000.0
+    cfg = FitConfig(iterations=100, iterations_exponent=0.5, scale_from=6.0,
+                    iterations_max_scale=3.0, round_refit_steps=10, color_round_batches=4,
+                    color_round_steps=3)
+    assert cfg.finish_effort(60, npix) == (10, 4, 3)       # density 6
+    assert cfg.finish_effort(240, npix) == (20, 8, 6)      # density 24: scale 2
+    assert cfg.finish_effort(5000, npix) == (30, 12, 9)    # capped at 3
+    assert replace(cfg, finish_scales=False).finish_effort(240, npix) == (10, 4, 3)
+    fast = fit_config(effort="fast")
+    assert fast.finish_effort(240, npix)[:2] == (0, 1)     # fast rounds at once
+    default = fit_config()
+    base = default.finish_effort(60, npix)
+    top = default.finish_effort(5000, npix)
+    assert top == tuple(round(v * default.iterations_max_scale) for v in base)
+    # what the phases run, on a dense set
+    img = kodim23_crop()
+    f = Fitter(img, replace(cfg, iterations=30, refine_at=()))
+    n = round(24 * f.npix / 1000)
+    p = f.free_fit(n, Progress(0, False))
+    steps, solves = [], []
+    refit = f._refit
+    f._refit = lambda p, free, k, bar: (steps.append(k), refit(p, free, k, bar))[1]
+    r = f.round_phase(p)
+    assert steps == [20, 20] and f.round_steps(n) == 40
+    import gscodec.encoder.fit as fit_mod
+    solve = fit_mod.solve_colors
+    try:
+        fit_mod.solve_colors = lambda t, g, k, *a: (solves.append(k), solve(t, g, k, *a))[1]
+        f.finish(r)
+    finally:
+        fit_mod.solve_colors = solve
+    # the least-squares colours of finish (color_solve_steps), then 8 batches: 7 re-solves
+    assert solves == [f.cfg.color_solve_steps] + [6] * 7
+
 def test_removal_cost_is_the_rise_of_the_squared_error():
     """refine() prunes by the error rise of removing each Gaussian alone; with Gaussians
     well inside the image the pi*sigma_x*sigma_y norm is close to the pixel sum."""

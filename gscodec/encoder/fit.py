@@ -188,7 +188,8 @@ class FitConfig:
 # 50 more free iterations +0.22 / +0.11; at equal time 200 + 2 x 25 lost 0.18 / 0.09).
 # It rounds its colours at once too: the batches cost about 1.3 s at density 5 (two
 # threads), the time of some 30 iterations there; they gave +0.01 to +0.08 dB on default
-# fits (not measured at fast).
+# fits (not measured at fast). `max` takes the finish that density 12 and above get at
+# default (100 re-fit steps, 32 colour batches of 16 CG steps) at every density.
 EFFORT_PRESETS = {"fast": {"iterations": 250, "round_refit_steps": 0,
                            "color_round_batches": 1},
                   "default": {"iterations": 1200, "iterations_exponent": 0.8,
