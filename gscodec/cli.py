@@ -146,8 +146,9 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
                    help="fitting budget: fast (250 iterations, then the geometry and "
                         "colours rounded at once), default (1200, times (density/6)^0.8 "
                         "above 6 Gaussians per 1000 pixels, at most 2400), then 2 x 50 "
-                        "re-fit steps while rounding; max (5000, for a GPU), rounded as "
-                        "default")
+                        "re-fit steps while rounding and the colours rounded in 16 "
+                        "batches, both grown by the same factor; max (5000, for a GPU), "
+                        "rounded as default at density 24 (2 x 100 steps, 32 batches)")
     p.add_argument("--init", choices=["structure", "random"], default="structure",
                    help="starting placement: structure-guided (default) or random")
     _add_device(p)
