@@ -128,8 +128,7 @@ def test_free_iterations_grow_with_density_unless_given():
     assert seen == [f.cfg.free_steps(n, f.npix)] and seen[0] > 10
 
 
-
-def test_rounding_finish_grows_with_density_like_the_free_fit():
+def test_rounding_finish_grows_with_density_like_the_free_fit(monkeypatch):
     """finish_effort: the re-fit steps, colour batches and their CG steps are the
     configured ones up to scale_from, then times the free fit's density scale;
     finish_scales=False keeps them; round_phase and round_colors run that many."""
@@ -160,13 +159,12 @@ def test_rounding_finish_grows_with_density_like_the_free_fit():
     assert steps == [20, 20] and f.round_steps(n) == 40
     import gscodec.encoder.fit as fit_mod
     solve = fit_mod.solve_colors
-    try:
-        fit_mod.solve_colors = lambda t, g, k, *a: (solves.append(k), solve(t, g, k, *a))[1]
-        f.finish(r)
-    finally:
-        fit_mod.solve_colors = solve
+    monkeypatch.setattr(fit_mod, "solve_colors",
+                        lambda t, g, k, *a: (solves.append(k), solve(t, g, k, *a))[1])
+    f.finish(r)
     # the least-squares colours of finish (color_solve_steps), then 8 batches: 7 re-solves
     assert solves == [f.cfg.color_solve_steps] + [6] * 7
+
 
 def test_removal_cost_is_the_rise_of_the_squared_error():
     """refine() prunes by the error rise of removing each Gaussian alone; with Gaussians

@@ -57,11 +57,11 @@ class FitConfig:
     # 11 +0.05 / +0.06 / -, 24 +0.05 / +0.06 / +0.07; kodim05 density 5 +0.01 / +0.01 /
     # +0.02 (largest or smallest Gaussians first did worse than random: +0.04 / +0.01).
     # 16 batches over 8 with 50 re-fit steps, 10 saved default fits (kodim01/05/13/23,
-    # densities 2 to 24): +0.007 dB on average (+0.00 to +0.02), for ~5 % more finish time.
+    # densities 2 to 24): +0.007 dB on average (+0.00 to +0.02), for 0-20 % more finish time.
     color_round_batches: int = 16
     color_round_steps: int = 8
     # The finish (re-fit steps, colour batches and their CG steps) grows with the density
-    # as the free fit does (`density_scale`, up to 2x at density 12 and above): on those
+    # as the free fit does (`density_scale`; at default 2x from about density 14): on those
     # 10 fits, 100 re-fit steps, 32 batches of 16 CG steps gained +0.023 dB on average
     # over 50 / 8 / 8 (+0.03 to +0.07 at densities 11 and 24, +0.00 to +0.03 at 2 and 5)
     # for 3x the finish's time: some 6 s more at density 5 on one thread, 10 s of a
@@ -188,7 +188,7 @@ class FitConfig:
 # 50 more free iterations +0.22 / +0.11; at equal time 200 + 2 x 25 lost 0.18 / 0.09).
 # It rounds its colours at once too: the batches cost about 1.3 s at density 5 (two
 # threads), the time of some 30 iterations there; they gave +0.01 to +0.08 dB on default
-# fits (not measured at fast). `max` takes the finish that density 12 and above get at
+# fits (not measured at fast). `max` takes the finish that density 24 gets at
 # default (100 re-fit steps, 32 colour batches of 16 CG steps) at every density.
 EFFORT_PRESETS = {"fast": {"iterations": 250, "round_refit_steps": 0,
                            "color_round_batches": 1},
@@ -484,9 +484,9 @@ class Fitter:
         return 2 * self.cfg.finish_effort(n, self.npix)[0]
 
     def round_phase(self, p: GaussianParams, bar: Progress | None = None) -> GaussianParams:
-        """Progressive rounding (FitConfig.round_refit_steps): positions rounded to the
-        file's grid, then sizes, each followed by a short fit of the attributes still
-        free. Returns float parameters whose positions and sizes lie on the grid; `finish`
+        """Progressive rounding (re-fit steps: FitConfig.finish_effort): positions
+        rounded to the file's grid, then sizes, each followed by a short fit of the
+        attributes still free. Returns float parameters whose positions and sizes lie on the grid; `finish`
         rounds the rest."""
         cfg = self.cfg
         self._set_quant(p)
@@ -541,7 +541,7 @@ class Fitter:
 
     def round_colors(self, g: GaussianParams) -> torch.Tensor:
         """The colours of g (geometry on the grid, least-squares colours) rounded to the
-        file's steps in FitConfig.color_round_batches batches of Gaussians (a fixed random
+        file's steps in batches of Gaussians (FitConfig.finish_effort; a fixed random
         partition), the colours not yet rounded re-solved by least squares after each, so
         that they make up for the rounding of their neighbours."""
         _, nb, cg = self.cfg.finish_effort(g.count, self.npix)
