@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gscodec.render import cpu
+from gscodec.render import kernel
 
 CG_STEPS = 12
 
@@ -97,9 +97,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/bench_fit_step.json"))
     a = ap.parse_args(argv)
-    ext = cpu.kernel()
+    ext = kernel.kernel()
     if ext is None:
-        print(f"error: compiled kernel unavailable: {cpu.unavailable_reason()}", file=sys.stderr)
+        print(f"error: compiled kernel unavailable: {kernel.unavailable_reason()}", file=sys.stderr)
         return 1
     image = Path(a.image)
     if not image.is_file():

@@ -10,7 +10,7 @@ For each N (same random Gaussians as benchmarks/bench_raster.py, already on the 
     host synchronisation, so capture works as is).
   * forward+backward: one fit iteration's renderer cost (render, then gradients w.r.t.
     means, conics and colours) at --fit-n Gaussians, default and deterministic backward.
-Backends: "triton" (gscodec.render.cuda), "reference" (pure PyTorch; it builds its pixel
+Backends: "triton" (gscodec.render.triton), "reference" (pure PyTorch; it builds its pixel
 grids on the CPU, so if it cannot run on the GPU it is timed on the CPU and labelled so;
 skipped above --reference-max Gaussians), and "gsplat" (rasterize_to_pixels with
 isect_tiles, if gsplat imports and its CUDA extension builds). gsplat alpha-composites
@@ -179,13 +179,13 @@ def main(argv=None):
         print("bench_gpu_raster: no CUDA GPU available (torch.cuda.is_available() is False); "
               "nothing to benchmark.")
         return 0
-    from gscodec.render import cuda as tb
+    from gscodec.render import triton as tb
     if not tb.available():
         print(f"bench_gpu_raster: Triton backend unavailable: {tb.unavailable_reason()}")
         return 0
     from bench_raster import random_gaussians
 
-    from gscodec.render.reference import render_reference
+    from gscodec.render.torch_reference import render_reference
 
     dev = torch.device("cuda")
     info = gpu_info()

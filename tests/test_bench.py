@@ -415,8 +415,8 @@ def test_bench_fit_step_script(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    from gscodec.render import cpu
-    if not cpu.kernel_available():
+    from gscodec.render import kernel
+    if not kernel.kernel_available():
         pytest.skip("compiled CPU kernel unavailable")
     spec = importlib.util.spec_from_file_location(
         "bench_fit_step", Path(__file__).resolve().parents[1] / "benchmarks/bench_fit_step.py")

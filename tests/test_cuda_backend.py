@@ -1,4 +1,4 @@
-"""Tests of the Triton backend (gscodec.render.cuda) against the PyTorch reference.
+"""Tests of the Triton backend (gscodec.render.triton) against the PyTorch reference.
 
 Without a GPU they run the very same kernels under Triton's interpreter on CPU tensors.
 Triton decides at import time whether its own library functions (tl.sum, tl.max, ...) are
@@ -33,8 +33,8 @@ import triton  # noqa: F401  (a test dependency: fail, never skip, if missing)
 
 from gscodec.bitstream.model import conics_from_scale_rot
 from gscodec.render import Q_CUT
-from gscodec.render import cuda as tb
-from gscodec.render.reference import render_reference
+from gscodec.render import triton as tb
+from gscodec.render.torch_reference import render_reference
 
 DEV = torch.device("cuda" if ON_GPU else "cpu")
 
@@ -296,7 +296,7 @@ def test_api_and_errors(monkeypatch):
 # ---- exact mode: bit-identical to the CPU kernel ---------------------------------------------
 
 def _cpu(means, conics, colors, h, w):
-    from gscodec.render.cpu import render_numpy
+    from gscodec.render.kernel import render_numpy
     return torch.from_numpy(render_numpy(means.numpy(), conics.numpy(), colors.numpy(), h, w))
 
 

@@ -286,8 +286,8 @@ def test_masked_pixels_do_not_change_the_fit():
 def test_fused_loss_equals_render_and_mse():
     """On the compiled kernel Fitter.loss is one call (render, error, gradients); it gives
     the value and gradients of render + mse, with and without a mask."""
-    from gscodec.render import cpu
-    if not cpu.kernel_available():
+    from gscodec.render import kernel
+    if not kernel.kernel_available():
         import pytest
         pytest.skip("compiled CPU kernel unavailable")
     img = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)

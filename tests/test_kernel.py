@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gscodec.render import Q_CUT, cpu, to_uint8_numpy
-from gscodec.render.numpy_ref import render_numpy_ref
+from gscodec.render import Q_CUT, kernel, to_uint8_numpy
+from gscodec.render.numpy_reference import render_numpy_ref
 
 from test_render import _case, random_gaussians
 
@@ -27,9 +27,9 @@ _STUB = ("import sys, types; pkg = types.ModuleType('gscodec'); pkg.__path__ = [
 
 @pytest.fixture
 def ext():
-    k = cpu.kernel()
+    k = kernel.kernel()
     if k is None:
-        pytest.skip(f"compiled CPU kernel unavailable: {cpu.unavailable_reason()}")
+        pytest.skip(f"compiled CPU kernel unavailable: {kernel.unavailable_reason()}")
     return k
 
 
@@ -89,9 +89,9 @@ def test_input_errors(ext):
     with pytest.raises(ValueError):
         ext.forward(m, q, c, 8, 8, -1)
     # render_numpy converts dtypes but checks shapes the same way.
-    assert cpu.render_numpy(m.astype(np.float64), q, c, 8, 8).dtype == np.float32
+    assert kernel.render_numpy(m.astype(np.float64), q, c, 8, 8).dtype == np.float32
     with pytest.raises(ValueError, match="bad shapes"):
-        cpu.render_numpy(m, q[:5], c, 8, 8)
+        kernel.render_numpy(m, q[:5], c, 8, 8)
 
 
 def test_q_cut_single_source(ext):
@@ -364,15 +364,15 @@ def test_fallback_cutoff_decisions(ext):
 
 def test_no_kernel_env_forces_fallback(ext, monkeypatch):
     m, q, c = np_case(300, 40, 50, 3, 12)
-    k = cpu.render_numpy(m, q, c, 40, 50)
+    k = kernel.render_numpy(m, q, c, 40, 50)
     monkeypatch.setenv("GSCODEC_NO_KERNEL", "1")
-    monkeypatch.setattr(cpu, "_warned", False)
-    assert not cpu.kernel_available() and "GSCODEC_NO_KERNEL" in cpu.unavailable_reason()
+    monkeypatch.setattr(kernel, "_warned", False)
+    assert not kernel.kernel_available() and "GSCODEC_NO_KERNEL" in kernel.unavailable_reason()
     with pytest.warns(RuntimeWarning, match="slow numpy fallback"):
-        f = cpu.render_numpy(m, q, c, 40, 50)
+        f = kernel.render_numpy(m, q, c, 40, 50)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cpu.render_numpy(m, q, c, 40, 50)  # warns once only
+        kernel.render_numpy(m, q, c, 40, 50)  # warns once only
     assert np.array_equal(to_uint8_numpy(f), to_uint8_numpy(k))
     import gscodec.render as R
     assert "cpu" not in R.available_backends()
@@ -380,7 +380,7 @@ def test_no_kernel_env_forces_fallback(ext, monkeypatch):
 
 # ---- no torch on the decoder path -----------------------------------------------------------
 
-_RENDER = ("import numpy as np; import gscodec.render as R; from gscodec.render import cpu; "
+_RENDER = ("import numpy as np; import gscodec.render as R; from gscodec.render import kernel; "
            "img = R.render_numpy(np.array([[2., 2.]], np.float32), "
            "np.array([[1., 0., 1.]], np.float32), np.ones((1, 3), np.float32), 4, 4); "
            "R.to_uint8_numpy(img); print('torch' in sys.modules)")

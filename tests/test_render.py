@@ -11,7 +11,7 @@ import gscodec.render as R
 from gscodec.bitstream.model import conics_from_scale_rot
 from gscodec.render import (Q_CUT, render, render_reference, to_uint8, to_uint8_numpy,
                             transform_for_view)
-from gscodec.render import cpu as cpu_backend
+from gscodec.render import kernel as cpu_backend
 
 
 def _cpu_or_skip():
@@ -194,7 +194,7 @@ def test_fast_exp_accuracy():
 
 def test_numpy_fast_exp_accuracy():
     import numpy as np
-    from gscodec.render.numpy_ref import fast_exp
+    from gscodec.render.numpy_reference import fast_exp
     x = np.linspace(-87.0, 10.0, 200001, dtype=np.float32)
     ref = np.exp(x.astype(np.float64))
     assert (np.abs(fast_exp(x).astype(np.float64) - ref) / ref).max() < 1e-6

@@ -8,7 +8,7 @@ from ..bitstream import format as gsi_format
 from ..bitstream.model import MAX_SIDE
 from ..errors import InputError
 from ..imageio import check_count, load_image, load_mask
-from ..render.cpu_torch import release_buffers
+from ..render.kernel_torch import release_buffers
 from .fit import EFFORT_PRESETS, FitConfig, Fitter
 from .quantize import QuantConfig, adaptive_config
 

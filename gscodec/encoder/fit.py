@@ -310,7 +310,7 @@ class Fitter:
             self._fused = (type(self).extra_loss is Fitter.extra_loss
                            and resolve_backend(self.cfg.backend, self.target) == "cpu")
         if self._fused:
-            from ..render.cpu_torch import render_mse_cpu
+            from ..render.kernel_torch import render_mse_cpu
             mse = render_mse_cpu(p.xy, p.conics(), p.color, self.target, self.known,
                                  1.0 / (self.npix * self.c))
             return mse, mse

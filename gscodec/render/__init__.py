@@ -38,9 +38,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import cpu as _cpu
+from . import kernel as _kernel
 from .common import Q_CUT
-from .cpu import render_numpy
+from .kernel import render_numpy
 
 __all__ = ["Q_CUT", "render", "color_operator", "resolve_backend", "available_backends", "to_uint8", "to_uint8_numpy",
            "transform_for_view", "render_reference", "render_numpy", "cuda_available",
@@ -50,26 +50,26 @@ __all__ = ["Q_CUT", "render", "color_operator", "resolve_backend", "available_ba
 def __getattr__(name):
     # torch is imported only when a torch function is first asked for.
     if name == "render_reference":
-        from .reference import render_reference
+        from .torch_reference import render_reference
         return render_reference
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _cpu_available() -> bool:
-    return _cpu.kernel_available()
+    return _kernel.kernel_available()
 
 
 def _cpu_reason() -> str | None:
-    return _cpu.unavailable_reason()
+    return _kernel.unavailable_reason()
 
 
 def _render_cpu(means, conics, colors, height, width):
-    from .cpu_torch import render_cpu
+    from .kernel_torch import render_cpu
     return render_cpu(means, conics, colors, height, width)
 
 
 def _render_cuda(means, conics, colors, height, width):
-    from .cuda import render_cuda
+    from .triton import render_cuda
     return render_cuda(means, conics, colors, height, width)
 
 
@@ -87,13 +87,13 @@ def cuda_available() -> tuple[bool, str | None]:
     import importlib.util
     if importlib.util.find_spec("torch") is None:
         return False, "torch is not installed"
-    from . import cuda
+    from . import triton as cuda
     reason = cuda.unavailable_reason()
     return reason is None, reason
 
 
 def _render_reference(means, conics, colors, height, width):
-    from .reference import render_reference
+    from .torch_reference import render_reference
     return render_reference(means, conics, colors, height, width)
 
 
@@ -184,7 +184,7 @@ def color_operator(means, conics, height: int, width: int, *, backend: str = "au
         backend = "cuda"
     name = _resolve(backend)
     if name == "cpu":
-        from .cpu_torch import PlanColorOperator
+        from .kernel_torch import PlanColorOperator
         return PlanColorOperator(means, conics, height, width)
     return _AutogradColorOperator(means, conics, height, width, name)
 
@@ -198,7 +198,7 @@ def render_uint8_cuda(means: np.ndarray, conics: np.ndarray, colors: np.ndarray,
     a GPU (Triton's interpreter, for tests) it runs on CPU tensors."""
     import torch
 
-    from .cuda import render_cuda
+    from .triton import render_cuda
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     m = torch.from_numpy(means).to(dev)
     q = torch.from_numpy(conics).to(dev)

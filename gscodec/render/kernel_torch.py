@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import cpu
+from . import kernel
 
 
 def _np(t: torch.Tensor):
@@ -26,14 +26,14 @@ MAX_PLAN_WEIGHTS = 1 << 25
 
 
 def make_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
-    return cpu.kernel().Plan(_np(means), _np(conics), int(height), int(width),
+    return kernel.kernel().Plan(_np(means), _np(conics), int(height), int(width),
                              torch.get_num_threads(), MAX_PLAN_WEIGHTS)
 
 
 def release_buffers() -> int:
     """Free the weight buffers the kernel keeps for the next plan (bytes freed; 0 without
     the kernel). `encode` calls it when it ends."""
-    k = cpu.kernel()
+    k = kernel.kernel()
     return int(k.release_buffers()) if k is not None else 0
 
 
@@ -60,16 +60,16 @@ class _RasterizeCPU(torch.autograd.Function):
 def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
                height: int, width: int) -> torch.Tensor:
     """Render with the compiled kernel: [height, width, C] float32, differentiable."""
-    if cpu.kernel() is None:
-        raise RuntimeError(f"CPU raster kernel unavailable: {cpu.unavailable_reason()}")
+    if kernel.kernel() is None:
+        raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
     for name, t in (("means", means), ("conics", conics), ("colors", colors)):
         if t.device.type != "cpu":
             raise ValueError(f"render backend 'cpu' needs CPU tensors, {name} is on {t.device}")
-    cpu.check_shapes(means.shape, conics.shape, colors.shape)
+    kernel.check_shapes(means.shape, conics.shape, colors.shape)
     if not (torch.is_grad_enabled() and (means.requires_grad or conics.requires_grad
                                          or colors.requires_grad)):
         # No backward will follow: the one-pass forward, without a plan.
-        out = cpu.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
+        out = kernel.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
                                    int(width), torch.get_num_threads())
         return torch.from_numpy(out)
     return _RasterizeCPU.apply(means, conics, colors, int(height), int(width))
@@ -103,9 +103,9 @@ def render_mse_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tens
     """scale * sum((weight[:, :, None] * render(...) - target)^2), differentiable in means,
     conics and colors, with the compiled kernel. The gradients are computed with the value
     (the fit always asks for them): 0.8x the time of render + F.mse_loss + backward."""
-    if cpu.kernel() is None:
-        raise RuntimeError(f"CPU raster kernel unavailable: {cpu.unavailable_reason()}")
-    cpu.check_shapes(means.shape, conics.shape, colors.shape)
+    if kernel.kernel() is None:
+        raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
+    kernel.check_shapes(means.shape, conics.shape, colors.shape)
     return _RenderMSECPU.apply(means, conics, colors, target, weight, scale)
 
 

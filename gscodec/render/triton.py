@@ -723,7 +723,7 @@ def render_cuda(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
     tune memory and speed only (see the module docstring); the result never depends on them
     beyond float summation order.
 
-    exact=True: the forward is bit-identical to the CPU kernel (gscodec.render.cpu), hence
+    exact=True: the forward is bit-identical to the CPU kernel (gscodec.render.kernel), hence
     so are the decoder's 8-bit pixels: the CPU kernel's polynomial exp (fast_exp) instead of
     tl.exp, and per pixel a sequential sum in increasing Gaussian index from 0.0 (no tree
     reductions, no big list: every drawn Gaussian goes into the pair list, sized exactly

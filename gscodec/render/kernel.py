@@ -1,6 +1,6 @@
 """CPU rendering without torch: the compiled kernel `gscodec._raster` (csrc/, built at
 install time by setup.py) or, where it is missing, the slow pure-numpy fallback
-(`gscodec.render.numpy_ref`), which gives the same pixels.
+(`gscodec.render.numpy_reference`), which gives the same pixels.
 
 GSCODEC_NO_KERNEL=1 forces the fallback (for testing). Thread count: `set_num_threads`, else
 $GSCODEC_NUM_THREADS, else $OMP_NUM_THREADS, else the CPUs available to the process.
@@ -96,5 +96,5 @@ def render_numpy(means, conics, colors, height: int, width: int, *,
         _warned = True
         warnings.warn(f"compiled CPU kernel unavailable ({unavailable_reason()}); decoding "
                       "with the slow numpy fallback", RuntimeWarning, stacklevel=2)
-    from .numpy_ref import render_numpy_ref
+    from .numpy_reference import render_numpy_ref
     return render_numpy_ref(m, q, c, height, width)
