@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from gscodec.benchmark.metrics import bpp, decode_with_pillow, load_image, psnr  # noqa: E402
+from gscodec.benchmark.distortion import bpp, decode_with_pillow, load_rgb, psnr  # noqa: E402
 from gscodec.benchmark.peers import closest_jpeg_quality, to_rgb_array  # noqa: E402
-from gscodec.benchmark.runner import jsonable, default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.runner import default_dataset, jsonable, list_images, machine_info  # noqa: E402
 
 
 def _gaussian_count(data: bytes, asked):
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     print(hdr)
     print("-" * len(hdr))
     for p in images:
-        rgb = load_image(p)
+        rgb = load_rgb(p)
         h, w = rgb.shape[:2]
         t0 = time.perf_counter()
         data = bytes(gscodec.encode(rgb, gaussians=args.gaussians, iterations=args.iterations,

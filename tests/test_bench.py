@@ -13,7 +13,7 @@ pytest.importorskip("bjontegaard")
 pytest.importorskip("matplotlib")
 
 from gscodec.benchmark import bdrate, runner  # noqa: E402
-from gscodec.benchmark.metrics import ms_ssim, psnr  # noqa: E402
+from gscodec.benchmark.distortion import ms_ssim, psnr  # noqa: E402
 from gscodec.benchmark.plot import plot_rd  # noqa: E402
 
 RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
@@ -220,7 +220,8 @@ def test_gsi_profiles_share_one_fit_with_the_same_bytes(tmp_path, capsys):
     for codec in ("gsi", "gsi-gi"):
         a = json.loads((both / f"{codec}.json").read_text())["per_image"]
         b = json.loads((alone / f"{codec}.json").read_text())["per_image"]
-        key = lambda r: (r["image"], r["density"], r["bytes"], r["psnr-rgb"])
+        def key(r):
+            return r["image"], r["density"], r["bytes"], r["psnr-rgb"]
         assert sorted(map(key, a)) == sorted(map(key, b)) and len(a) == 2
     rows = [json.loads(line) for line in _cache_lines(both)]
     assert len(rows) == 4 and all(r["shared_fit"] for r in rows)

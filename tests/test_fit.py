@@ -6,19 +6,29 @@ import numpy as np
 import torch
 
 from gscodec.encoder.fit import FitConfig, Fitter
-from gscodec.encoder.progress import Progress
 from gscodec.encoder.init import solve_colors, structure_init
 from gscodec.encoder.params import GaussianParams
-from gscodec.encoder.quantize import (COLOR_BUCKET_MIN, COLOR_BUCKETS, COLOR_REF_PSNR,
-                                     FINE_POS_DENSITY, QuantConfig, ROT_X0,
-                                     adaptive_config, canonicalize, fake_quantize,
-                                     render_inputs, to_integers)
+from gscodec.encoder.progress import Progress
+from gscodec.encoder.quantize import (
+    COLOR_BUCKET_MIN,
+    COLOR_BUCKETS,
+    COLOR_REF_PSNR,
+    FINE_POS_DENSITY,
+    ROT_X0,
+    QuantConfig,
+    adaptive_config,
+    canonicalize,
+    fake_quantize,
+    render_inputs,
+    to_integers,
+)
 from gscodec.render import render
 
 
 def kodim23_crop():
     """A 96x64 crop (rows 200-263, columns 300-395) of the shipped sample image."""
     from pathlib import Path
+
     from PIL import Image
     return np.asarray(Image.open(Path(__file__).parent / "data" / "kodim23.png")
                       .convert("RGB"))[200:264, 300:396]
@@ -34,12 +44,12 @@ def edge_image(h=48, w=64):
 def test_structure_init_follows_the_edge():
     img = torch.from_numpy(edge_image().astype(np.float32) / 255)
     p = structure_init(img, 400, torch.Generator().manual_seed(0))
-    x = p.xy[:, 0]
+    x = p.pos[:, 0]
     near = ((x - 32).abs() < 4).float().mean()      # 1/8 of the width around the edge
     assert near > 0.4, f"only {near:.2f} of the Gaussians near the edge"
     # Near the edge the major axis is vertical (along the edge).
     sel = (x - 32).abs() < 2
-    ls, theta = p.log2_sigma[sel], p.theta[sel]
+    ls, theta = p.scale[sel], p.rot[sel]
     major_theta = torch.where(ls[:, 1] > ls[:, 0], theta + math.pi / 2, theta)
     assert (torch.sin(major_theta).abs() > 0.9).float().mean() > 0.9
     assert (ls[:, 0] - ls[:, 1]).abs().mean() > 0.3          # elongated, not round
@@ -55,10 +65,12 @@ def test_solve_colors_reaches_least_squares():
     col = solve_colors(img, p, steps=40)
     # Dense least squares: column k of A is Gaussian k rendered with unit colour.
     conics = p.conics()
-    basis = torch.stack([render(p.xy[k:k + 1], conics[k:k + 1], torch.ones(1, 1), h, w).flatten()
+    basis = torch.stack([render(p.pos[k:k + 1], conics[k:k + 1], torch.ones(1, 1), h, w).flatten()
                          for k in range(n)], 1).double()
     exact = torch.linalg.lstsq(basis, img.reshape(-1, 3).double()).solution
-    err = lambda c: float(((basis @ c.double() - img.reshape(-1, 3).double()) ** 2).sum())
+
+    def err(c):
+        return float(((basis @ c.double() - img.reshape(-1, 3).double()) ** 2).sum())
     assert err(col) <= err(exact) * 1.01 + 1e-6
     assert err(col) < 0.5 * err(p.color)
 
@@ -69,8 +81,8 @@ def test_refine_keeps_the_count_and_moves_gaussians_to_the_error():
     p = f.start(60)
     q = f.refine(p, 10)
     assert q.count == 60
-    assert torch.all(q.xy[:, 0] >= 0) and torch.all(q.xy[:, 0] <= 64)
-    assert not torch.equal(q.xy, p.xy)
+    assert torch.all(q.pos[:, 0] >= 0) and torch.all(q.pos[:, 0] <= 64)
+    assert not torch.equal(q.pos, p.pos)
 
 
 def test_overcomplete_start_is_pruned_back_to_the_count():
@@ -213,7 +225,7 @@ def test_fake_quantize_is_what_the_decoder_renders():
     # one step per class, and colour steps by size (buckets around area octave 1)
     for cfg in (QuantConfig(), QuantConfig().for_fit(4 * COLOR_BUCKET_MIN, 10**6, 30.0, 1)):
         fq = fake_quantize(p, cfg, w, h)
-        seen = render(fq.xy, fq.conics(), fq.color, h, w)
+        seen = render(fq.pos, fq.conics(), fq.color, h, w)
         qg = to_integers(p, cfg, w, h)
         decoded = render(*render_inputs(qg), h, w)
         assert torch.allclose(seen, decoded, atol=1e-4)
@@ -241,7 +253,7 @@ def test_steps_follow_the_fitted_set():
     many = COLOR_BUCKETS * COLOR_BUCKET_MIN
     sized = QuantConfig().for_fit(many, pixels, COLOR_REF_PSNR, 3).classes[0]
     assert sized.buckets == COLOR_BUCKETS and sized.area_lo == 3 - COLOR_BUCKETS // 2
-    ratios = [b / a for a, b in zip(sized.dens(), sized.dens()[1:])]
+    ratios = [b / a for a, b in zip(sized.dens(), sized.dens()[1:], strict=False)]
     assert all(1.3 < r < 1.55 for r in ratios)
     assert sized.dens()[0] < base.color_den < sized.dens()[-1]
     assert QuantConfig().for_fit(many, pixels, COLOR_REF_PSNR, -40).classes[0].area_lo == -6
@@ -279,7 +291,7 @@ def test_masked_pixels_do_not_change_the_fit():
     cfg = FitConfig(iterations=15)
     a = Fitter(img, cfg, mask).fit(20)
     b = Fitter(other, cfg, mask).fit(20)
-    for name in ("xy", "log_scale", "rot", "color"):
+    for name in ("pos", "scale", "rot", "color"):
         assert np.array_equal(getattr(a, name), getattr(b, name))
 
 
@@ -306,7 +318,7 @@ def test_fused_loss_equals_render_and_mse():
             results.append((float(mse.detach()), [t.grad.clone() for t in q.tensors()]))
         (a, ga), (b, gb) = results
         assert abs(a - b) <= 1e-5 * b
-        for x, y in zip(ga, gb):
+        for x, y in zip(ga, gb, strict=False):
             assert torch.allclose(x, y, rtol=1e-4, atol=1e-6 * float(y.abs().max()))
 
 
@@ -321,7 +333,7 @@ def test_progressive_rounding_puts_the_geometry_on_the_grid_and_lowers_the_error
         plain = f.finish(p.detach())
         r = f.round_phase(p.detach())
         g = fake_quantize(r, f.quant, f.w, f.h, f.cls)
-        assert torch.equal(g.xy, r.xy) and torch.equal(g.log2_sigma, r.log2_sigma)
+        assert torch.equal(g.pos, r.pos) and torch.equal(g.scale, r.scale)
         rounded = f.finish(r)
         assert rounded.count == plain.count and rounded.classes == plain.classes
         errs = []

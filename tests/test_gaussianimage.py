@@ -5,14 +5,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from gscodec.bitstream.gaussianimage import (
+    GIGaussians,
+    body_length,
+    conics_from_cholesky_np,
+    pack,
+    unpack,
+)
+from gscodec.encoder.gi_finetune import cholesky_from_params, quantize_gaussianimage
 from gscodec.errors import FormatError
-from gscodec.bitstream.gaussianimage import (GIGaussians, body_length, conics_from_cholesky_np,
-                                             pack, unpack)
-from gscodec.encoder.gaussianimage import cholesky_from_params, quantize_gaussianimage
 
 import gsi_reference_gi as ref
+from helpers import spots_image
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -164,27 +171,35 @@ def corrupt_cases(g):
     c, kk, n = g.channels, g.codebook_size, g.count
     out = []
     for k in (0, 9, 255):
-        b = bytearray(body); b[0] = k; out.append(("k=%d" % k, b))
+        b = bytearray(body)
+        b[0] = k
+        out.append(("k=%d" % k, b))
     for j in range(3):
         for val in (float("nan"), float("inf"), -float("inf")):
-            b = bytearray(body); struct.pack_into("<f", b, 1 + 4 * j, val)
+            b = bytearray(body)
+            struct.pack_into("<f", b, 1 + 4 * j, val)
             out.append(("min nan/inf", b))
-            b = bytearray(body); struct.pack_into("<f", b, 13 + 4 * j, val)
+            b = bytearray(body)
+            struct.pack_into("<f", b, 13 + 4 * j, val)
             out.append(("max nan/inf", b))
         b = bytearray(body)
-        struct.pack_into("<f", b, 1 + 4 * j, 5.0); struct.pack_into("<f", b, 13 + 4 * j, 4.0)
+        struct.pack_into("<f", b, 1 + 4 * j, 5.0)
+        struct.pack_into("<f", b, 13 + 4 * j, 4.0)
         out.append(("min > max", b))
     for bits in (0x7C00, 0xFC00, 0x7E00, 0x7C01):
-        b = bytearray(body); struct.pack_into("<H", b, 25 + 2 * (kk * c), bits)
+        b = bytearray(body)
+        struct.pack_into("<H", b, 25 + 2 * (kk * c), bits)
         out.append(("codebook not finite", b))
     if n:
         off = 25 + 4 * kk * c
         for val in (1.0009765625, -1.5, 2.0, float("inf"), float("nan"), 65504.0):
-            b = bytearray(body); struct.pack_into("<e", b, off + 2 * (n * 2 - 1), val)
+            b = bytearray(body)
+            struct.pack_into("<e", b, off + 2 * (n * 2 - 1), val)
             out.append(("position", b))
     k = g.index_bits
     if (n * (18 + 2 * k)) % 8:
-        b = bytearray(body); b[-1] |= 1
+        b = bytearray(body)
+        b[-1] |= 1
         out.append(("padding", b))
     return out
 
@@ -193,7 +208,7 @@ def corrupt_cases(g):
 def test_each_check_rejects(seed):
     rng = np.random.default_rng(seed)
     g = make_gi(rng, n=[0, 1, 3, 7, 13, 5][seed], k=[1, 2, 3, 8, 5, 3][seed])
-    for name, b in corrupt_cases(g):
+    for _, b in corrupt_cases(g):
         expect_format_error(bytes(b), g)
 
 
@@ -305,21 +320,11 @@ def test_cholesky_from_params():
 
 
 # ---- the fine-tune ----------------------------------------------------------------------------
-def smooth_image(w=32, h=24, seed=0):
-    g = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.zeros((h, w, 3))
-    for _ in range(6):
-        cx, cy, s = g.uniform(0, w), g.uniform(0, h), g.uniform(3, 10)
-        img += g.uniform(0, 1, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))[..., None]
-    return (img / img.max() * 255).clip(0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def small_fit():
     import gscodec.encoder.progress
     from gscodec.encoder.fit import FitConfig, Fitter
-    f = Fitter(smooth_image(), FitConfig(iterations=150, seed=0))
+    f = Fitter(spots_image(), FitConfig(iterations=150, seed=0))
     p = f.start(50)
     p = f.optimize(p, 150, gscodec.encoder.progress.Progress(0, False), "fit")
     f.gen_state_after_fit = f.gen.get_state()   # tests that draw from f.gen start here
@@ -340,7 +345,7 @@ def test_quantize_gaussianimage_small(small_fit, torch_threads):
     f = copy.copy(f)                  # the codebook draws from f.gen: same state every run
     f.gen = torch.Generator()
     f.gen.set_state(f.gen_state_after_fit)
-    free = _psnr(f, p.xy, p.conics(), p.color)
+    free = _psnr(f, p.pos, p.conics(), p.color)
     results = {}
     for k, iters in ((8, 0), (8, 40), (256, 40)):
         g = quantize_gaussianimage(f, p, iterations=iters, codebook_size=k)
@@ -389,7 +394,8 @@ def test_cholesky_quantizer_not_stretched_by_an_outlier(small_fit):
     Gaussians; with min/max starts kodim23 lost 2.2 dB). The default leaves out 1 % at
     each end, none of 51; at 5 % two are left out."""
     import copy
-    from gscodec.encoder.gaussianimage import GIFineTuneConfig
+
+    from gscodec.encoder.gi_finetune import GIFineTuneConfig
     from gscodec.encoder.params import GaussianParams
     f, p = small_fit
     f = copy.copy(f)

@@ -63,7 +63,7 @@ def _clean(rate, dist):
     # Keep the upper convex-ish envelope simple: drop points whose quality does not
     # increase with rate (interpolating log-rate as a function of quality needs a function).
     keep_r, keep_d = [], []
-    for ri, di in zip(r, d):
+    for ri, di in zip(r, d, strict=False):
         if keep_d and di <= keep_d[-1]:
             continue
         keep_r.append(ri)

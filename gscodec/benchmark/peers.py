@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, features
 
-from .metrics import decode_with_pillow, to_rgb_array
+from .distortion import decode_with_pillow, to_rgb_array
 
 
 def encoder_fingerprint() -> str:
@@ -61,7 +61,6 @@ def _c_code(text: str) -> str:
 
 
 ALL_CODECS = ("gsi", "jpeg", "webp", "jpeg2000", "avif", "jxl", "gsi-gi")
-PEER_CODECS = ALL_CODECS[1:]
 DEFAULT_DENSITIES = (2.0, 4.0, 8.0, 16.0)  # Gaussians per 1000 pixels
 
 

@@ -21,12 +21,12 @@ def _series(res: dict, key: str):
     bpp, val = r.get("bpp"), r.get(key)
     if not bpp or not val or len(bpp) != len(val):
         return None
-    pts = [(float(b), float(v)) for b, v in zip(bpp, val)
+    pts = [(float(b), float(v)) for b, v in zip(bpp, val, strict=False)
            if b is not None and v is not None and math.isfinite(float(b)) and math.isfinite(float(v))]
     if not pts:
         return None
     pts.sort()
-    xs, ys = zip(*pts)
+    xs, ys = zip(*pts, strict=False)
     if key == "ms-ssim-rgb":
         ys = tuple(-10.0 * math.log10(max(1e-12, 1.0 - y)) for y in ys)
     return list(xs), list(ys)
@@ -55,10 +55,10 @@ def _draw(ax, measured, anchors, key, ylabel, max_bpp):
         if s is None:
             continue
         if max_bpp is not None:
-            keep = [(x, y) for x, y in zip(*s) if x <= max_bpp * 1.05]
+            keep = [(x, y) for x, y in zip(*s, strict=False) if x <= max_bpp * 1.05]
             if len(keep) < 1:
                 continue
-            s = [list(t) for t in zip(*keep)]
+            s = [list(t) for t in zip(*keep, strict=False)]
         ax.plot(s[0], s[1], ls="--", lw=1.1, marker=".", ms=3, alpha=0.8,
                 label=f"{res.get('name', '?')} (published)")
         drawn += 1
@@ -92,7 +92,7 @@ def plot_rd_panels(out_png, measured, anchors=(), *, metrics=("psnr", "ms-ssim")
     fig, axes = plt.subplots(1, len(metrics), figsize=(7.5 * len(metrics), 5.5), dpi=110,
                              squeeze=False)
     total = 0
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=False):
         key, ylabel = METRIC_KEYS[metric]
         drawn, _ = _draw(ax, measured, anchors, key, ylabel, max_bpp)
         total += drawn

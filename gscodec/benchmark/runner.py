@@ -37,14 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from . import bdrate as _bd
-from .metrics import bpp as _bpp, load_image, ms_ssim, ms_ssim_note, psnr
+from .distortion import bpp as _bpp
+from .distortion import load_rgb, ms_ssim, ms_ssim_note, psnr
 from .peers import ALL_CODECS, GSI_CODECS, canonical, encoder_fingerprint, make_codec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_NAME = "cache.jsonl"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 EFFORTS = ("fast", "default", "max")
-SCHEMA = "compressai-results+gscodec/1"
 
 
 BENCH_DESCRIPTION = ("Rate-distortion benchmark of gscodec against JPEG, WebP, JPEG 2000, AVIF and\n"
@@ -360,8 +360,8 @@ def _read_rgb(task: dict, data: bytes | None):
         from PIL import Image
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return load_image(im)
-    return load_image(task["path"])
+            return load_rgb(im)
+    return load_rgb(task["path"])
 
 
 def _measure(row: dict, codec, rgb, data: bytes, extra: dict, t_enc: float) -> None:
@@ -416,7 +416,7 @@ def _run_joint(task: dict, data: bytes | None = None) -> list[dict]:
         codecs = [_get_codec(t["spec"]) for t in subs]
         rgb = _read_rgb(task, data)
         out = codecs[0].encode_profiles(rgb, task["point"], [c.profile for c in codecs])
-        for row, codec in zip(rows, codecs):
+        for row, codec in zip(rows, codecs, strict=True):
             data, extra, t_enc = out[codec.profile]
             _measure(row, codec, rgb, data, dict(extra, shared_fit=True), t_enc)
     except Exception as e:

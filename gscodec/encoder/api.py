@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from ..bitstream import format as gsi_format
-from ..bitstream.model import MAX_SIDE
 from ..errors import InputError
 from ..imageio import check_count, load_image, load_mask
 from ..render.kernel_torch import release_buffers
@@ -50,10 +49,8 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
     device: "cpu", "cuda" (the Triton rasterizer) or "auto" (cuda when available).
     mask: optional HxW array, nonzero = pixel unknown (ignored by the fit).
     """
-    arr = load_image(image)
+    arr = load_image(image)            # (refuses images larger than the format allows)
     h, w, _ = arr.shape
-    if h > MAX_SIDE or w > MAX_SIDE:
-        raise InputError(f"image is {w}x{h}; the .gsi format allows at most {MAX_SIDE} pixels a side")
     n = check_count("gaussians", gaussians, 1)
     if sum(x is not None for x in (gaussians, bpp, quality)) > 1:
         raise InputError("give at most one of gaussians, bpp and quality")
@@ -112,7 +109,7 @@ def _finish_profile(fitter, p, profile: str, progress: bool = False) -> bytes:
     """The part of an encode after the free fit: the profile's quantization-aware phase
     and writer, for the float parameters `p` of `fitter.fit_params(..., quantize=False)`."""
     if profile == "gaussianimage":
-        from .gaussianimage import quantize_gaussianimage
+        from .gi_finetune import quantize_gaussianimage
         return gsi_format.write(quantize_gaussianimage(fitter, p, fitter.cfg.gi_qat_steps(),
                                                        progress=progress))
     from .progress import Progress

@@ -196,7 +196,6 @@ EFFORT_PRESETS = {"fast": {"iterations": 250, "round_refit_steps": 0,
                               "iterations_max_scale": 2.0},
                   "max": {"iterations": 5000, "round_refit_steps": 100,
                           "color_round_batches": 32, "color_round_steps": 16}}
-EFFORT_ITERATIONS = {k: v["iterations"] for k, v in EFFORT_PRESETS.items()}
 
 
 def lr_factor(step: int, total: int, final: float) -> float:
@@ -230,7 +229,7 @@ class Adam:
         self.t += 1
         bc1 = 1 - self.b1 ** self.t
         bc2 = 1 - self.b2 ** self.t
-        for p, m, v, lr in zip(self.params, self.m, self.v, self.lr):
+        for p, m, v, lr in zip(self.params, self.m, self.v, self.lr, strict=True):
             if p.grad is None:
                 continue
             m.mul_(self.b1).add_(p.grad, alpha=1 - self.b1)
@@ -271,7 +270,7 @@ class Fitter:
 
     # ---- pieces -------------------------------------------------------------------------
     def render(self, p: GaussianParams) -> torch.Tensor:
-        return render(p.xy, p.conics(), p.color, self.h, self.w, backend=self.cfg.backend)
+        return render(p.pos, p.conics(), p.color, self.h, self.w, backend=self.cfg.backend)
 
     def mse(self, out: torch.Tensor) -> torch.Tensor:
         # F.mse_loss is one fused pass each way: half the time of (d * d).sum() with its
@@ -285,10 +284,10 @@ class Fitter:
         return self.solve_colors(init(self.target, n, self.gen))
 
     def _optimizer(self, p: GaussianParams, scale: float, beta2: float = 0.999,
-                   free: tuple = ("xy", "log2_sigma", "theta", "color")):
+                   free: tuple = ("pos", "scale", "rot", "color")):
         """Adam over the attributes of p named in `free` (the others stay fixed)."""
         c = self.cfg
-        lrs = {"xy": c.lr_xy, "log2_sigma": c.lr_log2_sigma, "theta": c.lr_theta,
+        lrs = {"pos": c.lr_xy, "scale": c.lr_log2_sigma, "rot": c.lr_theta,
                "color": c.lr_color}
         groups = []
         for name in free:
@@ -299,9 +298,9 @@ class Fitter:
 
     def _clamp(self, p: GaussianParams) -> None:
         with torch.no_grad():
-            p.xy[:, 0].clamp_(0, self.w)
-            p.xy[:, 1].clamp_(0, self.h)
-            p.log2_sigma.clamp_(max(LOG2_SIGMA_MIN, self.cfg.log2_sigma_floor), LOG2_SIGMA_MAX)
+            p.pos[:, 0].clamp_(0, self.w)
+            p.pos[:, 1].clamp_(0, self.h)
+            p.scale.clamp_(max(LOG2_SIGMA_MIN, self.cfg.log2_sigma_floor), LOG2_SIGMA_MAX)
 
     def loss(self, p: GaussianParams) -> tuple[torch.Tensor, torch.Tensor]:
         """(mse, loss to minimise) of the parameters. On the compiled CPU kernel, and with
@@ -311,7 +310,7 @@ class Fitter:
                            and resolve_backend(self.cfg.backend, self.target) == "cpu")
         if self._fused:
             from ..render.kernel_torch import render_mse_cpu
-            mse = render_mse_cpu(p.xy, p.conics(), p.color, self.target, self.known,
+            mse = render_mse_cpu(p.pos, p.conics(), p.color, self.target, self.known,
                                  1.0 / (self.npix * self.c))
             return mse, mse
         out = self.render(p)
@@ -368,8 +367,8 @@ class Fitter:
         +0.07 dB over pruning by colour mass |c| sigma_x sigma_y."""
         if resid is None:
             resid = self.residual(p)
-        g = color_adjoint(p.xy, p.conics(), resid, self.cfg.backend)
-        area = torch.exp2(p.log2_sigma.detach().clamp(max=12)).prod(1)
+        g = color_adjoint(p.pos, p.conics(), resid, self.cfg.backend)
+        area = torch.exp2(p.scale.detach().clamp(max=12)).prod(1)
         c = p.color.detach()
         return math.pi * area * (c * c).sum(1) + 2 * (c * g).sum(1)
 
@@ -495,11 +494,11 @@ class Fitter:
             return p
         bar = bar if bar is not None else Progress(0, False)
         p = canonicalize(p)
-        for rounded, free in ((("xy",), ("log2_sigma", "theta", "color")),
-                              (("xy", "log2_sigma"), ("theta", "color"))):
+        for rounded, free in ((("pos",), ("scale", "rot", "color")),
+                              (("pos", "scale"), ("rot", "color"))):
             g = fake_quantize(p, self.quant, self.w, self.h, self.cls)
             p = GaussianParams(*(getattr(g if name in rounded else p, name).detach().clone()
-                                 for name in ("xy", "log2_sigma", "theta", "color")))
+                                 for name in ("pos", "scale", "rot", "color")))
             p = self._refit(p, free, k, bar)
             p = canonicalize(p)    # (a re-fit may have made the minor axis the larger)
         return p
@@ -532,8 +531,8 @@ class Fitter:
         self._set_quant(p)
         q = self.quant
         geom = fake_quantize(p, q, self.w, self.h, self.cls)
-        geom = GaussianParams(geom.xy.detach(), geom.log2_sigma.detach(),
-                              geom.theta.detach(), p.color.detach())
+        geom = GaussianParams(geom.pos.detach(), geom.scale.detach(),
+                              geom.rot.detach(), p.color.detach())
         geom.color = solve_colors(self.target, geom, cfg.color_solve_steps, self.color_weight)
         p.color = self.round_colors(geom)
         return to_integers(p, q, self.w, self.h, masked=self.known is not None,
@@ -554,7 +553,7 @@ class Fitter:
             col = g.color.clone()
             done = torch.zeros(g.count, dtype=torch.bool, device=self.device)
             for k, batch in enumerate(order.chunk(nb)):
-                view = GaussianParams(g.xy, g.log2_sigma, g.theta, col)
+                view = GaussianParams(g.pos, g.scale, g.rot, col)
                 col[batch] = fake_quantize(view, self.quant, self.w, self.h, self.cls).color[batch]
                 done[batch] = True
                 if k == nb - 1:
@@ -573,7 +572,7 @@ class Fitter:
         them, and `finish` keeps them (rate control may then drop Gaussians)."""
         with torch.no_grad():
             mse = float(self.mse(self.render(p).clamp(0.0, 1.0)))
-            octave = int(torch.floor(p.log2_sigma.sum(-1)).median()) if p.count else 0
+            octave = int(torch.floor(p.scale.sum(-1)).median()) if p.count else 0
         psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
         return self.cfg.quant.for_fit(p.count, self.h * self.w, psnr, octave)
 

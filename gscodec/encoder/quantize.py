@@ -14,12 +14,22 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..bitstream.model import (AREA_LO_RANGE, COLOR_RANGE, ILOG4, LOG2_SIGMA_MAX,
-                               LOG2_SIGMA_MIN, PARAM_RANGES, ROT_BIAS_RANGE, QuantClass,
-                               QuantizedGaussians, angle_levels_array, angle_levels, color_dens)
+from ..bitstream.model import (
+    AREA_LO_RANGE,
+    COLOR_RANGE,
+    ILOG4,
+    LOG2_SIGMA_MAX,
+    LOG2_SIGMA_MIN,
+    PARAM_RANGES,
+    ROT_BIAS_RANGE,
+    QuantClass,
+    QuantizedGaussians,
+    angle_levels,
+    angle_levels_array,
+    color_dens,
+)
 from .init import structure_maps
 from .params import GaussianParams
-
 
 # The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave (the format's
 # default is 1/16). Rounded all at once, a 1/4-octave step lost at the default effort
@@ -166,13 +176,13 @@ class QuantConfig:
 def canonicalize(p: GaussianParams) -> GaussianParams:
     """Same Gaussians with the first axis the major one and theta in [0, pi)."""
     with torch.no_grad():
-        ls = p.log2_sigma.clone()
-        theta = p.theta.clone()
+        ls = p.scale.clone()
+        theta = p.rot.clone()
         swap = ls[:, 1] > ls[:, 0]
         ls[swap] = ls[swap].flip(-1)
         theta = torch.where(swap, theta + math.pi / 2, theta)
         theta = torch.remainder(theta, math.pi)
-    return GaussianParams(p.xy.detach().clone(), ls, theta, p.color.detach().clone())
+    return GaussianParams(p.pos.detach().clone(), ls, theta, p.color.detach().clone())
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -186,17 +196,17 @@ def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     Expects canonical parameters (see `canonicalize`); the minor axis is capped at the
     major one as the format requires."""
     if cls is None:
-        cls = torch.zeros(p.count, dtype=torch.long, device=p.xy.device)
-    ps, ss, _ = cfg.steps(cls, p.xy.device)
-    lim = torch.tensor([width, height], dtype=p.xy.dtype, device=p.xy.device)
-    xy = _ste_round(torch.minimum(torch.clamp(p.xy, min=0.0), lim) * ps[:, None]) / ps[:, None]
+        cls = torch.zeros(p.count, dtype=torch.long, device=p.pos.device)
+    ps, ss, _ = cfg.steps(cls, p.pos.device)
+    lim = torch.tensor([width, height], dtype=p.pos.dtype, device=p.pos.device)
+    xy = _ste_round(torch.minimum(torch.clamp(p.pos, min=0.0), lim) * ps[:, None]) / ps[:, None]
     lo, hi = LOG2_SIGMA_MIN, LOG2_SIGMA_MAX
-    ls_int = _ste_round(torch.clamp(p.log2_sigma, lo, hi) * ss[:, None])
+    ls_int = _ste_round(torch.clamp(p.scale, lo, hi) * ss[:, None])
     ls_int = torch.stack([ls_int[:, 0], torch.minimum(ls_int[:, 1], ls_int[:, 0])], -1)
     ls = ls_int / ss[:, None]
     den = cfg.color_dens(cls, ls_int.detach())      # the colour step follows the size
-    rl = cfg.angle_levels(cls, ls_int.detach()).to(p.theta.dtype)   # and the angle step
-    th = _ste_round(p.theta * (rl / math.pi)) * (math.pi / rl)
+    rl = cfg.angle_levels(cls, ls_int.detach()).to(p.rot.dtype)   # and the angle step
+    th = _ste_round(p.rot * (rl / math.pi)) * (math.pi / rl)
     clo, chi = COLOR_RANGE
     col = _ste_round(torch.clamp(p.color, clo, chi) * den[:, None]) / den[:, None]
     return GaussianParams(xy, ls, th, col)
@@ -208,9 +218,9 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     = all class 0), in canonical order."""
     p = canonicalize(p)
     with torch.no_grad():
-        xy = p.xy.double().cpu().numpy()
-        ls = p.log2_sigma.double().cpu().numpy()
-        th = p.theta.double().cpu().numpy()
+        xy = p.pos.double().cpu().numpy()
+        ls = p.scale.double().cpu().numpy()
+        th = p.rot.double().cpu().numpy()
         col = p.color.double().cpu().numpy()
     n = xy.shape[0]
     cls = np.zeros(n, np.int64) if cls is None else np.asarray(cls, np.int64)
@@ -263,16 +273,16 @@ def assign_classes(p: GaussianParams, cfg: QuantConfig, target: torch.Tensor,
     gradient, smoothed) at the centre relative to the image mean."""
     n = p.count
     if len(cfg.classes) != 2 or n == 0:
-        return torch.zeros(n, dtype=torch.long, device=p.xy.device)
+        return torch.zeros(n, dtype=torch.long, device=p.pos.device)
     img = target if known is None else target * known[:, :, None]
     energy, _, _ = structure_maps(img)
     h, w = energy.shape
-    ix = p.xy[:, 0].detach().long().clamp(0, w - 1)
-    iy = p.xy[:, 1].detach().long().clamp(0, h - 1)
+    ix = p.pos[:, 0].detach().long().clamp(0, w - 1)
+    iy = p.pos[:, 1].detach().long().clamp(0, h - 1)
     rel = energy[iy, ix] / energy.mean().clamp(min=1e-12)
-    score = p.log2_sigma.detach().mean(1) - torch.log2(1.0 + rel)
+    score = p.scale.detach().mean(1) - torch.log2(1.0 + rel)
     k = int(round(smooth_share * n))
-    cls = torch.zeros(n, dtype=torch.long, device=p.xy.device)
+    cls = torch.zeros(n, dtype=torch.long, device=p.pos.device)
     if k > 0:
         cls[torch.argsort(score, descending=True)[:k]] = 1
     return cls

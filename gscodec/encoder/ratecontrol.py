@@ -30,9 +30,9 @@ import torch
 from ..bitstream import format as gsi_format
 from ..errors import InputError
 from .fit import Fitter
+from .params import GaussianParams
 from .progress import Progress
 from .quantize import COLOR_BUCKET_MIN, COLOR_BUCKETS, FINE_POS_DENSITY
-from .params import GaussianParams
 
 # Scale + rotation + colour bits per Gaussian. With the size model below, the encodes of
 # commit 52ac6b4 (24 Kodak images at densities 2/5/11/24, 16 photos at 2/5/11, default
@@ -154,7 +154,7 @@ def _prune_to_size(fitter, p, size, target, lo, hi, per, write) -> bytes:
     n = p.count
 
     def attempt(drop: int) -> bytes:
-        keep = torch.ones(n, dtype=torch.bool, device=p.xy.device)
+        keep = torch.ones(n, dtype=torch.bool, device=p.pos.device)
         keep[order[:drop]] = False
         return write(p.select(keep))
 

@@ -10,10 +10,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..bitstream.gaussianimage import (CHOL_LEVELS, DEFAULT_CODEBOOK_SIZE, MAX_CODEBOOK_LOG2,
-                                        RVQ_STAGES, GIGaussians)
+from ..bitstream.gaussianimage import (
+    CHOL_LEVELS,
+    DEFAULT_CODEBOOK_SIZE,
+    MAX_CODEBOOK_LOG2,
+    RVQ_STAGES,
+    GIGaussians,
+)
 from ..render import render
 from .fit import Adam, Progress, lr_factor
+
 
 def conics_from_cholesky(L: torch.Tensor) -> torch.Tensor:
     """Differentiable torch version for the fine-tune (near-singular L gives (0, 0, 0))."""
@@ -32,8 +38,8 @@ def conics_from_cholesky(L: torch.Tensor) -> torch.Tensor:
 
 def cholesky_from_params(params) -> torch.Tensor:
     """(l11, l21, l22) [N,3] float64 of Sigma = R diag(s1^2, s2^2) R^T (our fitter's form)."""
-    s = torch.exp2(params.log2_sigma.detach().double())
-    th = params.theta.detach().double()
+    s = torch.exp2(params.scale.detach().double())
+    th = params.rot.detach().double()
     cos, sin = torch.cos(th), torch.sin(th)
     v1, v2 = s[:, 0] ** 2, s[:, 1] ** 2
     s11 = v1 * cos * cos + v2 * sin * sin
@@ -160,7 +166,7 @@ def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False
 
     dev = fitter.device
     wh = torch.tensor([float(w), float(h)], dtype=torch.float64, device=dev)
-    u = (2.0 * params.xy.detach().double() / wh - 1.0).clamp(-1 + 1e-7, 1 - 1e-7)
+    u = (2.0 * params.pos.detach().double() / wh - 1.0).clamp(-1 + 1e-7, 1 - 1e-7)
     z = torch.atanh(u).float().requires_grad_(True)
     L = cholesky_from_params(params).float().requires_grad_(True)
     col = params.color.detach().float().clone().requires_grad_(True)
