@@ -322,13 +322,24 @@ def test_cholesky_from_params():
 # ---- the fine-tune ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_fit():
-    import gscodec.encoder.progress
-    from gscodec.encoder.fit import FitConfig, Fitter
-    f = Fitter(spots_image(), FitConfig(iterations=150, seed=0))
-    p = f.start(50)
-    p = f.optimize(p, 150, gscodec.encoder.progress.Progress(0, False), "fit")
-    f.gen_state_after_fit = f.gen.get_state()   # tests that draw from f.gen start here
-    return f, p
+    """(objective, free fit of 50 Gaussians without refinements, the generator's state
+    after it): tests that draw from a generator start there."""
+    from gscodec.encoder.config import FitConfig
+    from gscodec.encoder.objective import Objective
+    from gscodec.encoder.pipeline import Pipeline
+    from gscodec.encoder.stages import EncodeState, FreeFit
+    cfg = FitConfig(iterations=150, seed=0, refine_at=())
+    f = Objective(spots_image(), cfg)
+    state = EncodeState.new(f, cfg.seed)
+    state.params = f.start(50, state.gen)
+    Pipeline((FreeFit(cfg, 50),)).run(f, state)
+    return f, state.params, state.gen.get_state()
+
+
+def generator(state):
+    g = torch.Generator()
+    g.set_state(state)
+    return g
 
 
 def _psnr(f, means, conics, colors):
@@ -340,15 +351,12 @@ def _psnr(f, means, conics, colors):
 
 
 def test_quantize_gaussianimage_small(small_fit, torch_threads):
-    import copy
-    f, p = small_fit
-    f = copy.copy(f)                  # the codebook draws from f.gen: same state every run
-    f.gen = torch.Generator()
-    f.gen.set_state(f.gen_state_after_fit)
+    f, p, after_fit = small_fit
+    gen = generator(after_fit)        # the codebook draws from it: same state every run
     free = _psnr(f, p.pos, p.conics(), p.color)
     results = {}
     for k, iters in ((8, 0), (8, 40), (256, 40)):
-        g = quantize_gaussianimage(f, p, iterations=iters, codebook_size=k)
+        g = quantize_gaussianimage(f, p, iters, gen, codebook_size=k)
         assert g.count == 50 and g.codebook_size == k and g.channels == 3
         body = pack(g)
         g2 = unpack_body(body, g)
@@ -372,20 +380,16 @@ def test_quantize_gaussianimage_small(small_fit, torch_threads):
 
 
 def test_quantize_gaussianimage_deterministic(small_fit):
-    f, p = small_fit
-    import copy
-    f1, f2 = copy.copy(f), copy.copy(f)
-    f1.gen = torch.Generator().manual_seed(5)
-    f2.gen = torch.Generator().manual_seed(5)
-    a = pack(quantize_gaussianimage(f1, p, iterations=5))
-    b = pack(quantize_gaussianimage(f2, p, iterations=5))
+    f, p, _ = small_fit
+    a = pack(quantize_gaussianimage(f, p, 5, torch.Generator().manual_seed(5)))
+    b = pack(quantize_gaussianimage(f, p, 5, torch.Generator().manual_seed(5)))
     assert a == b
 
 
 def test_quantize_gaussianimage_rejects_bad_codebook_size(small_fit):
-    f, p = small_fit
+    f, p, _ = small_fit
     with pytest.raises(ValueError):
-        quantize_gaussianimage(f, p, iterations=0, codebook_size=12)
+        quantize_gaussianimage(f, p, 0, torch.Generator(), codebook_size=12)
 
 
 def test_cholesky_quantizer_not_stretched_by_an_outlier(small_fit):
@@ -393,21 +397,18 @@ def test_cholesky_quantizer_not_stretched_by_an_outlier(small_fit):
     with a far larger factor must not coarsen the others' codes (long fits leave a few such
     Gaussians; with min/max starts kodim23 lost 2.2 dB). The default leaves out 1 % at
     each end, none of 51; at 5 % two are left out."""
-    import copy
-
     from gscodec.encoder.gi_finetune import GIFineTuneConfig
     from gscodec.encoder.params import GaussianParams
-    f, p = small_fit
-    f = copy.copy(f)
-    f.gen = torch.Generator().manual_seed(0)
+    f, p, _ = small_fit
     # one thin Gaussian at 45 degrees, 200 px long: its l21 is far outside the others'
     out = GaussianParams(torch.tensor([[5.0, 5.0]]), torch.tensor([[math.log2(200.0), -1.0]]),
                          torch.tensor([math.pi / 4]), torch.zeros(1, 3))
     q = GaussianParams.cat(p.detach(), out)
     L = cholesky_from_params(q).float().numpy()
-    g = quantize_gaussianimage(f, q, iterations=0)
+    g = quantize_gaussianimage(f, q, 0, torch.Generator().manual_seed(0))
     assert g.chol_max[0] >= L[-1, 0] - 1e-3      # a small set keeps its extremes
-    g = quantize_gaussianimage(f, q, iterations=0, cfg=GIFineTuneConfig(chol_init_quantile=0.05))
+    g = quantize_gaussianimage(f, q, 0, torch.Generator().manual_seed(0),
+                               cfg=GIFineTuneConfig(chol_init_quantile=0.05))
     lo, hi = g.chol_min.astype(np.float64), g.chol_max.astype(np.float64)
     step = (hi - lo) / 63
     span_others = L[:-1].max(0) - L[:-1].min(0)

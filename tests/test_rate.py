@@ -106,17 +106,22 @@ def test_prune_to_size_drops_the_least_useful_first():
     """The rate control's last resort (bisection on how many to drop, no fit) lands in the
     window and drops the Gaussians whose removal costs least: dropping as many of the most
     useful ones instead is far worse."""
-    from gscodec.bitstream import format as gsi_format
     from gscodec.encoder import ratecontrol
     from gscodec.encoder.api import fit_config
-    from gscodec.encoder.fit import Fitter
+    from gscodec.encoder.objective import Objective
+    from gscodec.encoder.pipeline import Pipeline, fit_stages
+    from gscodec.encoder.stages import Colours, EncodeState, Quantize, Write
     from gscodec.metrics import psnr
     img = waves_image()
-    fitter = Fitter(img, fit_config(iterations=20))
-    p = fitter.fit_params(80)
+    cfg = fit_config(iterations=20)
+    fitter = Objective(img, cfg)
+    state = Pipeline(fit_stages(cfg, 80) + (Quantize(cfg),)).run(
+        fitter, EncodeState.new(fitter, cfg.seed))
+    p = state.params
 
     def write(params):
-        return gsi_format.write(fitter.finish(params.detach()))
+        tail = Pipeline((Colours(cfg), Write()))
+        return tail.run(fitter, state.with_params(params.detach())).data
 
     size = len(write(p))
     target = int(0.8 * size)

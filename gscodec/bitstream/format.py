@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import FormatError
 from . import entropy, gaussianimage
 from .model import (
+    ATTRIBUTES,
     COLOR_RANGE,
     LOG2_SIGMA_MAX,
     LOG2_SIGMA_MIN,
@@ -53,7 +54,6 @@ ROT_RECORD = struct.Struct("<b")                 # version 4: rot_bias; then B -
 SEC_CLASSES = 1
 SEC_GAUSSIANIMAGE = 2
 SEC_CLASS_BASE = 16                              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
-ATTRIBUTES = ("pos", "scale", "rot", "color")
 
 # Version 1 (read only): one class, steps in the fixed header, four sections.
 _FIXED1 = struct.Struct("<8sBBHIIIBBHH")          # 30 bytes

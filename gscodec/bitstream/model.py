@@ -20,6 +20,9 @@ import numpy as np
 
 # Limits shared by encoder, decoder and spec.
 MAX_SIDE = 16384                 # largest width or height the format allows
+# A Gaussian's attributes, one name each everywhere: the sections of a class (POS, SCALE,
+# ROT, COLOR), QuantizedGaussians' arrays and the encoder's GaussianParams.
+ATTRIBUTES = ("pos", "scale", "rot", "color")
 LOG2_SIGMA_MIN = -3              # sigma >= 1/8 pixel
 LOG2_SIGMA_MAX = 15              # sigma <= 32768 pixels
 COLOR_RANGE = (-2, 3)            # colour integers lie in [-2*den, 3*den] (colour 1.0 = full scale)

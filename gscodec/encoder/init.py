@@ -112,7 +112,8 @@ def structure_init(img: torch.Tensor, n: int, gen: torch.Generator,
     # Elongate along edges where the structure tensor is coherent, keeping the area.
     coh = coherence.flatten()[idx]
     elong = 1.0 + ELONGATION * coh
-    log2_sigma = torch.stack([torch.log2(sigma * elong.sqrt()), torch.log2(sigma / elong.sqrt())], -1)
+    log2_sigma = torch.stack([torch.log2(sigma * elong.sqrt()),
+                              torch.log2(sigma / elong.sqrt())], -1)
     # Major axis along the edge, i.e. perpendicular to the gradient.
     theta = grad_angle.flatten()[idx] + math.pi / 2
     params = GaussianParams(xy, log2_sigma.float(), theta.float(),

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..bitstream.model import conics_from_scale_rot
+from ..bitstream.model import ATTRIBUTES, conics_from_scale_rot
+
+__all__ = ["ATTRIBUTES", "GaussianParams"]
 
 
 @dataclass

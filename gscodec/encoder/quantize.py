@@ -3,8 +3,9 @@
 The fitter works on `GaussianParams` (positions in pixels, log2 of the two standard
 deviations, a rotation angle, colours). `fake_quantize` rounds them exactly as the writer
 will, with a straight-through gradient, so the quantization-aware phase optimises what
-the decoder will see. `to_integers` produces the `QuantizedGaussians` that is written; the way back, integers to
-the renderer's floats, is `QuantizedGaussians.render_inputs` (shared with the decoder).
+the decoder will see. `to_integers` produces the `QuantizedGaussians` that is written;
+the way back, integers to the renderer's floats, is `QuantizedGaussians.render_inputs`
+(shared with the decoder).
 """
 from __future__ import annotations
 
