@@ -72,7 +72,7 @@ def test_help_lists_every_command():
         assert opt in res.stdout
     # The help states each effort preset's iteration count (cli.py cannot import the
     # encoder's table without torch, so it is written out twice).
-    from gscodec.encoder.fit import EFFORT_PRESETS, FitConfig
+    from gscodec.encoder.config import EFFORT_PRESETS, FitConfig
     text = " ".join(res.stdout.split())
     for name, preset in EFFORT_PRESETS.items():
         assert f"{name} ({preset['iterations']}" in text

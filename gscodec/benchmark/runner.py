@@ -760,7 +760,7 @@ def _iterations_meta(effort: str, iterations) -> dict:
     if iterations is not None:
         return dict(iterations=int(iterations), effort_preset=None)
     try:
-        from ..encoder.fit import EFFORT_PRESETS
+        from ..encoder.config import EFFORT_PRESETS
     except Exception:  # pragma: no cover - gscodec without fit presets
         return dict(iterations=None, effort_preset=None)
     preset = dict(EFFORT_PRESETS.get(effort, {}))

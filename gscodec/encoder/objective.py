@@ -52,7 +52,7 @@ class Objective:
 
     def mse(self, out: torch.Tensor) -> torch.Tensor:
         # F.mse_loss is one fused pass each way: half the time of (d * d).sum() with its
-        # temporaries (a Kodak image, two threads: 1.9 ms against 3.7 ms per step).
+        # temporaries (Fitting, 2026-11-30 (third session) cheaper iterations).
         if self.known is not None:
             out = out * self.known[:, :, None]  # the target is already zero there
         return F.mse_loss(out, self.target, reduction="sum") / (self.npix * self.c)
@@ -107,8 +107,8 @@ class Objective:
         """Rise of the summed squared error if Gaussian k alone were removed (resid: the
         residual of p, computed when not given):
         ||c_k g_k||^2 + 2 <c_k g_k, r>, with ||g_k||^2 ~ pi sigma_x sigma_y (the integral of
-        a squared Gaussian) and <g_k, r> from the renderer's adjoint. Pruning by it gave
-        +0.07 dB over pruning by colour mass |c| sigma_x sigma_y."""
+        a squared Gaussian) and <g_k, r> from the renderer's adjoint. Pruning by it beat
+        pruning by colour mass (Fitting, 2026-11-21 free-fit rework)."""
         if resid is None:
             resid = self.residual(p)
         g = color_adjoint(p.pos, p.conics(), resid, self.cfg.backend)

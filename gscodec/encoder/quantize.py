@@ -32,47 +32,30 @@ from ..bitstream.model import (
 from .init import structure_maps
 from .params import GaussianParams
 
-# The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave (the format's
-# default is 1/16). Rounded all at once, a 1/4-octave step lost at the default effort
-# (kodim23: -0.26 dB at equal rate); since the sizes are rounded before the angles and
-# colours are re-fitted (`Fitter.round_phase`), 1/8 gains +0.08 to +0.13 dB at equal rate
-# over 1/16 (saved default fits of kodim05 / kodim23 at densities 2, 5, 11 and 24), 1/6
-# about as much, 1/4 lost on kodim23 (-0.09). docs/experiments.md has the numbers.
+# The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave, which beat
+# 1/16, 1/6 and 1/4 once sizes are rounded before the angles and colours are re-fitted
+# (Quantization, 2026-12-01 (eleventh session) 17b389a).
 ENCODER_CLASS = QuantClass(scale_steps=8)
 
-# The steps follow the fitted set (`QuantConfig.for_fit`); docs/experiments.md has the
-# screens (kodim01/05/13/23, densities 2-24, default effort, gain at equal rate).
-# - Dense sets get one more position bit (1/8 px in the default class): small Gaussians
-#   need finer positions. At 24 Gaussians per 1000 pixels +0.11 to +0.26 dB; at 11
-#   +0.03 on average, at 5 -0.04.
+# The steps follow the fitted set (`QuantConfig.for_fit`; Quantization, 2026-11-30 (fifth
+# session) 5b1fdad, and the entries named below):
+# - dense sets get one more position bit: small Gaussians need finer positions;
 FINE_POS_DENSITY = 16.0          # Gaussians per 1000 pixels
 MAX_POS_BITS = PARAM_RANGES["pos_bits"][1]   # the format's limit
-# - The colour step follows the fit's error: the better the fit, the finer the step. The
-#   best step measured halves about every 6 dB above 32.5 dB (1/145 at 39.6 dB, +0.5 dB
-#   over 1/64) and every 12 dB below (1/32 to 1/45 at 20-26 dB, +0.07 to +0.13 dB).
+# - the colour step follows the fit's error: the better the fit, the finer the step (it
+#   halves about every 6 dB above COLOR_REF_PSNR and every 12 dB below);
 COLOR_REF_PSNR = 32.5            # the fit's PSNR at which the class's own step is kept
 COLOR_DEN_LIMITS = (16, 1024)
-# - Colour steps by size (format v3 colour buckets): a colour error spreads over the
-#   Gaussian's footprint, so its squared error grows with the area sigma_major*sigma_minor
-#   and the best step shrinks with its square root. Six buckets, one octave of area each,
-#   around the set's median octave (the median is bucket 3); bucket b's denominator is the
-#   class's times COLOR_BUCKET_SCALE * 2^((b - 2.5) / 2). Screened at the default effort
-#   (kodim01/05/13/23, equal rate, against one step per class): +0.05 dB at density 2,
-#   +0.16 at 11, +0.18 at 24; docs/experiments.md.
-#   Each bucket costs its own offsets and tables (about 36 bytes in RGB), so a set gets
-#   one bucket per COLOR_BUCKET_MIN Gaussians, at most COLOR_BUCKETS (one bucket: the
-#   class's step for all, as before).
+# - colour steps by size (format v3 buckets): a colour error spreads over the Gaussian's
+#   footprint, so the best step shrinks with the square root of its area; buckets of one
+#   octave of area around the set's median, one per COLOR_BUCKET_MIN Gaussians since each
+#   costs its own tables (Quantization, 2026-12-01 (sixth session));
 COLOR_BUCKETS = 6
 COLOR_BUCKET_SCALE = 0.5
 COLOR_BUCKET_MIN = 150
-# - Angle steps by shape and size (format v4 rot_bias): the angle levels of a Gaussian grow
-#   with its anisotropy and the fourth root of its area (QuantClass.angle_levels), from
-#   rot_bias = ROT_X0 - area_octave (the set's median area octave) for 1/8-octave sizes
-#   (one quarter-octave step less per doubling of scale_steps). Screened on saved default
-#   fits (kodim05 / kodim23, densities 2 to 24), gain at equal rate over the uniform
-#   pi/128 step: ROT_X0 = 6 / 7 / 8 / 9: kodim23 d11 +0.02 / +0.05 / +0.06 / +0.06,
-#   kodim05 d5 +0.08 / +0.07 / +0.07 / +0.06, kodim23 d2 -0.00 / +0.03 / +0.04 / +0.03,
-#   kodim23 d24 (8 / 9) +0.09 / +0.09, kodim05 d11 (8 / 9) +0.08 / +0.07.
+# - angle steps by shape and size (format v4 rot_bias): the levels grow with a Gaussian's
+#   anisotropy and area, from rot_bias = ROT_X0 - the set's median area octave (8 or 9 best
+#   of 6 to 9: Quantization, 2026-12-01 (twelfth session) fdc5abf).
 ROT_X0 = 8
 
 
