@@ -36,7 +36,8 @@ from PIL import Image  # noqa: E402
 
 from gscodec.benchmark.distortion import load_rgb  # noqa: E402
 from gscodec.benchmark.peers import make_codec  # noqa: E402
-from gscodec.benchmark.runner import default_dataset, jsonable, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.provenance import default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.tasks import jsonable  # noqa: E402
 
 DENSITIES = (2.0, 6.0, 16.0)        # Gaussians per 1000 pixels: about 0.1, 0.3, 0.8 bpp
 PEERS = ("webp", "avif", "jpeg2000", "jpeg")

@@ -83,7 +83,8 @@ def overlap_check(rate_a, dist_a, rate_t, dist_t):
     if hi <= lo:
         return False, "quality ranges do not overlap", 0.0
     if frac < MIN_OVERLAP:
-        return False, f"quality ranges overlap by {frac:.0%} of the shorter range (< {MIN_OVERLAP:.0%})", frac
+        return False, (f"quality ranges overlap by {frac:.0%} of the shorter range "
+                       f"(< {MIN_OVERLAP:.0%})"), frac
     eps = 1e-9
     na = int(np.sum((da >= lo - eps) & (da <= hi + eps)))
     nt = int(np.sum((dt >= lo - eps) & (dt <= hi + eps)))

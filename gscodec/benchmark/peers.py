@@ -47,7 +47,8 @@ def _python_code(text: str) -> str:
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                 and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
 
@@ -75,7 +76,8 @@ class Codec:
     default_points: tuple = ()
 
     def __init__(self, points=None):
-        self.points = [self._norm(p) for p in (points if points is not None else self.default_points)]
+        self.points = [self._norm(p)
+                       for p in (points if points is not None else self.default_points)]
 
     @staticmethod
     def _norm(p):
@@ -122,7 +124,8 @@ class _PillowCodec(Codec):
 
     def encode(self, rgb, point):
         buf = io.BytesIO()
-        Image.fromarray(to_rgb_array(rgb), "RGB").save(buf, self.fmt, **self.save_kwargs(point, rgb))
+        Image.fromarray(to_rgb_array(rgb), "RGB").save(buf, self.fmt,
+                                                       **self.save_kwargs(point, rgb))
         return buf.getvalue(), {}
 
 

@@ -5,7 +5,8 @@ import json
 import math
 from pathlib import Path
 
-METRIC_KEYS = {"psnr": ("psnr-rgb", "PSNR (RGB) [dB]"), "ms-ssim": ("ms-ssim-rgb", "MS-SSIM (RGB) [dB]")}
+METRIC_KEYS = {"psnr": ("psnr-rgb", "PSNR (RGB) [dB]"),
+               "ms-ssim": ("ms-ssim-rgb", "MS-SSIM (RGB) [dB]")}
 
 
 def load_results(src) -> dict:
@@ -22,7 +23,8 @@ def _series(res: dict, key: str):
     if not bpp or not val or len(bpp) != len(val):
         return None
     pts = [(float(b), float(v)) for b, v in zip(bpp, val, strict=False)
-           if b is not None and v is not None and math.isfinite(float(b)) and math.isfinite(float(v))]
+           if b is not None and v is not None
+           and math.isfinite(float(b)) and math.isfinite(float(v))]
     if not pts:
         return None
     pts.sort()
@@ -46,7 +48,8 @@ def _draw(ax, measured, anchors, key, ylabel, max_bpp):
         main = ours and res.get("codec", "gsi") == "gsi"
         ax.plot(s[0], s[1], marker="o" if main or not ours else "s", ms=4,
                 lw=2.4 if main else 1.8 if ours else 1.5, ls="-" if main or not ours else "-.",
-                color="black" if ours else None, label=res.get("name", "?"), zorder=3 if ours else 2)
+                color="black" if ours else None, label=res.get("name", "?"),
+                zorder=3 if ours else 2)
         xmax = max(xmax, max(s[0]))
         drawn += 1
     for src in anchors:
