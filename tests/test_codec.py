@@ -22,7 +22,8 @@ def test_round_trip_all_channel_counts(channels):
     # 36.3 dB at seed 0; bound 28 (margin 6.7)
     assert psnr(img.reshape(out.shape), out) > 28.0
     info = gscodec.info(data)
-    assert (info["width"], info["height"], info["channels"], info["count"]) == (32, 24, channels, 40)
+    assert (info["width"], info["height"], info["channels"], info["count"]) == \
+        (32, 24, channels, 40)
     assert info["file_bytes"] == len(data)
     assert info["bpp"] == pytest.approx(len(data) * 8 / (24 * 32))
 
@@ -42,7 +43,7 @@ def test_same_seed_same_file():
         gscodec.encode(img, gaussians=20, iterations=20, seed=7)
 
 
-def test_tiny_images():
+def test_single_pixel_and_thin_images_round_trip():
     for shape in [(1, 1, 3), (1, 9, 3), (7, 1, 1)]:
         img = np.full(shape, 128, np.uint8)
         data = gscodec.encode(img, gaussians=1, iterations=20)

@@ -155,7 +155,7 @@ def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
 # ---- round trips ----------------------------------------------------------------------------
 @SETTINGS
 @given(quantized())
-def test_round_trip(qg):
+def test_write_read_round_trip_is_canonical_and_matches_reference(qg):
     data = gsi.write(qg)
     back = gsi.read(data)
     assert_same(back, qg.sorted())
@@ -181,7 +181,7 @@ def test_round_trip_realistic_and_describe():
     assert sum(v for k, v in bpg.items() if k != "total") == pytest.approx(bpg["total"])
 
 
-def test_empty_and_single():
+def test_empty_and_single_gaussian_sets_round_trip():
     for n in (0, 1):
         qg = make_qg(np.random.default_rng(n), n, 1, 1, 1)
         data = gsi.write(qg)
@@ -236,14 +236,14 @@ def ref_ok(data):
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=200))
-def test_random_bytes(data):
+def test_random_bytes_raise_only_format_errors(data):
     only_format_error(data)
     only_format_error(gsi.MAGIC + bytes([1]) + data)
 
 
 @SETTINGS
 @given(quantized(), st.data())
-def test_mutations(qg, data):
+def test_truncated_extended_and_flipped_files_raise_only_format_errors(qg, data):
     good = gsi.write(qg)
     # truncations and extensions
     cut = data.draw(st.integers(0, len(good) - 1))
@@ -270,7 +270,7 @@ def test_mutations(qg, data):
 
 @settings(max_examples=60, deadline=None)
 @given(st.binary(min_size=1, max_size=120), st.integers(0, 3), st.integers(0, 40))
-def test_garbage_sections(payload, channels_minus_1, n):
+def test_random_section_contents_raise_only_format_errors(payload, channels_minus_1, n):
     """Well-formed header and section table, random section contents (CRC valid)."""
     for version in (1, 2, 3, 4):
         if version == 1:
@@ -294,7 +294,7 @@ def test_garbage_sections(payload, channels_minus_1, n):
             assert_ref_matches(data, gsi.read(data))
 
 
-def test_too_many_gaussians():
+def test_implausible_gaussian_count_is_a_format_error():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
     for claimed in (16 * len(good) + 1, (1 << 26) + 1, 0xFFFFFFFF):
         bad = bytearray(good)
@@ -343,7 +343,7 @@ def test_header_field_checks():
     assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 4
 
 
-def test_masked_flag():
+def test_masked_flag_is_written_and_read():
     qg = make_qg(np.random.default_rng(0), 4, 8, 8, 3, masked=True)
     data = gsi.write(qg)
     assert gsi.read_header(data)["flags"] == 1 and gsi.read(data).masked
@@ -460,7 +460,8 @@ def test_uniform_tables_are_exact():
     body = entropy.encode_uniform(groups)
     words = list(struct.unpack_from(f"<{(len(body) - 4) // 4}I", body, 4))
     freqs = [entropy.uniform_freqs(L).tolist() for L, _ in groups]
-    assert words == py_range_encode([(v.tolist(), f) for (_, v), f in zip(groups, freqs, strict=False)])
+    assert words == py_range_encode([(v.tolist(), f)
+                                     for (_, v), f in zip(groups, freqs, strict=True)])
     for f, (L, _) in zip(freqs, groups, strict=False):
         assert sum(f) == 1 << 24 and f[0] == (1 << 24) // L
     back = entropy.decode_uniform(body, [(L, len(v)) for L, v in groups], 0, len(body))
@@ -572,7 +573,7 @@ def test_binarization_and_sections(values, seed):
         entropy.decode_streams(body + b"\0", a.size, 2)
 
 
-def test_zigzag():
+def test_zigzag_maps_signed_to_unsigned_and_back():
     v = np.array([0, -1, 1, -2, 2, -(1 << 40), 1 << 40], dtype=np.int64)
     u = entropy.zigzag(v)
     assert u[:5].tolist() == [0, 1, 2, 3, 4]

@@ -104,7 +104,7 @@ def test_pack_unpack_round_trip(seed):
 
 
 @pytest.mark.parametrize("n,c,k", [(0, 1, 1), (1, 4, 8), (5, 3, 3), (8, 2, 2), (3, 3, 8)])
-def test_lengths_and_bits(n, c, k):
+def test_body_length_and_bits_per_gaussian(n, c, k):
     g = make_gi(np.random.default_rng(n * 31 + c * 7 + k), n=n, channels=c, k=k)
     body = pack(g)
     kk = 1 << k
@@ -205,7 +205,7 @@ def corrupt_cases(g):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_each_check_rejects(seed):
+def test_each_corruption_of_spec_section_5_is_rejected(seed):
     rng = np.random.default_rng(seed)
     g = make_gi(rng, n=[0, 1, 3, 7, 13, 5][seed], k=[1, 2, 3, 8, 5, 3][seed])
     for _, b in corrupt_cases(g):

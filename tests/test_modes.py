@@ -6,12 +6,13 @@ stderr, no output file. Never a traceback.
 
 Matrix (about 80 subprocess runs; encodes use 50 + 50 iterations, which cost little here):
 - test_every_command_on_every_mode: every mode at 13x11: encode (--gaussians, --bpp or
-  --quality, in turn), decode --scale --crop, info, inpaint (--mask, or --mask-from-alpha when the mode has alpha), a
-  masked encode (--mask or --mask-from-alpha), or for three modes without alpha
-  --mask-from-alpha, refused ("no alpha channel").
+  --quality, in turn), decode --scale --crop, info, inpaint (--mask, or --mask-from-alpha
+  when the mode has alpha), a masked encode (--mask or --mask-from-alpha), or for three
+  modes without alpha --mask-from-alpha, refused ("no alpha channel").
 - test_every_command_on_thin_and_single_pixel_images: 1x1, 1x7, 7x1 with three modes each
-  (each size with --gaussians, --bpp and --quality): encode and decode --scale --crop; inpaint of one pixel (refused at 1x1: "mask
-  covers the whole image"); --bpp 24 at 1x1 (refused: below the smallest .gsi file).
+  (each size with --gaussians, --bpp and --quality): encode and decode --scale --crop;
+  inpaint of one pixel (refused at 1x1: "mask covers the whole image"); --bpp 24 at 1x1
+  (refused: below the smallest .gsi file).
 - test_images_over_the_size_limits_are_refused: a 20000x20000 PNG (over Pillow's
   decompression-bomb limit) and a 17000x100 one (over 16384 a side) through gsi encode and
   gsi inpaint (refused), and gscodec.encode (InputError).

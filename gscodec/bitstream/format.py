@@ -41,19 +41,20 @@ CRC_SIZE = 4
 
 # Profiles (versions 2 and 3): how the Gaussians are stored.
 PROFILE_GSI = 0                  # classes of entropy-coded integers (spec section 3)
-PROFILE_GAUSSIANIMAGE = 1        # GaussianImage's fixed-length scheme (spec/profile-gaussianimage.md)
+PROFILE_GAUSSIANIMAGE = 1        # GaussianImage's scheme (spec/profile-gaussianimage.md)
 PROFILES = {PROFILE_GSI: "gsi", PROFILE_GAUSSIANIMAGE: "gaussianimage"}
 
 # Versions 2 and 3: fixed header, then a section table of (u8 id, u32 length) entries.
 _FIXED2 = struct.Struct("<8sBBBBIII")            # 24 bytes
 FIXED2_SIZE = _FIXED2.size
 SECTION_ENTRY = 5                                # u8 id + u32 length
-CLASS_RECORD = struct.Struct("<IBBHH")           # count, pos_bits, scale_steps, rot_levels, color_den
+# class record: count, pos_bits, scale_steps, rot_levels, color_den
+CLASS_RECORD = struct.Struct("<IBBHH")
 BUCKET_RECORD = struct.Struct("<bB")             # versions 3, 4: area_lo, B
 ROT_RECORD = struct.Struct("<b")                 # version 4: rot_bias; then B - 1 u16 dens
 SEC_CLASSES = 1
 SEC_GAUSSIANIMAGE = 2
-SEC_CLASS_BASE = 16                              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
+SEC_CLASS_BASE = 16              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
 
 # Version 1 (read only): one class, steps in the fixed header, four sections.
 _FIXED1 = struct.Struct("<8sBBHIIIBBHH")          # 30 bytes
@@ -541,7 +542,8 @@ def describe(data: bytes) -> dict:
     class_sections = table if v1 else table[1:]
     info["classes"] = []
     for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"], strict=False)):
-        sizes = {a: length for a, (_, _, length) in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4], strict=False)}
+        sizes = {a: length for a, (_, _, length)
+                 in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4], strict=False)}
         info["classes"].append({"count": cnt, **dict(zip(PARAM_RANGES, qc.astuple(), strict=False)),
                                 "area_lo": qc.area_lo, "rot_bias": qc.rot_bias,
                                 "color_dens": list(qc.dens()),

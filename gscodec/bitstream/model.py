@@ -248,7 +248,8 @@ class QuantizedGaussians:
                 or np.any(xy[:, 1] > self.height << pb):
             raise ValueError("position outside the image")
         ls = self.scale.astype(np.int64)
-        if np.any(ls < (LOG2_SIGMA_MIN * ss)[:, None]) or np.any(ls > (LOG2_SIGMA_MAX * ss)[:, None]):
+        if (np.any(ls < (LOG2_SIGMA_MIN * ss)[:, None])
+                or np.any(ls > (LOG2_SIGMA_MAX * ss)[:, None])):
             raise ValueError("log-scale outside the allowed range")
         if np.any(ls[:, 0] < ls[:, 1]):
             raise ValueError("minor scale larger than major scale")
@@ -260,7 +261,8 @@ class QuantizedGaussians:
             raise ValueError("rotation index outside [0, angle levels)")
         col = self.color.astype(np.int64)
         den = self.color_dens()
-        if np.any(col < (COLOR_RANGE[0] * den)[:, None]) or np.any(col > (COLOR_RANGE[1] * den)[:, None]):
+        if (np.any(col < (COLOR_RANGE[0] * den)[:, None])
+                or np.any(col > (COLOR_RANGE[1] * den)[:, None])):
             raise ValueError("colour outside the allowed range")
 
     # ---- canonical order ----------------------------------------------------------------

@@ -192,19 +192,11 @@ def quantize_gaussianimage(objective, params, iterations: int, gen: torch.Genera
     z = torch.atanh(u).float().requires_grad_(True)
     L = cholesky_from_params(params).float().requires_grad_(True)
     col = params.color.detach().float().clone().requires_grad_(True)
-    if n:
-        # The m smallest and m largest of each element are left out, m = floor(q (n - 1)):
-        # none in a set under 1 / q Gaussians, whose extremes are not outliers.
-        m = int(min(max(cfg.chol_init_quantile, 0.0), 0.5) * (n - 1))
-        srt = torch.sort(L.detach(), dim=0).values
-        lo0, hi0 = srt[m], srt[n - 1 - m]
-    else:
-        lo0, hi0 = torch.zeros(3, device=dev), torch.ones(3, device=dev)
+    lo0, hi0 = _quantizer_range(L.detach(), cfg.chol_init_quantile)
     qmin = lo0.clone().requires_grad_(True)
     qlogstep = torch.log(((hi0 - lo0) / CHOL_LEVELS).clamp(min=1e-6)).requires_grad_(True)
     rvq = _RVQ(col.detach() if n else torch.zeros(1, c, device=dev), k, RVQ_STAGES,
-               cfg.kmeans_iters,
-               gen)
+               cfg.kmeans_iters, gen)
 
     half = torch.tensor([w / 2.0, h / 2.0], device=dev)
 
@@ -248,6 +240,24 @@ def quantize_gaussianimage(objective, params, iterations: int, gen: torch.Genera
     else:
         with torch.no_grad():
             _, _, (uq, cq, lo, hi, cbs, idx) = forward(update=False)
+    return _codes(w, h, c, k, uq, cq, lo, hi, cbs, idx)
+
+
+def _quantizer_range(L: torch.Tensor, quantile: float):
+    """(lo, hi) [3] where each Cholesky element's quantizer starts: the m smallest and m
+    largest of each element are left out, m = floor(q (n - 1)) (none in a set under 1 / q
+    Gaussians, whose extremes are not outliers); (0, 1) for an empty set."""
+    n = L.shape[0]
+    if not n:
+        return torch.zeros(3, device=L.device), torch.ones(3, device=L.device)
+    m = int(min(max(quantile, 0.0), 0.5) * (n - 1))
+    srt = torch.sort(L, dim=0).values
+    return srt[m], srt[n - 1 - m]
+
+
+def _codes(w, h, c, k, uq, cq, lo, hi, cbs, idx) -> GIGaussians:
+    """The profile's integers from a snapshot of the fine-tune (checked)."""
+    n = uq.shape[0]
     g = GIGaussians(
         w, h, c,
         xy_half=uq.cpu().numpy().astype(np.float16).view(np.uint16).reshape(n, 2),

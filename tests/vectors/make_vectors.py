@@ -119,7 +119,8 @@ def vectors():
     minor = np.maximum(np.where(rng.random(n) < 0.15, major, major - rng.integers(0, 40, n)),
                        -24)
     qcs = [_quant_class(c) for c in classes]
-    levels = np.array([qcs[k].angle_levels([[a, b]])[0] for k, a, b in zip(cls, major, minor, strict=False)])
+    levels = np.array([qcs[k].angle_levels([[a, b]])[0]
+                       for k, a, b in zip(cls, major, minor, strict=True)])
     rot = rng.integers(0, levels)
     col = rng.integers(-20, 90, (n, 3))
     out["angles_rgb_32x24_60"] = qg_from_lists(32, 24, 3, xy, np.stack([major, minor], 1),
@@ -174,7 +175,8 @@ def from_json(j: dict):
                            **{k: np.array(f[k], dtype=dt[k]).reshape(np.shape(f[k]))
                               for k in GI_FIELDS})
     return qg_from_lists(h["width"], h["height"], h["channels"],
-                         list(zip(j["x"], j["y"], strict=False)), list(zip(j["major"], j["minor"], strict=False)),
+                         list(zip(j["x"], j["y"], strict=True)),
+                         list(zip(j["major"], j["minor"], strict=True)),
                          j["rot"], j["color"], masked=bool(h["flags"] & 1),
                          classes=h["classes"], cls=j["cls"])
 
