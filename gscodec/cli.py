@@ -275,7 +275,10 @@ def _cmd_info(args) -> int:
               f"(rot_bias {c['rot_bias']}), "
               + (f"color_den {c['color_den']}" if len(c.get("color_dens", [])) < 2 else
                  f"color_den {'/'.join(map(str, c['color_dens']))} by area octave from "
-                 f"{c['area_lo']}"))
+                 f"{c['area_lo']}")
+              + (f", waves: amplitude in 1/{c['wave_den']}, {c['wave_freqs']} frequencies "
+                 f"from 2^({c['wave_f0']}/2) per sigma, {c['wave_phases']} phases"
+                 if c.get("wave_den") else ""))
     per = d.get("bits_per_gaussian", {})
     if per:
         print("  bits per Gaussian: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))

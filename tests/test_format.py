@@ -1,5 +1,5 @@
-"""Tests of the .gsi bitstream (version 4, and reading versions 1 to 3): round trips,
-robustness, exactness of the entropy models, angle levels, and agreement with the
+"""Tests of the .gsi bitstream (version 5, and reading versions 1 to 4): round trips,
+robustness, exactness of the entropy models, angle levels, waves, and agreement with the
 independent reference decoder written from the spec."""
 import struct
 import zlib
@@ -22,7 +22,9 @@ SETTINGS = settings(max_examples=40, deadline=None,
 
 # ---- generators -----------------------------------------------------------------------------
 def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme=False,
-            dup=False, masked=False, rot_bias=127):
+            dup=False, masked=False, rot_bias=127, waves=(0, 1, 0, 1), wave_share=0.5):
+    """n random Gaussians of one class; waves = the class's (wave_den, wave_freqs,
+    wave_f0, wave_phases): with wave_den > 0 about wave_share of them get a wave."""
     width = width or int(rng.integers(1, 80))
     height = height or int(rng.integers(1, 80))
     channels = channels or int(rng.integers(1, 5))
@@ -41,7 +43,9 @@ def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme
     a = pick(lo, hi, n)
     b = pick(lo, hi, n)
     major, minor = np.maximum(a, b), np.minimum(a, b)
-    qc = QuantClass(pos_bits, scale_steps, rot_levels, color_den, rot_bias=rot_bias)
+    qc = QuantClass(pos_bits, scale_steps, rot_levels, color_den, rot_bias=rot_bias,
+                    wave_den=waves[0], wave_freqs=waves[1], wave_f0=waves[2],
+                    wave_phases=waves[3])
     levels = qc.angle_levels(np.stack([major, minor], 1).reshape(n, 2))
     rot = pick(0, rot_levels - 1, n) % np.maximum(levels, 1)    # within each angle level count
     color = pick(-2 * color_den, 3 * color_den, (n, channels))
@@ -49,14 +53,27 @@ def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme
                             np.stack([x, y], 1).astype(np.int32).reshape(n, 2),
                             np.stack([major, minor], 1).astype(np.int32).reshape(n, 2),
                             rot.astype(np.int32), color.astype(np.int32).reshape(n, channels),
-                            masked=masked, classes=(qc,))
+                            masked=masked, classes=(qc,),
+                            wave=random_waves(rng, n, qc, wave_share, pick))
     if dup and n >= 2:
         idx = rng.integers(0, n, size=n // 2)
         dst = rng.integers(0, n, size=n // 2)
-        for name in ("pos", "scale", "rot", "color"):
+        for name in ("pos", "scale", "rot", "color", "wave"):
             arr = getattr(qg, name)
             arr[dst] = arr[idx]
     return qg
+
+
+def random_waves(rng, n, qc, share=0.5, pick=None):
+    """int32 [n, 4] (amp, axis, freq, phase) within qc's wave steps: about `share` of the
+    Gaussians with a wave (none if qc.wave_den == 0); the others carry random axis, freq
+    and phase in range (the writer stores them as 0)."""
+    def draw(lo, hi, size):
+        return pick(lo, hi, size) if pick is not None else rng.integers(lo, hi + 1, size)
+    amp = np.where(rng.random(n) < share, draw(1, 4 * qc.wave_den, n), 0) if qc.wave_den \
+        else np.zeros(n, np.int64)
+    return np.stack([amp, rng.integers(0, 2, n), draw(0, qc.wave_freqs - 1, n),
+                     draw(0, qc.wave_phases - 1, n)], 1).astype(np.int32).reshape(n, 4)
 
 
 def realistic(rng, n, width=768, height=512, channels=3):
@@ -85,10 +102,15 @@ def quantized(draw):
     params = draw(st.sampled_from([params, (2, 8, 32, 255), (8, 64, 4096, 65535),
                                    (0, 1, 1, 1)]))
     rot_bias = draw(st.one_of(st.sampled_from([127, 0, -4, 6, 20]), st.integers(-128, 127)))
+    waves = draw(st.one_of(st.just((0, 1, 0, 1)), st.sampled_from([(1, 1, -32, 1),
+                                                                   (255, 32, 32, 64)]),
+                           st.tuples(st.integers(1, 255), st.integers(1, 32),
+                                     st.integers(-32, 32), st.integers(1, 64))))
     qg = make_qg(np.random.default_rng(seed), n, draw(side), draw(side),
                  draw(st.sampled_from([1, 2, 3, 4])), params,
                  extreme=draw(st.booleans()), dup=draw(st.booleans()),
-                 masked=draw(st.booleans()), rot_bias=rot_bias)
+                 masked=draw(st.booleans()), rot_bias=rot_bias, waves=waves,
+                 wave_share=draw(st.sampled_from([0.0, 0.3, 1.0])))
     k = draw(st.integers(1, 8))
     if k > 1:
         qg = split_classes(np.random.default_rng(seed + 1), qg, k)
@@ -97,12 +119,13 @@ def quantized(draw):
 
 def split_classes(rng, qg, k):
     """Spread qg's Gaussians over k classes with coarser or equal steps (integers scaled
-    down accordingly; the new classes have 1 to 4 colour buckets and their own rot_bias), so
-    the result is a valid multi-class set."""
+    down accordingly; the new classes have 1 to 4 colour buckets, their own rot_bias and,
+    one in two, their own wave steps), so the result is a valid multi-class set."""
     classes = [qg.classes[0]]
     for _ in range(k - 1):
         c = qg.classes[0]
         nb = int(rng.integers(1, 5))
+        wave_den = int(rng.integers(1, 256)) if rng.random() < 0.5 else 0
         classes.append(QuantClass(int(rng.integers(0, c.pos_bits + 1)),
                                   int(rng.integers(1, c.scale_steps + 1)),
                                   int(rng.integers(1, c.rot_levels + 1)),
@@ -110,8 +133,13 @@ def split_classes(rng, qg, k):
                                   area_lo=int(rng.integers(-6, 31)),
                                   color_dens=tuple(int(d) for d in
                                                    rng.integers(1, c.color_den + 1, nb - 1)),
-                                  rot_bias=int(rng.integers(-8, 128))))
+                                  rot_bias=int(rng.integers(-8, 128)),
+                                  wave_den=wave_den,
+                                  wave_freqs=int(rng.integers(1, 33)) if wave_den else 1,
+                                  wave_f0=int(rng.integers(-32, 33)) if wave_den else 0,
+                                  wave_phases=int(rng.integers(1, 65)) if wave_den else 1))
     cls = rng.integers(0, k, qg.count).astype(np.int32)
+    wave = qg.wave.astype(np.int64)
     xy, ls = qg.pos.astype(np.int64), qg.scale.astype(np.int64)
     rot, col = qg.rot.astype(np.int64), qg.color.astype(np.int64)
     c0 = qg.classes[0]
@@ -121,15 +149,18 @@ def split_classes(rng, qg, k):
         ls[i] = (ls[i] * c.scale_steps) // c0.scale_steps
         rot[i] = ((rot[i] * c.rot_levels) // c0.rot_levels) % int(c.angle_levels(ls[i])[0])
         col[i] = (col[i] * c.dens()[int(c.bucket(ls[i])[0])]) // c0.color_den
+        wave[i] = [wave[i, 0] % (4 * c.wave_den + 1), wave[i, 1], wave[i, 2] % c.wave_freqs,
+                   wave[i, 3] % c.wave_phases]
     return QuantizedGaussians(qg.width, qg.height, qg.channels, xy.astype(np.int32),
                               ls.astype(np.int32), rot.astype(np.int32), col.astype(np.int32),
-                              masked=qg.masked, classes=tuple(classes), cls=cls)
+                              masked=qg.masked, classes=tuple(classes), cls=cls,
+                              wave=wave.astype(np.int32))
 
 
 def assert_same(a: QuantizedGaussians, b: QuantizedGaussians):
     assert (a.width, a.height, a.channels) == (b.width, b.height, b.channels)
     assert (a.classes, a.masked) == (b.classes, b.masked)
-    for name in ("pos", "scale", "rot", "color", "cls"):
+    for name in ("pos", "scale", "rot", "color", "wave", "cls"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape and np.array_equal(x, y), name
 
@@ -143,9 +174,12 @@ def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
     assert r["rot"] == qg.rot.tolist()
     assert r["color"] == qg.color.tolist()
     assert r["cls"] == qg.cls.tolist()
-    v4 = r["version"] >= 4
+    v4, v5 = r["version"] >= 4, r["version"] >= 5
     assert r["classes"] == [list(c.astuple()) + [c.area_lo, list(c.color_dens)]
-                            + ([c.rot_bias] if v4 else []) for c in qg.classes]
+                            + ([c.rot_bias] if v4 else [])
+                            + (list(c.wave_steps()) if v5 else []) for c in qg.classes]
+    for j, part in enumerate(("amp", "axis", "freq", "phase")):
+        assert r[part] == qg.wave[:, j].tolist(), part
     if r["version"] >= 2:      # (version 1 gives isotropic Gaussians rot_levels levels)
         assert r["levels"] == qg.angle_levels().tolist()
     assert r["bucket"] == [int(qg.classes[k].bucket(ls)[0])
@@ -173,11 +207,13 @@ def test_round_trip_realistic_and_describe():
     assert sum(info["sections"].values()) + info["header_bytes"] + 4 == len(data)
     assert info["classes"] == [{"count": 3000, "pos_bits": 2, "scale_steps": 8,
                                 "rot_levels": 32, "color_den": 255, "area_lo": 0,
-                                "rot_bias": 127, "color_dens": [255],
+                                "rot_bias": 127, "color_dens": [255], "wave_den": 0,
+                                "wave_freqs": 1, "wave_f0": 0, "wave_phases": 1,
                                 "bytes": info["sections"]}]
     assert info["bpp"] == pytest.approx(len(data) * 8 / (768 * 512))
     bpg = info["bits_per_gaussian"]
-    assert set(bpg) == {"pos", "scale", "rot", "color", "header", "total"}
+    assert set(bpg) == {"pos", "scale", "rot", "color", "wave", "header", "total"}
+    assert bpg["wave"] == 0 and info["sections"]["wave"] == 0
     assert sum(v for k, v in bpg.items() if k != "total") == pytest.approx(bpg["total"])
 
 
@@ -272,7 +308,7 @@ def test_truncated_extended_and_flipped_files_raise_only_format_errors(qg, data)
 @given(st.binary(min_size=1, max_size=120), st.integers(0, 3), st.integers(0, 40))
 def test_random_section_contents_raise_only_format_errors(payload, channels_minus_1, n):
     """Well-formed header and section table, random section contents (CRC valid)."""
-    for version in (1, 2, 3, 4):
+    for version in (1, 2, 3, 4, 5):
         if version == 1:
             head = struct.pack("<8sBBHIIIBBHH", gsi.MAGIC, 1, channels_minus_1 + 1, 0, 16, 16,
                                n, 2, 8, 32, 255)
@@ -285,7 +321,10 @@ def test_random_section_contents_raise_only_format_errors(payload, channels_minu
                 classes += struct.pack("<bBH", 1, 2, 300)
             if version == 4:      # the same, and angle levels by shape
                 classes += struct.pack("<bBbH", 1, 2, -2, 300)
-            parts = [(1, classes)] + [(16 + i, payload[i::4]) for i in range(4)]
+            if version == 5:      # the same, and waves
+                classes += struct.pack("<bBbBBbBH", 1, 2, -2, 40, 6, -3, 16, 300)
+            k = 5 if version == 5 else 4
+            parts = [(1, classes)] + [(16 + i, payload[i::k]) for i in range(k)]
         head += bytes([len(parts)]) + b"".join(struct.pack("<BI", i, len(p)) for i, p in parts)
         data = with_crc(head + b"".join(p for _, p in parts))
         ok = only_format_error(data)
@@ -308,11 +347,11 @@ def test_implausible_gaussian_count_is_a_format_error():
 
 def test_wrong_version_and_magic():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
-    for v in (0, 5, 255):
+    for v in (0, 6, 255):
         bad = bytearray(good)
         bad[8] = v
         with pytest.raises(FormatError, match=rf"unsupported \.gsi version {v} "
-                                              r"\(this decoder reads versions 1 to 4\)"):
+                                              r"\(this decoder reads versions 1 to 5\)"):
             gsi.read(bytes(bad))
     with pytest.raises(FormatError, match="magic"):
         gsi.read(b"PNG" + bytes(good[3:]))
@@ -324,23 +363,28 @@ def test_wrong_version_and_magic():
 
 def test_header_field_checks():
     good = gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3))
-    # version 4: profile, channels, flags, width, height, section count, first section id,
+    # version 5: profile, channels, flags, width, height, section count, first section id,
     # class count, class count of Gaussians, pos_bits, scale_steps, rot_levels, color_den,
-    # area_lo, colour bucket count (the record then claims more bytes than the table has)
-    cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 5     # start of the class table
+    # area_lo, colour bucket count (the record then claims more bytes than the table has),
+    # wave_den (the class's empty WAVE section then is too short), wave_freqs, wave_f0,
+    # wave_phases
+    cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 6     # start of the class table
     edits = [(9, "<B", 2), (10, "<B", 5), (10, "<B", 0), (11, "<B", 2), (12, "<I", 0),
-             (16, "<I", 16385), (24, "<B", 4), (25, "<B", 2), (cls, "<B", 0), (cls, "<B", 9),
+             (16, "<I", 16385), (24, "<B", 5), (25, "<B", 2), (cls, "<B", 0), (cls, "<B", 9),
              (cls + 1, "<I", 2), (cls + 5, "<B", 9), (cls + 6, "<B", 0), (cls + 6, "<B", 65),
              (cls + 7, "<H", 0), (cls + 7, "<H", 4097), (cls + 9, "<H", 0),
              (cls + 11, "<b", -7), (cls + 11, "<b", 31), (cls + 12, "<B", 0),
-             (cls + 12, "<B", 2), (cls + 12, "<B", 9)]
+             (cls + 12, "<B", 2), (cls + 12, "<B", 9), (cls + 14, "<B", 1),
+             (cls + 15, "<B", 0), (cls + 15, "<B", 33), (cls + 16, "<b", -33),
+             (cls + 16, "<b", 33), (cls + 17, "<B", 0), (cls + 17, "<B", 65)]
     for off, fmt, val in edits:
         bad = bytearray(good)
         struct.pack_into(fmt, bad, off, val)
         with pytest.raises(FormatError):
             gsi.read(with_crc(bytes(bad[:-4])))
+        assert not ref_ok(with_crc(bytes(bad[:-4])))
     hdr = gsi.read_header(good)
-    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 4
+    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 5
 
 
 def test_masked_flag_is_written_and_read():

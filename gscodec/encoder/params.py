@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..bitstream.model import ATTRIBUTES, conics_from_scale_rot
+from ..bitstream.model import ATTRIBUTES as FORMAT_ATTRIBUTES
+from ..bitstream.model import conics_from_scale_rot
+
+# The attributes the fitter has: the format's without "wave" (waves are not fitted yet;
+# `to_integers` writes none).
+ATTRIBUTES = tuple(a for a in FORMAT_ATTRIBUTES if a != "wave")
 
 __all__ = ["ATTRIBUTES", "GaussianParams"]
 
