@@ -84,11 +84,14 @@ def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str 
     x0, y0, cw, ch = crop if crop is not None else (0, 0, ow, oh)
     if min(cw, ch) < 1 or x0 < 0 or y0 < 0 or x0 + cw > ow or y0 + ch > oh:
         raise InputError(f"crop {crop} is not inside the {ow}x{oh} output")
-    from .render import transform_for_view
+    from .render import transform_for_view, waves_for_view
     means, conics, colors = qg.render_inputs()
+    # None: no Gaussian has a wave (format v5). Only the numpy renderer draws waves yet:
+    # a file with waves renders on the CPU through it (slower, and correct: no warning).
+    waves = waves_for_view(qg.render_waves(), scale)
     # The scaled view; each strip then subtracts its own top-left corner (x0, y0 + r0).
     means, conics = transform_for_view(means, conics, scale)
-    if dev == "cuda":
+    if dev == "cuda" and waves is None:
         from .render import render_uint8_cuda
         out = render_uint8_cuda(means, conics, colors, x0, y0, cw, ch, STRIP_ROWS)
     else:
@@ -97,7 +100,8 @@ def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str 
         for r0 in range(0, ch, STRIP_ROWS):
             rows = min(STRIP_ROWS, ch - r0)
             m = means - np.array([x0, y0 + r0], dtype=np.float32)
-            out[r0:r0 + rows] = to_uint8_numpy(render_numpy(m, conics, colors, rows, cw))
+            out[r0:r0 + rows] = to_uint8_numpy(render_numpy(m, conics, colors, rows, cw,
+                                                            waves=waves))
     return out[:, :, 0] if qg.channels == 1 else out
 
 

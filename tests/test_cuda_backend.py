@@ -445,7 +445,10 @@ def _vector_windows(path):
     return qg, sorted(set(wins))
 
 
-VECTORS = sorted((Path(__file__).resolve().parent / "vectors").glob("*.gsi"))
+# (files with waves, format v5, are left out: the Triton backend draws no waves yet and
+# the decoder renders them with the numpy renderer, tests/test_waves.py)
+VECTORS = sorted(p for p in (Path(__file__).resolve().parent / "vectors").glob("*.gsi")
+                 if not p.stem.startswith("waves_"))
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=[p.stem for p in VECTORS])

@@ -631,3 +631,135 @@ def test_range_decoder_invalid_quantile():
         entropy.decode_streams(body, 5, 1)
     with pytest.raises(ref.ReferenceDecodeError, match="quantile"):
         ref.decode_section(body, 0, len(body), 5, 1)
+
+
+# ---- waves (version 5) ----------------------------------------------------------------------
+WAVES = (16, 6, -3, 12)             # wave_den, wave_freqs, wave_f0, wave_phases
+
+
+def rebuild(data: bytes, index: int, body: bytes) -> bytes:
+    """data with the body of section `index` replaced (section table and CRC fixed)."""
+    table = gsi.read_header(data)["sections"]
+    bodies = [body if i == index else data[off:off + length]
+              for i, (_, off, length) in enumerate(table)]
+    head = data[:gsi.FIXED2_SIZE] + bytes([len(table)]) + b"".join(
+        struct.pack("<BI", sid, len(b)) for (sid, _, _), b in zip(table, bodies, strict=True))
+    return with_crc(head + b"".join(bodies))
+
+
+def two_wave_classes(rng, n=60):
+    """Class 0 with waves (WAVES), class 1 without (wave_den 0)."""
+    qg = make_qg(rng, n, 24, 16, 3, waves=WAVES, wave_share=0.5)
+    cls = (np.arange(n) % 2).astype(np.int32)
+    c1 = QuantClass(2, 8, 32, 255, color_dens=(300,))       # no waves
+    wave = qg.wave.copy()
+    wave[cls == 1] = 0
+    return QuantizedGaussians(qg.width, qg.height, 3, qg.pos, qg.scale, qg.rot, qg.color,
+                              classes=(qg.classes[0], c1), cls=cls, wave=wave)
+
+
+def test_waves_round_trip_and_describe():
+    qg = two_wave_classes(np.random.default_rng(21))
+    assert qg.has_waves() and np.any(qg.wave[:, 1] == 1) and np.any(qg.wave[:, 1] == 0)
+    data = gsi.write(qg)
+    back = gsi.read(data)
+    assert_same(back, qg.sorted())
+    assert_ref_matches(data, back)
+    # without a wave the axis, freq and phase are not stored: 0 in the canonical form
+    off = back.wave[:, 0] == 0
+    assert off.sum() > 10 and not back.wave[off].any()
+    info = gsi.describe(data)
+    c0, c1 = info["classes"]
+    assert (c0["wave_den"], c0["wave_freqs"], c0["wave_f0"], c0["wave_phases"]) == WAVES
+    assert (c1["wave_den"], c1["wave_freqs"], c1["wave_f0"], c1["wave_phases"]) == (0, 1, 0, 1)
+    assert c0["bytes"]["wave"] > 4 and c1["bytes"]["wave"] == 0
+    assert info["bits_per_gaussian"]["wave"] == pytest.approx(8 * c0["bytes"]["wave"] / 60)
+    assert gsi.read_header(data)["sections"][10][0] == 16 + 5 * 1 + 4    # class 1's WAVE
+
+
+def test_wave_tie_breaking_and_canonical_classes():
+    """Gaussians equal but for their waves are stored in one order whatever the input
+    order; a class without waves is written with wave_freqs 1, wave_f0 0, wave_phases 1."""
+    rng = np.random.default_rng(22)
+    qg = make_qg(rng, 12, 8, 8, 1, waves=WAVES, wave_share=0.7)
+    for name in ("pos", "scale", "rot", "color"):
+        getattr(qg, name)[:] = getattr(qg, name)[0]
+    perm = rng.permutation(12)
+    shuffled = QuantizedGaussians(8, 8, 1, qg.pos[perm], qg.scale[perm], qg.rot[perm],
+                                  qg.color[perm], classes=qg.classes, wave=qg.wave[perm])
+    assert gsi.write(shuffled) == gsi.write(qg)
+    odd = QuantClass(2, 8, 32, 255, wave_den=0, wave_freqs=5, wave_f0=3, wave_phases=9)
+    plain = QuantizedGaussians(8, 8, 1, qg.pos, qg.scale, qg.rot % 2, qg.color,
+                               classes=(odd,))
+    assert gsi.read(gsi.write(plain)).classes[0].wave_steps() == (0, 1, 0, 1)
+
+
+def test_writer_rejects_invalid_waves():
+    for j, val in ((0, 4 * WAVES[0] + 1), (0, -1), (1, 2), (2, WAVES[1]), (3, WAVES[3])):
+        qg = make_qg(np.random.default_rng(23), 10, 8, 8, 3, waves=WAVES, wave_share=1.0)
+        qg.wave[4, j] = val
+        with pytest.raises(ValueError, match="wave"):
+            gsi.write(qg)
+    qg = make_qg(np.random.default_rng(23), 10, 8, 8, 3)           # wave_den 0
+    qg.wave[4, 0] = 1
+    with pytest.raises(ValueError, match="wave amplitude"):
+        gsi.write(qg)
+    with pytest.raises(ValueError, match="wave_freqs"):
+        gsi.write(make_qg(np.random.default_rng(23), 3, 8, 8, 3, waves=(1, 33, 0, 1)))
+
+
+def _wave_file(share=0.5):
+    qg = make_qg(np.random.default_rng(24), 50, 16, 16, 3, waves=WAVES, wave_share=share)
+    data = gsi.write(qg)
+    table = gsi.read_header(data)["sections"]
+    assert [sid for sid, _, _ in table] == [1, 16, 17, 18, 19, 20]
+    return gsi.read(data), data, table
+
+
+def _rejected(bad: bytes, match: str):
+    with pytest.raises(FormatError, match=match):
+        gsi.read(bad)
+    assert not ref_ok(bad)
+
+
+def test_wave_section_checks():
+    qg, data, table = _wave_file()
+    _, off, length = table[5]
+    body = data[off:off + length]
+    (m,) = struct.unpack_from("<I", body)
+    amp = qg.wave[:, 0].astype(np.uint64)
+    on = qg.wave[:, 0] > 0
+    assert m == on.sum() > 5
+    _rejected(rebuild(data, 5, body[:3]), "WAVE section too short")
+    _rejected(rebuild(data, 5, b""), "WAVE section too short")
+    _rejected(rebuild(data, 5, struct.pack("<I", 51) + body[4:]), "counts 51 waves in a class "
+                                                                   "of 50")
+    # m one more than the non-zero amplitudes (streams 1 and 2 of that length)
+    codes = (2 * qg.wave[on, 2] + qg.wave[on, 1]).astype(np.uint64)
+    phases = qg.wave[on, 3].astype(np.uint64)
+    longer = struct.pack("<I", m + 1) + entropy.encode_streams(
+        [amp, np.append(codes, 0), np.append(phases, 0)])
+    _rejected(rebuild(data, 5, longer), f"{m} non-zero amplitudes, its count says {m + 1}")
+    _rejected(rebuild(data, 5, body[:-1]), "raw-bits area|range-coded|truncated")
+    _rejected(rebuild(data, 5, body + b"\0"), "raw-bits area")
+    # the class record's wave steps below the stored integers
+    cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 6 + 1        # class record 0
+    for field, fmt, val, match in ((13, "<B", int(qg.wave[:, 0].max()) // 4 - 1, "amplitude"),
+                                   (14, "<B", 1, "frequency"), (16, "<B", 1, "phase")):
+        bad = bytearray(data[:-4])
+        struct.pack_into(fmt, bad, cls + field, val)
+        _rejected(with_crc(bytes(bad)), match)
+    # wave_den 0 with a non-empty WAVE section
+    bad = bytearray(rebuild(data, 5, b"\0\0\0\0")[:-4])
+    struct.pack_into("<B", bad, cls + 13, 0)
+    _rejected(with_crc(bytes(bad)), "must be empty")
+
+
+def test_wave_section_without_waves_in_a_waving_class():
+    """wave_den > 0 and no Gaussian with a wave: m = 0, empty streams 1 and 2."""
+    qg, data, table = _wave_file(share=0.0)
+    assert not qg.has_waves() and qg.classes[0].wave_den == WAVES[0]
+    _, off, length = table[5]
+    assert struct.unpack_from("<I", data, off) == (0,)
+    assert_ref_matches(data, qg)
+    assert qg.render_waves() is None

@@ -20,6 +20,17 @@ and its conic is positive definite: a > 0 and a*c - b*b > 0 (in float32). A Gaus
 is not positive definite contributes nothing anywhere. (Backends also treat a Gaussian
 with a non-finite mean or conic as contributing nothing.)
 
+Waves (format version 5; spec/gsi-format.md section 10): an optional
+    waves  [N, 4] float32: (kx, ky, phase, amp) per Gaussian, None or all amp == 0: none.
+Where Gaussian k contributes, a wave (amp != 0) multiplies its weight e = exp(-0.5*q) by
+1 + amp * cos(arg), arg = (kx*dx + ky*dy) + phase, in float32 in that order (and t =
+amp * cos, t = 1 + t, w = e * t), cos being `numpy_reference.cos_gsi` in the exact
+renderers; amp == 0 evaluates no cosine, so it is bit-identical to no wave. A Gaussian
+with a wave that is not finite contributes nothing. The numpy renderer (`render_numpy`
+routes waves to it) and the torch backend "reference" draw waves; the compiled kernel
+("cpu") and the Triton backend ("cuda") do not yet and raise NotImplementedError when
+waves matter (`common.waves_active`); "auto" then picks "reference" for CPU tensors.
+
 Output: the unclamped float32 sum over all Gaussians, shape [H, W, C]. exp may be
 approximated with relative error below 1e-6, and summation order is unspecified.
 
@@ -39,12 +50,13 @@ from typing import Callable
 import numpy as np
 
 from . import kernel as _kernel
-from .common import Q_CUT
+from .common import Q_CUT, refuse_waves, waves_active
 from .kernel import render_numpy
 
-__all__ = ["Q_CUT", "render", "color_operator", "resolve_backend", "available_backends", "to_uint8", "to_uint8_numpy",
-           "transform_for_view", "render_reference", "render_numpy", "cuda_available",
-           "render_uint8_cuda"]
+__all__ = ["Q_CUT", "render", "color_operator", "resolve_backend", "available_backends",
+           "to_uint8", "to_uint8_numpy", "transform_for_view", "waves_for_view",
+           "render_reference", "render_numpy", "cuda_available", "render_uint8_cuda",
+           "waves_active"]
 
 
 def __getattr__(name):
@@ -63,14 +75,14 @@ def _cpu_reason() -> str | None:
     return _kernel.unavailable_reason()
 
 
-def _render_cpu(means, conics, colors, height, width):
+def _render_cpu(means, conics, colors, height, width, waves=None):
     from .kernel_torch import render_cpu
-    return render_cpu(means, conics, colors, height, width)
+    return render_cpu(means, conics, colors, height, width, waves)
 
 
-def _render_cuda(means, conics, colors, height, width):
+def _render_cuda(means, conics, colors, height, width, waves=None):
     from .triton import render_cuda
-    return render_cuda(means, conics, colors, height, width)
+    return render_cuda(means, conics, colors, height, width, waves=waves)
 
 
 def _cuda_available() -> bool:
@@ -92,9 +104,9 @@ def cuda_available() -> tuple[bool, str | None]:
     return reason is None, reason
 
 
-def _render_reference(means, conics, colors, height, width):
+def _render_reference(means, conics, colors, height, width, waves=None):
     from .torch_reference import render_reference
-    return render_reference(means, conics, colors, height, width)
+    return render_reference(means, conics, colors, height, width, waves)
 
 
 # name -> (is_available, reason_unavailable, render function) of the torch backends.
@@ -133,69 +145,77 @@ def _resolve(backend: str) -> str:
     return "reference"
 
 
-def resolve_backend(backend: str, means=None) -> str:
-    """The backend `render` would use for `backend` and tensors like `means`: "auto"
-    resolved ("cuda" for CUDA tensors), checked to be available."""
+def resolve_backend(backend: str, means=None, waves=None) -> str:
+    """The backend `render` would use for `backend` and tensors like `means` (and `waves`):
+    "auto" resolved ("cuda" for CUDA tensors; "reference" for CPU tensors with waves that
+    matter, until the compiled kernel draws waves), checked to be available."""
     if backend == "auto" and getattr(means, "is_cuda", False):
         backend = "cuda"
+    elif backend == "auto" and waves_active(waves):
+        backend = "reference"
     return _resolve(backend)
 
 
-def render(means, conics, colors, height: int, width: int, *, backend: str = "auto"):
+def render(means, conics, colors, height: int, width: int, *, backend: str = "auto",
+           waves=None):
     """Render N Gaussians to an unclamped float32 image [height, width, C] by the contract
-    above. Differentiable with respect to means, conics and colors. backend: "auto",
-    "cpu" or "reference"."""
-    if backend == "auto" and getattr(means, "is_cuda", False):
-        backend = "cuda"
-    name = _resolve(backend)
-    return _BACKENDS[name][2](means, conics, colors, int(height), int(width))
+    above. Differentiable with respect to means, conics, colors (and waves [N, 4], which
+    only "reference" draws yet). backend: "auto", "cpu", "reference" or "cuda"."""
+    name = resolve_backend(backend, means, waves)
+    return _BACKENDS[name][2](means, conics, colors, int(height), int(width), waves=waves)
 
 
 class _AutogradColorOperator:
     """Colours -> image for fixed geometry and its adjoint, through any backend's render and
     autograd (the image is linear in the colours)."""
 
-    def __init__(self, means, conics, height, width, backend):
+    def __init__(self, means, conics, height, width, backend, waves=None):
         self.args = (means.detach(), conics.detach())
+        self.waves = None if waves is None else waves.detach()
         self.size = (int(height), int(width))
         self.backend = backend
 
     def forward(self, colors):
         import torch
         with torch.no_grad():
-            return render(*self.args, colors, *self.size, backend=self.backend)
+            return render(*self.args, colors, *self.size, backend=self.backend,
+                          waves=self.waves)
 
     def adjoint(self, v):
         import torch
         with torch.enable_grad():
             col = torch.zeros(self.args[0].shape[0], v.shape[-1], device=v.device,
                               requires_grad=True)
-            out = render(*self.args, col, *self.size, backend=self.backend)
+            out = render(*self.args, col, *self.size, backend=self.backend, waves=self.waves)
             (g,) = torch.autograd.grad(out, col, grad_outputs=v)
         return g
 
 
-def color_operator(means, conics, height: int, width: int, *, backend: str = "auto"):
-    """The rendering of fixed geometry as a linear map of the colours: an object with
-    forward(colors [N, C]) -> [height, width, C] and adjoint(v [height, width, C]) -> [N, C]
-    (torch tensors, no autograd). On the compiled CPU kernel both run on one plan of the
-    geometry, so repeated passes (the encoder's colour solves) skip the set-up."""
-    if backend == "auto" and getattr(means, "is_cuda", False):
-        backend = "cuda"
-    name = _resolve(backend)
+def color_operator(means, conics, height: int, width: int, *, backend: str = "auto",
+                   waves=None):
+    """The rendering of fixed geometry (and waves) as a linear map of the colours: an
+    object with forward(colors [N, C]) -> [height, width, C] and adjoint(v [height, width,
+    C]) -> [N, C] (torch tensors, no autograd). On the compiled CPU kernel both run on one
+    plan of the geometry, so repeated passes (the encoder's colour solves) skip the
+    set-up."""
+    if waves is not None:
+        waves = waves.detach()         # fixed here: only the colours vary
+    name = resolve_backend(backend, means, waves)
     if name == "cpu":
         from .kernel_torch import PlanColorOperator
-        return PlanColorOperator(means, conics, height, width)
-    return _AutogradColorOperator(means, conics, height, width, name)
+        return PlanColorOperator(means, conics, height, width, waves)
+    return _AutogradColorOperator(means, conics, height, width, name, waves)
 
 
 def render_uint8_cuda(means: np.ndarray, conics: np.ndarray, colors: np.ndarray,
                       x0: int, y0: int, width: int, height: int,
-                      strip_rows: int = 512) -> np.ndarray:
+                      strip_rows: int = 512, waves: np.ndarray | None = None) -> np.ndarray:
     """The decoder's GPU path: float32 arrays -> uint8 [height, width, C] of the window at
     (x0, y0), rendered by the Triton backend in strips, in its exact mode (the same float32
     bits as the CPU kernel, so the same 8-bit pixels), and converted on the device. Without
-    a GPU (Triton's interpreter, for tests) it runs on CPU tensors."""
+    a GPU (Triton's interpreter, for tests) it runs on CPU tensors. No waves yet
+    (NotImplementedError if they matter: the decoder renders those on the CPU)."""
+    refuse_waves(waves, "cuda")
     import torch
 
     from .triton import render_cuda
@@ -235,18 +255,36 @@ def to_uint8_numpy(img) -> np.ndarray:
     return v.astype(np.uint8)
 
 
-def transform_for_view(means, conics, scale: float = 1.0, offset=(0.0, 0.0)):
+def transform_for_view(means, conics, scale: float = 1.0, offset=(0.0, 0.0), waves=None):
     """Gaussians as seen in a scaled and cropped view: means*scale - offset and
     conics/scale^2 (offset = (x0, y0) of the crop's top-left corner, in output pixels).
     Returns (means, conics) as new tensors (or numpy arrays, for numpy inputs) of the same
-    dtype."""
+    dtype; with `waves`, (means, conics, waves_for_view(waves, scale))."""
     s = float(scale)
     if not s > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if isinstance(means, np.ndarray):
         off = np.asarray([float(offset[0]), float(offset[1])], dtype=means.dtype)
-        return means * means.dtype.type(s) - off, conics / conics.dtype.type(s * s)
+        view = means * means.dtype.type(s) - off, conics / conics.dtype.type(s * s)
+    else:
+        import torch
+        off = torch.as_tensor([float(offset[0]), float(offset[1])], dtype=means.dtype,
+                              device=means.device)
+        view = means * s - off, conics / (s * s)
+    return view if waves is None else (*view, waves_for_view(waves, s))
+
+
+def waves_for_view(waves, scale: float = 1.0):
+    """Waves [N, 4] (kx, ky, phase, amp) in a view at `scale` (None stays None): the wave
+    vector divided by the scale, in the waves' dtype (float32: kx / f32(s), ky / f32(s),
+    each rounded once; spec section 10), phase and amp unchanged. d is measured from the
+    mean, so a crop's offset changes nothing."""
+    if waves is None:
+        return None
+    s = float(scale)
+    if isinstance(waves, np.ndarray):
+        out = waves.copy()
+        out[:, :2] /= waves.dtype.type(s)
+        return out
     import torch
-    off = torch.as_tensor([float(offset[0]), float(offset[1])], dtype=means.dtype,
-                          device=means.device)
-    return means * s - off, conics / (s * s)
+    return torch.cat([waves[:, :2] / s, waves[:, 2:]], dim=1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import kernel
+from .common import refuse_waves
 
 
 def _np(t: torch.Tensor):
@@ -58,8 +59,10 @@ class _RasterizeCPU(torch.autograd.Function):
 
 
 def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
-               height: int, width: int) -> torch.Tensor:
-    """Render with the compiled kernel: [height, width, C] float32, differentiable."""
+               height: int, width: int, waves: torch.Tensor | None = None) -> torch.Tensor:
+    """Render with the compiled kernel: [height, width, C] float32, differentiable. The
+    kernel draws no waves yet: NotImplementedError if `waves` matter (`refuse_waves`)."""
+    refuse_waves(waves, "cpu")
     if kernel.kernel() is None:
         raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
     for name, t in (("means", means), ("conics", conics), ("colors", colors)):
@@ -98,11 +101,13 @@ class _RenderMSECPU(torch.autograd.Function):
 
 
 def render_mse_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
-                   target: torch.Tensor, weight: torch.Tensor | None, scale: float
-                   ) -> torch.Tensor:
+                   target: torch.Tensor, weight: torch.Tensor | None, scale: float,
+                   waves: torch.Tensor | None = None) -> torch.Tensor:
     """scale * sum((weight[:, :, None] * render(...) - target)^2), differentiable in means,
     conics and colors, with the compiled kernel. The gradients are computed with the value
-    (the fit always asks for them): 0.8x the time of render + F.mse_loss + backward."""
+    (the fit always asks for them): 0.8x the time of render + F.mse_loss + backward.
+    No waves yet (NotImplementedError if they matter)."""
+    refuse_waves(waves, "cpu")
     if kernel.kernel() is None:
         raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
     kernel.check_shapes(means.shape, conics.shape, colors.shape)
@@ -113,7 +118,9 @@ class PlanColorOperator:
     """The linear map colours [N, C] -> image [H, W, C] of a fixed geometry, and its adjoint,
     on one kernel plan (the colour solves' conjugate gradients make ~25 passes)."""
 
-    def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
+    def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int,
+                 waves: torch.Tensor | None = None):
+        refuse_waves(waves, "cpu")
         self.plan = make_plan(means, conics, height, width)
 
     def forward(self, colors: torch.Tensor) -> torch.Tensor:

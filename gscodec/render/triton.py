@@ -61,7 +61,7 @@ from typing import NamedTuple
 
 import torch
 
-from .common import Q_CUT
+from .common import Q_CUT, refuse_waves
 
 TILE = 16
 STRIP_ROWS = 512                 # rows per strip (multiple of TILE): bounds the pair buffer
@@ -716,7 +716,8 @@ def fast_exp(x: torch.Tensor) -> torch.Tensor:
 def render_cuda(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
                 height: int, width: int, *, deterministic: bool = False,
                 strip_rows: int = STRIP_ROWS, pair_capacity: int | None = None,
-                max_tiles: int = MAX_TILES_PER_GAUSSIAN, exact: bool = False) -> torch.Tensor:
+                max_tiles: int = MAX_TILES_PER_GAUSSIAN, exact: bool = False,
+                waves: torch.Tensor | None = None) -> torch.Tensor:
     """Render [height, width, C] float32 by the contract of `gscodec.render` with Triton.
     Differentiable w.r.t. means, conics, colors. deterministic=True: bit-identical backward
     across runs (per-Gaussian reduction, no atomics). strip_rows, pair_capacity and max_tiles
@@ -730,7 +731,10 @@ def render_cuda(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
     with one host sync per strip, so not CUDA-graph capturable). pair_capacity and
     max_tiles are then ignored by the forward. Meant for decoding (forward only); if a
     gradient is asked for, backward is the normal closed form (re-binned, tl.exp), i.e. the
-    gradient of the normal mode's image, which equals this one up to float rounding."""
+    gradient of the normal mode's image, which equals this one up to float rounding.
+
+    waves (format version 5): not drawn yet, NotImplementedError if they matter."""
+    refuse_waves(waves, "cuda")
     if means.dim() != 2 or means.shape[1] != 2 or conics.shape != (means.shape[0], 3) \
             or colors.dim() != 2 or colors.shape[0] != means.shape[0] \
             or not 1 <= colors.shape[1] <= 4:
