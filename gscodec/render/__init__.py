@@ -145,15 +145,20 @@ def _resolve(backend: str) -> str:
     return "reference"
 
 
+def _auto(backend: str, means, waves) -> str:
+    """`backend` with "auto" narrowed by the tensors: "cuda" for CUDA tensors, "reference"
+    for CPU tensors with waves that matter (until the compiled kernel draws waves)."""
+    if backend != "auto":
+        return backend
+    if getattr(means, "is_cuda", False):
+        return "cuda"
+    return "reference" if waves_active(waves) else backend
+
+
 def resolve_backend(backend: str, means=None, waves=None) -> str:
     """The backend `render` would use for `backend` and tensors like `means` (and `waves`):
-    "auto" resolved ("cuda" for CUDA tensors; "reference" for CPU tensors with waves that
-    matter, until the compiled kernel draws waves), checked to be available."""
-    if backend == "auto" and getattr(means, "is_cuda", False):
-        backend = "cuda"
-    elif backend == "auto" and waves_active(waves):
-        backend = "reference"
-    return _resolve(backend)
+    "auto" resolved (`_auto`, then the best available), checked to be available."""
+    return _resolve(_auto(backend, means, waves))
 
 
 def render(means, conics, colors, height: int, width: int, *, backend: str = "auto",
@@ -161,7 +166,7 @@ def render(means, conics, colors, height: int, width: int, *, backend: str = "au
     """Render N Gaussians to an unclamped float32 image [height, width, C] by the contract
     above. Differentiable with respect to means, conics, colors (and waves [N, 4], which
     only "reference" draws yet). backend: "auto", "cpu", "reference" or "cuda"."""
-    name = resolve_backend(backend, means, waves)
+    name = _resolve(_auto(backend, means, waves))
     return _BACKENDS[name][2](means, conics, colors, int(height), int(width), waves=waves)
 
 
@@ -200,7 +205,7 @@ def color_operator(means, conics, height: int, width: int, *, backend: str = "au
     set-up."""
     if waves is not None:
         waves = waves.detach()         # fixed here: only the colours vary
-    name = resolve_backend(backend, means, waves)
+    name = _resolve(_auto(backend, means, waves))
     if name == "cpu":
         from .kernel_torch import PlanColorOperator
         return PlanColorOperator(means, conics, height, width, waves)
