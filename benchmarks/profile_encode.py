@@ -173,6 +173,23 @@ def instrument(prof: Profiler):
     prof.wrap(gsi_format, "write", "writing")
 
 
+def save_free_fit(path: str):
+    """Save the Gaussians that the free fit ends with to `path` (npz)."""
+    import numpy as np
+
+    from gscodec.encoder import fit as fit_mod
+    free_fit = fit_mod.Fitter.free_fit
+
+    def saving(self, *args, **kw):
+        p = free_fit(self, *args, **kw)
+        arrays = {"means": p.xy, "conics": p.conics(), "colors": p.color}
+        np.savez(path, **{k: v.detach().cpu().numpy().astype(np.float32)
+                          for k, v in arrays.items()})
+        return p
+
+    fit_mod.Fitter.free_fit = saving
+
+
 def cpu_info() -> dict:
     info = {"cpu": platform.processor(), "mhz": None, "fma": False, "avx2": False}
     try:
@@ -204,6 +221,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", default="run")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--save-geometry", default=None, metavar="NPZ",
+                    help="save the Gaussians after the free fit (means, conics, colors) for "
+                         "bench_fit_step.py --geometry")
     a = ap.parse_args(argv)
     image = Path(a.image)
     if not image.is_file():
@@ -220,6 +240,8 @@ def main(argv=None) -> int:
         return 1
     prof = Profiler()
     instrument(prof)
+    if a.save_geometry:
+        save_free_fit(a.save_geometry)
     t0 = time.perf_counter()
     with prof.stage("encode"):
         data = gscodec.encode(str(image), effort=a.effort)

@@ -47,12 +47,11 @@ constexpr int64_t RED_CHUNK = 256;  // Gaussians per work item of the reduction
 struct FitImpl {
     const char* name;
     float (*exp_one)(float);
-    void (*spans)(const Gauss*, int64_t, int64_t, int64_t, const int64_t*, FitSpan*);
-    void (*forward_band)(int, const Gauss*, const int32_t*, int64_t, int64_t, const int64_t*,
-                         const FitSpan*, const float*, int, int, int64_t, float*);
-    void (*backward_band)(int, bool, const Gauss*, const int32_t*, int64_t, int64_t,
-                          const int64_t*, const FitSpan*, const float*, const float*, int, int,
-                          int64_t, const int64_t*, int64_t, int, float*);
+    void (*spans)(const FitEntry*, int64_t, int64_t, int64_t, FitSpan*);
+    void (*forward_band)(int, const FitEntry*, int64_t, int64_t, const FitSpan*, const float*,
+                         int, int, int64_t, float*);
+    void (*backward_band)(int, bool, const FitEntry*, int64_t, int64_t, const FitSpan*,
+                          const float*, const float*, int, int, int64_t, int, float*);
     double (*residual_band)(int, float*, int, int, int64_t, int64_t, const float*,
                             const float*, float);
 };
@@ -91,30 +90,49 @@ double fit_exp_max_rel_error(double lo, double hi, int64_t steps) {
 FitPlan::FitPlan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t W, int nt)
     : H_(H), W_(W), N_(N) {
     const FitImpl& im = fit_impl();
-    gs_ = setup_all(pm, pq, N_, H_, W_);
+    std::vector<Gauss> gs = setup_all(pm, pq, N_, H_, W_);
     if (H_ == 0 || W_ == 0)
-        for (auto& g : gs_) g.valid = false;
-    rows_start_.assign((size_t)N_ + 1, 0);
-    slot_start_.assign((size_t)N_ + 1, 0);
-    for (int64_t k = 0; k < N_; ++k) {
-        const Gauss& g = gs_[k];
-        rows_start_[k + 1] = rows_start_[k] + (g.valid ? g.i1 - g.i0 + 1 : 0);
-        slot_start_[k + 1] = slot_start_[k] + (g.valid ? g.i1 / BAND - g.i0 / BAND + 1 : 0);
+        for (auto& g : gs) g.valid = false;
+    Bands bands = bin_bands(gs, H_);
+    band_start_ = std::move(bands.start);
+    const int64_t nb = (int64_t)band_start_.size() - 1, ne = (int64_t)bands.ids.size();
+    // Entries band by band, their spans laid out in the same order.
+    entries_.resize((size_t)ne);
+    int64_t rows = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+        const int r0 = (int)(b * BAND), r1 = (int)std::min<int64_t>(H_, r0 + BAND) - 1;
+        for (int64_t e = band_start_[b]; e < band_start_[b + 1]; ++e) {
+            const int32_t k = bands.ids[e];
+            const Gauss& g = gs[k];
+            FitEntry& f = entries_[e];
+            f.mx = g.mx; f.my = g.my; f.a = g.a; f.b = g.b; f.c = g.c;
+            f.k = k;
+            f.row0 = std::max(g.i0, r0);
+            f.nrows = std::min(g.i1, r1) - f.row0 + 1;
+            f.span = rows;
+            rows += f.nrows;
+        }
     }
-    spans_.resize((size_t)rows_start_[N_]);
-    parallel_dynamic((N_ + SPAN_CHUNK - 1) / SPAN_CHUNK, nt, [&](int64_t ch) {
-        im.spans(gs_.data(), ch * SPAN_CHUNK, std::min(N_, (ch + 1) * SPAN_CHUNK), W_,
-                 rows_start_.data(), spans_.data());
+    spans_.resize((size_t)rows);
+    parallel_dynamic((ne + SPAN_CHUNK - 1) / SPAN_CHUNK, nt, [&](int64_t ch) {
+        im.spans(entries_.data(), ch * SPAN_CHUNK, std::min(ne, (ch + 1) * SPAN_CHUNK), W_,
+                 spans_.data());
     });
     for (const FitSpan& s : spans_) evaluations_ += s.n;
-    bands_ = bin_bands(gs_, H_);
+    // Each Gaussian's entries in band order (bands hold Gaussians in index order).
+    slot_start_.assign((size_t)N_ + 1, 0);
+    for (int64_t k = 0; k < N_; ++k)
+        slot_start_[k + 1] =
+            slot_start_[k] + (gs[k].valid ? gs[k].i1 / BAND - gs[k].i0 / BAND + 1 : 0);
+    slot_entry_.resize((size_t)ne);
+    std::vector<int64_t> fill(slot_start_.begin(), slot_start_.end() - 1);
+    for (int64_t e = 0; e < ne; ++e) slot_entry_[fill[entries_[e].k]++] = e;
 }
 
 int64_t FitPlan::nbytes() const {
-    return (int64_t)(gs_.size() * sizeof(Gauss) + spans_.size() * sizeof(FitSpan) +
-                     (rows_start_.size() + slot_start_.size() + bands_.start.size()) *
-                         sizeof(int64_t) +
-                     bands_.ids.size() * sizeof(int32_t));
+    return (int64_t)(entries_.size() * sizeof(FitEntry) + spans_.size() * sizeof(FitSpan) +
+                     (band_start_.size() + slot_start_.size() + slot_entry_.size()) *
+                         sizeof(int64_t));
 }
 
 // For each band (in parallel): zero a planar buffer [C][rows][W + PAD], add the forward of
@@ -126,18 +144,17 @@ void FitPlan::bands_pass(const float* c, int64_t C, bool render, bool geom, int 
                          const Epilogue& epilogue, float* part) const {
     const FitImpl& im = fit_impl();
     const int64_t Wp = W_ + PAD;
-    parallel_dynamic((int64_t)bands_.start.size() - 1, nt, [&](int64_t band) {
+    parallel_dynamic((int64_t)band_start_.size() - 1, nt, [&](int64_t band) {
         const int r0 = (int)(band * BAND);
         const int r1 = (int)std::min<int64_t>(H_, r0 + BAND);
-        const int64_t e0 = bands_.start[band], e1 = bands_.start[band + 1];
+        const int64_t e0 = band_start_[band], e1 = band_start_[band + 1];
         std::vector<float> buf((size_t)(C * (r1 - r0) * Wp));
         if (render)
-            im.forward_band((int)C, gs_.data(), bands_.ids.data(), e0, e1, rows_start_.data(),
-                            spans_.data(), c, r0, r1, Wp, buf.data());
+            im.forward_band((int)C, entries_.data(), e0, e1, spans_.data(), c, r0, r1, Wp,
+                            buf.data());
         if (!epilogue(r0, r1, buf.data()) || !part) return;
-        im.backward_band((int)C, geom, gs_.data(), bands_.ids.data(), e0, e1,
-                         rows_start_.data(), spans_.data(), c, buf.data(), r0, r1, Wp,
-                         slot_start_.data(), band, NPART, part);
+        im.backward_band((int)C, geom, entries_.data(), e0, e1, spans_.data(), c, buf.data(),
+                         r0, r1, Wp, NPART, part);
     });
 }
 
@@ -149,20 +166,22 @@ void FitPlan::reduce(bool geom, int64_t C, const float* part, int nt, float* gm,
         for (int64_t k = chunk * RED_CHUNK; k < k1; ++k) {
             double s[NPART] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
             for (int64_t slot = slot_start_[k]; slot < slot_start_[k + 1]; ++slot) {
-                const float* p = part + NPART * slot;
+                const float* p = part + NPART * slot_entry_[slot];
                 if (geom)
                     for (int t = 0; t < 5; ++t) s[t] += p[t];
                 for (int64_t ch = 0; ch < C; ++ch) s[5 + ch] += p[5 + ch];
             }
             if (geom) {
-                const Gauss& g = gs_[k];
                 // d(exp(-q/2))/d(a, b, c) = -w (dx^2 / 2, dx dy, dy^2 / 2), and
-                // d/d(mean) = w (a dx + b dy, b dx + c dy).
+                // d/d(mean) = w (a dx + b dy, b dx + c dy). (No entries: all sums zero.)
+                const bool any = slot_start_[k] < slot_start_[k + 1];
+                const FitEntry* g = any ? &entries_[slot_entry_[slot_start_[k]]] : nullptr;
+                const double a = any ? g->a : 0.0, b = any ? g->b : 0.0, c = any ? g->c : 0.0;
                 gq[3 * k + 0] = (float)(-0.5 * s[0]);
                 gq[3 * k + 1] = (float)(-s[1]);
                 gq[3 * k + 2] = (float)(-0.5 * s[2]);
-                gm[2 * k + 0] = (float)((double)g.a * s[3] + (double)g.b * s[4]);
-                gm[2 * k + 1] = (float)((double)g.b * s[3] + (double)g.c * s[4]);
+                gm[2 * k + 0] = (float)(a * s[3] + b * s[4]);
+                gm[2 * k + 1] = (float)(b * s[3] + c * s[4]);
             }
             for (int64_t ch = 0; ch < C; ++ch) gc[k * C + ch] = (float)s[5 + ch];
         }
@@ -187,9 +206,9 @@ double FitPlan::loss_backward(const float* c, int64_t C, const float* target,
                               const float* weight, double scale, bool geom, int nt, float* gm,
                               float* gq, float* gc) const {
     const FitImpl& im = fit_impl();
-    const int64_t nb = (int64_t)bands_.start.size() - 1;
+    const int64_t nb = (int64_t)band_start_.size() - 1;
     std::vector<double> band_loss((size_t)std::max<int64_t>(nb, 1), 0.0);
-    std::vector<float> part((size_t)(NPART * nslots()));
+    std::vector<float> part((size_t)(NPART * entries_.size()));
     const float g2 = (float)(2.0 * scale);
     if (H_ > 0 && W_ > 0)
         bands_pass(c, C, N_ > 0, geom, nt, [&](int r0, int r1, float* buf) {
@@ -205,7 +224,7 @@ double FitPlan::loss_backward(const float* c, int64_t C, const float* target,
 
 void FitPlan::backward(bool geom, const float* c, int64_t C, const float* grad_out, int nt,
                        float* gm, float* gq, float* gc) const {
-    std::vector<float> part((size_t)(NPART * nslots()));
+    std::vector<float> part((size_t)(NPART * entries_.size()));
     const int64_t Wp = W_ + PAD;
     if (H_ > 0 && W_ > 0 && N_ > 0)
         bands_pass(c, C, false, geom, nt, [&](int r0, int r1, float* buf) {

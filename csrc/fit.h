@@ -23,6 +23,13 @@ struct FitSpan {    // one candidate row of one Gaussian
     int32_t j0, n;  // first column and pixel count (n = 0: the row has no span)
 };
 
+struct FitEntry {              // one Gaussian in one band
+    float mx, my, a, b, c;     // mean and conic
+    int32_t k;                 // which Gaussian
+    int32_t row0, nrows;       // its candidate rows in the band
+    int64_t span;              // where their spans start in the plan's span array
+};
+
 // Name of the fitting hot loops in use: "avx2+fma" or "baseline".
 const char* fit_isa_name();
 
@@ -59,14 +66,13 @@ class FitPlan {
                     const Epilogue& epilogue, float* part) const;
     void reduce(bool geom, int64_t C, const float* part, int nt, float* gm, float* gq,
                 float* gc) const;
-    int64_t nslots() const { return slot_start_.empty() ? 0 : slot_start_.back(); }
 
     int64_t H_ = 0, W_ = 0, N_ = 0, evaluations_ = 0;
-    std::vector<Gauss> gs_;
-    std::vector<int64_t> rows_start_;   // the spans of Gaussian k: rows_start_[k] ...
-    std::vector<FitSpan> spans_;
-    Bands bands_;
-    std::vector<int64_t> slot_start_;   // the partial-sum slots of Gaussian k, one per band
+    std::vector<int64_t> band_start_;   // the entries of band b: band_start_[b] ...
+    std::vector<FitEntry> entries_;     // band by band, each band's in Gaussian order
+    std::vector<FitSpan> spans_;        // band by band, each entry's rows in order
+    std::vector<int64_t> slot_start_;   // the entries of Gaussian k, in band order, are
+    std::vector<int64_t> slot_entry_;   // slot_entry_[slot_start_[k] ...]
 };
 
 }  // namespace gsi
