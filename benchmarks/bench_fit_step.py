@@ -10,8 +10,9 @@ The Gaussians are the encoder's start on a real image (structure-guided placemen
 by least squares), or those of FILE.npz (arrays means, conics, colors: e.g. a fitted set,
 `profile_encode.py --save-geometry`). For each thread count, the arms run interleaved,
 round after round, and each reports the minimum over --repeat rounds (the least disturbed
-run on a shared machine) in ms, and ns per Gaussian-pixel evaluation (`Plan.evaluations`
-per pass; a step is one forward and one backward, a colour-solve step two passes):
+run on a shared machine) in ms of wall time and of process CPU time (steadier on a shared
+machine), and ns per Gaussian-pixel evaluation (the exact `Plan.evaluations` of one pass;
+a step is one forward and one backward, and so is a colour-solve step):
 
     exact         Plan(...) + plan.loss_backward: render, squared error and gradients
     fit           FitPlan(...) + loss_backward: the same with the fitting kernel
@@ -127,16 +128,20 @@ def cpu_name() -> str:
     return platform.processor()
 
 
-def measure(fns: dict, repeat: int) -> dict:
+def measure(fns: dict, repeat: int) -> tuple[dict, dict]:
+    """Minimum wall and process CPU time (ms) of each arm over `repeat` interleaved rounds.
+    On a shared machine the CPU time is the steadier figure of the two."""
     for fn in fns.values():
         fn()  # warm-up (the plans' weight buffers are pooled after the first)
     best = {k: float("inf") for k in fns}
+    best_cpu = dict(best)
     for _ in range(repeat):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             best[k] = min(best[k], (time.perf_counter() - t0) * 1e3)
-    return best
+            best_cpu[k] = min(best_cpu[k], (time.process_time() - c0) * 1e3)
+    return best, best_cpu
 
 
 def main(argv=None) -> int:
@@ -176,18 +181,24 @@ def main(argv=None) -> int:
           f"{evaluations / (target.shape[0] * target.shape[1]):.1f} evaluations/pixel, "
           f"kernel ISA {ext.isa()} (fit {ext.fit_isa()}); min of {a.repeat} interleaved "
           f"rounds")
-    print(f"{'threads':>7} {'arm':>13} {'ms':>9} {'ns/eval':>8} {'ratio':>7}  baseline")
+    print(f"{'threads':>7} {'arm':>13} {'ms':>9} {'ns/eval':>8} {'ratio':>7} {'cpu ms':>9} "
+          f"{'cpu ns':>7} {'ratio':>7}  baseline")
     for nt in (int(t) for t in a.threads.split(",")):
-        best = measure(arms(ext, base, m, q, c, target, nt), a.repeat)
+        best, cpu = measure(arms(ext, base, m, q, c, target, nt), a.repeat)
         for k, ms in best.items():
+            per = passes(k) / 2 * evaluations / 1e6 if evaluations else float("inf")
             ratio = ms / best[ref[k]] if k in ref else None
-            ns = ms * 1e6 / (passes(k) / 2 * evaluations) if evaluations else 0.0
+            cratio = cpu[k] / cpu[ref[k]] if k in ref else None
             rows.append({"threads": nt, "arm": k, "ms": round(ms, 3),
-                         "ns_per_eval": round(ns, 3),
+                         "ns_per_eval": round(ms / per, 3),
                          "ratio_to_baseline": None if ratio is None else round(ratio, 3),
+                         "cpu_ms": round(cpu[k], 3), "cpu_ns_per_eval": round(cpu[k] / per, 3),
+                         "cpu_ratio_to_baseline": None if cratio is None else round(cratio, 3),
                          "baseline": ref.get(k)})
-            print(f"{nt:>7} {k:>13} {ms:>9.2f} {ns:>8.2f} "
-                  f"{'' if ratio is None else f'{ratio:.3f}x':>7}  {ref.get(k, '')}")
+            print(f"{nt:>7} {k:>13} {ms:>9.2f} {ms / per:>8.2f} "
+                  f"{'' if ratio is None else f'{ratio:.3f}x':>7} {cpu[k]:>9.2f} "
+                  f"{cpu[k] / per:>7.2f} {'' if cratio is None else f'{cratio:.3f}x':>7}  "
+                  f"{ref.get(k, '')}")
     out = {"command": " ".join(["python", "benchmarks/bench_fit_step.py", *(argv or sys.argv[1:])]),
            "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(),
                        "platform": platform.platform(), "load_average": list(os.getloadavg())},

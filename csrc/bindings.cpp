@@ -311,7 +311,7 @@ PYBIND11_MODULE(_raster, m) {
              "A^T v for v [height, width, C]: the colour gradient of sum(forward(.) * v).")
         .def_property_readonly("count", &gsi::FitPlan::count)
         .def_property_readonly("evaluations", &gsi::FitPlan::evaluations,
-                               "Gaussian-pixel evaluations of one pass (the exact spans')")
+                               "Gaussian-pixel evaluations of one pass (its spans' pixels)")
         .def_property_readonly("nbytes", &gsi::FitPlan::nbytes);
     m.def("release_buffers", &gsi::release_buffers,
           "Free the weight buffers that ended plans left for reuse; returns the bytes freed.");

@@ -49,11 +49,12 @@ struct FitImpl {
     float (*exp_one)(float);
     void (*spans)(const FitEntry*, int64_t, int64_t, int64_t, FitSpan*);
     void (*forward_band)(int, const FitEntry*, int64_t, int64_t, const FitSpan*, const float*,
-                         int, int, int64_t, float*);
+                         int, int, int64_t, float*, float*);
     void (*backward_band)(int, bool, const FitEntry*, int64_t, int64_t, const FitSpan*,
-                          const float*, const float*, int, int, int64_t, int, float*);
+                          const float*, const float*, int, int, int64_t, int, float*,
+                          const float*);
     double (*residual_band)(int, float*, int, int, int64_t, int64_t, const float*,
-                            const float*, float);
+                            const float*, float, float*);
 };
 
 #define GSI_FIT_IMPL(NAME, NS) \
@@ -63,6 +64,15 @@ const FitImpl kFitBase = GSI_FIT_IMPL("baseline", fit_base);
 const FitImpl kFitAvx2 = GSI_FIT_IMPL("avx2+fma", fit_avx2);
 #endif
 #undef GSI_FIT_IMPL
+
+// Per-thread scratch arrays (which: 0 band image, 1 kept weights, 2 a target row), grown as
+// needed and kept: a fresh allocation per band and call costs page faults and zeroing.
+float* scratch(int which, size_t n) {
+    thread_local std::vector<float> bufs[3];
+    std::vector<float>& b = bufs[which];
+    if (b.size() < n) b.resize(n + n / 4);
+    return b.data();
+}
 
 const FitImpl& fit_impl() {
 #if GSI_HAVE_AVX2
@@ -118,7 +128,14 @@ FitPlan::FitPlan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t
         im.spans(entries_.data(), ch * SPAN_CHUNK, std::min(ne, (ch + 1) * SPAN_CHUNK), W_,
                  spans_.data());
     });
-    for (const FitSpan& s : spans_) evaluations_ += s.n;
+    band_vectors_.assign((size_t)nb, 0);
+    for (int64_t b = 0; b < nb; ++b)
+        for (int64_t e = band_start_[b]; e < band_start_[b + 1]; ++e)
+            for (int r = 0; r < entries_[e].nrows; ++r) {
+                const int n = spans_[entries_[e].span + r].n;
+                evaluations_ += n;
+                band_vectors_[b] += (n + 7) / 8;
+            }
     // Each Gaussian's entries in band order (bands hold Gaussians in index order).
     slot_start_.assign((size_t)N_ + 1, 0);
     for (int64_t k = 0; k < N_; ++k)
@@ -148,13 +165,18 @@ void FitPlan::bands_pass(const float* c, int64_t C, bool render, bool geom, int 
         const int r0 = (int)(band * BAND);
         const int r1 = (int)std::min<int64_t>(H_, r0 + BAND);
         const int64_t e0 = band_start_[band], e1 = band_start_[band + 1];
-        std::vector<float> buf((size_t)(C * (r1 - r0) * Wp));
+        float* buf = scratch(0, (size_t)(C * (r1 - r0) * Wp));
+        std::memset(buf, 0, sizeof(float) * (size_t)(C * (r1 - r0) * Wp));
+        // The forward keeps the band's weights for its backward (recomputing them cost
+        // 1.3x the fused step's time, kodim05's start, one thread).
+        const bool keep = render && part;
+        float* pk = keep ? scratch(1, (size_t)(8 * band_vectors_[band])) : nullptr;
         if (render)
-            im.forward_band((int)C, entries_.data(), e0, e1, spans_.data(), c, r0, r1, Wp,
-                            buf.data());
-        if (!epilogue(r0, r1, buf.data()) || !part) return;
-        im.backward_band((int)C, geom, entries_.data(), e0, e1, spans_.data(), c, buf.data(),
-                         r0, r1, Wp, NPART, part);
+            im.forward_band((int)C, entries_.data(), e0, e1, spans_.data(), c, r0, r1, Wp, buf,
+                            pk);
+        if (!epilogue(r0, r1, buf) || !part) return;
+        im.backward_band((int)C, geom, entries_.data(), e0, e1, spans_.data(), c, buf, r0, r1,
+                         Wp, NPART, part, pk);
     });
 }
 
@@ -212,8 +234,9 @@ double FitPlan::loss_backward(const float* c, int64_t C, const float* target,
     const float g2 = (float)(2.0 * scale);
     if (H_ > 0 && W_ > 0)
         bands_pass(c, C, N_ > 0, geom, nt, [&](int r0, int r1, float* buf) {
+            float* row = scratch(2, (size_t)(C * W_));
             band_loss[(size_t)(r0 / BAND)] =
-                im.residual_band((int)C, buf, r0, r1, W_, W_ + PAD, target, weight, g2);
+                im.residual_band((int)C, buf, r0, r1, W_, W_ + PAD, target, weight, g2, row);
             return N_ > 0;
         }, part.data());
     reduce(geom, C, part.data(), nt, gm, gq, gc);

@@ -69,6 +69,7 @@ class FitPlan {
 
     int64_t H_ = 0, W_ = 0, N_ = 0, evaluations_ = 0;
     std::vector<int64_t> band_start_;   // the entries of band b: band_start_[b] ...
+    std::vector<int64_t> band_vectors_; // 8-pixel vectors of band b's rows
     std::vector<FitEntry> entries_;     // band by band, each band's in Gaussian order
     std::vector<FitSpan> spans_;        // band by band, each entry's rows in order
     std::vector<int64_t> slot_start_;   // the entries of Gaussian k, in band order, are
