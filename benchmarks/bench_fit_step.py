@@ -5,6 +5,7 @@ against another checkout's kernel (the starting code), interleaved in one run.
     python benchmarks/bench_fit_step.py [--image kodim05.png] [--gaussians 2359]
                                         [--geometry FILE.npz] [--base CHECKOUT]
                                         [--threads 1,2] [--repeat 15] [--json OUT]
+                                        [--megapixels 0.4,1,2.8]
 
 The Gaussians are the encoder's start on a real image (structure-guided placement, colours
 by least squares), or those of FILE.npz (arrays means, conics, colors: e.g. a fitted set,
@@ -14,7 +15,8 @@ run on a shared machine) in ms of wall time and of process CPU time (steadier on
 machine), and ns per Gaussian-pixel evaluation (the exact `Plan.evaluations` of one pass;
 a step is one forward and one backward, and so is a colour-solve step):
 
-    exact         Plan(...) + plan.loss_backward: render, squared error and gradients
+    exact         Plan(...) + plan.loss_backward: render, squared error and gradients (the
+                  plan keeps at most 2^25 weights, as the encoder had it)
     fit           FitPlan(...) + loss_backward: the same with the fitting kernel
     base          the --base checkout's Plan(...) + loss_backward
     cg_exact      12 conjugate-gradient steps of the colour solve on one Plan (forward + adjoint)
@@ -24,6 +26,12 @@ a step is one forward and one backward, and so is a colour-solve step):
 
 and the ratio of each to its baseline (base or exact). Writes
 benchmarks/results/bench_fit_step.json.
+
+With --megapixels, the image is instead scaled (bicubic) to each size and started at the
+default density (6 Gaussians per 1000 pixels); the fused step's arms (exact, fit, base) are
+timed at the first --threads count, and each one's peak memory is measured in a fresh
+process: the rise of its peak resident set over one plan and step, with the image and the
+Gaussians already loaded. Writes benchmarks/results/bench_fit_step_sizes.json by default.
 """
 from __future__ import annotations
 
@@ -48,13 +56,7 @@ CG_STEPS = 12
 
 def start_geometry(image: Path, n: int):
     """The encoder's starting Gaussians for `image`: float32 means, conics, colours."""
-    import torch
-
-    from gscodec.encoder.fit import FitConfig, Fitter
-    p = Fitter(load_image(image), FitConfig()).start(n)
-    with torch.no_grad():
-        arrays = (p.xy, p.conics(), p.color)
-        return tuple(np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in arrays)
+    return start_geometry_array(load_image(image), n)
 
 
 def load_image(image: Path) -> np.ndarray:
@@ -74,19 +76,30 @@ def load_base(checkout: Path):
     return mod
 
 
-def arms(ext, base, m, q, c, target, nt):
+def steps(ext, base, m, q, c, target, nt) -> dict:
+    """The fused step's arms: exact, fit and (with a base kernel) base."""
     h, w, _ = target.shape
     scale = 1.0 / target.size
 
     def step(mod, cls):
-        return lambda: getattr(mod, cls)(m, q, h, w, nt).loss_backward(c, target, None, scale,
-                                                                        nt)
+        extra = (MAX_WEIGHTS,) if cls == "Plan" else ()
+        return lambda: getattr(mod, cls)(m, q, h, w, nt, *extra).loss_backward(
+            c, target, None, scale, nt)
+
+    out = {"exact": step(ext, "Plan"), "fit": step(ext, "FitPlan")}
+    if base is not None:
+        out["base"] = step(base, "Plan")
+    return out
+
+
+def arms(ext, base, m, q, c, target, nt):
+    h, w, _ = target.shape
 
     def cg(mod, cls, fused=False):
         # The colour solve's passes: one forward and one adjoint per step (the arithmetic
         # between them is the same for every arm and left out).
         def run():
-            p = getattr(mod, cls)(m, q, h, w, nt)
+            p = getattr(mod, cls)(m, q, h, w, nt, *((MAX_WEIGHTS,) if cls == "Plan" else ()))
             x = c
             for _ in range(CG_STEPS):
                 if fused:
@@ -95,9 +108,7 @@ def arms(ext, base, m, q, c, target, nt):
                     x = p.adjoint(p.forward(x, nt), nt)
         return run
 
-    out = {"exact": step(ext, "Plan"), "fit": step(ext, "FitPlan")}
-    if base is not None:
-        out["base"] = step(base, "Plan")
+    out = steps(ext, base, m, q, c, target, nt)
     out.update(cg_exact=cg(ext, "Plan"), cg_fit=cg(ext, "FitPlan"),
                cg_fit_fused=cg(ext, "FitPlan", fused=True))
     if base is not None:
@@ -144,6 +155,103 @@ def measure(fns: dict, repeat: int) -> tuple[dict, dict]:
     return best, best_cpu
 
 
+DENSITY = 6.0   # Gaussians per 1000 pixels: the encoder's default (encoder/api.py)
+# Weights an exact plan keeps, as the encoder asked of it (kernel_torch.MAX_PLAN_WEIGHTS):
+# larger geometries recompute them in each pass.
+MAX_WEIGHTS = 1 << 25
+
+_PROBE = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, {root!r} + "/benchmarks")
+from bench_fit_step import load_base
+from gscodec import _raster as ext
+mod = load_base(__import__("pathlib").Path({base!r})) if {base!r} else ext
+with np.load({npz!r}) as z:
+    m, q, c, t = (np.ascontiguousarray(z[k]) for k in ("means", "conics", "colors", "target"))
+h, w, _ = t.shape
+def status(key):  # kB
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+try:  # reset the peak (Linux >= 4.0), so that it is this step's
+    open("/proc/self/clear_refs", "w").write("5")
+    before = status("VmRSS")
+except OSError:
+    status = None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+extra = ({max_weights},) if {cls!r} == "Plan" else ()
+getattr(mod, {cls!r})(m, q, h, w, {nt}, *extra).loss_backward(c, t, None, 1.0 / t.size, {nt})
+after = status("VmHWM") if status else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024)
+"""
+
+
+def peak_memory(npz: str, cls: str, nt: int, base: str | None) -> int | None:
+    """Rise of the peak resident set (bytes) of a fresh process over one plan and fused
+    step, above its resident set before (Linux: the peak reset through clear_refs; else the
+    rise of ru_maxrss, which misses a step's peak below the import's); None where it cannot
+    be measured."""
+    import subprocess
+    code = _PROBE.format(root=str(ROOT), base=base or "", npz=npz, cls=cls, nt=nt,
+                         max_weights=MAX_WEIGHTS)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, timeout=600)
+        return int(out.stdout.split()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return None
+
+
+def sizes_run(ext, base, image: Path, a) -> list[dict]:
+    """The fused step at several image sizes, default density: time and peak memory."""
+    import tempfile
+
+    from PIL import Image
+    nt = int(a.threads.split(",")[0])
+    src = Image.open(image).convert("RGB")
+    rows = []
+    print(f"{'MP':>5} {'size':>11} {'N':>6} {'arm':>6} {'ms':>9} {'cpu ms':>9} {'ns/eval':>8} "
+          f"{'peak MB':>8}")
+    for mp in (float(x) for x in a.megapixels.split(",")):
+        f = (mp * 1e6 / (src.width * src.height)) ** 0.5
+        img = np.asarray(src.resize((round(src.width * f), round(src.height * f)),
+                                    Image.BICUBIC))
+        target = np.ascontiguousarray(img, dtype=np.float32) / np.float32(255.0)
+        h, w, _ = target.shape
+        n = int(round(DENSITY * h * w / 1000.0))
+        m, q, c = start_geometry_array(img, n)
+        evaluations = ext.Plan(m, q, h, w, nt, 0).evaluations
+        fns = steps(ext, base, m, q, c, target, nt)
+        best, cpu = measure(fns, a.repeat)
+        with tempfile.TemporaryDirectory() as tmp:
+            npz = str(Path(tmp) / "case.npz")
+            np.savez(npz, means=m, conics=q, colors=c, target=target)
+            for arm in fns:
+                peak = peak_memory(npz, "FitPlan" if arm == "fit" else "Plan", nt,
+                                   a.base if arm == "base" else None)
+                rows.append({"megapixels": round(h * w / 1e6, 3), "height": h, "width": w,
+                             "gaussians": n, "evaluations": evaluations, "threads": nt,
+                             "arm": arm, "ms": round(best[arm], 3), "cpu_ms": round(cpu[arm], 3),
+                             "ns_per_eval": round(best[arm] * 1e6 / evaluations, 3),
+                             "peak_bytes": peak})
+                print(f"{h * w / 1e6:>5.2f} {w:>5}x{h:<5} {n:>6} {arm:>6} {best[arm]:>9.2f} "
+                      f"{cpu[arm]:>9.2f} {best[arm] * 1e6 / evaluations:>8.2f} "
+                      f"{'-' if peak is None else f'{peak / 2**20:.1f}':>8}")
+    return rows
+
+
+def start_geometry_array(img: np.ndarray, n: int):
+    """start_geometry for an image array."""
+    import torch
+
+    from gscodec.encoder.fit import FitConfig, Fitter
+    p = Fitter(img, FitConfig()).start(n)
+    with torch.no_grad():
+        arrays = (p.xy, p.conics(), p.color)
+        return tuple(np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in arrays)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", default=str(ROOT.parent / "shared/datasets/kodak/kodim05.png"))
@@ -152,7 +260,8 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default=None)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--json", default=str(ROOT / "benchmarks/results/bench_fit_step.json"))
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--megapixels", default=None)
     a = ap.parse_args(argv)
     ext = kernel.kernel()
     if ext is None:
@@ -167,6 +276,12 @@ def main(argv=None) -> int:
     except (OSError, ImportError) as exc:
         print(f"error: --base: {exc}", file=sys.stderr)
         return 1
+    if a.megapixels:
+        rows = sizes_run(ext, base, image, a)
+        write(a.json or str(ROOT / "benchmarks/results/bench_fit_step_sizes.json"), argv, {
+            "image": image.name, "base": a.base, "density": DENSITY, "repeat": a.repeat,
+            "isa": ext.isa(), "fit_isa": ext.fit_isa(), "rows": rows})
+        return 0
     target = np.ascontiguousarray(load_image(image), dtype=np.float32) / np.float32(255.0)
     if a.geometry:
         with np.load(a.geometry) as z:
@@ -199,18 +314,23 @@ def main(argv=None) -> int:
                   f"{'' if ratio is None else f'{ratio:.3f}x':>7} {cpu[k]:>9.2f} "
                   f"{cpu[k] / per:>7.2f} {'' if cratio is None else f'{cratio:.3f}x':>7}  "
                   f"{ref.get(k, '')}")
-    out = {"command": " ".join(["python", "benchmarks/bench_fit_step.py", *(argv or sys.argv[1:])]),
+    write(a.json or str(ROOT / "benchmarks/results/bench_fit_step.json"), argv, {
+        "image": image.name, "geometry": a.geometry, "base": a.base, "gaussians": len(m),
+        "evaluations": evaluations, "ns_per_eval": "per forward+backward evaluation "
+        "(a colour-solve step counted as one)", "cg_steps": CG_STEPS, "repeat": a.repeat,
+        "isa": ext.isa(), "fit_isa": ext.fit_isa(), "rows": rows})
+    return 0
+
+
+def write(path: str, argv, fields: dict) -> None:
+    out = {"command": " ".join(["python", "benchmarks/bench_fit_step.py",
+                                *(sys.argv[1:] if argv is None else argv)]),
            "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(),
                        "platform": platform.platform(), "load_average": list(os.getloadavg())},
-           "image": image.name, "geometry": a.geometry, "base": a.base, "gaussians": len(m),
-           "evaluations": evaluations, "ns_per_eval": "per forward+backward evaluation "
-           "(a colour-solve step counted as one)", "cg_steps": CG_STEPS, "repeat": a.repeat,
-           "isa": ext.isa(), "fit_isa": ext.fit_isa(),
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {a.json}")
-    return 0
+           **fields, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
