@@ -167,8 +167,8 @@ void FitPlan::bands_pass(const float* c, int64_t C, bool render, bool geom, int 
         const int64_t e0 = band_start_[band], e1 = band_start_[band + 1];
         float* buf = scratch(0, (size_t)(C * (r1 - r0) * Wp));
         std::memset(buf, 0, sizeof(float) * (size_t)(C * (r1 - r0) * Wp));
-        // The forward keeps the band's weights for its backward (recomputing them cost
-        // 1.3x the fused step's time, kodim05's start, one thread).
+        // The forward keeps the band's weights for its backward: recomputing them took
+        // 1.16x the fused step's time (docs/experiments.md, 2026-12-05, the fitting kernel).
         const bool keep = render && part;
         float* pk = keep ? scratch(1, (size_t)(8 * band_vectors_[band])) : nullptr;
         if (render)
