@@ -24,7 +24,8 @@ def q_cut() -> str:
 
 # GCC/Clang. No -march=native: a built wheel may move to another x86-64 CPU; AVX2 code is
 # chosen at run time instead. -ffp-contract=off: no FMA, so q is bit-identical to the
-# reference (the fitting kernels ask for FMA explicitly, by intrinsics, where they may). -fopenmp-simd: honour '#pragma omp simd' (no OpenMP runtime is linked).
+# reference (the fitting kernels ask for FMA explicitly, by intrinsics, where they may).
+# -fopenmp-simd: honour '#pragma omp simd' (no OpenMP runtime is linked).
 # -fno-trapping-math / -fno-math-errno only drop FP-exception and errno side effects (no
 # value changes); without them GCC does not vectorize the branchy exp/cut-off loop.
 UNIX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno",
