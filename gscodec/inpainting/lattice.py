@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bitstream.model import COLOR_RANGE, QuantClass
-from ..encoder.masked import csr_counts, harmonic_fill
+from ..encoder.hole_prior import csr_counts, harmonic_fill
 from ..encoder.params import GaussianParams
 from ..encoder.quantize import QuantConfig, to_integers
 from ..render.common import Q_CUT
