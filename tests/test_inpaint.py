@@ -202,3 +202,76 @@ def test_inpaint_shapes_and_hole_positions(shape, where):
     assert out.shape == img.shape and np.array_equal(out[~m], img[~m])
     err = np.abs(out[m].astype(int) - 137)
     assert err.mean() <= 10 and err.max() <= 80
+
+
+def _textured(h=96, w=128, seed=5):
+    """A ramp with fine random texture and an edge: something for exemplars to copy."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 1.2 + 40, y * 1.5 + 30, 0 * x + 120], -1).astype(np.float64)
+    img += rng.normal(0, 12, (h, w, 1))
+    img[:, w // 2:] += 50
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_texture_ignores_masked_pixels_and_keeps_known():
+    """texture=True reads neither the pixels under the mask (changing them changes nothing)
+    nor changes a known pixel, and it is deterministic."""
+    img = _textured()
+    m = np.zeros(img.shape[:2], bool)
+    m[30:70, 40:90] = True
+    other = img.copy()
+    other[m] = np.random.default_rng(9).integers(0, 256, (int(m.sum()), 3), dtype=np.uint8)
+    a = gscodec.inpaint(img, m, texture=True)
+    b = gscodec.inpaint(other, m, texture=True)
+    assert np.array_equal(a, b)
+    assert np.array_equal(a[~m], img[~m])
+    assert np.array_equal(a, gscodec.inpaint(img, m, texture=True))
+
+
+def test_texture_adds_detail_to_the_smooth_fill():
+    """The smooth fill of a textured image is flat in the hole; the exemplar detail brings
+    back a local variation of the known part's order, while the local mean stays the smooth
+    fill's (the structure comes from the Gaussians)."""
+    img = _textured()
+    m = np.zeros(img.shape[:2], bool)
+    m[30:70, 40:90] = True
+    smooth = gscodec.inpaint(img, m).astype(np.float64)
+    tex = gscodec.inpaint(img, m, texture=True).astype(np.float64)
+
+    def hf(x):          # high-pass: x minus its 3x3 mean, inside the hole's interior
+        k = sum(np.roll(np.roll(x, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+        return (x - k)[34:66, 44:86].std()
+    ref = hf(img.astype(np.float64))
+    assert hf(smooth) < 0.5 * ref
+    assert hf(tex) > 0.6 * ref
+    # measured mean difference of 1.0 (levels); bound 8
+    assert abs(tex[m].mean() - smooth[m].mean()) < 8
+
+
+def test_texture_small_and_grayscale_images():
+    """Images too small for a patch get the smooth fill; grayscale works."""
+    img = _image()
+    m = _mask()
+    assert np.array_equal(gscodec.inpaint(img, m, texture=True), gscodec.inpaint(img, m))
+    g = _textured()[:, :, 0]
+    mg = np.zeros(g.shape, bool)
+    mg[20:50, 20:60] = True
+    out = gscodec.inpaint(g, mg, texture=True)
+    assert out.shape == g.shape and np.array_equal(out[~mg], g[~mg])
+
+
+def test_inpaint_masks_kinds():
+    """The benchmark's mask kinds: deterministic, non-empty, the expected sizes."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from inpaint_masks import KINDS, lama_mask
+    for kind in KINDS:
+        a = lama_mask(kind, 128, 192, seed=3)
+        assert a.shape == (128, 192) and a.dtype == bool
+        assert np.array_equal(a, lama_mask(kind, 128, 192, seed=3))
+        assert 0 < a.mean() <= 0.7
+    box = lama_mask("box", 200, 300, seed=1)
+    ys, xs = np.nonzero(box)
+    assert box.sum() == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)          # one rectangle
