@@ -5,11 +5,12 @@ Masks (inpaint_masks.py, fixed seeds): LaMa's thin / medium / thick random prese
 scribbles, object-shaped blobs and a large box. Metrics:
 - PSNR over the hole (the headline), PSNR over the image, MS-SSIM (pytorch-msssim) of the
   image;
-- SSIMULACRA2 (the `ssimulacra2` package) of the crop bounding the hole plus 16 pixels: the
-  whole image's score would mostly measure the untouched known pixels (higher is better,
-  100 = identical);
-- FLIP (the `flip-evaluator` package, LDR, 67 pixels per degree) averaged over the hole's
-  pixels of the error map of that crop (lower is better, 0 = identical);
+- SSIMULACRA2 (the `ssimulacra2` package) of the image (higher is better, 100 = identical,
+  its pooling weights the worst regions: the hole dominates); on a crop of the hole alone
+  the scores fell to -100 to -200, far outside the range the metric was fitted on;
+- FLIP (the `flip-evaluator` package, LDR, 67 pixels per degree): the error map of the
+  crop bounding the hole plus 16 pixels, averaged over the hole's pixels (lower is better,
+  0 = identical);
 - seconds per image: wall clock of the call alone, the methods interleaved image by image in
   one process (one untimed gsi call first loads the compiled renderer).
 A peer or metric whose package is missing is skipped with a note (".[bench]" installs all).
@@ -60,7 +61,8 @@ def msssim(a, b):
         from pytorch_msssim import ms_ssim
     except ImportError:
         return None
-    t = lambda x: torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
+    def t(x):
+        return torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
     win = 11 if min(a.shape[:2]) > 160 else 7  # ms_ssim needs side > (win-1)*16
     try:
         return float(ms_ssim(t(a), t(b), data_range=255, win_size=win))
@@ -160,7 +162,8 @@ def methods(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "kodak"))
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--kinds", default=",".join(KINDS))
@@ -197,7 +200,8 @@ def main(argv=None):
     for i, f in enumerate(files):
         im = Image.open(f).convert("RGB")
         if args.scale != 1.0:
-            im = im.resize((round(im.width * args.scale), round(im.height * args.scale)), Image.LANCZOS)
+            im = im.resize((round(im.width * args.scale), round(im.height * args.scale)),
+                           Image.LANCZOS)
         img = np.asarray(im)
         h, w = img.shape[:2]
         for kind in kinds:
@@ -214,7 +218,7 @@ def main(argv=None):
                        "hole_frac": float(mask.mean()),
                        "psnr_hole": psnr(res, img, mask), "psnr_image": psnr(res, img),
                        "ms_ssim": msssim(res, img),
-                       "ssimulacra2": ssimulacra2(img[cy, cx], res[cy, cx]),
+                       "ssimulacra2": ssimulacra2(img, res),
                        "flip_hole": flip_hole(img[cy, cx], res[cy, cx], mask[cy, cx]),
                        "seconds": sec}
                 rows.append(row)
@@ -322,7 +326,8 @@ def figure(examples, names, path):
         for c, col in enumerate(cols):
             ax = axes[r][c]
             ax.imshow(examples[kind][col])
-            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
             if r == 0:
                 ax.set_title(col, fontsize=9)
             if c == 0:

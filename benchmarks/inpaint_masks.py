@@ -20,14 +20,19 @@ from __future__ import annotations
 import numpy as np
 
 PRESETS = {
-    "thin": dict(irregular=dict(min_times=4, max_times=50, max_width=10, max_angle=4, max_len=40),
+    "thin": dict(irregular=dict(min_times=4, max_times=50, max_width=10, max_angle=4,
+                                max_len=40),
                  box_proba=0.0, box=None),
-    "medium": dict(irregular=dict(min_times=4, max_times=10, max_width=100, max_angle=4, max_len=200),
+    "medium": dict(irregular=dict(min_times=4, max_times=10, max_width=100, max_angle=4,
+                                  max_len=200),
                    box_proba=0.3,
-                   box=dict(margin=0, bbox_min_size=30, bbox_max_size=150, min_times=1, max_times=5)),
-    "thick": dict(irregular=dict(min_times=1, max_times=5, max_width=250, max_angle=4, max_len=450),
+                   box=dict(margin=0, bbox_min_size=30, bbox_max_size=150, min_times=1,
+                            max_times=5)),
+    "thick": dict(irregular=dict(min_times=1, max_times=5, max_width=250, max_angle=4,
+                                 max_len=450),
                   box_proba=0.3,
-                  box=dict(margin=10, bbox_min_size=30, bbox_max_size=300, min_times=1, max_times=4)),
+                  box=dict(margin=10, bbox_min_size=30, bbox_max_size=300, min_times=1,
+                           max_times=4)),
     "scribble": dict(irregular=dict(min_times=2, max_times=5, max_width=25, max_angle=4,
                                     max_len=200, min_width=15),
                      box_proba=0.0, box=None),
@@ -95,7 +100,8 @@ def _blob(rng, h, w) -> np.ndarray:
         amp = rng.uniform(-0.3, 0.3, 4) / np.arange(2, 6)
         ph = rng.uniform(0, 2 * np.pi, 4)
         t = np.arctan2(yy - cy, xx - cx)
-        r = r0 * (1 + sum(a * np.cos(k * t + p) for k, a, p in zip(range(2, 6), amp, ph)))
+        terms = zip(range(2, 6), amp, ph, strict=True)
+        r = r0 * (1 + sum(a * np.cos(k * t + p) for k, a, p in terms))
         mask |= np.hypot(yy - cy, xx - cx) <= r
     return mask
 

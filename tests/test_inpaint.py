@@ -7,8 +7,8 @@ from PIL import Image
 
 import gscodec
 from gscodec.cli import main as cli_main
-from gscodec.errors import InputError
 from gscodec.encoder.masked import harmonic_fill
+from gscodec.errors import InputError
 
 H, W = 24, 32
 OPTS = dict(gaussians=40, iterations=3, seed=3)
@@ -125,6 +125,7 @@ def test_harmonic_fill_large_hole_uses_the_pyramid():
     """A hole larger than FILL_COARSE pixels: coarse-to-fine start, same harmonic answer
     (a linear ramp is harmonic), and the known pixels are untouched."""
     import torch
+
     from gscodec.encoder.masked import FILL_COARSE
     h, w = 96, 128
     y, x = np.mgrid[0:h, 0:w]
@@ -275,3 +276,30 @@ def test_inpaint_masks_kinds():
     box = lama_mask("box", 200, 300, seed=1)
     ys, xs = np.nonzero(box)
     assert box.sum() == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)          # one rectangle
+
+
+def test_anisotropic_fill_carries_an_edge_across_a_stroke():
+    """A slanted edge crossed by a stroke 9 pixels wide: the edge-directed prior continues it
+    (much closer than the harmonic fill, which blurs it), reproduces a linear ramp, and
+    never reads the pixels under the mask."""
+    import torch
+
+    from gscodec.encoder.hole_prior import anisotropic_fill
+    h, w = 64, 96
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.where(x > 0.6 * y + 30, 0.8, 0.2)[:, :, None].repeat(3, 2).astype(np.float32)
+    m = np.zeros((h, w), bool)
+    m[28:37, 4:-4] = True             # clear of the image's sides (mirror borders)
+    t = torch.from_numpy(img)
+    known = torch.from_numpy((~m).astype(np.float32))
+    a = anisotropic_fill(t, known).numpy()
+    hf = harmonic_fill(t, known).numpy()
+    err_a = np.abs(a - img)[m].mean()
+    err_h = np.abs(hf - img)[m].mean()
+    # measured 0.0095 against 0.0243 (harmonic); bound: under half the harmonic error
+    assert err_a < 0.5 * err_h
+    other = t.clone()
+    other[torch.from_numpy(m)] = 0.9
+    assert torch.equal(anisotropic_fill(other, known), anisotropic_fill(t, known))
+    ramp = torch.from_numpy(np.stack([x / w, y / h, (x + y) / (w + h)], -1).astype(np.float32))
+    assert float((anisotropic_fill(ramp, known) - ramp).abs().max()) < 0.01   # measured 0.0042

@@ -20,8 +20,18 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from .init import blur, luminance
+
 FILL_ITERATIONS = 10     # conjugate-gradient iterations per pyramid level (fine levels)
 FILL_COARSE = 4096       # below this many unknowns a level is solved without a coarser one
+# Anisotropic fill (docs/experiments.md, Inpainting, "Edge-directed prior"):
+ANISO_KAPPA = 20.0       # damping of diffusion across an edge: weight exp(-KAPPA a cos^2)
+ANISO_SCALES = (5.0, 9.0, 14.0)   # structure-tensor scales (pixels), by local hole half-width:
+ANISO_WIDTHS = (4.0, 9.0)         #   up to 4 px the first, up to 9 the second, then the last
+ANISO_INNER = 1.0        # pre-smoothing (pixels) of the luma before its gradients
+ANISO_EPS = 1e-4         # gradient energy (luma^2) at which an orientation counts half
+ANISO_BAND = 24          # hole pixels deeper than this keep the harmonic fill (no structure there)
+ANISO_ITERATIONS = 50    # conjugate-gradient iterations from the harmonic start
 
 
 def csr_counts(counts: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape):
@@ -42,6 +52,145 @@ def harmonic_fill(img: torch.Tensor, known: torch.Tensor, iters: int | None = No
     hole = known < 0.5
     x = img * (~hole)[:, :, None]
     return _fill_level(x, hole, FILL_ITERATIONS if iters is None else iters)
+
+
+def anisotropic_fill(img: torch.Tensor, known: torch.Tensor, iters: int | None = None
+                     ) -> torch.Tensor:
+    """Edge-directed fill of the unknown pixels of img [H,W,C] (known [H,W], 1 = known):
+    the harmonic fill, then, on the hole pixels within ANISO_BAND of a known one, the
+    minimiser of sum over 8-neighbour pairs of w_pq (u_p - u_q)^2 with the known pixels
+    (and the deeper hole) fixed. w_pq is small where the pair crosses an edge: the edge
+    orientation comes from the structure tensor of the known pixels (normalised
+    convolution at a scale that follows the hole's local half-width), so an edge that
+    meets a stroke is carried across it instead of being blurred. Unknown input values
+    are never read."""
+    hole = known < 0.5
+    base = harmonic_fill(img, known)
+    dist = _distance(hole, ANISO_BAND + 4)
+    band = hole & (dist <= ANISO_BAND)
+    idx = torch.nonzero(band.flatten()).flatten()
+    if idx.numel() == 0:
+        return base
+    # Local half-width: the largest distance nearby picks the scale.
+    halfw = _dilate(dist, 3)
+    nx, ny, a = _structure(img, known, halfw)
+    h, w, c = img.shape
+    n = idx.numel()
+    pos = _positions(h, w, idx)
+    wp = w + 2
+    ip = (idx // w + 1) * wp + (idx % w + 1)
+    xpad = F.pad(base, (0, 0, 1, 1, 1, 1)).reshape(-1, c)
+    nxp, nyp, ap = (F.pad(t, (1, 1, 1, 1)).flatten() for t in (nx, ny, a))
+    cols, vals, b, deg = [], [], 0, 0
+    for dy in (-1, 0, 1):                       # column order within a row
+        for dx in (-1, 0, 1):
+            if dy == 0 and dx == 0:
+                cols.append(torch.arange(n))
+                vals.append(None)
+                continue
+            q = ip + dy * wp + dx
+            length = math.hypot(dx, dy)
+            ex, ey = dx / length, dy / length
+            across = 0.5 * ((nxp[ip] * ex + nyp[ip] * ey) ** 2 * ap[ip]
+                            + (nxp[q] * ex + nyp[q] * ey) ** 2 * ap[q])
+            # 1 and 1/2: the 8-neighbour stencil of the isotropic Laplacian
+            wgt = (1.0 / length ** 2) * torch.exp(-ANISO_KAPPA * across)
+            nb = pos[q]
+            wgt = wgt * (nb <= n)
+            deg = deg + wgt
+            b = b + (wgt * (nb == n))[:, None] * xpad[q]
+            cols.append(nb)
+            vals.append(-wgt)
+    vals[4] = deg
+    cols, vals = torch.stack(cols, 1), torch.stack(vals, 1)
+    keep = cols < n
+    mat = csr_counts(keep.sum(1), cols[keep], vals[keep], (n, n))
+    u = base.reshape(-1, c)[idx].clone()
+    steps = ANISO_ITERATIONS if iters is None else iters
+    u = _pcg(lambda p: mat @ p, b, deg[:, None], u, steps)
+    out = base.reshape(-1, c).clone()
+    out[idx] = u
+    return out.view(h, w, c)
+
+
+def _distance(hole: torch.Tensor, cap: int) -> torch.Tensor:
+    """Chessboard distance (pixels) of each hole pixel to the nearest known one, at most cap
+    (then cap + 1)."""
+    dist = torch.zeros(hole.shape)
+    cur = hole.clone()
+    for _ in range(cap + 1):
+        if not bool(cur.any()):
+            break
+        dist += cur
+        cur = ~_dilate(~cur, 1)
+    return dist
+
+
+def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Max over the (2r+1)^2 square of [H,W] (bool or float), by shifted slices (faster
+    than max_pool2d on the CPU)."""
+    for dim in (0, 1):
+        y = x.clone()
+        n = x.shape[dim]
+        for k in range(1, r + 1):
+            if k >= n:
+                break
+            lo, hi = x.narrow(dim, 0, n - k), x.narrow(dim, k, n - k)
+            a, b = y.narrow(dim, k, n - k), y.narrow(dim, 0, n - k)
+            torch.maximum(a, lo, out=a)
+            torch.maximum(b, hi, out=b)
+        x = y
+    return x
+
+
+def blur_big(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of [H,W] for large sigma: on a downsampled grid, then upsampled."""
+    h, w = x.shape
+    f = 1
+    while sigma / f > 4 and min(h, w) // (2 * f) >= 8:
+        f *= 2
+    y = F.avg_pool2d(x[None, None], f, ceil_mode=True)[0, 0] if f > 1 else x
+    y = blur(y, sigma / f)
+    if f > 1:
+        y = F.interpolate(y[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return y
+
+
+def _structure(img: torch.Tensor, known: torch.Tensor, halfw: torch.Tensor):
+    """Gradient direction (cos, sin) and anisotropy a in [0, 1] at each pixel, from the known
+    pixels of img [H,W,C] (zeros in the hole): forward differences of the smoothed luma
+    between known pairs, their outer
+    products averaged by normalised convolution at the scale that ANISO_SCALES gives for
+    the local half-width halfw. a = coherence^2 x l1 / (l1 + ANISO_EPS), zero where the
+    average saw too few known pairs."""
+    # Gradients of the luma pre-smoothed at ANISO_INNER (normalised over the known pixels):
+    # on a raw step at 45 degrees gx and gy fall on different pixels, their product
+    # averages to zero and the tensor looks isotropic.
+    lum = blur(luminance(img) * known, ANISO_INNER) / blur(known, ANISO_INNER).clamp(min=1e-6)
+    valid = torch.zeros_like(lum)
+    valid[:-1, :-1] = known[:-1, :-1] * known[:-1, 1:] * known[1:, :-1]
+    gx = torch.zeros_like(lum)
+    gy = torch.zeros_like(lum)
+    gx[:, :-1] = lum[:, 1:] - lum[:, :-1]
+    gy[:-1] = lum[1:] - lum[:-1]
+    gx, gy = gx * valid, gy * valid
+    # the scale of each pixel: 0, 1, ... by the half-width thresholds
+    level = sum((halfw > t).long() for t in ANISO_WIDTHS)
+    jxx, jxy, jyy, nrm = (torch.zeros_like(lum) for _ in range(4))
+    for k, sigma in enumerate(ANISO_SCALES):
+        sel = level == k
+        if not bool(sel.any()):
+            continue
+        for acc, t in zip((jxx, jxy, jyy, nrm), (gx * gx, gx * gy, gy * gy, valid), strict=True):
+            torch.where(sel, blur_big(t, sigma), acc, out=acc)
+    jxx, jxy, jyy = (t / nrm.clamp(min=1e-6) for t in (jxx, jxy, jyy))
+    half = 0.5 * (jxx + jyy)
+    disc = torch.sqrt((0.25 * (jxx - jyy) ** 2 + jxy ** 2).clamp(min=0))
+    l1, l2 = half + disc, (half - disc).clamp(min=0)
+    angle = 0.5 * torch.atan2(2 * jxy, jxx - jyy)
+    coherence = ((l1 - l2) / (l1 + l2 + 1e-12)) ** 2
+    a = coherence * l1 / (l1 + ANISO_EPS) * (nrm > 0.05)
+    return torch.cos(angle), torch.sin(angle), a
 
 
 def _half(x: torch.Tensor) -> torch.Tensor:

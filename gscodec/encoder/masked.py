@@ -1,11 +1,9 @@
 """Masked encoding: fitting Gaussians to an image with missing pixels (mask: True =
 unknown), so that an ordinary decode of the .gsi fills the hole.
 
-The prior is `harmonic_fill`, the harmonic interpolant of the known pixels (discrete
-Laplace equation with the known pixels as boundary; the MMSE linear estimate under a 1/f^2
-image spectrum, and unlike the biharmonic one it cannot overshoot), solved by conjugate
-gradients on the hole pixels only, started from the solution one pyramid level coarser.
-The pixels under the mask are never read.
+The prior is `anisotropic_fill` (hole_prior.py): the harmonic interpolant of the known
+pixels, refined near the border by a diffusion that follows the edges of the known pixels
+across the hole. The pixels under the mask are never read.
 
 `HoleAwareFitter` fits the whole picture: the data term sees known pixels only (the hole
 is replaced by the prior before anything else looks at the image), and
@@ -27,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from .fit import FitConfig, Fitter
-from .hole_prior import FILL_COARSE, csr_counts, harmonic_fill  # noqa: F401 (re-exported)
+from .hole_prior import FILL_COARSE, anisotropic_fill, csr_counts, harmonic_fill  # noqa: F401
 from .init import blur, image_gradients, luminance, random_init, solve_colors, structure_init
 from .params import GaussianParams
 
 HOLE_SHARE_MAX = 0.35        # at most this share of the Gaussians is placed in the hole
-PRIOR_WEIGHT = 0.25          # weight of the pull toward the harmonic fill (per hole pixel)
+PRIOR_WEIGHT = 0.25          # weight of the pull toward the prior (per hole pixel)
 GRAD_WEIGHT = 0.5            # weight of the gradient penalty inside the hole
 
 
@@ -96,7 +94,9 @@ class HoleAwareFitter(Fitter):
         self.hole = 1.0 - self.known
         # The pixels under the mask never reach the fit: replace them by the fill. The
         # prior and the hole's geometry are computed once, on the CPU.
-        self.fill = harmonic_fill(self.target.cpu(), self.known.cpu()).clamp(0, 1).to(self.device)
+        # The edge-directed prior (hole_prior.py): docs/experiments.md, "Edge-directed prior".
+        fill = anisotropic_fill(self.target.cpu(), self.known.cpu())
+        self.fill = fill.clamp(0, 1).to(self.device)
         k3 = self.known[:, :, None]
         self.target = self.target * k3 + self.fill * (1 - k3)
         self.nhole = float(self.hole.sum())

@@ -90,7 +90,7 @@ def add_texture(image: np.ndarray, missing: np.ndarray, smooth: np.ndarray) -> n
     valid_p = F.pad(valid.float(), pad)
     hp, wp = cur_p.shape[1:]
     q = p // 2
-    gy, gx = (hp - p) // st + 1, (wp - p) // st + 1
+    gx = (wp - p) // st + 1
     tgt_hole = F.unfold(hole_p[None, None], p, stride=st)[0].amax(0) > 0.5
     targets = torch.nonzero(tgt_hole).flatten()
     # Sources: patches whose detail is fully valid, on a grid thinned to MAX_SOURCES.
