@@ -166,6 +166,10 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "kodak"))
     ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--stride", type=int, default=1,
+                    help="take every STRIDE-th image of the sorted folder (then --images of them)")
+    ap.add_argument("--texture-kinds", default="thick,blob,box",
+                    help="mask kinds on which gsi-texture runs (it is meant for large holes)")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--methods", default=None, help="comma list (default: all installed)")
     ap.add_argument("--scale", type=float, default=1.0, help="resize images first (Lanczos)")
@@ -182,7 +186,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
-    files = sorted(Path(args.dataset).glob("*.png"))[: args.images]
+    files = sorted(Path(args.dataset).glob("*.png"))[:: args.stride][: args.images]
     if not files:
         sys.exit(f"no PNG images in {args.dataset}")
     kinds = args.kinds.split(",")
@@ -209,6 +213,8 @@ def main(argv=None):
             hole_in = np.where(mask[..., None], 255, img).astype(np.uint8)
             ex = {"input": hole_in, "original": img}
             for name, fn in fns.items():
+                if name == "gsi-texture" and kind not in args.texture_kinds.split(","):
+                    continue
                 t0 = time.perf_counter()
                 res = fn(img.copy(), mask.copy())
                 sec = time.perf_counter() - t0
@@ -239,7 +245,9 @@ def main(argv=None):
            "machine": {"platform": platform.platform(), "processor": platform.processor(),
                        "cpus": os.cpu_count(), "python": platform.python_version(),
                        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
-           "settings": {"scale": args.scale, "images": len(files), "kinds": kinds,
+           "settings": {"scale": args.scale, "images": len(files), "stride": args.stride,
+                        "files": [f.name for f in files], "kinds": kinds,
+                        "texture_kinds": args.texture_kinds.split(","),
                         "gsi_gaussians": args.gaussians or "local lattice (default spacing)",
                         "gsi_iterations": args.iterations, "torch_threads": args.threads,
                         "gsi_path": "local lattice fit" if not args.iterations
@@ -273,6 +281,8 @@ def summarize(rows, kinds, names):
     for kind in kinds:
         for name in names:
             sel = [r for r in rows if r["kind"] == kind and r["method"] == name]
+            if not sel:
+                continue
             s = {"images": len(sel)}
             s.update({m[0]: _mean([r[m[0]] for r in sel]) for m in METRICS})
             summary.setdefault(kind, {})[name] = s
@@ -286,7 +296,7 @@ def summarize(rows, kinds, names):
             break
         sk = summary[kind]
         best = max(peers, key=lambda n: sk[n]["psnr_hole"])
-        for g in [n for n in names if n.startswith("gsi")]:
+        for g in [n for n in names if n.startswith("gsi") and n in sk]:
             gr = {r["image"]: r for r in rows if r["kind"] == kind and r["method"] == g}
             br = {r["image"]: r for r in rows if r["kind"] == kind and r["method"] == best}
             d = [gr[k]["psnr_hole"] - br[k]["psnr_hole"] for k in gr]
@@ -318,14 +328,16 @@ def figure(examples, names, path):
     except ImportError:
         print("note: matplotlib not installed: no figure")
         return
-    cols = ["input"] + names + ["original"]
+    cols = ["input"] + [n for n in names if any(n in ex for ex in examples.values())]
+    cols += ["original"]
     kinds = list(examples)
     fig, axes = plt.subplots(len(kinds), len(cols), figsize=(2.6 * len(cols), 1.9 * len(kinds)),
                              squeeze=False)
     for r, kind in enumerate(kinds):
         for c, col in enumerate(cols):
             ax = axes[r][c]
-            ax.imshow(examples[kind][col])
+            if col in examples[kind]:
+                ax.imshow(examples[kind][col])
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
