@@ -303,3 +303,24 @@ def test_anisotropic_fill_carries_an_edge_across_a_stroke():
     assert torch.equal(anisotropic_fill(other, known), anisotropic_fill(t, known))
     ramp = torch.from_numpy(np.stack([x / w, y / h, (x + y) / (w + h)], -1).astype(np.float32))
     assert float((anisotropic_fill(ramp, known) - ramp).abs().max()) < 0.01   # measured 0.0042
+
+
+def test_cli_inpaint_texture(tmp_path, capsys):
+    """gsi inpaint --texture fills like inpaint(texture=True); with --pure it is refused in
+    one line, leaving no output."""
+    img = _textured()
+    m = np.zeros(img.shape[:2], bool)
+    m[30:70, 40:90] = True
+    Image.fromarray(img).save(tmp_path / "in.png")
+    Image.fromarray(m).convert("1").save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    args = ["inpaint", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "-o",
+            str(out), "--texture", "--quiet"]
+    assert cli_main(args) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), gscodec.inpaint(img, m, texture=True))
+    out.unlink()
+    capsys.readouterr()
+    assert cli_main(args + ["--pure"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gsi: error: ") and "texture" in err and err.count("\n") == 1
+    assert not out.exists()

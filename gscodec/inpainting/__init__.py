@@ -39,11 +39,15 @@ def inpaint(image, mask, *, keep_known: bool = True, texture: bool = False,
     Returns uint8 HxWxC (HxW for grayscale input)."""
     from ..decoder import decode, render_gaussians
     from ..encoder.api import default_gaussians, encode
+    from ..errors import InputError
     from ..imageio import check_count, load_image, load_mask
     arr = load_image(image)
     h, w, c = arr.shape
     missing = load_mask(mask, h, w)
-    if keep_known and not encode_options.get("iterations"):
+    local = keep_known and not encode_options.get("iterations")
+    if texture and not local:
+        raise InputError("texture needs the local fit (keep the known pixels, no iterations)")
+    if local:
         gaussians = encode_options.get("gaussians")
         if gaussians is not None:
             gaussians = check_count("gaussians", gaussians, 1)
