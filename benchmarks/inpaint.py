@@ -18,6 +18,7 @@ Writes inpaint.json and inpaint.png (examples side by side) to --out.
 
     python benchmarks/inpaint.py --images 24 [--scale 0.5] [--kinds thin,medium,...]
     python benchmarks/inpaint.py --dataset ../shared/datasets/photos --images 16 --out DIR
+    python benchmarks/inpaint.py ... --rows DIR/inpaint.partial.json   # summarise a stopped run
 
 gsi is `gscodec.inpaint` with its defaults: the local Gaussian fit around the hole
 (harmonic prior, multi-level Gaussian lattices, least-squares colours, rendered by the
@@ -161,40 +162,8 @@ def methods(args):
     return out, notes
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "kodak"))
-    ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--stride", type=int, default=1,
-                    help="take every STRIDE-th image of the sorted folder (then --images of them)")
-    ap.add_argument("--texture-kinds", default="thick,blob,box",
-                    help="mask kinds on which gsi-texture runs (it is meant for large holes)")
-    ap.add_argument("--kinds", default=",".join(KINDS))
-    ap.add_argument("--methods", default=None, help="comma list (default: all installed)")
-    ap.add_argument("--scale", type=float, default=1.0, help="resize images first (Lanczos)")
-    ap.add_argument("--gaussians", type=int, default=None,
-                    help="gsi Gaussians (default: the local fit's own lattice spacing)")
-    ap.add_argument("--iterations", type=int, default=None,
-                    help=f"gsi iterations (default: none, the local fit; >0: the whole-image "
-                         f"masked encode, whose default is {INPAINT_ITERATIONS})")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for gsi (default 1: the other methods use one core)")
-    ap.add_argument("--example", default=None,
-                    help="image shown in the figure (default: the first)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "inpaint"))
-    args = ap.parse_args(argv)
-    import torch
-    torch.set_num_threads(args.threads)
-    files = sorted(Path(args.dataset).glob("*.png"))[:: args.stride][: args.images]
-    if not files:
-        sys.exit(f"no PNG images in {args.dataset}")
-    kinds = args.kinds.split(",")
-    fns, notes = methods(args)
-    if args.methods:
-        fns = {k: v for k, v in fns.items() if k in args.methods.split(",")}
-    for n in notes:
-        print("note:", n)
+def run(files, kinds, fns, args):
+    """Every method on every image and mask kind; rows of metrics and the figure's examples."""
     rows, examples = [], {}
     # Untimed warm-up: loads (and on a first run compiles) the CPU renderer extension.
     warm = np.zeros((32, 32, 3), np.uint8)
@@ -238,6 +207,54 @@ def main(argv=None):
         # rows so far, so that a long run that is stopped still leaves its numbers
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "inpaint.partial.json").write_text(json.dumps(rows))
+    return rows, examples
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "kodak"))
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--stride", type=int, default=1,
+                    help="take every STRIDE-th image of the sorted folder (then --images of them)")
+    ap.add_argument("--texture-kinds", default="thick,blob,box",
+                    help="mask kinds on which gsi-texture runs (it is meant for large holes)")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--methods", default=None, help="comma list (default: all installed)")
+    ap.add_argument("--scale", type=float, default=1.0, help="resize images first (Lanczos)")
+    ap.add_argument("--gaussians", type=int, default=None,
+                    help="gsi Gaussians (default: the local fit's own lattice spacing)")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help=f"gsi iterations (default: none, the local fit; >0: the whole-image "
+                         f"masked encode, whose default is {INPAINT_ITERATIONS})")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for gsi (default 1: the other methods use one core)")
+    ap.add_argument("--rows", default=None,
+                    help="summarise the rows of a stopped run (its inpaint.partial.json) "
+                         "instead of running")
+    ap.add_argument("--example", default=None,
+                    help="image shown in the figure (default: the first)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "inpaint"))
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    files = sorted(Path(args.dataset).glob("*.png"))[:: args.stride][: args.images]
+    if not files:
+        sys.exit(f"no PNG images in {args.dataset}")
+    kinds = args.kinds.split(",")
+    fns, notes = methods(args)
+    if args.methods:
+        fns = {k: v for k, v in fns.items() if k in args.methods.split(",")}
+    for n in notes:
+        print("note:", n)
+    if args.rows:
+        # Summarise the rows of an earlier (stopped) run: its inpaint.partial.json.
+        rows, examples = json.loads(Path(args.rows).read_text()), {}
+        done = {r["image"] for r in rows}
+        files = [f for f in files if f.name in done]
+        notes.append(f"summarised from {args.rows}: the {len(files)} images that run finished")
+    else:
+        rows, examples = run(files, kinds, fns, args)
     summary, versus = summarize(rows, kinds, list(fns))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,8 +272,9 @@ def main(argv=None):
            "notes": notes, "summary": summary, "gsi_vs_peers": versus, "rows": rows}
     (out / "inpaint.json").write_text(json.dumps(doc, indent=1))
     (out / "inpaint.partial.json").unlink(missing_ok=True)
-    figure(examples, list(fns), out / "inpaint.png")
-    print(f"wrote {out / 'inpaint.json'} and {out / 'inpaint.png'}")
+    if examples:
+        figure(examples, list(fns), out / "inpaint.png")
+    print(f"wrote {out / 'inpaint.json'}" + (f" and {out / 'inpaint.png'}" if examples else ""))
 
 
 METRICS = (("psnr_hole", "hole PSNR", 2, True), ("psnr_image", "img PSNR", 2, True),
