@@ -1,16 +1,20 @@
-"""The hole prior: a smooth fill of the unknown pixels of an image from the known ones, used
-by the masked encoder (so that an ordinary decode of a masked .gsi fills the hole) and by
-inpainting (gscodec/inpainting/ imports it from here: the encoder may not import upward).
+"""The hole prior: a fill of the unknown pixels of an image from the known ones, used by the
+masked encoder (so that an ordinary decode of a masked .gsi fills the hole) and by inpainting
+(gscodec/inpainting/ imports it from here: the encoder may not import upward).
 
-`harmonic_fill` solves the discrete Laplace equation with the known pixels as boundary (the
-MMSE linear estimate under a 1/f^2 image spectrum; unlike the biharmonic fill it cannot
-overshoot). A biharmonic and a thin-plate-under-tension prior, and blends of the two chosen
-by cross-validation on a ring of known pixels, measured worse on average on Kodak
-(docs/experiments.md, Inpainting, "Higher-order priors").
+- `harmonic_fill` solves the discrete Laplace equation with the known pixels as boundary
+  (the MMSE linear estimate under a 1/f^2 image spectrum; unlike the biharmonic fill it
+  cannot overshoot). A biharmonic and a thin-plate-under-tension prior, and blends of the
+  two chosen by cross-validation on a ring of known pixels, measured worse on average on
+  Kodak (docs/experiments.md, Inpainting, "Higher-order priors").
+- `anisotropic_fill` (the prior in use) starts from it and, near the border, diffuses along
+  the edges of the known pixels instead of across them, so an edge that meets a stroke is
+  carried through it (docs/experiments.md, Inpainting, "Edge-directed hole prior").
 
-Solved by conjugate gradients on the hole pixels only, started from the solution one pyramid
-level coarser (a coarse pixel is known if any of its four is), so the work grows with the
-hole's area, not the image's. The pixels under the mask are never read.
+The harmonic fill is solved by conjugate gradients on the hole pixels only, started from the
+solution one pyramid level coarser (a coarse pixel is known if any of its four is), so the
+work grows with the hole's area, not the image's; the anisotropic one on the pixels within
+ANISO_BAND of the border. The pixels under the mask are never read.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from .init import blur, luminance
 
 FILL_ITERATIONS = 10     # conjugate-gradient iterations per pyramid level (fine levels)
 FILL_COARSE = 4096       # below this many unknowns a level is solved without a coarser one
-# Anisotropic fill (docs/experiments.md, Inpainting, "Edge-directed prior"):
+# Anisotropic fill (docs/experiments.md, Inpainting, "Edge-directed hole prior"):
 ANISO_KAPPA = 20.0       # damping of diffusion across an edge: weight exp(-KAPPA a cos^2)
 ANISO_SCALES = (5.0, 9.0, 14.0)   # structure-tensor scales (pixels), by local hole half-width:
 ANISO_WIDTHS = (4.0, 9.0)         #   up to 4 px the first, up to 9 the second, then the last

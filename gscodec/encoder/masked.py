@@ -94,7 +94,8 @@ class HoleAwareFitter(Fitter):
         self.hole = 1.0 - self.known
         # The pixels under the mask never reach the fit: replace them by the fill. The
         # prior and the hole's geometry are computed once, on the CPU.
-        # The edge-directed prior (hole_prior.py): docs/experiments.md, "Edge-directed prior".
+        # The edge-directed prior (hole_prior.py; docs/experiments.md, Inpainting,
+        # "Edge-directed hole prior").
         fill = anisotropic_fill(self.target.cpu(), self.known.cpu())
         self.fill = fill.clamp(0, 1).to(self.device)
         k3 = self.known[:, :, None]
