@@ -180,7 +180,7 @@ def run(files, kinds, fns, args):
         for kind in kinds:
             mask = lama_mask(kind, h, w, seed=hash_seed(f.stem, kind))
             hole_in = np.where(mask[..., None], 255, img).astype(np.uint8)
-            ex = {"input": hole_in, "original": img}
+            ex = {"input": hole_in, "original": img, "crop": figure_crop(mask)}
             for name, fn in fns.items():
                 if name == "gsi-texture" and kind not in args.texture_kinds.split(","):
                     continue
@@ -234,6 +234,7 @@ def main(argv=None):
                          "instead of running")
     ap.add_argument("--example", default=None,
                     help="image shown in the figure (default: the first)")
+    ap.add_argument("--figure-dpi", type=int, default=110, help="the figure's resolution")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "inpaint"))
     args = ap.parse_args(argv)
     import torch
@@ -273,7 +274,7 @@ def main(argv=None):
     (out / "inpaint.json").write_text(json.dumps(doc, indent=1))
     (out / "inpaint.partial.json").unlink(missing_ok=True)
     if examples:
-        figure(examples, list(fns), out / "inpaint.png")
+        figure(examples, list(fns), out / "inpaint.png", args.figure_dpi)
     print(f"wrote {out / 'inpaint.json'}" + (f" and {out / 'inpaint.png'}" if examples else ""))
 
 
@@ -338,7 +339,24 @@ def hash_seed(stem: str, kind: str) -> int:
     return zlib.crc32(f"{stem}/{kind}".encode())
 
 
-def figure(examples, names, path):
+def figure_crop(mask, margin=24, aspect=1.5):
+    """The hole's bounding box plus margin, widened to the panel's aspect (width / height)."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
+    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
+    if (x1 - x0) < aspect * (y1 - y0):
+        grow = int(aspect * (y1 - y0)) - (x1 - x0)
+        x0, x1 = max(0, x0 - grow // 2), min(w, x1 + grow - grow // 2)
+    else:
+        grow = int((x1 - x0) / aspect) - (y1 - y0)
+        y0, y1 = max(0, y0 - grow // 2), min(h, y1 + grow - grow // 2)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def figure(examples, names, path, dpi=110):
+    """One row per mask kind, one column per method, each panel cropped to the hole's
+    bounding box plus a margin (so that a large image's hole is seen at its pixels)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -355,7 +373,9 @@ def figure(examples, names, path):
         for c, col in enumerate(cols):
             ax = axes[r][c]
             if col in examples[kind]:
-                ax.imshow(examples[kind][col])
+                ax.imshow(examples[kind][col][examples[kind]["crop"]])
+            else:                                     # e.g. gsi-texture on a thin mask
+                ax.axis("off")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -363,7 +383,7 @@ def figure(examples, names, path):
             if c == 0:
                 ax.set_ylabel(kind, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
 
 
 if __name__ == "__main__":
