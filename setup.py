@@ -24,12 +24,18 @@ def q_cut() -> str:
 
 # GCC/Clang. No -march=native: a built wheel may move to another x86-64 CPU; AVX2 code is
 # chosen at run time instead. -ffp-contract=off: no FMA, so q is bit-identical to the
-# reference. -fopenmp-simd: honour '#pragma omp simd' (no OpenMP runtime is linked).
+# reference (the fitting kernels ask for FMA explicitly, by intrinsics, where they may).
+# -fopenmp-simd: honour '#pragma omp simd' (no OpenMP runtime is linked).
 # -fno-trapping-math / -fno-math-errno only drop FP-exception and errno side effects (no
 # value changes); without them GCC does not vectorize the branchy exp/cut-off loop.
 UNIX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno",
               "-std=c++17", "-fopenmp-simd", "-fvisibility=hidden", "-g0"]
 MSVC_FLAGS = ["/O2", "/fp:precise", "/std:c++17"]
+
+
+SOURCES = ("bindings", "thread_pool", "isa", "geometry", "raster", "fit")
+HEADERS = ("common.h", "thread_pool.h", "isa.h", "raster.h", "raster_kernels.h", "fit.h",
+           "fit_simd.h", "fit_kernels.h")
 
 
 class OptionalBuildExt(build_ext):
@@ -64,8 +70,9 @@ def extensions():
         return []
     return [Extension(
         "gscodec._raster",
-        sources=["csrc/raster_cpu.cpp"],
-        depends=["csrc/raster_kernels.h", "gscodec/render/common.py"],
+        # One stage a file (csrc/common.h lists them).
+        sources=[f"csrc/{name}.cpp" for name in SOURCES],
+        depends=[f"csrc/{name}" for name in HEADERS] + ["gscodec/render/common.py"],
         include_dirs=[pybind11.get_include()],
         define_macros=[("GSI_Q_CUT", q_cut())],
         language="c++",

@@ -1,6 +1,7 @@
-// Hot loops of the CPU rasterizer. raster_cpu.cpp includes this file twice: once inside an
-// AVX2 target region (namespace gsi_avx2) and once for the baseline ISA (namespace
-// gsi_base); the choice is made at run time. No include guard, on purpose.
+// Exact hot loops of the CPU rasterizer (the decoder's arithmetic). raster.cpp includes this
+// file twice: once inside an AVX2 target region (namespace gsi_avx2) and once for the
+// baseline ISA (namespace gsi_base); the choice is made at run time. No include guard, on
+// purpose. The fitting kernels, which may round differently, are in fit_kernels.h.
 //
 // Requires (defined by the includer): GSI_NS (namespace name), structs Gauss and RowSpan,
 // Q_CUT, PAD and padded().

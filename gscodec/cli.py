@@ -91,7 +91,7 @@ def _cmd_inpaint(args) -> int:
     t0 = time.perf_counter()
     out = inpaint(image, mask, keep_known=not args.pure, gaussians=args.gaussians,
                   iterations=args.iterations, device=args.device, seed=args.seed,
-                  progress=not args.quiet)
+                  progress=not args.quiet, texture=args.texture)
     try:
         save_image(args.output, out)
     except OSError as exc:
@@ -172,6 +172,10 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_count(0), metavar="K",
                    help="K > 0: fit the whole image for K iterations (the slower masked "
                         "encode) instead of the local fit around the hole")
+    p.add_argument("--texture", action="store_true",
+                   help="lay detail copied from the known part of the image (exemplars) over "
+                        "the smooth fill: for large holes in grass, foliage or fabric; costs "
+                        "PSNR (local fit only)")
     _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")

@@ -348,8 +348,10 @@ def test_fused_loss_equals_render_and_mse():
             results.append((float(mse.detach()), [t.grad.clone() for t in q.tensors()]))
         (a, ga), (b, gb) = results
         assert abs(a - b) <= 1e-5 * b
-        for x, y in zip(ga, gb, strict=False):
-            assert torch.allclose(x, y, rtol=1e-4, atol=1e-6 * float(y.abs().max()))
+        # The fused loss runs on the fitting kernel (FitPlan: weights within 6e-6 of the
+        # exact ones): measured up to 6e-6 of the largest gradient where sums cancel.
+        for x, y in zip(ga, gb, strict=True):
+            assert torch.allclose(x, y, rtol=1e-4, atol=3e-5 * float(y.abs().max()))
 
 
 def test_progressive_rounding_puts_the_geometry_on_the_grid_and_lowers_the_error():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .params import ATTRIBUTES
+from .params import FIT_ATTRIBUTES
 from .progress import Progress
 from .quantize import fake_quantize
 
@@ -51,7 +51,10 @@ class Adam:
             m.mul_(self.b1).add_(p.grad, alpha=1 - self.b1)
             v.mul_(self.b2).addcmul_(p.grad, p.grad, value=1 - self.b2)
             denom = (v / bc2).sqrt_().add_(self.eps)
-            p.addcdiv_(m, denom, value=-lr / bc1)
+            if isinstance(lr, torch.Tensor):     # a step per column (the waves)
+                p.sub_(m / denom * (lr / bc1))
+            else:
+                p.addcdiv_(m, denom, value=-lr / bc1)
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class AdamPhase:
     scale: float
     beta2: float
     final_fraction: float
-    free: tuple = ATTRIBUTES
+    free: tuple = FIT_ATTRIBUTES
     quantized: bool = False
     events: tuple = ()
     record_every: int = 0
@@ -79,8 +82,13 @@ class AdamPhase:
         groups = []
         for name in self.free:
             t = getattr(p, name)
+            if t is None:           # (a set without waves)
+                continue
             t.requires_grad_(True)
-            groups.append((t, lrs[name] * self.scale))
+            lr = lrs[name]
+            if isinstance(lr, tuple):
+                lr = torch.tensor(lr, dtype=t.dtype, device=t.device)
+            groups.append((t, lr * self.scale))
         return Adam(groups, betas=(0.9, self.beta2))
 
 

@@ -35,6 +35,20 @@ class FitConfig:
     lr_log2_sigma: float = 0.02
     lr_theta: float = 0.03
     lr_color: float = 0.006
+    # Waves (format v5): the fit starts every Gaussian with a wave of amplitude 0 along a
+    # random axis, a random frequency in wave_start_logfreq (log2 radians per sigma) and a
+    # random phase; amplitude, frequency and phase are fitted with these base steps
+    # (Primitives, 2026-12-05 screen). False: plain Gaussians (format v4's primitive).
+    waves: bool = False
+    lr_wave_amp: float = 0.01
+    lr_wave_logfreq: float = 0.01
+    lr_wave_phase: float = 0.03
+    wave_start_logfreq: tuple = (-0.75, 1.6)
+    # Waves that do not pay their bits are switched off at these fractions of the free fit:
+    # those whose removal would raise the squared error by less than wave_keep * D / N
+    # (`waves.select_waves`; Primitives, 2026-12-05).
+    wave_select_at: tuple = (0.7, 0.95)
+    wave_keep: float = 0.15
     # The free fit's steps are the base ones times this: x4 beat x1, x2 and x8 (Fitting,
     # 2026-11-21 a495b19).
     lr_free_boost: float = 4.0

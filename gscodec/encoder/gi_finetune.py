@@ -160,7 +160,10 @@ class GIFineTune:
         return self.cfg.gi_qat_steps()
 
     def run(self, objective, state, bar: Progress) -> None:
-        state.coded = quantize_gaussianimage(objective, state.params, self.steps(objective),
+        # GaussianImage's coding has no waves: its fine-tune starts from the plain
+        # Gaussians of the fit (and re-fits them)
+        params = state.params if state.params.wave is None else state.params.without_waves()
+        state.coded = quantize_gaussianimage(objective, params, self.steps(objective),
                                              state.gen, bar)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bitstream.model import COLOR_RANGE
-from ..render import color_operator, render
+from ..render import color_operator, render, resolve_backend
 from .params import GaussianParams
 
 UNIFORM_SHARE = 0.3      # Image-GS: 30 % uniform, 70 % by squared gradient
@@ -135,12 +135,40 @@ def _sampled_colors(img: torch.Tensor, p: GaussianParams) -> torch.Tensor:
     return img[iy, ix] / cov[:, None]
 
 
-def color_adjoint(means: torch.Tensor, conics: torch.Tensor, v: torch.Tensor,
-                  backend: str = "auto") -> torch.Tensor:
-    """A^T v, where A maps colours [N, C] to the rendered image (the rendering is linear in
-    colour), for an image-shaped v."""
+def wave_backend(backend: str, means: torch.Tensor) -> str:
+    """The backend to render a set with waves: `backend` resolved, or the torch reference
+    where the compiled kernel has no waves."""
+    name = resolve_backend(backend, means)
+    if name == "cpu":
+        from ..render import kernel_torch
+        if not getattr(kernel_torch, "SUPPORTS_WAVES", False):
+            return "reference"
+    return name
+
+
+def render_params(p: GaussianParams, h: int, w: int, backend: str = "auto") -> torch.Tensor:
+    """render() of a set of Gaussians (with its waves, if any)."""
+    waves = p.waves()
+    if waves is None:
+        return render(p.pos, p.conics(), p.color, h, w, backend=backend)
+    return render(p.pos, p.conics(), p.color, h, w, waves=waves,
+                  backend=wave_backend(backend, p.pos))
+
+
+def color_operator_params(p: GaussianParams, h: int, w: int, backend: str = "auto"):
+    """color_operator() of the geometry (and waves, if any) of a set of Gaussians."""
+    waves = p.waves()
+    if waves is None:
+        return color_operator(p.pos.detach(), p.conics().detach(), h, w, backend=backend)
+    return color_operator(p.pos.detach(), p.conics().detach(), h, w, waves=waves.detach(),
+                          backend=wave_backend(backend, p.pos))
+
+
+def color_adjoint(p: GaussianParams, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """A^T v, where A maps the colours [N, C] of p to the rendered image (the rendering is
+    linear in colour), for an image-shaped v."""
     h, w, _ = v.shape
-    return color_operator(means.detach(), conics.detach(), h, w, backend=backend).adjoint(v)
+    return color_operator_params(p, h, w, backend).adjoint(v)
 
 
 def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
@@ -154,7 +182,7 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
     wide image) the normal equations are near-singular and float32 CG can diverge to
     colours of 1e14 that cancel, which quantization then turns into noise."""
     h, w, c = img.shape
-    op = color_operator(p.pos.detach(), p.conics().detach(), h, w)
+    op = color_operator_params(p, h, w)
     wmap = weight[:, :, None] if weight is not None else None
 
     def forward(col):

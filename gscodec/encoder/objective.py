@@ -11,11 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from ..bitstream.model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN
-from ..render import render, resolve_backend
+from ..render import resolve_backend
 from .config import FitConfig
-from .init import color_adjoint, random_init, solve_colors, structure_init
-from .params import GaussianParams
-from .quantize import assign_classes
+from .init import color_adjoint, random_init, render_params, solve_colors, structure_init
+from .params import WAVE_AMP, WAVE_LOGFREQ, GaussianParams
+from .quantize import WAVE_AMP_MAX, WAVE_F0, WAVE_FREQS, assign_classes
+
+# The fitted log2 frequency of a wave stays within the file's levels (half an octave apart
+# from WAVE_F0 / 2).
+WAVE_LOGFREQ_RANGE = (WAVE_F0 / 2, (WAVE_F0 + WAVE_FREQS - 1) / 2)
 
 
 class Objective:
@@ -48,7 +52,7 @@ class Objective:
 
     # ---- render and error -----------------------------------------------------------------
     def render(self, p: GaussianParams) -> torch.Tensor:
-        return render(p.pos, p.conics(), p.color, self.h, self.w, backend=self.cfg.backend)
+        return render_params(p, self.h, self.w, self.cfg.backend)
 
     def mse(self, out: torch.Tensor) -> torch.Tensor:
         # F.mse_loss is one fused pass each way: half the time of (d * d).sum() with its
@@ -63,7 +67,7 @@ class Objective:
         if self._fused is None:
             self._fused = (type(self).extra_loss is Objective.extra_loss
                            and resolve_backend(self.cfg.backend, self.target) == "cpu")
-        if self._fused:
+        if self._fused and p.wave is None:
             from ..render.kernel_torch import render_mse_cpu
             mse = render_mse_cpu(p.pos, p.conics(), p.color, self.target, self.known,
                                  1.0 / (self.npix * self.c))
@@ -88,6 +92,9 @@ class Objective:
             p.pos[:, 0].clamp_(0, self.w)
             p.pos[:, 1].clamp_(0, self.h)
             p.scale.clamp_(max(LOG2_SIGMA_MIN, self.cfg.log2_sigma_floor), LOG2_SIGMA_MAX)
+            if p.wave is not None:
+                p.wave[:, WAVE_AMP].clamp_(-WAVE_AMP_MAX, WAVE_AMP_MAX)
+                p.wave[:, WAVE_LOGFREQ].clamp_(*WAVE_LOGFREQ_RANGE)
 
     # ---- sets of Gaussians ----------------------------------------------------------------
     def start(self, n: int, gen: torch.Generator) -> GaussianParams:
@@ -111,7 +118,7 @@ class Objective:
         pruning by colour mass (Fitting, 2026-11-21 free-fit rework)."""
         if resid is None:
             resid = self.residual(p)
-        g = color_adjoint(p.pos, p.conics(), resid, self.cfg.backend)
+        g = color_adjoint(p, resid, self.cfg.backend)
         area = torch.exp2(p.scale.detach().clamp(max=12)).prod(1)
         c = p.color.detach()
         return math.pi * area * (c * c).sum(1) + 2 * (c * g).sum(1)
@@ -138,7 +145,8 @@ class Objective:
             mse = float(self.mse(self.render(p).clamp(0.0, 1.0)))
             octave = int(torch.floor(p.scale.sum(-1)).median()) if p.count else 0
         psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
-        return self.cfg.quant.for_fit(p.count, self.h * self.w, psnr, octave)
+        return self.cfg.quant.for_fit(p.count, self.h * self.w, psnr, octave,
+                                      waves=p.wave is not None)
 
     def assign_classes(self, p: GaussianParams, quant) -> torch.Tensor:
         """Class of each Gaussian (LongTensor [N]) for the steps `quant`: one class, or

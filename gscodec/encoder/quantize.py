@@ -30,7 +30,15 @@ from ..bitstream.model import (
     color_dens,
 )
 from .init import structure_maps
-from .params import GaussianParams
+from .params import (
+    WAVE_AMP,
+    WAVE_AXIS,
+    WAVE_LOGFREQ,
+    WAVE_ON,
+    WAVE_PHASE,
+    GaussianParams,
+    wave_vectors,
+)
 
 # The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave, which beat
 # 1/16, 1/6 and 1/4 once sizes are rounded before the angles and colours are re-fitted
@@ -57,6 +65,15 @@ COLOR_BUCKET_MIN = 150
 #   anisotropy and area, from rot_bias = ROT_X0 - the set's median area octave (8 or 9 best
 #   of 6 to 9: Quantization, 2026-12-01 (twelfth session) fdc5abf).
 ROT_X0 = 8
+# - waves (format v5): amplitude in 1/WAVE_DEN (at most WAVE_AMP_MAX, the format's limit),
+#   WAVE_FREQS frequencies a half octave apart from 2^(WAVE_F0 / 2) radians per sigma,
+#   WAVE_PHASES phases (Primitives, 2026-12-05: 8 / 8 / 8 lost 0.1-0.3 dB against float
+#   waves on crops, coarser grids lost more).
+WAVE_DEN = 8
+WAVE_AMP_MAX = 4.0
+WAVE_FREQS = 8
+WAVE_F0 = -2
+WAVE_PHASES = 8
 
 
 def color_factor(psnr: float) -> float:
@@ -91,14 +108,15 @@ class QuantConfig:
             pos_by_density=pos_bits is None, color_by_quality=color_den is None,
             color_by_size=color_den is None, rot_by_shape=rot_levels is None)
 
-    def for_fit(self, count: int, pixels: int, psnr: float, area_octave: int = 0
-                ) -> "QuantConfig":
+    def for_fit(self, count: int, pixels: int, psnr: float, area_octave: int = 0,
+                waves: bool = False) -> "QuantConfig":
         """The steps for `count` Gaussians fitted to `pixels` pixels at `psnr` dB, whose
         median area sigma_major*sigma_minor is 2^area_octave: one more position bit from
         FINE_POS_DENSITY Gaussians per 1000 pixels (pos_by_density), colour steps scaled by
         `color_factor(psnr)` (color_by_quality) and split into up to COLOR_BUCKETS buckets
         by size (color_by_size: one per COLOR_BUCKET_MIN Gaussians), angle levels by shape
-        and size around the median area (rot_by_shape), in every class."""
+        and size around the median area (rot_by_shape), in every class; with `waves`, the
+        wave steps (WAVE_DEN, WAVE_FREQS, WAVE_F0, WAVE_PHASES) in every class."""
         dense = self.pos_by_density and count * 1000 >= FINE_POS_DENSITY * pixels
         factor = color_factor(psnr) if self.color_by_quality else 1.0
         lo, hi = COLOR_DEN_LIMITS
@@ -117,6 +135,9 @@ class QuantConfig:
                 a_lo, a_hi = AREA_LO_RANGE
                 k = replace(k, color_den=dens[0], color_dens=tuple(dens[1:]),
                             area_lo=min(max(int(area_octave) - nb // 2, a_lo), a_hi))
+            if waves:
+                k = replace(k, wave_den=WAVE_DEN, wave_freqs=WAVE_FREQS, wave_f0=WAVE_F0,
+                            wave_phases=WAVE_PHASES)
             classes.append(k)
         classes = tuple(classes)
         if classes == self.classes:
@@ -132,6 +153,12 @@ class QuantConfig:
                           for k in self.classes], dtype=torch.float32, device=device)
         if cls is None:
             return t[0]
+        return t[cls].unbind(-1)
+
+    def wave_steps(self, cls: torch.Tensor, device="cpu"):
+        """Per-Gaussian (wave_den, wave_freqs, wave_f0, wave_phases) as float32 [N] each."""
+        t = torch.tensor([[k.wave_den, k.wave_freqs, k.wave_f0, k.wave_phases]
+                          for k in self.classes], dtype=torch.float32, device=device)
         return t[cls].unbind(-1)
 
     def color_dens(self, cls: torch.Tensor, log_scale_int: torch.Tensor) -> torch.Tensor:
@@ -158,7 +185,9 @@ class QuantConfig:
 
 
 def canonicalize(p: GaussianParams) -> GaussianParams:
-    """Same Gaussians with the first axis the major one and theta in [0, pi)."""
+    """Same Gaussians with the first axis the major one and theta in [0, pi); waves with
+    amp >= 0, phase in [0, 2 pi) and their axis label following the swap (the same wave
+    vector up to its sign, which the phase absorbs)."""
     with torch.no_grad():
         ls = p.scale.clone()
         theta = p.rot.clone()
@@ -166,7 +195,21 @@ def canonicalize(p: GaussianParams) -> GaussianParams:
         ls[swap] = ls[swap].flip(-1)
         theta = torch.where(swap, theta + math.pi / 2, theta)
         theta = torch.remainder(theta, math.pi)
-    return GaussianParams(p.pos.detach().clone(), ls, theta, p.color.detach().clone())
+        wave = None
+        if p.wave is not None:
+            wave = p.wave.detach().clone()
+            before = wave_vectors(p.scale, p.rot, p.wave)[:, :2]
+            wave[:, WAVE_AXIS] = torch.where(swap, 1.0 - wave[:, WAVE_AXIS], wave[:, WAVE_AXIS])
+            after = wave_vectors(ls, theta, wave)[:, :2]
+            flip = (before * after).sum(-1) < 0          # k -> -k: cos(-x + f) = cos(x - f)
+            phase = torch.where(flip, -wave[:, WAVE_PHASE], wave[:, WAVE_PHASE])
+            neg = wave[:, WAVE_AMP] < 0                  # -a cos(x) = a cos(x + pi)
+            phase = torch.where(neg, phase + math.pi, phase)
+            wave[:, WAVE_AMP] = wave[:, WAVE_AMP].abs()
+            wave[:, WAVE_PHASE] = torch.remainder(phase, 2 * math.pi)
+    out = GaussianParams(p.pos.detach().clone(), ls, theta, p.color.detach().clone())
+    out.wave = wave
+    return out
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -193,7 +236,24 @@ def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     th = _ste_round(p.rot * (rl / math.pi)) * (math.pi / rl)
     clo, chi = COLOR_RANGE
     col = _ste_round(torch.clamp(p.color, clo, chi) * den[:, None]) / den[:, None]
-    return GaussianParams(xy, ls, th, col)
+    wave = None if p.wave is None else _fake_quantize_waves(p.wave, cfg, cls)
+    return GaussianParams(xy, ls, th, col, wave)
+
+
+def _fake_quantize_waves(wave: torch.Tensor, cfg: "QuantConfig", cls: torch.Tensor
+                         ) -> torch.Tensor:
+    """Waves (canonical: amp >= 0, phase in [0, 2 pi)) on their class's grid
+    (straight-through): amp in 1/wave_den up to WAVE_AMP_MAX, log2 frequency in half
+    octaves from wave_f0 / 2 (wave_freqs levels), phase in 2 pi / wave_phases."""
+    den, nf, f0, nph = cfg.wave_steps(cls, wave.device)
+    amp = _ste_round(torch.clamp(wave[:, WAVE_AMP], 0.0, WAVE_AMP_MAX) * den) / den
+    amp = torch.where(den > 0, amp, torch.zeros_like(amp))
+    level = torch.clamp(2.0 * wave[:, WAVE_LOGFREQ] - f0, min=0.0)
+    level = torch.minimum(level, nf - 1)
+    logf = (_ste_round(level) + f0) / 2.0
+    phase = _ste_round(wave[:, WAVE_PHASE] * (nph / (2 * math.pi))) * (2 * math.pi / nph)
+    amp = amp * wave[:, WAVE_ON]
+    return torch.stack([amp, logf, phase, wave[:, WAVE_AXIS], wave[:, WAVE_ON]], -1)
 
 
 def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
@@ -222,12 +282,31 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     den = color_dens(cfg.classes, cls, qls)     # the colour step of each Gaussian's bucket
     clo, chi = (COLOR_RANGE[0] * den)[:, None], (COLOR_RANGE[1] * den)[:, None]
     qcol = np.clip(np.rint(col * den[:, None]), clo, chi).astype(np.int64)
+    qwave = None if p.wave is None else _wave_integers(p.wave, cfg, cls)
     qg = QuantizedGaussians(
         width, height, col.shape[1], qxy.astype(np.int32), qls.astype(np.int32),
         qrot.astype(np.int32), qcol.astype(np.int32), masked=masked,
-        classes=tuple(cfg.classes), cls=cls.astype(np.int32))
+        classes=tuple(cfg.classes), cls=cls.astype(np.int32),
+        **({} if qwave is None else {"wave": qwave}))
     qg.validate()
     return qg.sorted()
+
+
+def _wave_integers(wave: torch.Tensor, cfg: QuantConfig, cls: np.ndarray) -> np.ndarray:
+    """int32 [N, 4]: (amp, axis, frequency level, phase level) of canonical waves, each in
+    its class's units; a Gaussian whose amplitude rounds to 0 (or whose class has no
+    waves) gets (0, 0, 0, 0)."""
+    w = wave.detach().double().cpu().numpy()
+    table = np.array([[k.wave_den, k.wave_freqs, k.wave_f0, k.wave_phases]
+                      for k in cfg.classes], dtype=np.int64).reshape(-1, 4)
+    den, nf, f0, nph = (table[cls, i] for i in range(4))
+    amp = np.clip(np.rint(w[:, WAVE_AMP] * w[:, WAVE_ON] * den), 0, np.rint(WAVE_AMP_MAX * den))
+    freq = np.clip(np.rint(2.0 * w[:, WAVE_LOGFREQ] - f0), 0, np.maximum(nf - 1, 0))
+    phase = np.mod(np.rint(w[:, WAVE_PHASE] * nph / (2 * math.pi)), np.maximum(nph, 1))
+    axis = (w[:, WAVE_AXIS] > 0.5).astype(np.int64)
+    out = np.stack([amp, axis, freq, phase], -1).astype(np.int64)
+    out[amp == 0] = 0
+    return out.astype(np.int32)
 
 
 def render_inputs(qg, device="cpu"):

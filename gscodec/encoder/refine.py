@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .init import blur
-from .params import GaussianParams
+from .params import GaussianParams, start_waves
 
 # New Gaussians' sigma as a share of the mean spacing (`densify_prune`): 0.3 beat 0.5 and
 # 0.2 (docs/experiments.md, Fitting, 2026-11-21 free-fit rework).
@@ -40,6 +40,8 @@ def densify_prune(obj, p: GaussianParams, k: int, gen: torch.Generator, prune: b
         scale = torch.full((k, 2), math.log2(max(0.5, sigma)), device=obj.device)
         new = GaussianParams(pos, scale, torch.zeros(k, device=obj.device),
                              resid.reshape(-1, obj.c)[idx])
+        if p.wave is not None:
+            new.wave = start_waves(k, gen, obj.cfg.wave_start_logfreq, obj.device)
     return GaussianParams.cat(p.select(keep), new)
 
 

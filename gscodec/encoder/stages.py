@@ -21,10 +21,11 @@ from ..bitstream import format as gsi_format
 from .adam import AdamPhase, run_adam
 from .config import FitConfig
 from .init import solve_colors
-from .params import ATTRIBUTES, GaussianParams
+from .params import GaussianParams, start_waves
 from .progress import Progress
 from .quantize import QuantConfig, canonicalize, fake_quantize, to_integers
 from .refine import ColorResolves, Refinement
+from .waves import WaveSelection
 
 
 @dataclass
@@ -66,9 +67,10 @@ class EncodeState:
 
 
 def adam_steps(cfg: FitConfig) -> tuple:
-    """The base Adam step of each attribute."""
+    """The base Adam step of each attribute (the wave's: per column, as a tensor)."""
     return (("pos", cfg.lr_xy), ("scale", cfg.lr_log2_sigma), ("rot", cfg.lr_theta),
-            ("color", cfg.lr_color))
+            ("color", cfg.lr_color),
+            ("wave", (cfg.lr_wave_amp, cfg.lr_wave_logfreq, cfg.lr_wave_phase, 0.0, 0.0)))
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,10 @@ class Start:
         if cfg.refine_at and cfg.iterations > 0 and int(cfg.refine_fraction * n) >= 1:
             n0 = min(max(n, int(round(cfg.overcomplete * n))), objective.h * objective.w)
         state.quant = state.cls = None
-        state.params = objective.start(n0, state.gen)
+        p = objective.start(n0, state.gen)
+        if cfg.waves:
+            p.wave = start_waves(p.count, state.gen, cfg.wave_start_logfreq, objective.device)
+        state.params = p
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class FreeFit:
     def phase(self, objective) -> AdamPhase:
         cfg = self.cfg
         events = (Refinement(self.count, cfg.refine_at, cfg.refine_fraction),
+                  WaveSelection(cfg.wave_select_at, cfg.wave_keep),
                   ColorResolves(cfg.color_solve_every, cfg.color_solve_until,
                                 cfg.color_resolve_steps))
         return AdamPhase(self.name, self.steps(objective), adam_steps(cfg), cfg.lr_free_boost,
@@ -149,8 +155,8 @@ class RoundGeometry:
     cfg: FitConfig
     count: int
     name: ClassVar[str] = "round"
-    ROUNDS: ClassVar[tuple] = ((("pos",), ("scale", "rot", "color")),
-                               (("pos", "scale"), ("rot", "color")))
+    ROUNDS: ClassVar[tuple] = ((("pos",), ("scale", "rot", "color", "wave")),
+                               (("pos", "scale"), ("rot", "color", "wave")))
 
     def steps(self, objective) -> int:
         return len(self.ROUNDS) * self.cfg.finish_effort(self.count, objective.npix)[0]
@@ -165,8 +171,7 @@ class RoundGeometry:
         p = canonicalize(p)
         for rounded, free in self.ROUNDS:
             g = fake_quantize(p, state.quant, objective.w, objective.h, state.cls)
-            state.params = GaussianParams(*(getattr(g if name in rounded else p, name)
-                                            .detach().clone() for name in ATTRIBUTES))
+            state.params = p.with_attributes(g, rounded)
             phase = AdamPhase(self.name, k, adam_steps(cfg), cfg.round_refit_lr,
                               cfg.free_beta2, cfg.lr_final_fraction, free=free)
             # (a re-fit may have made the minor axis the larger)
@@ -190,11 +195,11 @@ class Colours:
         state.ensure_quant(objective)
         p, q = state.params, state.quant
         g = fake_quantize(p, q, objective.w, objective.h, state.cls)
-        geom = GaussianParams(g.pos.detach(), g.scale.detach(), g.rot.detach(),
-                              p.color.detach())
+        geom = g.with_attributes(p, ("color",))
         geom.color = solve_colors(objective.target, geom, self.cfg.color_solve_steps,
                                   objective.color_weight)
-        out = GaussianParams(p.pos, p.scale, p.rot, self.round_colors(objective, state, geom))
+        out = p.detach()
+        out.color = self.round_colors(objective, state, geom)
         state.coded = to_integers(out, q, objective.w, objective.h,
                                   masked=objective.known is not None,
                                   cls=state.cls.cpu().numpy())

@@ -6,8 +6,13 @@ torch.get_num_threads() threads, so torch.set_num_threads bounds it too.
 
 A differentiable render keeps the kernel's `Plan` (row spans and weights of the geometry)
 from the forward to the backward, which then only multiplies and adds: forward+backward
-took 0.76x the time of separate calls (kodim05, 2359 Gaussians, two threads). The colour
-solves use a plan for all their passes (`PlanColorOperator`).
+took 0.76x the time of separate calls (kodim05, 2359 Gaussians, two threads).
+
+The fit's own paths, the fused loss (`render_mse_cpu`) and the colour solves
+(`PlanColorOperator`), run on the fitting kernel, `FitPlan`: FMA and a cheaper exp, within
+about 1e-6 of the exact weights, the decoder's cut-off, band by band; 0.3x the time of
+`Plan` for the fused step (benchmarks/bench_fit_step.py). Only the fit sees it: the file is
+decoded (and the tests compare renders) on the exact path.
 """
 from __future__ import annotations
 
@@ -29,6 +34,15 @@ MAX_PLAN_WEIGHTS = 1 << 25
 def make_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
     return kernel.kernel().Plan(_np(means), _np(conics), int(height), int(width),
                              torch.get_num_threads(), MAX_PLAN_WEIGHTS)
+
+
+def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
+    """The fitting kernel's plan of a geometry (the exact Plan on a build without it)."""
+    ext = kernel.kernel()
+    if not hasattr(ext, "FitPlan"):
+        return make_plan(means, conics, height, width)
+    return ext.FitPlan(_np(means), _np(conics), int(height), int(width),
+                       torch.get_num_threads())
 
 
 def release_buffers() -> int:
@@ -85,7 +99,7 @@ class _RenderMSECPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, conics, colors, target, weight, scale):
         h, w, _ = target.shape
-        plan = make_plan(means, conics, h, w)
+        plan = make_fit_plan(means, conics, h, w)
         loss, gm, gq, gc = plan.loss_backward(
             _np(colors), _np(target), None if weight is None else _np(weight), float(scale),
             torch.get_num_threads())
@@ -115,16 +129,31 @@ def render_mse_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tens
 
 
 class PlanColorOperator:
-    """The linear map colours [N, C] -> image [H, W, C] of a fixed geometry, and its adjoint,
-    on one kernel plan (the colour solves' conjugate gradients make ~25 passes)."""
+    """The linear map A: colours [N, C] -> image [H, W, C] of a fixed geometry, and its
+    adjoint, on one fitting-kernel plan (the colour solves' conjugate gradients make ~25
+    passes)."""
 
     def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int,
                  waves: torch.Tensor | None = None):
         refuse_waves(waves, "cpu")
-        self.plan = make_plan(means, conics, height, width)
+        self.plan = make_fit_plan(means, conics, height, width)
+        self.fused = hasattr(kernel.kernel(), "FitPlan")   # has loss_backward(geometry=)
 
     def forward(self, colors: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.plan.forward(_np(colors), torch.get_num_threads()))
 
     def adjoint(self, v: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.plan.adjoint(_np(v), torch.get_num_threads()))
+
+    def normal(self, colors: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """A^T W^2 A colors (W: the per-pixel weight [H, W], None for ones) in one pass,
+        each band's weights kept from its forward to its adjoint: a conjugate-gradient step's
+        adjoint(forward(.)) in 0.6x the time (bench_fit_step.py, cg_fit_fused)."""
+        if not self.fused:
+            out = self.forward(colors)
+            w2 = None if weight is None else (weight * weight)[:, :, None]
+            return self.adjoint(out if w2 is None else out * w2)
+        _, gc = self.plan.loss_backward(_np(colors), None, None if weight is None
+                                        else _np(weight), 0.5, torch.get_num_threads(),
+                                        geometry=False)
+        return torch.from_numpy(gc)

@@ -1,0 +1,79 @@
+// FitPlan: the encoder's render, loss and gradients for one geometry (the fitting kernel).
+//
+// Unlike the exact Plan (raster.h), it is not bit-identical to the decoder's forward: it
+// uses FMA and a cheaper exp (fit_kernels.h), within about 1e-6 of the exact weights; the
+// cut-off decisions are the decoder's. Only the fit uses it; the file the encoder writes
+// is decoded by the exact path.
+//
+// Work is done band by band (BAND rows, in parallel): a band's forward is complete when its
+// Gaussians have been summed, so its residual and its gradient partials follow at once,
+// while the band is in cache; no weights are stored. Each (Gaussian, band) pair owns a slot
+// of partial sums, and the slots of a Gaussian are added in band order: the results do not
+// depend on the thread count. Memory is linear in the pixels and the Gaussians' rows.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common.h"
+
+namespace gsi {
+
+struct FitSpan {    // one candidate row of one Gaussian
+    int32_t j0, n;  // first column and pixel count (n = 0: the row has no span)
+};
+
+struct FitEntry {              // one Gaussian in one band
+    float mx, my, a, b, c;     // mean and conic
+    int32_t k;                 // which Gaussian
+    int32_t row0, nrows;       // its candidate rows in the band
+    int64_t span;              // where their spans start in the plan's span array
+};
+
+// Name of the fitting hot loops in use: "avx2+fma" or "baseline".
+const char* fit_isa_name();
+
+// Max relative error of the fitting kernels' exp on a grid of [lo, hi].
+double fit_exp_max_rel_error(double lo, double hi, int64_t steps);
+
+class FitPlan {
+  public:
+    FitPlan(const float* m, const float* q, int64_t N, int64_t H, int64_t W, int nt);
+
+    // out [H, W, C]
+    void forward(const float* c, int64_t C, int nt, float* out) const;
+    // With r = weight * forward(c) - target (weight [H, W] or null for ones; target
+    // [H, W, C] or null for zeros): returns scale * sum(r^2) and its gradients, gm [N, 2],
+    // gq [N, 3] (geom only) and gc [N, C]. With geom false (the colour solves) only gc is
+    // formed: 2 scale A^T W (W A c - target).
+    double loss_backward(const float* c, int64_t C, const float* target, const float* weight,
+                         double scale, bool geom, int nt, float* gm, float* gq,
+                         float* gc) const;
+    // Gradients of sum(forward(c) * grad_out), grad_out [H, W, C]; geom false: gc alone
+    // (the adjoint A^T grad_out, c unused).
+    void backward(bool geom, const float* c, int64_t C, const float* grad_out, int nt,
+                  float* gm, float* gq, float* gc) const;
+
+    int64_t height() const { return H_; }
+    int64_t width() const { return W_; }
+    int64_t count() const { return N_; }
+    int64_t evaluations() const { return evaluations_; }
+    int64_t nbytes() const;
+
+  private:
+    template <class Epilogue>
+    void bands_pass(const float* c, int64_t C, bool render, bool geom, int nt,
+                    const Epilogue& epilogue, float* part) const;
+    void reduce(bool geom, int64_t C, const float* part, int nt, float* gm, float* gq,
+                float* gc) const;
+
+    int64_t H_ = 0, W_ = 0, N_ = 0, evaluations_ = 0;
+    std::vector<int64_t> band_start_;   // the entries of band b: band_start_[b] ...
+    std::vector<int64_t> band_vectors_; // 8-pixel vectors of band b's rows
+    std::vector<FitEntry> entries_;     // band by band, each band's in Gaussian order
+    std::vector<FitSpan> spans_;        // band by band, each entry's rows in order
+    std::vector<int64_t> slot_start_;   // the entries of Gaussian k, in band order, are
+    std::vector<int64_t> slot_entry_;   // slot_entry_[slot_start_[k] ...]
+};
+
+}  // namespace gsi
