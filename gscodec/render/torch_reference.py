@@ -80,7 +80,8 @@ class _Recompute(torch.autograd.Function):
         with torch.enable_grad():
             out = _tile_contribution(*inputs, *ctx.geom)
             grads = torch.autograd.grad(out, inputs, grad, allow_unused=True)
-        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+        grads = [torch.zeros_like(t) if g is None else g
+                 for t, g in zip(inputs, grads, strict=True)]
         return (*grads, None, None, None, None)
 
 
@@ -124,3 +125,42 @@ def render_reference(means: torch.Tensor, conics: torch.Tensor, colors: torch.Te
     if not rows:
         return torch.zeros(height, width, C, dtype=dt)
     return torch.cat(rows, dim=0)
+
+
+# ---- the backend surface (gscodec.render.backends): "torch_reference" -----------------------
+
+def available() -> bool:
+    return True
+
+
+def unavailable_reason() -> str | None:
+    return None
+
+
+render = render_reference
+
+
+class AutogradColorOperator:
+    """Colours -> image for fixed geometry and its adjoint, through `render_fn` and
+    autograd (the image is linear in the colours)."""
+
+    def __init__(self, means, conics, height, width, render_fn=render_reference):
+        self.args = (means.detach(), conics.detach())
+        self.size = (int(height), int(width))
+        self.render_fn = render_fn
+
+    def forward(self, colors):
+        with torch.no_grad():
+            return self.render_fn(*self.args, colors, *self.size)
+
+    def adjoint(self, v):
+        with torch.enable_grad():
+            col = torch.zeros(self.args[0].shape[0], v.shape[-1], device=v.device,
+                              requires_grad=True)
+            out = self.render_fn(*self.args, col, *self.size)
+            (g,) = torch.autograd.grad(out, col, grad_outputs=v)
+        return g
+
+
+def color_operator(means, conics, height: int, width: int):
+    return AutogradColorOperator(means, conics, height, width)
