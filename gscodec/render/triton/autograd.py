@@ -13,11 +13,6 @@ from ..common import STRIP_ROWS, strips
 from . import kernels as K
 from .binning import MAX_TILES_PER_GAUSSIAN, bin_gaussians, exact_chunks
 
-BATCH = 16                       # Gaussians per inner batch of the forward tile kernel (GPU):
-#                                  [16, 256] fp32 blocks = 32 registers/thread at 4 warps
-BATCH_BWD = 8                    # the backward's blocks: more live tensors (no spills)
-BATCH_INTERPRET = 32             # under the interpreter: fewer, larger numpy steps
-SPLIT = 16                       # a big-list Gaussian's backward is split in SPLIT parts
 BIG_PROGRAMS = 1024              # programs striding over the big list (GPU)
 BIG_PROGRAMS_INTERPRET = 2       # (interpreter: each program costs the same, idle or not)
 KEEP_BINS_STRIPS = 4             # keep the forward's binning for backward up to this many
@@ -47,7 +42,7 @@ def _dummy(dev, dtype=torch.float32):
 
 
 def _batch(backward: bool = False) -> int:
-    return BATCH_INTERPRET if K.INTERPRETED else (BATCH_BWD if backward else BATCH)
+    return K.BATCH_INTERPRET if K.INTERPRETED else (K.BATCH_BWD if backward else K.BATCH)
 
 
 # ---- forward ------------------------------------------------------------------------------
@@ -76,11 +71,10 @@ def exact_strip(m, q, c, out, out_u8, row0: int, strip_h: int, width: int,
         if out is None:
             out = _dummy(m.device) if first and to_u8 else torch.empty(
                 (row0 + strip_h, width, C), dtype=torch.float32, device=m.device)
-        K.launch(K._fwd_exact_kernel, (cur.tiles_x * cur.tiles_y,), m, q, c, out,
+        K.launch(K._fwd_exact_kernel, (cur.tiles_x * cur.tiles_y,), m, q, c, cur.rows, out,
                  out_u8 if out_u8 is not None else _dummy(m.device, torch.uint8),
                  cur.pair_gid, cur.tile_start, float(shift[0]), float(shift[1]), width, row0,
-                 strip_h, cur.tiles_x, C=C, TILE_=K.TILE, LOAD_ACC=not first,
-                 STORE_U8=to_u8)
+                 strip_h, cur.tiles_x, int(not first), int(to_u8), C=C, TILE_=K.TILE)
         cur, first = nxt, False
 
 
@@ -114,18 +108,18 @@ def backward_strip(m, q, c, grad, gm, gq, gc, bn, row0, strip_h, width, mode: in
     F = 5 + C
     part = torch.empty(bn.capacity * F, dtype=torch.float32, device=dev) if mode == 1 \
         else _dummy(dev)
-    bigpart = torch.empty(max(n, 1) * SPLIT * F, dtype=torch.float32, device=dev) \
+    bigpart = torch.empty(max(n, 1) * K.SPLIT * F, dtype=torch.float32, device=dev) \
         if mode == 1 else _dummy(dev)
     K.launch(K._bwd_tile_kernel, (bn.tiles_x * bn.tiles_y,), m, q, c, grad, gm, gq, gc, part,
              bn.perm, bn.pair_gid, bn.tile_start, width, row0, strip_h, bn.tiles_x,
              C=C, TILE_=K.TILE, BG=_batch(backward=True), MODE=mode)
     programs = BIG_PROGRAMS_INTERPRET if K.INTERPRETED else BIG_PROGRAMS
-    K.launch(K._bwd_big_kernel, (max(1, min(n * SPLIT, programs)),), m, q, c, grad, gm, gq,
+    K.launch(K._bwd_big_kernel, (max(1, min(n * K.SPLIT, programs)),), m, q, c, grad, gm, gq,
              gc, bigpart, bn.big_ids, bn.n_big, bn.rect, width, row0, strip_h,
-             C=C, TILE_=K.TILE, SPLIT=SPLIT, MODE=mode)
+             C=C, TILE_=K.TILE, SPLIT=K.SPLIT, MODE=mode)
     if mode == 1:
         K.launch(K._reduce_kernel, (max(1, -(-n // 128)),), part, bigpart, bn.cum,
-                 bn.big_pos, gm, gq, gc, n, bn.capacity, C=C, SPLIT=SPLIT, BLOCK=128)
+                 bn.big_pos, gm, gq, gc, n, bn.capacity, C=C, SPLIT=K.SPLIT, BLOCK=128)
 
 
 def backward(m, q, c, grad, height, width, opts, bins, deterministic):

@@ -30,13 +30,13 @@ PAIRS_PER_GAUSSIAN = 16          # default pair capacity = 16*N + 16*tiles
 PAIRS_PER_TILE = 16
 MAX_TILES_PER_GAUSSIAN = 64      # more tiles than this: big list instead of pairs
 EXACT_PAIR_CHUNK = 1 << 22       # pairs per exact chunk: about 100 MB of binning buffers
-BLOCK = 256                      # Gaussians / slots per program of the binning kernels
 
 
 class Binning(NamedTuple):
     rect: torch.Tensor        # [N, 4] int32 tile rectangle (tx0, tx1, ty0, ty1) in the strip;
     #                           empty (tx1 < tx0) where the Gaussian draws nothing here
     cum: torch.Tensor         # [N, 3] int64 inclusive sums of (pairs, big, pair-eligible)
+    rows: torch.Tensor        # [N, 2] float64 the spec's candidate rows (exact kernel)
     pair_gid: torch.Tensor    # [P] int32 Gaussian of each pair, sorted by tile (stable)
     pair_tile: torch.Tensor   # [P] int32 sorted tile ids; tiles (= T) marks unused slots
     perm: torch.Tensor        # [P] int64 slot (Gaussian-major) of each sorted pair
@@ -74,24 +74,27 @@ def _steps(n: int) -> int:
     return max(1, int(n).bit_length() + 1)
 
 
-def _grid(n: int, block: int = BLOCK):
+def _grid(n: int, block: int = K.BIN_BLOCK):
     return (max(1, -(-int(n) // block)),)
 
 
 def rectangles(means, conics, row0: int, strip_h: int, width: int, *, max_tiles: int,
                shift=(0.0, 0.0)):
-    """Launches 1-2: (rect [N, 4] int32, cum [N, 3] int64, tiles_x, tiles_y)."""
+    """Launches 1-2: (rect [N, 4] int32, cum [N, 3] int64, rows [N, 2] float64 (the spec's
+    candidate rows), tiles_x, tiles_y)."""
     n = means.shape[0]
     tiles_x = -(-width // K.TILE)
     tiles_y = -(-strip_h // K.TILE)
     rect = torch.empty((n, 4), dtype=torch.int32, device=means.device)
     cnt = torch.empty((n, 3), dtype=torch.int64, device=means.device)
-    K.launch(K._rect_kernel, _grid(n), means, conics, rect, cnt, n, float(shift[0]),
-             float(shift[1]), width, strip_h, row0, tiles_x, int(max_tiles), BLOCK=BLOCK)
-    return rect, torch.cumsum(cnt, dim=0), tiles_x, tiles_y
+    rows = torch.empty((n, 2), dtype=torch.float64, device=means.device)
+    K.launch(K._rect_kernel, _grid(n), means, conics, rect, cnt, rows, n, float(shift[0]),
+             float(shift[1]), width, strip_h, row0, tiles_x, int(max_tiles),
+             BLOCK=K.BIN_BLOCK)
+    return rect, torch.cumsum(cnt, dim=0), rows, tiles_x, tiles_y
 
 
-def pairs(rect, cum, tiles_x: int, tiles_y: int, capacity: int, *, g0: int = 0,
+def pairs(rect, cum, rows, tiles_x: int, tiles_y: int, capacity: int, *, g0: int = 0,
           g1: int | None = None, base: int = 0, big: bool = True) -> Binning:
     """Launches 3-5 for the Gaussians [g0, g1), whose pairs are the slots
     [base, base + capacity) of cum[:, 0]."""
@@ -102,8 +105,8 @@ def pairs(rect, cum, tiles_x: int, tiles_y: int, capacity: int, *, g0: int = 0,
     P = max(1, int(capacity))
     keys = torch.empty(P, dtype=torch.int32, device=dev)
     vals = torch.empty(P, dtype=torch.int32, device=dev)
-    K.launch(K._fill_kernel, _grid(P, 1024), cum, rect, keys, vals, g0, g1, base, P, tiles_x,
-             T, _steps(g1 - g0), BLOCK=1024)
+    K.launch(K._fill_kernel, _grid(P, K.SLOT_BLOCK), cum, rect, keys, vals, g0, g1, base, P,
+             tiles_x, T, _steps(g1 - g0), BLOCK=K.SLOT_BLOCK)
     pair_tile, perm = torch.sort(keys, stable=True)          # ties keep Gaussian order
     pair_gid = torch.empty(P, dtype=torch.int32, device=dev)
     tile_start = torch.empty(T + 1, dtype=torch.int32, device=dev)
@@ -112,11 +115,11 @@ def pairs(rect, cum, tiles_x: int, tiles_y: int, capacity: int, *, g0: int = 0,
     n_big = torch.zeros(1, dtype=torch.int32, device=dev) if not big or n == 0 else \
         torch.empty(1, dtype=torch.int32, device=dev)
     work = max(P, T + 1, n if big else 0)
-    K.launch(K._ranges_kernel, _grid(work, 1024), pair_tile, perm, vals, pair_gid, tile_start,
-             cum, big_ids, big_pos, n_big, P, T, n, _steps(P), _steps(n), P + base,
-             BLOCK=1024, BIG=bool(big and n > 0))
-    return Binning(rect, cum, pair_gid, pair_tile, perm, tile_start, big_ids, big_pos, n_big,
-                   P, tiles_x, tiles_y)
+    K.launch(K._ranges_kernel, _grid(work, K.SLOT_BLOCK), pair_tile, perm, vals, pair_gid,
+             tile_start, cum, big_ids, big_pos, n_big, P, T, n, _steps(P), _steps(n), P + base,
+             BLOCK=K.SLOT_BLOCK, BIG=bool(big and n > 0))
+    return Binning(rect, cum, rows, pair_gid, pair_tile, perm, tile_start, big_ids, big_pos,
+                   n_big, P, tiles_x, tiles_y)
 
 
 def bin_gaussians(means: torch.Tensor, conics: torch.Tensor, row0: int, strip_h: int,
@@ -125,11 +128,11 @@ def bin_gaussians(means: torch.Tensor, conics: torch.Tensor, row0: int, strip_h:
     """Bin N Gaussians (float32, contiguous, on the backend's device) into the 16x16 tiles
     of rows [row0, row0 + strip_h) of a `width`-wide image, in five launches, sync-free."""
     n = means.shape[0]
-    rect, cum, tiles_x, tiles_y = rectangles(means, conics, row0, strip_h, width,
-                                             max_tiles=max_tiles)
+    rect, cum, rows, tiles_x, tiles_y = rectangles(means, conics, row0, strip_h, width,
+                                                   max_tiles=max_tiles)
     cap = int(pair_capacity) if pair_capacity is not None \
         else default_capacity(n, tiles_x * tiles_y)
-    return pairs(rect, cum, tiles_x, tiles_y, cap)
+    return pairs(rect, cum, rows, tiles_x, tiles_y, cap)
 
 
 def exact_chunks(means: torch.Tensor, conics: torch.Tensor, row0: int, strip_h: int,
@@ -140,8 +143,8 @@ def exact_chunks(means: torch.Tensor, conics: torch.Tensor, row0: int, strip_h: 
     n = means.shape[0]
     tiles_x = -(-width // K.TILE)
     T = tiles_x * (-(-strip_h // K.TILE))
-    rect, cum, tiles_x, tiles_y = rectangles(means, conics, row0, strip_h, width,
-                                             max_tiles=T, shift=shift)
+    rect, cum, rows, tiles_x, tiles_y = rectangles(means, conics, row0, strip_h, width,
+                                                   max_tiles=T, shift=shift)
     if n == 0:
         return
     cap = max(int(chunk), T)          # a Gaussian has at most T pairs
@@ -155,6 +158,6 @@ def exact_chunks(means: torch.Tensor, conics: torch.Tensor, row0: int, strip_h: 
             lim = torch.tensor([base + cap], dtype=torch.int64, device=ends.device)
             g1 = int(torch.searchsorted(ends.contiguous(), lim, right=True))
             end = int(ends[g1 - 1])
-        yield pairs(rect, cum, tiles_x, tiles_y, end - base, g0=g0, g1=g1, base=base,
+        yield pairs(rect, cum, rows, tiles_x, tiles_y, end - base, g0=g0, g1=g1, base=base,
                     big=False)
         g0, base = g1, end

@@ -26,6 +26,13 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "
                                                                            "on")
 TILE = 16                        # tiles are TILE x TILE pixels
 NUM_WARPS = 4
+BIN_BLOCK = 256                  # Gaussians per program of the rectangle kernel
+SLOT_BLOCK = 512                 # slots per program of the fill and ranges kernels
+BATCH = 16                       # Gaussians per inner batch of the forward tile kernel (GPU):
+#                                  [16, 256] fp32 blocks = 32 registers/thread at 4 warps
+BATCH_BWD = 8                    # the backward's blocks: more live tensors (no spills)
+BATCH_INTERPRET = 32             # under the interpreter: fewer, larger numpy steps
+SPLIT = 16                       # a big-list Gaussian's backward is split in SPLIT parts
 # Launch options: no FMA (see the module docstring); accepted by Triton 3.x compiled and
 # interpreted alike.
 LAUNCH = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
@@ -99,13 +106,15 @@ def _finite(x):
 # ---- binning -------------------------------------------------------------------------------
 
 @_jit("n", "width", "strip_h", "row0", "tiles_x", "max_tiles")
-def _rect_kernel(means, conics, rect, cnt, n, xs, ys, width, strip_h, row0, tiles_x,
+def _rect_kernel(means, conics, rect, cnt, rows, n, xs, ys, width, strip_h, row0, tiles_x,
                  max_tiles, BLOCK: tl.constexpr):
     """Per Gaussian: its tile rectangle in the strip (rows [row0, row0 + strip_h) of the
     shifted means' frame) and, for the cumulative sums, [pairs if it goes to the pair list,
     1 if it is drawn but has more than max_tiles tiles, 1 if it goes to the pair list].
     The box is the kernel's candidate box (spec 10.2) widened by one more pixel, so that it
-    holds every row span whatever the rounding."""
+    holds every row span whatever the rounding. rows[g] = the spec's candidate rows
+    (ylo, yhi) in the shifted frame, float64, (+inf, -inf) where the box misses the image
+    columns (for the exact kernel)."""
     g = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = g < n
     g64 = g.to(tl.int64)
@@ -125,11 +134,18 @@ def _rect_kernel(means, conics, rect, cnt, n, xs, ys, width, strip_h, row0, tile
     rx = tl.where(pos, tl.sqrt(c64 * QCUT / det_s), _INF)
     ry = tl.where(pos, tl.sqrt(a64 * QCUT / det_s), _INF)
     mx64 = tl.where(valid, mx, 0.0).to(tl.float64)
-    my64 = tl.where(valid, my, 0.0).to(tl.float64) - row0
-    xlo = tl.floor(mx64 - rx - 0.5) - 2.0
-    xhi = tl.ceil(mx64 + rx - 0.5) + 2.0
-    ylo = tl.floor(my64 - ry - 0.5) - 2.0
-    yhi = tl.ceil(my64 + ry - 0.5) + 2.0
+    my64 = tl.where(valid, my, 0.0).to(tl.float64)
+    xlo = tl.floor(mx64 - rx - 0.5) - 1.0              # spec 10.2 (csrc's setup())
+    xhi = tl.ceil(mx64 + rx - 0.5) + 1.0
+    ylo = tl.floor(my64 - ry - 0.5) - 1.0
+    yhi = tl.ceil(my64 + ry - 0.5) + 1.0
+    box = (xhi >= 0.0) & (xlo <= width - 1)
+    tl.store(rows + 2 * g64, tl.where(box, ylo, _INF), mask=live)
+    tl.store(rows + 2 * g64 + 1, tl.where(box, yhi, -_INF), mask=live)
+    xlo -= 1.0                                          # one pixel more for the tiles,
+    xhi += 1.0                                          # rows relative to the strip
+    ylo -= 1.0 + row0
+    yhi += 1.0 - row0
     on = valid & (xhi >= 0.0) & (xlo <= width - 1) & (yhi >= 0.0) & (ylo <= strip_h - 1)
     # Clamp in floating point before converting (values may be +-inf or huge).
     tx0 = (tl.minimum(tl.maximum(xlo, 0.0), width - 1.0).to(tl.int32)) // 16
@@ -295,43 +311,36 @@ def _fwd_kernel(means, conics, colors, out, pair_gid, tile_start, big_ids, n_big
 
 
 @triton.jit
-def _candidates(mx, my, a, b, c, pyf, rowd, colf, W):
-    """spec 10.2: the pixels of the tile where a Gaussian is evaluated: its box meets the
-    image, the row is within its candidate rows, the column within the row's span; all in
-    float64 in the order of csrc/ (setup() and row_span()). Rows [TILE, 1], columns
+def _candidates(mx, my, a, b, c, ylo, yhi, pyf, rowd, colf):
+    """spec 10.2: the pixels of the tile where a Gaussian is evaluated: the row within its
+    candidate rows [ylo, yhi] (from _rect_kernel), the column within the row's span, solved
+    in float64 in the order of csrc/raster_kernels.h's row_span(). Rows [TILE, 1], columns
     [1, TILE]; returns [TILE, TILE] and dy [TILE, 1] (float32)."""
     a64 = a.to(tl.float64)
     b64 = b.to(tl.float64)
     det = a64 * c.to(tl.float64) - b64 * b64
-    pos = det > 0.0
-    det_s = tl.where(pos, det, 1.0)
-    rx = tl.where(pos, tl.sqrt(c.to(tl.float64) * QCUT / det_s), _INF)
-    ry = tl.where(pos, tl.sqrt(a64 * QCUT / det_s), _INF)
-    mx64 = mx.to(tl.float64)
-    my64 = my.to(tl.float64)
-    box = (tl.ceil(mx64 + rx - 0.5) + 1.0 >= 0.0) & (tl.floor(mx64 - rx - 0.5) - 1.0 <= W - 1)
-    ylo = tl.where(box, tl.floor(my64 - ry - 0.5) - 1.0, _INF)   # off the image: no rows
-    row_ok = (rowd >= ylo) & (rowd <= tl.ceil(my64 + ry - 0.5) + 1.0)
     dy = pyf - my
     dy64 = dy.to(tl.float64)
     disc = a64 * QCUT - (det * dy64) * dy64
     disc = tl.where(disc > 0.0, disc, 0.0)
     half = tl.sqrt(disc) / a64
-    xc = mx64 - (b64 * dy64) / a64
+    xc = mx.to(tl.float64) - (b64 * dy64) / a64
     lo = tl.floor((xc - half) - 0.5) - 1.0
     hi = tl.ceil((xc + half) - 0.5) + 1.0
+    row_ok = (rowd >= ylo) & (rowd <= yhi)
     return row_ok & (colf >= lo) & (colf <= hi), dy
 
 
-@_jit("W", "row0", "strip_h", "tiles_x")
-def _fwd_exact_kernel(means, conics, colors, out, out_u8, pair_gid, tile_start, xs, ys,
-                      W, row0, strip_h, tiles_x, C: tl.constexpr, TILE_: tl.constexpr,
-                      LOAD_ACC: tl.constexpr, STORE_U8: tl.constexpr):
+@_jit("W", "row0", "strip_h", "tiles_x", "load_acc", "store_u8")
+def _fwd_exact_kernel(means, conics, colors, rows, out, out_u8, pair_gid, tile_start, xs, ys,
+                      W, row0, strip_h, tiles_x, load_acc, store_u8, C: tl.constexpr,
+                      TILE_: tl.constexpr):
     """Exact forward (spec section 10): the tile's pairs, every drawn Gaussian in increasing
-    index, one at a time; per pixel acc += w * colour from +0.0 (or, with LOAD_ACC, from
+    index, one at a time; per pixel acc += w * colour from +0.0 (or, if load_acc, from
     the partial sums of the previous chunk of Gaussians in `out`). Means are moved by
-    (-xs, -ys) in float32 first. Writes float32 to `out` or, with STORE_U8, the 8-bit
-    pixels (spec 10.4) to `out_u8`; both [strip rows + row0, W, C]."""
+    (-xs, -ys) in float32 first. Writes float32 to `out` or, if store_u8, the 8-bit
+    pixels (spec 10.4) to `out_u8`; both [strip rows + row0, W, C]. (The two flags are
+    run-time arguments: one compiled kernel per C.)"""
     t = tl.program_id(0)
     ty = t // tiles_x
     tx = t - ty * tiles_x
@@ -343,22 +352,17 @@ def _fwd_exact_kernel(means, conics, colors, out, out_u8, pair_gid, tile_start, 
     rowd = (ly + row0).to(tl.float64)
     colf = lx.to(tl.float64)
     o = ((ly + row0).to(tl.int64) * W + lx) * C
-    if LOAD_ACC:
-        acc0 = tl.load(out + o, mask=pmask, other=0.0)
-        acc1 = acc0
-        acc2 = acc0
-        acc3 = acc0
-        if C > 1:
-            acc1 = tl.load(out + o + 1, mask=pmask, other=0.0)
-        if C > 2:
-            acc2 = tl.load(out + o + 2, mask=pmask, other=0.0)
-        if C > 3:
-            acc3 = tl.load(out + o + 3, mask=pmask, other=0.0)
-    else:
-        acc0 = tl.zeros([TILE_, TILE_], dtype=tl.float32)
-        acc1 = acc0
-        acc2 = acc0
-        acc3 = acc0
+    lmask = pmask & ((lx * 0 + load_acc) != 0)          # else: acc from +0.0
+    acc0 = tl.load(out + o, mask=lmask, other=0.0)
+    acc1 = acc0
+    acc2 = acc0
+    acc3 = acc0
+    if C > 1:
+        acc1 = tl.load(out + o + 1, mask=lmask, other=0.0)
+    if C > 2:
+        acc2 = tl.load(out + o + 2, mask=lmask, other=0.0)
+    if C > 3:
+        acc3 = tl.load(out + o + 3, mask=lmask, other=0.0)
     start = tl.load(tile_start + t)
     end = tl.load(tile_start + t + 1)
     for k in range(start, end):
@@ -368,7 +372,8 @@ def _fwd_exact_kernel(means, conics, colors, out, out_u8, pair_gid, tile_start, 
         a = tl.load(conics + 3 * gid)
         b = tl.load(conics + 3 * gid + 1)
         c = tl.load(conics + 3 * gid + 2)
-        cand, dy = _candidates(mx, my, a, b, c, pyf, rowd, colf, W)
+        cand, dy = _candidates(mx, my, a, b, c, tl.load(rows + 2 * gid),
+                               tl.load(rows + 2 * gid + 1), pyf, rowd, colf)
         w = tl.where(cand, _weight_exact(pxf - mx, dy, a, b, c), 0.0)
         acc0 += w * tl.load(colors + C * gid)
         if C > 1:
@@ -377,10 +382,9 @@ def _fwd_exact_kernel(means, conics, colors, out, out_u8, pair_gid, tile_start, 
             acc2 += w * tl.load(colors + C * gid + 2)
         if C > 3:
             acc3 += w * tl.load(colors + C * gid + 3)
-    if STORE_U8:
-        _store4(out_u8, o, pmask, _to_u8(acc0), _to_u8(acc1), _to_u8(acc2), _to_u8(acc3), C)
-    else:
-        _store4(out, o, pmask, acc0, acc1, acc2, acc3, C)
+    u8 = (lx * 0 + store_u8) != 0
+    _store4(out_u8, o, pmask & u8, _to_u8(acc0), _to_u8(acc1), _to_u8(acc2), _to_u8(acc3), C)
+    _store4(out, o, pmask & ~u8, acc0, acc1, acc2, acc3, C)
 
 
 @triton.jit
@@ -397,10 +401,13 @@ def _store4(ptr, o, mask, v0, v1, v2, v3, C: tl.constexpr):
 
 @triton.jit
 def _to_u8(v):
-    """spec 10.4: clamp(floor(v*255 + 0.5), 0, 255) in float32, NaN -> 0."""
-    v = tl.floor(v * 255.0 + 0.5)
-    v = tl.where(v == v, v, 0.0)
-    return tl.minimum(tl.maximum(v, 0.0), 255.0).to(tl.uint8)
+    """spec 10.4: clamp(floor(v*255 + 0.5), 0, 255) in float32, NaN -> 0; computed as
+    trunc(clamp(v*255 + 0.5, 0, 255)), the same for every float (and no flush-to-zero
+    floor instruction)."""
+    t = v * 255.0 + 0.5
+    t = tl.where(t > 0.0, t, 0.0)                       # NaN and negatives -> 0
+    t = tl.where(t < 255.0, t, 255.0)
+    return t.to(tl.int32).to(tl.uint8)
 
 
 @_jit("n")
@@ -610,28 +617,26 @@ def _reduce_kernel(part, bigpart, cum, big_pos, dm, dq, dc, n, max_pairs,
                    C: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
     """Deterministic backward: Gaussian g's gradient += the partial sums of its pairs in
     slot order (its slots are [end[g] - pairs[g], end[g]) of cum[:, 0]), then those of its
-    SPLIT big-list parts in order. One lane per Gaussian."""
+    SPLIT big-list parts in order. One row per Gaussian, one column per field."""
     F: tl.constexpr = 5 + C
+    FP: tl.constexpr = 8 if C < 4 else 16
     g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    f = tl.arange(0, FP)[None, :]
     live = g < n
     end = tl.load(cum + 3 * g, mask=live, other=0)
     first = tl.load(cum + 3 * (g - 1), mask=live & (g > 0), other=0)
     first = tl.where(end <= max_pairs, first, end)      # past the capacity: in the big list
     bp = tl.load(big_pos + g, mask=live, other=-1).to(tl.int64)
-    for f in tl.static_range(F):
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
-        k = first
-        while tl.max((k < end).to(tl.int32), axis=0) > 0:
-            m = k < end
-            acc += tl.load(part + F * k + f, mask=m, other=0.0)
-            k += 1
-        for j in tl.static_range(SPLIT):
-            acc += tl.load(bigpart + F * (bp * SPLIT + j) + f, mask=live & (bp >= 0),
-                           other=0.0)
-        if f < 2:
-            ptr = dm + 2 * g + f
-        elif f < 5:
-            ptr = dq + 3 * g + (f - 2)
-        else:
-            ptr = dc + C * g + (f - 5)
-        tl.store(ptr, tl.load(ptr, mask=live, other=0.0) + acc, mask=live)
+    acc = tl.zeros([BLOCK, FP], dtype=tl.float32)
+    k = first
+    while tl.max((k < end).to(tl.int32), axis=0) > 0:
+        acc += tl.load(part + F * k[:, None] + f, mask=(k < end)[:, None] & (f < F), other=0.0)
+        k += 1
+    big = (live & (bp >= 0))[:, None] & (f < F)
+    for j in range(SPLIT):
+        acc += tl.load(bigpart + F * (bp * SPLIT + j)[:, None] + f, mask=big, other=0.0)
+    g2 = g[:, None]
+    ptr = tl.where(f < 2, dm + 2 * g2 + f, tl.where(f < 5, dq + 3 * g2 + (f - 2),
+                                                    dc + C * g2 + (f - 5)))
+    m = live[:, None] & (f < F)
+    tl.store(ptr, tl.load(ptr, mask=m, other=0.0) + acc, mask=m)
