@@ -48,9 +48,24 @@ def unavailable_reason() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"triton does not import: {type(exc).__name__}: {exc}"
     if interpreter_active():
-        return None
+        return _interpreter_problem()
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+def _interpreter_problem() -> str | None:
+    """Triton's interpreter before 3.7 fails on our data-dependent loop bounds with numpy
+    2.4 or later ("only 0-dimensional arrays can be converted to Python scalars"); the
+    compiled kernels are not affected."""
+    import numpy
+    import triton
+
+    def version(mod):
+        return tuple(int(p) for p in mod.__version__.split(".")[:2] if p.isdigit())
+    if version(triton) < (3, 7) and version(numpy) >= (2, 4):
+        return (f"Triton {triton.__version__}'s interpreter does not work with numpy "
+                f"{numpy.__version__} (needs Triton >= 3.7 or numpy < 2.4)")
     return None
 
 
