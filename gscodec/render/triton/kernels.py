@@ -26,13 +26,16 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "
                                                                            "on")
 TILE = 16                        # tiles are TILE x TILE pixels
 NUM_WARPS = 4
+# Block sizes: the largest without register spills on sm_80 and sm_90 (compile check,
+# docs/experiments.md 2026-12-05 "The GPU path without a GPU").
 BIN_BLOCK = 256                  # Gaussians per program of the rectangle kernel
 SLOT_BLOCK = 512                 # slots per program of the fill and ranges kernels
 BATCH = 16                       # Gaussians per inner batch of the forward tile kernel (GPU):
 #                                  [16, 256] fp32 blocks = 32 registers/thread at 4 warps
-BATCH_BWD = 8                    # the backward's blocks: more live tensors (no spills)
+BATCH_BWD = 8                    # the backward's blocks: more live tensors (16 spilled)
 BATCH_INTERPRET = 32             # under the interpreter: fewer, larger numpy steps
 SPLIT = 16                       # a big-list Gaussian's backward is split in SPLIT parts
+#                                  (a full-image Gaussian: 1536 tiles -> 96 per program)
 # Launch options: no FMA (see the module docstring); accepted by Triton 3.x compiled and
 # interpreted alike.
 LAUNCH = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
