@@ -42,6 +42,17 @@ def gaussian_bounds(means: torch.Tensor, conics: torch.Tensor):
     return (mx - rx - 1.0, mx + rx + 1.0, my - ry - 1.0, my + ry + 1.0), pd
 
 
+def gaussian_weight(dx, dy, a, b, c):
+    """What a pixel at offset (dx, dy) from the mean gets from a Gaussian of conic (a, b, c):
+    exp(-q/2) where q <= Q_CUT and the conic is positive definite, else 0 (the contract;
+    q in its float32 order)."""
+    q = (a * dx + (2.0 * b) * dy) * dx + (c * dy) * dy
+    keep = (q <= Q_CUT) & (a > 0) & ((a * c - b * b) > 0)
+    # exp of a masked-out q could be inf (non-PD) and poison gradients: zero q first.
+    return torch.where(keep, torch.exp(-0.5 * torch.where(keep, q, torch.zeros_like(q))),
+                       torch.zeros_like(q))
+
+
 def _tile_contribution(means, conics, colors, x0: int, y0: int, tw: int, th: int):
     """Sum of the Gaussians' contributions over one tile: [th, tw, C] in colors' dtype."""
     dt = colors.dtype
@@ -54,13 +65,7 @@ def _tile_contribution(means, conics, colors, x0: int, y0: int, tw: int, th: int
     c = conics[:, 2].to(dt)[:, None, None]
     dx = px[None, None, :] - mx                           # [n, 1, tw]
     dy = py[None, :, None] - my                           # [n, th, 1]
-    # q in the exact float32 evaluation order fixed by the contract.
-    q = (a * dx + (2.0 * b) * dy) * dx + (c * dy) * dy    # [n, th, tw]
-    pd = (a > 0) & ((a * c - b * b) > 0)
-    keep = (q <= Q_CUT) & pd
-    # exp of a masked-out q could be inf (non-PD) and poison gradients: zero q first.
-    w = torch.where(keep, torch.exp(-0.5 * torch.where(keep, q, torch.zeros_like(q))),
-                    torch.zeros_like(q))
+    w = gaussian_weight(dx, dy, a, b, c)                  # [n, th, tw]
     return torch.einsum("nhw,nc->hwc", w, colors)
 
 
