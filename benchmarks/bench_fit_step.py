@@ -44,7 +44,7 @@ def start_geometry(image: Path, n: int):
     img = np.asarray(Image.open(image).convert("RGB"))
     p = Fitter(img, FitConfig()).start(n)
     with torch.no_grad():
-        arrays = (p.xy, p.conics(), p.color)
+        arrays = (p.pos, p.conics(), p.color)
         m, q, c = (np.ascontiguousarray(t.numpy(), dtype=np.float32) for t in arrays)
     return m, q, c, img.astype(np.float32) / 255.0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gscodec.benchmark.runner import bd_pair  # noqa: E402
+from gscodec.benchmark.report import bd_pair  # noqa: E402
 
 
 def main(argv=None) -> int:

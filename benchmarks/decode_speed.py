@@ -34,9 +34,10 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from gscodec.benchmark.metrics import load_image  # noqa: E402
+from gscodec.benchmark.distortion import load_rgb  # noqa: E402
 from gscodec.benchmark.peers import make_codec  # noqa: E402
-from gscodec.benchmark.runner import jsonable, default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.provenance import default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.tasks import jsonable  # noqa: E402
 
 DENSITIES = (2.0, 6.0, 16.0)        # Gaussians per 1000 pixels: about 0.1, 0.3, 0.8 bpp
 PEERS = ("webp", "avif", "jpeg2000", "jpeg")
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     rows = []
     try:
         for path in list_images(args.dataset, args.images):
-            rgb = load_image(path)
+            rgb = load_rgb(path)
             h, w = rgb.shape[:2]
             for dens in DENSITIES:
                 n = max(1, round(dens * h * w / 1000))
@@ -119,10 +120,10 @@ def main(argv=None) -> int:
                 # interleave: each round times every codec once
                 times = {k: [] for k in ("gsi", *PEERS)}
                 for _ in range(args.repeats):
-                    times["gsi"].append(median_time(lambda: gscodec.decode(data), 1))
+                    times["gsi"].append(median_time(lambda data=data: gscodec.decode(data), 1))
                     for name, pdata in peers.items():
                         times[name].append(median_time(
-                            lambda: Image.open(io.BytesIO(pdata)).load(), 1))
+                            lambda pdata=pdata: Image.open(io.BytesIO(pdata)).load(), 1))
                 for k, ts in times.items():
                     row[k]["decode_ms"] = 1000 * statistics.median(ts)
                 webp_file = work / f"{path.stem}-{dens:g}.webp"

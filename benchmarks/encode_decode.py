@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from gscodec.benchmark.metrics import bpp, decode_with_pillow, load_image, psnr  # noqa: E402
+from gscodec.benchmark.distortion import bpp, decode_with_pillow, load_rgb, psnr  # noqa: E402
 from gscodec.benchmark.peers import closest_jpeg_quality, to_rgb_array  # noqa: E402
-from gscodec.benchmark.runner import jsonable, default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.provenance import default_dataset, list_images, machine_info  # noqa: E402
+from gscodec.benchmark.tasks import jsonable  # noqa: E402
 
 
 def _gaussian_count(data: bytes, asked):
@@ -40,12 +41,15 @@ def _gaussian_count(data: bytes, asked):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("dir", nargs="?", default=None, help="folder of PNG images (default: shared Kodak)")
+    ap.add_argument("dir", nargs="?", default=None,
+                    help="folder of PNG images (default: shared Kodak)")
     ap.add_argument("--images", type=int, default=None)
-    ap.add_argument("--gaussians", type=int, default=None, help="Gaussians per image (default: codec's)")
+    ap.add_argument("--gaussians", type=int, default=None,
+                    help="Gaussians per image (default: codec's)")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--json", default=None, metavar="OUT", help="write the rows and the means as JSON")
+    ap.add_argument("--json", default=None, metavar="OUT",
+                    help="write the rows and the means as JSON")
     args = ap.parse_args(argv)
 
     folder = Path(args.dir) if args.dir else default_dataset()
@@ -59,12 +63,13 @@ def main(argv=None) -> int:
     import gscodec
 
     rows = []
-    hdr = (f"{'image':<16} {'Gauss':>7} {'bytes':>8} {'bpp':>6} {'PSNR':>6} {'enc s':>7} {'dec s':>7} | "
+    hdr = (f"{'image':<16} {'Gauss':>7} {'bytes':>8} {'bpp':>6} {'PSNR':>6} {'enc s':>7} "
+           f"{'dec s':>7} | "
            f"{'JPEG q':>6} {'bytes':>8} {'PSNR':>6} {'size ratio':>10}")
     print(hdr)
     print("-" * len(hdr))
     for p in images:
-        rgb = load_image(p)
+        rgb = load_rgb(p)
         h, w = rgb.shape[:2]
         t0 = time.perf_counter()
         data = bytes(gscodec.encode(rgb, gaussians=args.gaussians, iterations=args.iterations,
@@ -77,7 +82,8 @@ def main(argv=None) -> int:
         jrec = decode_with_pillow(jdata)
         row = {"image": p.name, "width": w, "height": h,
                "gaussians": _gaussian_count(data, args.gaussians), "bytes": len(data),
-               "bpp": bpp(len(data), h, w), "psnr": psnr(rgb, rec), "encode_s": t_enc, "decode_s": t_dec,
+               "bpp": bpp(len(data), h, w), "psnr": psnr(rgb, rec), "encode_s": t_enc,
+               "decode_s": t_dec,
                "jpeg_quality": q, "jpeg_bytes": len(jdata), "jpeg_bpp": bpp(len(jdata), h, w),
                "jpeg_psnr": psnr(rgb, jrec), "jpeg_size_ratio": len(jdata) / len(data)}
         rows.append(row)
@@ -93,11 +99,13 @@ def main(argv=None) -> int:
     avg = {k: mean(k) for k in ("gaussians", "bytes", "bpp", "psnr", "encode_s", "decode_s",
                                 "jpeg_bytes", "jpeg_bpp", "jpeg_psnr", "jpeg_size_ratio")}
     print("-" * len(hdr))
-    print(f"{'mean':<16} {avg['gaussians']:>7.0f} {avg['bytes']:>8.0f} {avg['bpp']:>6.3f} {avg['psnr']:>6.2f} "
+    print(f"{'mean':<16} {avg['gaussians']:>7.0f} {avg['bytes']:>8.0f} {avg['bpp']:>6.3f} "
+          f"{avg['psnr']:>6.2f} "
           f"{avg['encode_s']:>7.2f} {avg['decode_s']:>7.3f} | {'':>6} {avg['jpeg_bytes']:>8.0f} "
           f"{avg['jpeg_psnr']:>6.2f} {avg['jpeg_size_ratio']:>10.3f}")
     if args.json:
-        out = {"rows": rows, "mean": avg, "meta": {"command": " ".join(sys.argv), "dataset": str(folder),
+        out = {"rows": rows, "mean": avg, "meta": {"command": " ".join(sys.argv),
+                                                   "dataset": str(folder),
                "gaussians": args.gaussians, "iterations": args.iterations, "device": args.device,
                "machine": machine_info()}}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

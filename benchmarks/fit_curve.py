@@ -32,8 +32,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gscodec.encoder.fit import FitConfig, Fitter  # noqa: E402
-from gscodec.encoder.progress import Progress, psnr_from_mse  # noqa: E402
+from gscodec.encoder.config import FitConfig  # noqa: E402
+from gscodec.encoder.objective import Objective  # noqa: E402
+from gscodec.encoder.pipeline import Pipeline  # noqa: E402
+from gscodec.encoder.progress import psnr_from_mse  # noqa: E402
+from gscodec.encoder.stages import EncodeState, FreeFit  # noqa: E402
 from gscodec.metrics import psnr  # noqa: E402
 from gscodec.render import to_uint8  # noqa: E402
 
@@ -50,14 +53,15 @@ def arm_config(arm: str, iterations: int, every: int, seed: int = 0) -> FitConfi
 
 def fit_curve(img: np.ndarray, n: int, iterations: int, arm: str, every: int, seed: int = 0):
     cfg = arm_config(arm, iterations, every, seed)
-    f = Fitter(img, cfg)
+    f = Objective(img, cfg)
+    state = EncodeState.new(f, cfg.seed)
     t0 = time.perf_counter()
-    p = f.start(n)
-    p = f.optimize(p, iterations, Progress(0, False), "fit", refine_at=cfg.refine_at)
+    state.params = f.start(n, state.gen)           # n Gaussians (no overcomplete start)
+    Pipeline((FreeFit(cfg, n),)).run(f, state)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
-        final = psnr(img, to_uint8(f.render(p)).numpy())
-    curve = [(step, psnr_from_mse(mse)) for _, step, mse in f.history]
+        final = psnr(img, to_uint8(f.render(state.params)).numpy())
+    curve = [(step, psnr_from_mse(mse)) for _, step, mse in state.history]
     return {"init": arm, "gaussians": n, "iterations": iterations, "final_psnr": final,
             "seconds": seconds, "curve": curve}
 

@@ -63,6 +63,7 @@ def _add_mask(p: argparse.ArgumentParser) -> None:
 def _load_masked(args):
     """(image, mask or None) from --mask / --mask-from-alpha."""
     import numpy as np
+
     from .imageio import load_image
     image = load_image(args.input)
     mask = None
@@ -86,7 +87,7 @@ def _cmd_inpaint(args) -> int:
     image, mask = _load_masked(args)
     if mask is None:
         raise InputError("inpaint needs --mask MASK.png or --mask-from-alpha")
-    from .inpainting import inpaint     # torch: imported once the inputs are known good
+    from .inpainting import inpaint  # torch: imported once the inputs are known good
     t0 = time.perf_counter()
     out = inpaint(image, mask, keep_known=not args.pure, gaussians=args.gaussians,
                   iterations=args.iterations, device=args.device, seed=args.seed,
@@ -213,7 +214,7 @@ def _cmd_encode(args) -> int:
     from .metrics import psnr
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".gsi")
     image, mask = _load_masked(args)
-    from .encoder.api import encode     # torch: imported once the inputs are known good
+    from .encoder.api import encode  # torch: imported once the inputs are known good
     t0 = time.perf_counter()
     data = encode(image, gaussians=args.gaussians, bpp=args.bpp, quality=args.quality,
                   profile=args.profile, adaptive=args.adaptive,

@@ -2,7 +2,10 @@
 
 The codec works on HxWxC uint8 arrays with C in {1, 2, 3, 4} (L, LA, RGB, RGBA). Anything
 else Pillow can open is converted here, with a warning when information is lost
-(palette images are expanded, 16-bit images are reduced to 8 bits).
+(palette images are expanded, 16-bit images are reduced to 8 bits). Images larger than
+the format allows (MAX_SIDE pixels a side) or than Pillow will open (its decompression-bomb
+limit, 2 x Image.MAX_IMAGE_PIXELS) are refused with an InputError before their pixels
+are read.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .bitstream.model import MAX_SIDE
 from .errors import InputError
 
 MODES_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -28,16 +32,29 @@ def load_image(image) -> np.ndarray:
             raise InputError(f"{path}: no such file")
         try:
             with Image.open(path) as im:
+                check_size(*im.size)           # from the header, before the pixels
                 im.load()
                 return pil_to_array(im)
+        except Image.DecompressionBombError as exc:
+            raise InputError(f"{path}: image too large ({exc})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise InputError(f"{path}: cannot read image ({exc})") from None
     if isinstance(image, Image.Image):
+        check_size(*image.size)
         return pil_to_array(image)
     if isinstance(image, np.ndarray):
+        if image.ndim >= 2:
+            check_size(image.shape[1], image.shape[0])
         return _array_to_hwc(image)
     raise InputError(f"cannot use an image of type {type(image).__name__} "
                      "(give a path, a PIL image or a uint8 array)")
+
+
+def check_size(width: int, height: int) -> None:
+    """InputError for an image larger than the format allows."""
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise InputError(f"image is {width}x{height}; the .gsi format allows at most "
+                         f"{MAX_SIDE} pixels a side")
 
 
 def pil_to_array(im: Image.Image) -> np.ndarray:

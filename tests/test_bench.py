@@ -12,8 +12,8 @@ from PIL import Image
 pytest.importorskip("bjontegaard")
 pytest.importorskip("matplotlib")
 
-from gscodec.benchmark import bdrate, runner  # noqa: E402
-from gscodec.benchmark.metrics import ms_ssim, psnr  # noqa: E402
+from gscodec.benchmark import bdrate, executors, provenance, runner, tasks  # noqa: E402
+from gscodec.benchmark.distortion import ms_ssim, psnr  # noqa: E402
 from gscodec.benchmark.plot import plot_rd  # noqa: E402
 
 RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
@@ -64,7 +64,7 @@ def test_bd_rate_too_few_points_and_nan():
 
 # ----------------------------------------------------------------------------- metrics
 
-def test_metrics():
+def test_psnr_and_ms_ssim_conventions():
     a = np.zeros((200, 200, 3), np.uint8)
     b = a.copy()
     b[0, 0, 0] = 255
@@ -81,7 +81,7 @@ def test_json_schema_round_trip(tmp_path):
            "results": {"bpp": RATES, "psnr-rgb": PSNRS, "ms-ssim-rgb": MSSSIM,
                        "encoding_time": [0.1] * 5, "decoding_time": [0.01] * 5}}
     p = tmp_path / "test.json"
-    p.write_text(json.dumps(runner.jsonable(doc)))
+    p.write_text(json.dumps(tasks.jsonable(doc)))
     back = json.loads(p.read_text())
     assert set(back) >= {"name", "description", "results"}
     n = len(back["results"]["bpp"])
@@ -110,13 +110,14 @@ def _args(*argv):
 
 
 def _cache_lines(out):
-    return (out / runner.CACHE_NAME).read_text().splitlines()
+    return (out / tasks.CACHE_NAME).read_text().splitlines()
 
 
 def test_tiny_run_peers_and_resume(tmp_path, capsys):
     data = _make_images(tmp_path / "imgs")
     out = tmp_path / "res"
-    argv = [data, "--codecs", "jpeg,webp", "--quality", "jpeg=10,50,90", "--quality", "webp=10,50,90",
+    argv = [data, "--codecs", "jpeg,webp", "--quality", "jpeg=10,50,90",
+            "--quality", "webp=10,50,90",
             "--out", out, "--no-progress"]
     assert runner.run(_args(*argv)) == 0
     text = capsys.readouterr().out
@@ -140,7 +141,8 @@ def test_tiny_run_peers_and_resume(tmp_path, capsys):
     assert len(_cache_lines(out)) == 12
 
     # More points, two parallel workers: only the new ones are computed.
-    argv2 = [data, "--codecs", "jpeg", "--quality", "jpeg=10,30,50,90", "--out", out, "--no-progress",
+    argv2 = [data, "--codecs", "jpeg", "--quality", "jpeg=10,30,50,90", "--out", out,
+             "--no-progress",
              "--jobs", "2"]
     assert runner.run(_args(*argv2)) == 0
     assert "2 to compute" in capsys.readouterr().out
@@ -151,10 +153,11 @@ def test_tiny_run_peers_and_resume(tmp_path, capsys):
 def test_interrupted_cache_line_is_ignored(tmp_path, capsys):
     data = _make_images(tmp_path / "imgs", n=1)
     out = tmp_path / "res"
-    argv = [data, "--codecs", "jpeg", "--quality", "jpeg=20,60", "--out", out, "--no-progress", "--no-plot"]
+    argv = [data, "--codecs", "jpeg", "--quality", "jpeg=20,60", "--out", out, "--no-progress",
+            "--no-plot"]
     assert runner.run(_args(*argv)) == 0
     lines = _cache_lines(out)
-    (out / runner.CACHE_NAME).write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    (out / tasks.CACHE_NAME).write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
     assert runner.run(_args(*argv)) == 0
     assert "1 to compute" in capsys.readouterr().out
 
@@ -179,7 +182,8 @@ def test_no_dataset_error(tmp_path, capsys):
 def _gsi_api_ready():
     try:
         import gscodec
-        return callable(getattr(gscodec, "encode", None)) and callable(getattr(gscodec, "decode", None))
+        return (callable(getattr(gscodec, "encode", None))
+                and callable(getattr(gscodec, "decode", None)))
     except Exception:
         return False
 
@@ -220,7 +224,8 @@ def test_gsi_profiles_share_one_fit_with_the_same_bytes(tmp_path, capsys):
     for codec in ("gsi", "gsi-gi"):
         a = json.loads((both / f"{codec}.json").read_text())["per_image"]
         b = json.loads((alone / f"{codec}.json").read_text())["per_image"]
-        key = lambda r: (r["image"], r["density"], r["bytes"], r["psnr-rgb"])
+        def key(r):
+            return r["image"], r["density"], r["bytes"], r["psnr-rgb"]
         assert sorted(map(key, a)) == sorted(map(key, b)) and len(a) == 2
     rows = [json.loads(line) for line in _cache_lines(both)]
     assert len(rows) == 4 and all(r["shared_fit"] for r in rows)
@@ -270,7 +275,8 @@ def test_fingerprint_ignores_comments_but_not_code():
 
 def _gsi_args(data, out, *extra):
     return [data, "--codecs", "gsi,jpeg", "--points", "100,200", "--iterations", "5",
-            "--quality", "jpeg=20,80", "--device", "cpu", "--out", out, "--no-progress", "--no-plot",
+            "--quality", "jpeg=20,80", "--device", "cpu", "--out", out, "--no-progress",
+            "--no-plot",
             *extra]
 
 
@@ -291,9 +297,10 @@ def _numbers(doc):
 
 
 def test_default_results_folder_is_per_dataset(tmp_path):
-    assert runner.default_out("kodak") == runner.RESULTS_DIR / "kodak"
-    assert runner.RESULTS_DIR.name == "results" and runner.RESULTS_DIR.parent.name == "benchmarks"
-    assert runner.dataset_name(tmp_path / "kodak") == "kodak"
+    assert provenance.default_out("kodak") == provenance.RESULTS_DIR / "kodak"
+    assert provenance.RESULTS_DIR.name == "results"
+    assert provenance.RESULTS_DIR.parent.name == "benchmarks"
+    assert provenance.dataset_name(tmp_path / "kodak") == "kodak"
     args = _args(tmp_path, "--ray")
     assert args.ray == "" and args.jobs is None
     assert _args("--ray=ray://head:10001", tmp_path).ray == "ray://head:10001"
@@ -336,8 +343,9 @@ def test_results_layout_schema_and_stamps(tmp_path, capsys):
     assert bd["dataset"] == "kodak" and set(bd["codecs"]) == {"gsi", "jpeg", "webp"}
     measured = {(p["test"], p["anchor"]) for p in bd["pairs"] if "(published)" not in p["anchor"]}
     assert measured == {("gsi", "jpeg"), ("gsi", "webp")}
-    if runner.default_anchors_dir() is not None:  # a folder named kodak: published anchors too
-        assert ("gsi", "gaussianimage (published)") in {(p["test"], p["anchor"]) for p in bd["pairs"]}
+    if provenance.default_anchors_dir() is not None:  # a folder named kodak: published anchors too
+        pairs = {(p["test"], p["anchor"]) for p in bd["pairs"]}
+        assert ("gsi", "gaussianimage (published)") in pairs
     for p in bd["pairs"]:
         assert set(p["psnr"]) >= {"bd_rate_percent", "meaningful", "reason"} and "ms-ssim" in p
 
@@ -348,7 +356,7 @@ def test_results_layout_schema_and_stamps(tmp_path, capsys):
 def local_ray():
     """One local Ray with 2 CPUs for the module (the runner reuses an initialised Ray)."""
     pytest.importorskip("ray")
-    ray, started = runner.ray_init(None, 2)
+    ray, started = executors.ray_init(None, 2)
     yield ray
     if started:
         ray.shutdown()

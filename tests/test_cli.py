@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_codec import smooth_image
+from helpers import blobs_image
 
 
 def gsi(*args, cwd=None):
@@ -21,7 +21,7 @@ def gsi(*args, cwd=None):
 def assert_clean_error(res, needle):
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
-    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    lines = [x for x in res.stderr.strip().splitlines() if x.strip()]
     assert len(lines) == 1, res.stderr
     assert needle in lines[0], lines[0]
 
@@ -30,7 +30,7 @@ def assert_clean_error(res, needle):
 def encoded(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     src = d / "in.png"
-    Image.fromarray(smooth_image(24, 32, 3)).save(src)
+    Image.fromarray(blobs_image(24, 32, 3)).save(src)
     out = d / "in.gsi"
     res = gsi("encode", src, "-o", out, "--gaussians", 40, "--iterations", 40, "--json")
     assert res.returncode == 0, res.stderr
@@ -72,7 +72,7 @@ def test_help_lists_every_command():
         assert opt in res.stdout
     # The help states each effort preset's iteration count (cli.py cannot import the
     # encoder's table without torch, so it is written out twice).
-    from gscodec.encoder.fit import EFFORT_PRESETS, FitConfig
+    from gscodec.encoder.config import EFFORT_PRESETS, FitConfig
     text = " ".join(res.stdout.split())
     for name, preset in EFFORT_PRESETS.items():
         assert f"{name} ({preset['iterations']}" in text

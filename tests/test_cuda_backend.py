@@ -32,13 +32,14 @@ if not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"   # before triton's first import (see above)
 
 import triton  # noqa: F401,E402  (a test dependency: fail, never skip, if missing)
-from render_cases import gauss as _gauss  # noqa: E402
-from render_cases import mixed_gaussians, near_cut_gaussians, needles  # noqa: E402
 
 from gscodec.bitstream.model import conics_from_scale_rot  # noqa: E402
 from gscodec.render import triton as tb  # noqa: E402
 from gscodec.render.torch_reference import render_reference  # noqa: E402
 from gscodec.render.triton.binning import exact_chunks  # noqa: E402
+
+from render_cases import gauss as _gauss  # noqa: E402
+from render_cases import mixed_gaussians, near_cut_gaussians, needles  # noqa: E402
 
 DEV = torch.device("cuda" if ON_GPU else "cpu")
 

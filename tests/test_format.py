@@ -6,11 +6,13 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from gscodec.bitstream import entropy, format as gsi
-from gscodec.errors import FormatError
+from gscodec.bitstream import entropy
+from gscodec.bitstream import format as gsi
 from gscodec.bitstream.model import QuantClass, QuantizedGaussians
+from gscodec.errors import FormatError
 
 import gsi_reference_decoder as ref
 
@@ -51,7 +53,7 @@ def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme
     if dup and n >= 2:
         idx = rng.integers(0, n, size=n // 2)
         dst = rng.integers(0, n, size=n // 2)
-        for name in ("xy", "log_scale", "rot", "color"):
+        for name in ("pos", "scale", "rot", "color"):
             arr = getattr(qg, name)
             arr[dst] = arr[idx]
     return qg
@@ -110,7 +112,7 @@ def split_classes(rng, qg, k):
                                                    rng.integers(1, c.color_den + 1, nb - 1)),
                                   rot_bias=int(rng.integers(-8, 128))))
     cls = rng.integers(0, k, qg.count).astype(np.int32)
-    xy, ls = qg.xy.astype(np.int64), qg.log_scale.astype(np.int64)
+    xy, ls = qg.pos.astype(np.int64), qg.scale.astype(np.int64)
     rot, col = qg.rot.astype(np.int64), qg.color.astype(np.int64)
     c0 = qg.classes[0]
     for i in range(qg.count):
@@ -127,7 +129,7 @@ def split_classes(rng, qg, k):
 def assert_same(a: QuantizedGaussians, b: QuantizedGaussians):
     assert (a.width, a.height, a.channels) == (b.width, b.height, b.channels)
     assert (a.classes, a.masked) == (b.classes, b.masked)
-    for name in ("xy", "log_scale", "rot", "color", "cls"):
+    for name in ("pos", "scale", "rot", "color", "cls"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape and np.array_equal(x, y), name
 
@@ -135,9 +137,9 @@ def assert_same(a: QuantizedGaussians, b: QuantizedGaussians):
 def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
     r = ref.decode(data)
     assert r["count"] == qg.count and r["channels"] == qg.channels
-    assert r["x"] == qg.xy[:, 0].tolist() and r["y"] == qg.xy[:, 1].tolist()
-    assert r["major"] == qg.log_scale[:, 0].tolist()
-    assert r["minor"] == qg.log_scale[:, 1].tolist()
+    assert r["x"] == qg.pos[:, 0].tolist() and r["y"] == qg.pos[:, 1].tolist()
+    assert r["major"] == qg.scale[:, 0].tolist()
+    assert r["minor"] == qg.scale[:, 1].tolist()
     assert r["rot"] == qg.rot.tolist()
     assert r["color"] == qg.color.tolist()
     assert r["cls"] == qg.cls.tolist()
@@ -147,13 +149,13 @@ def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
     if r["version"] >= 2:      # (version 1 gives isotropic Gaussians rot_levels levels)
         assert r["levels"] == qg.angle_levels().tolist()
     assert r["bucket"] == [int(qg.classes[k].bucket(ls)[0])
-                           for k, ls in zip(qg.cls, qg.log_scale)]
+                           for k, ls in zip(qg.cls, qg.scale, strict=False)]
 
 
 # ---- round trips ----------------------------------------------------------------------------
 @SETTINGS
 @given(quantized())
-def test_round_trip(qg):
+def test_write_read_round_trip_is_canonical_and_matches_reference(qg):
     data = gsi.write(qg)
     back = gsi.read(data)
     assert_same(back, qg.sorted())
@@ -179,7 +181,7 @@ def test_round_trip_realistic_and_describe():
     assert sum(v for k, v in bpg.items() if k != "total") == pytest.approx(bpg["total"])
 
 
-def test_empty_and_single():
+def test_empty_and_single_gaussian_sets_round_trip():
     for n in (0, 1):
         qg = make_qg(np.random.default_rng(n), n, 1, 1, 1)
         data = gsi.write(qg)
@@ -234,14 +236,14 @@ def ref_ok(data):
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=200))
-def test_random_bytes(data):
+def test_random_bytes_raise_only_format_errors(data):
     only_format_error(data)
     only_format_error(gsi.MAGIC + bytes([1]) + data)
 
 
 @SETTINGS
 @given(quantized(), st.data())
-def test_mutations(qg, data):
+def test_truncated_extended_and_flipped_files_raise_only_format_errors(qg, data):
     good = gsi.write(qg)
     # truncations and extensions
     cut = data.draw(st.integers(0, len(good) - 1))
@@ -268,7 +270,7 @@ def test_mutations(qg, data):
 
 @settings(max_examples=60, deadline=None)
 @given(st.binary(min_size=1, max_size=120), st.integers(0, 3), st.integers(0, 40))
-def test_garbage_sections(payload, channels_minus_1, n):
+def test_random_section_contents_raise_only_format_errors(payload, channels_minus_1, n):
     """Well-formed header and section table, random section contents (CRC valid)."""
     for version in (1, 2, 3, 4):
         if version == 1:
@@ -292,7 +294,7 @@ def test_garbage_sections(payload, channels_minus_1, n):
             assert_ref_matches(data, gsi.read(data))
 
 
-def test_too_many_gaussians():
+def test_implausible_gaussian_count_is_a_format_error():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
     for claimed in (16 * len(good) + 1, (1 << 26) + 1, 0xFFFFFFFF):
         bad = bytearray(good)
@@ -341,7 +343,7 @@ def test_header_field_checks():
     assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 4
 
 
-def test_masked_flag():
+def test_masked_flag_is_written_and_read():
     qg = make_qg(np.random.default_rng(0), 4, 8, 8, 3, masked=True)
     data = gsi.write(qg)
     assert gsi.read_header(data)["flags"] == 1 and gsi.read(data).masked
@@ -349,10 +351,10 @@ def test_masked_flag():
 
 def test_isotropic_rotation_not_stored():
     qg = make_qg(np.random.default_rng(3), 50, 20, 20, 3)
-    qg.log_scale[:25, 1] = qg.log_scale[:25, 0]
+    qg.scale[:25, 1] = qg.scale[:25, 0]
     qg.rot[:25] = 7
     back = gsi.read(gsi.write(qg))
-    iso = back.log_scale[:, 0] == back.log_scale[:, 1]
+    iso = back.scale[:, 0] == back.scale[:, 1]
     assert iso.sum() >= 25 and np.all(back.rot[iso] == 0)
     assert_same(back, qg.sorted())
 
@@ -399,6 +401,7 @@ def test_angle_levels_rule():
         assert np.all(levels[major > minor] == 777)
         # the torch form used while fitting agrees
         import torch
+
         from gscodec.encoder.quantize import QuantConfig
         qc = QuantClass(scale_steps=s, rot_levels=300, rot_bias=-3)
         t = QuantConfig((qc,)).angle_levels(torch.zeros(500, dtype=torch.long),
@@ -457,11 +460,12 @@ def test_uniform_tables_are_exact():
     body = entropy.encode_uniform(groups)
     words = list(struct.unpack_from(f"<{(len(body) - 4) // 4}I", body, 4))
     freqs = [entropy.uniform_freqs(L).tolist() for L, _ in groups]
-    assert words == py_range_encode([(v.tolist(), f) for (_, v), f in zip(groups, freqs)])
-    for f, (L, _) in zip(freqs, groups):
+    assert words == py_range_encode([(v.tolist(), f)
+                                     for (_, v), f in zip(groups, freqs, strict=True)])
+    for f, (L, _) in zip(freqs, groups, strict=False):
         assert sum(f) == 1 << 24 and f[0] == (1 << 24) // L
     back = entropy.decode_uniform(body, [(L, len(v)) for L, v in groups], 0, len(body))
-    assert all(np.array_equal(b, v) for b, (_, v) in zip(back, groups))
+    assert all(np.array_equal(b, v) for b, (_, v) in zip(back, groups, strict=False))
 
 
 # ---- entropy layer --------------------------------------------------------------------------
@@ -558,7 +562,7 @@ def test_binarization_and_sections(values, seed):
     b = rng.integers(0, 20, size=a.size).astype(np.uint64)
     tokens, nbits, raw = entropy.binarize(a)
     assert np.array_equal(entropy.debinarize(tokens, raw), a)
-    for v, t in zip(values, tokens.tolist()):
+    for v, t in zip(values, tokens.tolist(), strict=False):
         assert t == (v if v < 8 else v.bit_length() + 4)
     body = entropy.encode_streams([a, b])
     out = entropy.decode_streams(body, a.size, 2)
@@ -569,7 +573,7 @@ def test_binarization_and_sections(values, seed):
         entropy.decode_streams(body + b"\0", a.size, 2)
 
 
-def test_zigzag():
+def test_zigzag_maps_signed_to_unsigned_and_back():
     v = np.array([0, -1, 1, -2, 2, -(1 << 40), 1 << 40], dtype=np.int64)
     u = entropy.zigzag(v)
     assert u[:5].tolist() == [0, 1, 2, 3, 4]

@@ -5,14 +5,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from gscodec.bitstream.gaussianimage import (
+    GIGaussians,
+    body_length,
+    conics_from_cholesky_np,
+    pack,
+    unpack,
+)
+from gscodec.encoder.gi_finetune import cholesky_from_params, quantize_gaussianimage
 from gscodec.errors import FormatError
-from gscodec.bitstream.gaussianimage import (GIGaussians, body_length, conics_from_cholesky_np,
-                                             pack, unpack)
-from gscodec.encoder.gaussianimage import cholesky_from_params, quantize_gaussianimage
 
 import gsi_reference_gi as ref
+from helpers import spots_image
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -97,7 +104,7 @@ def test_pack_unpack_round_trip(seed):
 
 
 @pytest.mark.parametrize("n,c,k", [(0, 1, 1), (1, 4, 8), (5, 3, 3), (8, 2, 2), (3, 3, 8)])
-def test_lengths_and_bits(n, c, k):
+def test_body_length_and_bits_per_gaussian(n, c, k):
     g = make_gi(np.random.default_rng(n * 31 + c * 7 + k), n=n, channels=c, k=k)
     body = pack(g)
     kk = 1 << k
@@ -164,36 +171,44 @@ def corrupt_cases(g):
     c, kk, n = g.channels, g.codebook_size, g.count
     out = []
     for k in (0, 9, 255):
-        b = bytearray(body); b[0] = k; out.append(("k=%d" % k, b))
+        b = bytearray(body)
+        b[0] = k
+        out.append(("k=%d" % k, b))
     for j in range(3):
         for val in (float("nan"), float("inf"), -float("inf")):
-            b = bytearray(body); struct.pack_into("<f", b, 1 + 4 * j, val)
+            b = bytearray(body)
+            struct.pack_into("<f", b, 1 + 4 * j, val)
             out.append(("min nan/inf", b))
-            b = bytearray(body); struct.pack_into("<f", b, 13 + 4 * j, val)
+            b = bytearray(body)
+            struct.pack_into("<f", b, 13 + 4 * j, val)
             out.append(("max nan/inf", b))
         b = bytearray(body)
-        struct.pack_into("<f", b, 1 + 4 * j, 5.0); struct.pack_into("<f", b, 13 + 4 * j, 4.0)
+        struct.pack_into("<f", b, 1 + 4 * j, 5.0)
+        struct.pack_into("<f", b, 13 + 4 * j, 4.0)
         out.append(("min > max", b))
     for bits in (0x7C00, 0xFC00, 0x7E00, 0x7C01):
-        b = bytearray(body); struct.pack_into("<H", b, 25 + 2 * (kk * c), bits)
+        b = bytearray(body)
+        struct.pack_into("<H", b, 25 + 2 * (kk * c), bits)
         out.append(("codebook not finite", b))
     if n:
         off = 25 + 4 * kk * c
         for val in (1.0009765625, -1.5, 2.0, float("inf"), float("nan"), 65504.0):
-            b = bytearray(body); struct.pack_into("<e", b, off + 2 * (n * 2 - 1), val)
+            b = bytearray(body)
+            struct.pack_into("<e", b, off + 2 * (n * 2 - 1), val)
             out.append(("position", b))
     k = g.index_bits
     if (n * (18 + 2 * k)) % 8:
-        b = bytearray(body); b[-1] |= 1
+        b = bytearray(body)
+        b[-1] |= 1
         out.append(("padding", b))
     return out
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_each_check_rejects(seed):
+def test_each_corruption_of_spec_section_5_is_rejected(seed):
     rng = np.random.default_rng(seed)
     g = make_gi(rng, n=[0, 1, 3, 7, 13, 5][seed], k=[1, 2, 3, 8, 5, 3][seed])
-    for name, b in corrupt_cases(g):
+    for _, b in corrupt_cases(g):
         expect_format_error(bytes(b), g)
 
 
@@ -305,25 +320,26 @@ def test_cholesky_from_params():
 
 
 # ---- the fine-tune ----------------------------------------------------------------------------
-def smooth_image(w=32, h=24, seed=0):
-    g = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    img = np.zeros((h, w, 3))
-    for _ in range(6):
-        cx, cy, s = g.uniform(0, w), g.uniform(0, h), g.uniform(3, 10)
-        img += g.uniform(0, 1, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))[..., None]
-    return (img / img.max() * 255).clip(0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def small_fit():
-    import gscodec.encoder.progress
-    from gscodec.encoder.fit import FitConfig, Fitter
-    f = Fitter(smooth_image(), FitConfig(iterations=150, seed=0))
-    p = f.start(50)
-    p = f.optimize(p, 150, gscodec.encoder.progress.Progress(0, False), "fit")
-    f.gen_state_after_fit = f.gen.get_state()   # tests that draw from f.gen start here
-    return f, p
+    """(objective, free fit of 50 Gaussians without refinements, the generator's state
+    after it): tests that draw from a generator start there."""
+    from gscodec.encoder.config import FitConfig
+    from gscodec.encoder.objective import Objective
+    from gscodec.encoder.pipeline import Pipeline
+    from gscodec.encoder.stages import EncodeState, FreeFit
+    cfg = FitConfig(iterations=150, seed=0, refine_at=())
+    f = Objective(spots_image(), cfg)
+    state = EncodeState.new(f, cfg.seed)
+    state.params = f.start(50, state.gen)
+    Pipeline((FreeFit(cfg, 50),)).run(f, state)
+    return f, state.params, state.gen.get_state()
+
+
+def generator(state):
+    g = torch.Generator()
+    g.set_state(state)
+    return g
 
 
 def _psnr(f, means, conics, colors):
@@ -335,15 +351,12 @@ def _psnr(f, means, conics, colors):
 
 
 def test_quantize_gaussianimage_small(small_fit, torch_threads):
-    import copy
-    f, p = small_fit
-    f = copy.copy(f)                  # the codebook draws from f.gen: same state every run
-    f.gen = torch.Generator()
-    f.gen.set_state(f.gen_state_after_fit)
-    free = _psnr(f, p.xy, p.conics(), p.color)
+    f, p, after_fit = small_fit
+    gen = generator(after_fit)        # the codebook draws from it: same state every run
+    free = _psnr(f, p.pos, p.conics(), p.color)
     results = {}
     for k, iters in ((8, 0), (8, 40), (256, 40)):
-        g = quantize_gaussianimage(f, p, iterations=iters, codebook_size=k)
+        g = quantize_gaussianimage(f, p, iters, gen, codebook_size=k)
         assert g.count == 50 and g.codebook_size == k and g.channels == 3
         body = pack(g)
         g2 = unpack_body(body, g)
@@ -367,20 +380,16 @@ def test_quantize_gaussianimage_small(small_fit, torch_threads):
 
 
 def test_quantize_gaussianimage_deterministic(small_fit):
-    f, p = small_fit
-    import copy
-    f1, f2 = copy.copy(f), copy.copy(f)
-    f1.gen = torch.Generator().manual_seed(5)
-    f2.gen = torch.Generator().manual_seed(5)
-    a = pack(quantize_gaussianimage(f1, p, iterations=5))
-    b = pack(quantize_gaussianimage(f2, p, iterations=5))
+    f, p, _ = small_fit
+    a = pack(quantize_gaussianimage(f, p, 5, torch.Generator().manual_seed(5)))
+    b = pack(quantize_gaussianimage(f, p, 5, torch.Generator().manual_seed(5)))
     assert a == b
 
 
 def test_quantize_gaussianimage_rejects_bad_codebook_size(small_fit):
-    f, p = small_fit
+    f, p, _ = small_fit
     with pytest.raises(ValueError):
-        quantize_gaussianimage(f, p, iterations=0, codebook_size=12)
+        quantize_gaussianimage(f, p, 0, torch.Generator(), codebook_size=12)
 
 
 def test_cholesky_quantizer_not_stretched_by_an_outlier(small_fit):
@@ -388,20 +397,18 @@ def test_cholesky_quantizer_not_stretched_by_an_outlier(small_fit):
     with a far larger factor must not coarsen the others' codes (long fits leave a few such
     Gaussians; with min/max starts kodim23 lost 2.2 dB). The default leaves out 1 % at
     each end, none of 51; at 5 % two are left out."""
-    import copy
-    from gscodec.encoder.gaussianimage import GIFineTuneConfig
+    from gscodec.encoder.gi_finetune import GIFineTuneConfig
     from gscodec.encoder.params import GaussianParams
-    f, p = small_fit
-    f = copy.copy(f)
-    f.gen = torch.Generator().manual_seed(0)
+    f, p, _ = small_fit
     # one thin Gaussian at 45 degrees, 200 px long: its l21 is far outside the others'
     out = GaussianParams(torch.tensor([[5.0, 5.0]]), torch.tensor([[math.log2(200.0), -1.0]]),
                          torch.tensor([math.pi / 4]), torch.zeros(1, 3))
     q = GaussianParams.cat(p.detach(), out)
     L = cholesky_from_params(q).float().numpy()
-    g = quantize_gaussianimage(f, q, iterations=0)
+    g = quantize_gaussianimage(f, q, 0, torch.Generator().manual_seed(0))
     assert g.chol_max[0] >= L[-1, 0] - 1e-3      # a small set keeps its extremes
-    g = quantize_gaussianimage(f, q, iterations=0, cfg=GIFineTuneConfig(chol_init_quantile=0.05))
+    g = quantize_gaussianimage(f, q, 0, torch.Generator().manual_seed(0),
+                               cfg=GIFineTuneConfig(chol_init_quantile=0.05))
     lo, hi = g.chol_min.astype(np.float64), g.chol_max.astype(np.float64)
     step = (hi - lo) / 63
     span_others = L[:-1].max(0) - L[:-1].min(0)

@@ -89,7 +89,7 @@ def test_inpaint_is_a_gaussian_rendering():
     out = gscodec.inpaint(img, m)
     assert np.array_equal(out[m], rendered[m])
     # Every Gaussian sits in or next to the hole.
-    xy = qg.xy / float(1 << qg.pos_bits)
+    xy = qg.pos / float(1 << qg.pos_bits)
     ys, xs = np.nonzero(m)
     assert xy[:, 0].min() >= xs.min() - 8 and xy[:, 0].max() <= xs.max() + 8
     assert xy[:, 1].min() >= ys.min() - 8 and xy[:, 1].max() <= ys.max() + 8

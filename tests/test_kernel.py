@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from render_cases import float32_support, needles, np_case, random_gaussians
 
 from gscodec.render import Q_CUT, kernel, to_uint8_numpy
 from gscodec.render.numpy_reference import render_numpy_ref
+
+from render_cases import float32_support, needles, np_case, random_gaussians
 
 ROOT = Path(__file__).resolve().parents[1]
 

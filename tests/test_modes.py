@@ -5,109 +5,51 @@ converted the way gscodec.imageio documents it) or refuses: exit code 1, exactly
 stderr, no output file. Never a traceback.
 
 Matrix (about 80 subprocess runs; encodes use 50 + 50 iterations, which cost little here):
-- test_mode: every mode at 13x11: encode (--gaussians, --bpp or --quality, in turn), decode
-  --scale --crop, info, inpaint (--mask, or --mask-from-alpha when the mode has alpha), a
-  masked encode (--mask or --mask-from-alpha), or for three modes without alpha
-  --mask-from-alpha, refused ("no alpha channel").
-- test_size: 1x1, 1x7, 7x1 with three modes each (each size with --gaussians, --bpp and
-  --quality): encode and decode --scale --crop; inpaint of one pixel (refused at 1x1: "mask
-  covers the whole image"); --bpp 24 at 1x1 (refused: below the smallest .gsi file).
-- test_pil_plugin: Image.save(..., gaussians=) and Image.open + load for every mode at every
-  size (in-process: a library API, no CLI).
+- test_every_command_on_every_mode: every mode at 13x11: encode (--gaussians, --bpp or
+  --quality, in turn), decode --scale --crop, info, inpaint (--mask, or --mask-from-alpha
+  when the mode has alpha), a masked encode (--mask or --mask-from-alpha), or for three
+  modes without alpha --mask-from-alpha, refused ("no alpha channel").
+- test_every_command_on_thin_and_single_pixel_images: 1x1, 1x7, 7x1 with three modes each
+  (each size with --gaussians, --bpp and --quality): encode and decode --scale --crop;
+  inpaint of one pixel (refused at 1x1: "mask covers the whole image"); --bpp 24 at 1x1
+  (refused: below the smallest .gsi file).
+- test_images_over_the_size_limits_are_refused: a 20000x20000 PNG (over Pillow's
+  decompression-bomb limit) and a 17000x100 one (over 16384 a side) through gsi encode and
+  gsi inpaint (refused), and gscodec.encode (InputError).
+(Image.save / Image.open of every mode at every size: test_pil_plugin.py.)
 """
 import json
 import os
 import subprocess
 import sys
-import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import gscodec
 from gscodec.metrics import psnr
+
+from helpers import CODEC_MODE, MODES, as_converted, assert_fits, decoded, flat_psnr, mode_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ITS = "50"      # (+50 quantization-aware): costs little at these sizes, and 5 leaves
                 # thin images below a flat colour
-# "PT" is mode P with a transparent palette entry.
-MODES = ["1", "L", "LA", "P", "PT", "RGB", "RGBA", "I;16", "I", "F", "CMYK", "YCbCr"]
 ALPHA = {"LA", "PT", "RGBA"}
 PNG_MODES = {"1", "L", "LA", "P", "PT", "RGB", "RGBA", "I;16"}  # the rest as TIFF
-# what the codec makes of each mode (gscodec.imageio): output mode of decode
-CODEC_MODE = {"1": "L", "L": "L", "LA": "LA", "P": "RGB", "PT": "RGBA", "RGB": "RGB",
-              "RGBA": "RGBA", "I;16": "L", "I": "L", "F": "L", "CMYK": "RGB", "YCbCr": "RGB"}
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 DROP_ALPHA = {"LA": "L", "RGBA": "RGB"}
 
 
-def make_image(mode: str, w: int, h: int) -> Image.Image:
-    """A smooth picture in `mode` (one transparent pixel where the mode has alpha)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    base = 128 + 90 * np.sin(xx / 4.0 + 0.3) * np.cos(yy / 5.0 + 0.2)
-    rgb = np.stack([base, 255 - base, 128 + 0.5 * (base - 128) * np.cos(xx / 3.0)], -1)
-    g8 = np.round(base).astype(np.uint8)
-    rgb8 = np.round(rgb).astype(np.uint8)
-    alpha = np.full((h, w), 255, np.uint8)
-    alpha[h // 2, w // 2] = 0
-    if mode == "1":
-        return Image.fromarray(g8).convert("1", dither=Image.Dither.NONE)
-    if mode == "L":
-        return Image.fromarray(g8)
-    if mode == "LA":
-        return Image.merge("LA", [Image.fromarray(g8), Image.fromarray(alpha)])
-    if mode in ("P", "PT"):
-        im = Image.fromarray(rgb8).quantize(8)
-        if mode == "PT":      # the centre pixel gets its own palette entry, transparent
-            arr = np.asarray(im).copy()
-            pal = (im.getpalette() + [0] * 24)[:24]
-            pal += pal[3 * arr[h // 2, w // 2]:3 * arr[h // 2, w // 2] + 3]
-            arr[h // 2, w // 2] = 8
-            im = Image.frombytes("P", (w, h), arr.tobytes())
-            im.putpalette(pal)
-            im.info["transparency"] = 8
-        return im
-    if mode == "RGB":
-        return Image.fromarray(rgb8)
-    if mode == "RGBA":
-        return Image.fromarray(np.dstack([rgb8, alpha]))
-    if mode == "I;16":
-        return Image.fromarray((base * 257).round().astype(np.uint16))
-    if mode == "I":
-        return Image.fromarray((base * 257).round().astype(np.int32))
-    if mode == "F":
-        return Image.fromarray((base / 255).astype(np.float32))
-    return Image.fromarray(rgb8).convert(mode)   # CMYK, YCbCr
-
-
-def expected(mode: str, im: Image.Image) -> np.ndarray:
-    """The input as the codec documents its conversion: HxWxC uint8."""
-    if mode == "1":
-        arr = np.asarray(im.convert("L"))
-    elif mode in ("P", "PT"):
-        arr = np.asarray(im.convert("RGBA" if "transparency" in im.info else "RGB"))
-    elif mode in ("I;16", "I"):     # 16-bit samples: round(v * 255 / 65535)
-        v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
-        arr = ((v * 255 + 32767) // 65535).astype(np.uint8)
-    elif mode == "F":               # 0..1 floats
-        arr = np.round(np.clip(np.asarray(im), 0, 1) * 255).astype(np.uint8)
-    elif mode in ("CMYK", "YCbCr"):
-        arr = np.asarray(im.convert("RGB"))
-    else:
-        arr = np.asarray(im)
-    return arr.reshape(im.size[1], im.size[0], -1)
-
-
 def source(tmp_path, mode, w, h):
-    im = make_image(mode, w, h)
+    im = mode_image(mode, w, h)
     assert im.mode == ("P" if mode == "PT" else mode)
     src = tmp_path / f"in_{mode.replace(';', '')}_{w}x{h}.{'png' if mode in PNG_MODES else 'tiff'}"
     im.save(src)
     with Image.open(src) as back:        # what the file holds (e.g. TIFF I;16 variants)
         back.load()
-        ref = expected(mode, back)
+        ref = as_converted(mode, back)
     return src, ref
 
 
@@ -123,48 +65,25 @@ def gsi(*args):
 
 def ok(res):
     assert res.returncode == 0, res.stderr
-    assert all(l.startswith("gsi: warning: ") for l in res.stderr.splitlines() if l.strip()), \
-        res.stderr
+    assert all(x.startswith("gsi: warning: ") for x in res.stderr.splitlines()
+               if x.strip()), res.stderr
     return res
 
 
 def refused(res, out, needle):
     assert res.returncode == 1, (res.returncode, res.stderr)
-    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("gsi: error: "), res.stderr
     assert needle in lines[0], lines[0]
     assert not Path(out).exists()
     assert not [p for p in Path(out).parent.iterdir() if p.name.startswith(f".{Path(out).name}.")]
 
 
-def baseline(ref, known=None):
-    """PSNR of the flat mean colour: any fit must beat it."""
-    sel = ref if known is None else ref[known]
-    flat = np.broadcast_to(np.round(sel.reshape(-1, ref.shape[-1]).mean(0)), ref.shape)
-    return psnr(ref, flat.astype(np.uint8), known)
-
-
-def decoded(path):
-    arr = gscodec.decode(path, device="cpu")
-    return arr.reshape(arr.shape[0], arr.shape[1], -1)
-
-
-def sane(ref, out, known=None, margin=3.0, cap=20.0):
-    """PSNR of `out` against `ref` (HxWxC), asserted above that of the flat mean colour
-    plus `margin` (or above 20 dB): a fit, not a wrong conversion (those land below
-    10 dB)."""
-    if known is not None and known.all():
-        known = None
-    p = psnr(ref, out, known)
-    assert p > min(baseline(ref, known) + margin, cap), (p, baseline(ref, known))
-    return p
-
-
 def check_fit(gsi_path, ref, known=None, margin=3.0, cap=20.0):
     """The .gsi renders `ref` (HxWxC) clearly better than its flat mean colour."""
     out = decoded(gsi_path)
     assert out.shape == ref.shape
-    return sane(ref, out, known, margin, cap)
+    return assert_fits(ref, out, known, margin, cap)
 
 
 def encode_json(src, out, *opts):
@@ -187,7 +106,7 @@ RATE_OPTIONS = [("--gaussians", "30"), ("--bpp", "24"), ("--quality", "100")]
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_mode(tmp_path, mode):
+def test_every_command_on_every_mode(tmp_path, mode):
     w, h = 13, 11
     src, ref = source(tmp_path, mode, w, h)
     cmode = CODEC_MODE[mode]
@@ -238,7 +157,7 @@ def test_mode(tmp_path, mode):
             got = np.asarray(im).reshape(ref.shape)
         assert np.array_equal(got[known], ref[known])
         # the hole is filled with something like its surroundings
-        assert psnr(ref, got) > baseline(ref)
+        assert psnr(ref, got) > flat_psnr(ref)
         if MODES.index(mode) % 2:
             s = encode_json(src, masked, "--gaussians", "20", "--mask", mask)
             assert s["channels"] == ref.shape[2]
@@ -256,7 +175,7 @@ SIZE_CASES = [(wh, m) for wh, modes in SIZES for m in modes]
 
 
 @pytest.mark.parametrize("wh,mode", SIZE_CASES, ids=[f"{w}x{h}-{m}" for (w, h), m in SIZE_CASES])
-def test_size(tmp_path, wh, mode):
+def test_every_command_on_thin_and_single_pixel_images(tmp_path, wh, mode):
     w, h = wh
     src, ref = source(tmp_path, mode, w, h)
     k = dict(SIZES)[wh].index(mode)
@@ -293,19 +212,29 @@ def test_size(tmp_path, wh, mode):
             assert np.array_equal(got[known], ref[known])
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_pil_plugin(tmp_path, mode):
-    for w, h in [(13, 11), (1, 1), (1, 7), (7, 1)]:
-        im = make_image(mode, w, h)
-        ref = expected(mode, im)
-        path = tmp_path / f"p{w}x{h}.gsi"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # conversion notices (palette, 16-bit, ...)
-            im.save(path, gaussians=min(20, max(1, w * h // 3)), iterations=int(ITS))
-        with Image.open(path) as back:
-            assert back.format == "GSI" and back.size == (w, h)
-            assert back.mode == CODEC_MODE[mode]
-            back.load()
-            arr = np.asarray(back).reshape(ref.shape)
-        assert np.array_equal(arr, decoded(path))
-        sane(ref, arr, margin=3.0 if w * h > 7 else -1.0)
+def png_of_size(path: Path, w: int, h: int) -> Path:
+    """A valid 1-bit grayscale PNG of w x h black pixels, written without Pillow (a
+    20000x20000 image in Pillow would take 50 MB): signature, IHDR, one IDAT, IEND."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (len(body).to_bytes(4, "big") + kind + body
+                + zlib.crc32(kind + body).to_bytes(4, "big"))
+    rows = bytes((w + 7) // 8 + 1) * h          # filter byte 0 and zero bits on each row
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("w,h,needle", [(20000, 20000, "image too large"),
+                                        (17000, 100, "at most 16384 pixels a side")])
+def test_images_over_the_size_limits_are_refused(tmp_path, w, h, needle):
+    import gscodec
+    src = png_of_size(tmp_path / f"big_{w}x{h}.png", w, h)
+    out = tmp_path / "big.gsi"
+    refused(gsi("encode", src, "-o", out, "--iterations", "1"), out, needle)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.full((4, 4), 255, np.uint8)).save(mask)
+    filled = tmp_path / "filled.png"
+    refused(gsi("inpaint", src, "-o", filled, "--mask", mask), filled, needle)
+    with pytest.raises(gscodec.InputError, match=needle):
+        gscodec.encode(src, iterations=1)

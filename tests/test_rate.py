@@ -4,22 +4,16 @@ import numpy as np
 import pytest
 
 import gscodec
-from gscodec.errors import InputError
 from gscodec.encoder.quantize import adaptive_config
 from gscodec.encoder.ratecontrol import count_for_bytes, quality_density
+from gscodec.errors import InputError
 
-
-def smooth_image(h=48, w=64, seed=0):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    img = np.stack([np.sin(6 * x + 2 * y), np.cos(5 * y - 3 * x), np.sin(4 * x * y + 1)], -1)
-    img = 0.5 + 0.4 * img + 0.03 * rng.standard_normal((h, w, 3))
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+from helpers import waves_image
 
 
 @pytest.mark.parametrize("bpp", [1.0, 3.0])
 def test_bpp_target_is_met(bpp):
-    img = smooth_image()
+    img = waves_image()
     data = gscodec.encode(img, bpp=bpp, iterations=20)
     got = len(data) * 8 / (img.shape[0] * img.shape[1])
     assert abs(got / bpp - 1) <= 0.05, got
@@ -30,7 +24,7 @@ def test_quality_ladder():
     assert quality_density(50) == pytest.approx(6.0)
     assert quality_density(66.5) == pytest.approx(12.0)
     assert quality_density(1) < quality_density(2) < quality_density(100)
-    img = smooth_image()
+    img = waves_image()
     lo = gscodec.info(gscodec.encode(img, quality=20, iterations=5))["count"]
     hi = gscodec.info(gscodec.encode(img, quality=80, iterations=5))["count"]
     assert lo < hi
@@ -40,7 +34,7 @@ def test_quality_ladder():
 
 
 def test_size_options_are_exclusive_and_checked():
-    img = smooth_image()
+    img = waves_image()
     with pytest.raises(InputError, match="at most one"):
         gscodec.encode(img, gaussians=10, bpp=1.0)
     for bad in (0, -1.0, float("nan"), float("inf")):
@@ -62,7 +56,7 @@ def test_count_model_is_monotone():
 
 
 def test_adaptive_classes_end_to_end():
-    img = smooth_image(64, 96, seed=3)
+    img = waves_image(64, 96, seed=3)
     data = gscodec.encode(img, gaussians=120, iterations=10, adaptive=True)
     info = gscodec.info(data)
     assert len(info["classes"]) == 2
@@ -75,7 +69,7 @@ def test_adaptive_classes_end_to_end():
 
 
 def test_gaussianimage_profile_end_to_end():
-    img = smooth_image()
+    img = waves_image()
     data = gscodec.encode(img, gaussians=60, iterations=20, profile="gaussianimage")
     info = gscodec.info(data)
     assert info["profile"] == "gaussianimage" and info["count"] == 60
@@ -98,7 +92,7 @@ def test_bpp_correction_grows_and_prunes(monkeypatch, factor):
     real = ratecontrol.count_for_bytes
     monkeypatch.setattr(ratecontrol, "count_for_bytes",
                         lambda b, px: max(1, int(real(b, px) * factor)))
-    img = smooth_image()
+    img = waves_image()
     data = gscodec.encode(img, bpp=2.0, iterations=30)
     got = len(data) * 8 / (img.shape[0] * img.shape[1])
     assert abs(got / 2.0 - 1) <= 0.05, got
@@ -112,17 +106,22 @@ def test_prune_to_size_drops_the_least_useful_first():
     """The rate control's last resort (bisection on how many to drop, no fit) lands in the
     window and drops the Gaussians whose removal costs least: dropping as many of the most
     useful ones instead is far worse."""
-    from gscodec.bitstream import format as gsi_format
     from gscodec.encoder import ratecontrol
     from gscodec.encoder.api import fit_config
-    from gscodec.encoder.fit import Fitter
+    from gscodec.encoder.objective import Objective
+    from gscodec.encoder.pipeline import Pipeline, fit_stages
+    from gscodec.encoder.stages import Colours, EncodeState, Quantize, Write
     from gscodec.metrics import psnr
-    img = smooth_image()
-    fitter = Fitter(img, fit_config(iterations=20))
-    p = fitter.fit_params(80)
+    img = waves_image()
+    cfg = fit_config(iterations=20)
+    fitter = Objective(img, cfg)
+    state = Pipeline(fit_stages(cfg, 80) + (Quantize(cfg),)).run(
+        fitter, EncodeState.new(fitter, cfg.seed))
+    p = state.params
 
     def write(params):
-        return gsi_format.write(fitter.finish(params.detach()))
+        tail = Pipeline((Colours(cfg), Write()))
+        return tail.run(fitter, state.with_params(params.detach())).data
 
     size = len(write(p))
     target = int(0.8 * size)

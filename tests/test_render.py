@@ -6,11 +6,12 @@ import warnings
 
 import pytest
 import torch
-from render_cases import brute_force, case, degenerate_gaussians, random_gaussians
 
 import gscodec.render as R
 from gscodec.render import kernel as cpu_backend
 from gscodec.render import render, render_reference, to_uint8, to_uint8_numpy, transform_for_view
+
+from render_cases import brute_force, case, degenerate_gaussians, random_gaussians
 
 
 def _cpu_or_skip():

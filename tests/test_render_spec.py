@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import pathlib
 
-import gsi_reference_decoder as ref
-import gsi_reference_render as spec_render
 import numpy as np
 import pytest
-from render_cases import needles
 
 import gscodec
 from gscodec.render import kernel
+
+import gsi_reference_decoder as ref
+import gsi_reference_render as spec_render
+from render_cases import needles
 
 HERE = pathlib.Path(__file__).resolve().parent / "vectors"
 VECTORS = sorted(HERE.glob("*.gsi"))

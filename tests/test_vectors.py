@@ -20,7 +20,7 @@ make_vectors = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_vectors)
 
 
-def test_vectors_present():
+def test_vectors_of_every_version_and_profile_are_present():
     assert len(NAMES) >= 22 and any(n.startswith("v1_") for n in NAMES)
     assert any(n.startswith("v2_") for n in NAMES) and any(n.startswith("buckets_") for n in NAMES)
     assert any(n.startswith("v3_") for n in NAMES) and any(n.startswith("angles_") for n in NAMES)
@@ -30,7 +30,7 @@ def test_vectors_present():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_vector(name):
+def test_vector_decodes_to_its_json_and_rewrites_as_v4(name):
     data = (HERE / f"{name}.gsi").read_bytes()
     expected = json.loads((HERE / f"{name}.json").read_text())
     assert make_vectors.to_json(data) == expected
@@ -39,7 +39,8 @@ def test_vector(name):
         again = make_vectors.to_json(gsi.write(make_vectors.from_json(expected)))   # as v4
         assert again["header"]["version"] == 4
         # (version 1 also stored the rotation of isotropic Gaussians; later versions write 0)
-        keys = ("x", "y", "major", "minor", "color", "cls", "fields") + (("rot",) if name[1] != "1" else ())
+        keys = ("x", "y", "major", "minor", "color", "cls", "fields") + \
+            (("rot",) if name[1] != "1" else ())
         for key in keys:
             assert again.get(key) == expected.get(key), key
     else:

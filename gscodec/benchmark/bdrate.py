@@ -63,7 +63,7 @@ def _clean(rate, dist):
     # Keep the upper convex-ish envelope simple: drop points whose quality does not
     # increase with rate (interpolating log-rate as a function of quality needs a function).
     keep_r, keep_d = [], []
-    for ri, di in zip(r, d):
+    for ri, di in zip(r, d, strict=False):
         if keep_d and di <= keep_d[-1]:
             continue
         keep_r.append(ri)
@@ -83,7 +83,8 @@ def overlap_check(rate_a, dist_a, rate_t, dist_t):
     if hi <= lo:
         return False, "quality ranges do not overlap", 0.0
     if frac < MIN_OVERLAP:
-        return False, f"quality ranges overlap by {frac:.0%} of the shorter range (< {MIN_OVERLAP:.0%})", frac
+        return False, (f"quality ranges overlap by {frac:.0%} of the shorter range "
+                       f"(< {MIN_OVERLAP:.0%})"), frac
     eps = 1e-9
     na = int(np.sum((da >= lo - eps) & (da <= hi + eps)))
     nt = int(np.sum((dt >= lo - eps) & (dt <= hi + eps)))

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, features
 
-from .metrics import decode_with_pillow, to_rgb_array
+from .distortion import decode_with_pillow, to_rgb_array
 
 
 def encoder_fingerprint() -> str:
@@ -47,7 +47,8 @@ def _python_code(text: str) -> str:
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                 and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
 
@@ -61,7 +62,6 @@ def _c_code(text: str) -> str:
 
 
 ALL_CODECS = ("gsi", "jpeg", "webp", "jpeg2000", "avif", "jxl", "gsi-gi")
-PEER_CODECS = ALL_CODECS[1:]
 DEFAULT_DENSITIES = (2.0, 4.0, 8.0, 16.0)  # Gaussians per 1000 pixels
 
 
@@ -76,7 +76,8 @@ class Codec:
     default_points: tuple = ()
 
     def __init__(self, points=None):
-        self.points = [self._norm(p) for p in (points if points is not None else self.default_points)]
+        self.points = [self._norm(p)
+                       for p in (points if points is not None else self.default_points)]
 
     @staticmethod
     def _norm(p):
@@ -123,7 +124,8 @@ class _PillowCodec(Codec):
 
     def encode(self, rgb, point):
         buf = io.BytesIO()
-        Image.fromarray(to_rgb_array(rgb), "RGB").save(buf, self.fmt, **self.save_kwargs(point, rgb))
+        Image.fromarray(to_rgb_array(rgb), "RGB").save(buf, self.fmt,
+                                                       **self.save_kwargs(point, rgb))
         return buf.getvalue(), {}
 
 

@@ -5,7 +5,8 @@ import json
 import math
 from pathlib import Path
 
-METRIC_KEYS = {"psnr": ("psnr-rgb", "PSNR (RGB) [dB]"), "ms-ssim": ("ms-ssim-rgb", "MS-SSIM (RGB) [dB]")}
+METRIC_KEYS = {"psnr": ("psnr-rgb", "PSNR (RGB) [dB]"),
+               "ms-ssim": ("ms-ssim-rgb", "MS-SSIM (RGB) [dB]")}
 
 
 def load_results(src) -> dict:
@@ -21,12 +22,13 @@ def _series(res: dict, key: str):
     bpp, val = r.get("bpp"), r.get(key)
     if not bpp or not val or len(bpp) != len(val):
         return None
-    pts = [(float(b), float(v)) for b, v in zip(bpp, val)
-           if b is not None and v is not None and math.isfinite(float(b)) and math.isfinite(float(v))]
+    pts = [(float(b), float(v)) for b, v in zip(bpp, val, strict=False)
+           if b is not None and v is not None
+           and math.isfinite(float(b)) and math.isfinite(float(v))]
     if not pts:
         return None
     pts.sort()
-    xs, ys = zip(*pts)
+    xs, ys = zip(*pts, strict=False)
     if key == "ms-ssim-rgb":
         ys = tuple(-10.0 * math.log10(max(1e-12, 1.0 - y)) for y in ys)
     return list(xs), list(ys)
@@ -46,7 +48,8 @@ def _draw(ax, measured, anchors, key, ylabel, max_bpp):
         main = ours and res.get("codec", "gsi") == "gsi"
         ax.plot(s[0], s[1], marker="o" if main or not ours else "s", ms=4,
                 lw=2.4 if main else 1.8 if ours else 1.5, ls="-" if main or not ours else "-.",
-                color="black" if ours else None, label=res.get("name", "?"), zorder=3 if ours else 2)
+                color="black" if ours else None, label=res.get("name", "?"),
+                zorder=3 if ours else 2)
         xmax = max(xmax, max(s[0]))
         drawn += 1
     for src in anchors:
@@ -55,10 +58,10 @@ def _draw(ax, measured, anchors, key, ylabel, max_bpp):
         if s is None:
             continue
         if max_bpp is not None:
-            keep = [(x, y) for x, y in zip(*s) if x <= max_bpp * 1.05]
+            keep = [(x, y) for x, y in zip(*s, strict=False) if x <= max_bpp * 1.05]
             if len(keep) < 1:
                 continue
-            s = [list(t) for t in zip(*keep)]
+            s = [list(t) for t in zip(*keep, strict=False)]
         ax.plot(s[0], s[1], ls="--", lw=1.1, marker=".", ms=3, alpha=0.8,
                 label=f"{res.get('name', '?')} (published)")
         drawn += 1
@@ -92,7 +95,7 @@ def plot_rd_panels(out_png, measured, anchors=(), *, metrics=("psnr", "ms-ssim")
     fig, axes = plt.subplots(1, len(metrics), figsize=(7.5 * len(metrics), 5.5), dpi=110,
                              squeeze=False)
     total = 0
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=False):
         key, ylabel = METRIC_KEYS[metric]
         drawn, _ = _draw(ax, measured, anchors, key, ylabel, max_bpp)
         total += drawn

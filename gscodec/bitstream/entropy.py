@@ -300,7 +300,7 @@ def decode_streams(buf: bytes, count, num_streams: int,
     tokens_list = []
     try:
         dec = constriction.stream.queue.RangeDecoder(words)
-        for codes, count in zip(all_codes, counts):
+        for codes, count in zip(all_codes, counts, strict=False):
             if codes.size == 1 or count == 0:
                 tokens_list.append(np.zeros(count, dtype=np.int64))
                 continue

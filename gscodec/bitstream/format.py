@@ -14,11 +14,22 @@ import zlib
 
 import numpy as np
 
-from . import entropy, gaussianimage
 from ..errors import FormatError
-from .model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN, COLOR_RANGE, MAX_BUCKETS, \
-    MAX_CLASSES, MAX_SIDE, PARAM_RANGES, QuantClass, QuantizedGaussians, morton_code, \
-    UNIFORM_ROT_BIAS
+from . import entropy, gaussianimage
+from .model import (
+    ATTRIBUTES,
+    COLOR_RANGE,
+    LOG2_SIGMA_MAX,
+    LOG2_SIGMA_MIN,
+    MAX_BUCKETS,
+    MAX_CLASSES,
+    MAX_SIDE,
+    PARAM_RANGES,
+    UNIFORM_ROT_BIAS,
+    QuantClass,
+    QuantizedGaussians,
+    morton_code,
+)
 
 MAGIC = b"\x89GSI\r\n\x1a\n"
 VERSION = 4                      # written; versions 1 to 4 are read
@@ -30,20 +41,20 @@ CRC_SIZE = 4
 
 # Profiles (versions 2 and 3): how the Gaussians are stored.
 PROFILE_GSI = 0                  # classes of entropy-coded integers (spec section 3)
-PROFILE_GAUSSIANIMAGE = 1        # GaussianImage's fixed-length scheme (spec/profile-gaussianimage.md)
+PROFILE_GAUSSIANIMAGE = 1        # GaussianImage's scheme (spec/profile-gaussianimage.md)
 PROFILES = {PROFILE_GSI: "gsi", PROFILE_GAUSSIANIMAGE: "gaussianimage"}
 
 # Versions 2 and 3: fixed header, then a section table of (u8 id, u32 length) entries.
 _FIXED2 = struct.Struct("<8sBBBBIII")            # 24 bytes
 FIXED2_SIZE = _FIXED2.size
 SECTION_ENTRY = 5                                # u8 id + u32 length
-CLASS_RECORD = struct.Struct("<IBBHH")           # count, pos_bits, scale_steps, rot_levels, color_den
+# class record: count, pos_bits, scale_steps, rot_levels, color_den
+CLASS_RECORD = struct.Struct("<IBBHH")
 BUCKET_RECORD = struct.Struct("<bB")             # versions 3, 4: area_lo, B
 ROT_RECORD = struct.Struct("<b")                 # version 4: rot_bias; then B - 1 u16 dens
 SEC_CLASSES = 1
 SEC_GAUSSIANIMAGE = 2
-SEC_CLASS_BASE = 16                              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
-ATTRIBUTES = ("pos", "scale", "rot", "color")
+SEC_CLASS_BASE = 16              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
 
 # Version 1 (read only): one class, steps in the fixed header, four sections.
 _FIXED1 = struct.Struct("<8sBBHIIIBBHH")          # 30 bytes
@@ -138,7 +149,7 @@ def _encode_class(xy, ls, rot, color, channels, qc: QuantClass) -> list[bytes]:
 
 def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, height: int,
                   qc: QuantClass, version: int):
-    """Inverse of _encode_class: (xy, log_scale, rot, color) int64 arrays, every value
+    """Inverse of _encode_class: (pos, scale, rot, color) int64 arrays, every value
     checked against the class's ranges. Versions 1 to 3 code the rotations as one token
     stream: version 1 of every Gaussian, versions 2 and 3 of the anisotropic ones."""
     def dec(name, k, count, n_offsets=0):
@@ -149,7 +160,15 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
         offs = list(struct.unpack_from(f"<{n_offsets}i", data, s))
         return offs, entropy.decode_streams(data, count, k, s + 4 * n_offsets, e)
 
-    # POS: Morton code deltas
+    pos = _decode_pos(dec, n, width, height, qc)
+    major, minor, aniso = _decode_scale(dec, n, qc)
+    rot = _decode_rot(dec, data, spans, n, qc, version, major, minor, aniso)
+    color = _decode_color(dec, n, channels, qc, major, minor)
+    return pos, np.stack([major, minor], axis=1), rot, color
+
+
+def _decode_pos(dec, n: int, width: int, height: int, qc: QuantClass) -> np.ndarray:
+    """POS: Morton code deltas -> [n, 2] positions."""
     _, (pdelta,) = dec("pos", 1, n)
     w_max, h_max = width << qc.pos_bits, height << qc.pos_bits
     max_code = int(morton_code(np.array([w_max]), np.array([h_max]))[0])
@@ -163,8 +182,11 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     y = _compact(code >> np.uint64(1)).astype(np.int64)
     if n and (x.max() > w_max or y.max() > h_max):
         raise FormatError("position outside the image")
+    return np.stack([x, y], axis=1)
 
-    # SCALE: major minus its offset (signed), then major - minor
+
+def _decode_scale(dec, n: int, qc: QuantClass):
+    """SCALE: major minus its offset (signed), then major - minor; (major, minor, aniso)."""
     (major_off,), (zmajor, aniso) = dec("scale", 2, n, 1)
     lo, hi = LOG2_SIGMA_MIN * qc.scale_steps, LOG2_SIGMA_MAX * qc.scale_steps
     if not lo <= major_off <= hi:
@@ -177,14 +199,20 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     minor = major - aniso.astype(np.int64)
     if n and minor.min() < lo:
         raise FormatError("log-scale outside the allowed range")
+    return major, minor, aniso
 
+
+def _decode_rot(dec, data: bytes, spans: dict, n: int, qc: QuantClass, version: int,
+                major, minor, aniso) -> np.ndarray:
+    """ROT: the angle indices (version 4: uniformly coded, grouped by the angle levels of
+    each Gaussian; versions 1 to 3: one token stream)."""
     rot = np.zeros(n, np.int64)
-    if version >= 4:     # uniformly coded, grouped by the angle levels of each Gaussian
+    if version >= 4:
         groups = _rot_groups(qc.angle_levels(np.stack([major, minor], axis=1)))
         s, e = spans["rot"]
         values = entropy.decode_uniform(data, [(size, int(sel.sum())) for size, sel in groups],
                                         s, e)
-        for (_, sel), v in zip(groups, values):
+        for (_, sel), v in zip(groups, values, strict=False):
             rot[sel] = v
     else:                # all rotations (version 1) or the anisotropic ones (versions 2, 3)
         rotating = np.ones(n, bool) if version == 1 else aniso > 0
@@ -192,8 +220,11 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
         if rot_coded.size and int(rot_coded.max()) >= qc.rot_levels:
             raise FormatError("rotation index outside [0, rot_levels)")
         rot[rotating] = rot_coded.astype(np.int64)
+    return rot
 
-    # COLOR: per colour bucket, transformed channels minus their offsets (signed)
+
+def _decode_color(dec, n: int, channels: int, qc: QuantClass, major, minor) -> np.ndarray:
+    """COLOR: per colour bucket, transformed channels minus their offsets (signed)."""
     bucket = qc.bucket(np.stack([major, minor], axis=1))
     sizes = np.bincount(bucket, minlength=qc.buckets).tolist()
     nb = qc.buckets
@@ -213,7 +244,7 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     if n and (np.any(color < COLOR_RANGE[0] * den[:, None])
               or np.any(color > COLOR_RANGE[1] * den[:, None])):
         raise FormatError("colour outside the allowed range")
-    return np.stack([x, y], axis=1), np.stack([major, minor], axis=1), rot, color
+    return color
 
 
 def _signed(u: np.ndarray, limit: int, what: str) -> np.ndarray:
@@ -256,13 +287,13 @@ def write(g) -> bytes:
     q = qg.sorted()
     counts = q.class_counts()
     records = bytes([len(q.classes)]) + b"".join(
-        _class_record(cnt, qc) for cnt, qc in zip(counts, q.classes))
+        _class_record(cnt, qc) for cnt, qc in zip(counts, q.classes, strict=False))
     sections = [(SEC_CLASSES, records)]
     start = 0
     for k, cnt in enumerate(counts):
         sl = slice(start, start + cnt)
         start += cnt
-        bodies = _encode_class(q.xy[sl], q.log_scale[sl], q.rot[sl], q.color[sl], q.channels,
+        bodies = _encode_class(q.pos[sl], q.scale[sl], q.rot[sl], q.color[sl], q.channels,
                                q.classes[k])
         sections += [(SEC_CLASS_BASE + 4 * k + a, body) for a, body in enumerate(bodies)]
     return _container(PROFILE_GSI, q.channels, q.masked, q.width, q.height, q.count, sections)
@@ -364,6 +395,19 @@ def _header_v2(data: bytes) -> dict:
     if not table or table[0][0] != SEC_CLASSES:
         raise FormatError(f"first section must be the class table (id {SEC_CLASSES})")
     _, off, length = table[0]
+    classes, counts, k = _class_table(data, off, length, version)
+    if sum(counts) != count:
+        raise FormatError(f"class counts add up to {sum(counts)}, header says {count}")
+    want = [SEC_CLASSES] + [SEC_CLASS_BASE + 4 * i + a for i in range(k) for a in range(4)]
+    if [sid for sid, _, _ in table] != want:
+        raise FormatError(f"sections {[sid for sid, _, _ in table]}, expected {want}")
+    h["classes"] = classes
+    h["class_counts"] = counts
+    return h
+
+
+def _class_table(data: bytes, off: int, length: int, version: int):
+    """The class table of `length` bytes at `off`: (classes, counts, k)."""
     k = data[off] if length else 0
     if not 1 <= k <= MAX_CLASSES:
         raise FormatError(f"bad class table ({length} bytes, {k} classes)")
@@ -384,7 +428,8 @@ def _header_v2(data: bytes) -> dict:
                 (rot_bias,) = ROT_RECORD.unpack_from(data, pos)
                 pos += ROT_RECORD.size
             if not 1 <= nb <= MAX_BUCKETS or end - pos < 2 * (nb - 1):
-                raise FormatError(f"bad class table ({length} bytes, class {i}: {nb} colour buckets)")
+                raise FormatError(f"bad class table ({length} bytes, class {i}: "
+                                  f"{nb} colour buckets)")
             dens = struct.unpack_from(f"<{nb - 1}H", data, pos)
             pos += 2 * (nb - 1)
         qc = QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens), rot_bias=rot_bias)
@@ -393,14 +438,7 @@ def _header_v2(data: bytes) -> dict:
         counts.append(cnt)
     if pos != end:
         raise FormatError(f"bad class table ({length} bytes, {k} classes)")
-    if sum(counts) != count:
-        raise FormatError(f"class counts add up to {sum(counts)}, header says {count}")
-    want = [SEC_CLASSES] + [SEC_CLASS_BASE + 4 * i + a for i in range(k) for a in range(4)]
-    if [sid for sid, _, _ in table] != want:
-        raise FormatError(f"sections {[sid for sid, _, _ in table]}, expected {want}")
-    h["classes"] = classes
-    h["class_counts"] = counts
-    return h
+    return classes, counts, k
 
 
 def _header_v1(data: bytes) -> dict:
@@ -449,12 +487,14 @@ def _read(data: bytes):
     v1 = h["version"] == 1
     sections = h["sections"] if v1 else h["sections"][1:]
     parts = []
-    for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"])):
+    for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"], strict=False)):
         spans = {a: (off, off + length) for a, (_, off, length)
-                 in zip(ATTRIBUTES, sections[4 * k: 4 * k + 4])}
+                 in zip(ATTRIBUTES, sections[4 * k: 4 * k + 4], strict=False)}
         parts.append(_decode_class(data, spans, cnt, c, w, hh, qc, h["version"]))
-    cat = lambda i, shape: (np.concatenate([p[i] for p in parts]) if parts
-                            else np.zeros(shape, np.int64))
+
+    def cat(i, shape):
+        return np.concatenate([p[i] for p in parts]) if parts else np.zeros(shape, np.int64)
+
     cls = np.repeat(np.arange(len(h["classes"])), h["class_counts"])
     qg = QuantizedGaussians(
         w, hh, c, cat(0, (0, 2)).astype(np.int32), cat(1, (0, 2)).astype(np.int32),
@@ -501,9 +541,10 @@ def describe(data: bytes) -> dict:
     v1 = h["version"] == 1
     class_sections = table if v1 else table[1:]
     info["classes"] = []
-    for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"])):
-        sizes = {a: length for a, (_, _, length) in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4])}
-        info["classes"].append({"count": cnt, **dict(zip(PARAM_RANGES, qc.astuple())),
+    for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"], strict=False)):
+        sizes = {a: length for a, (_, _, length)
+                 in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4], strict=False)}
+        info["classes"].append({"count": cnt, **dict(zip(PARAM_RANGES, qc.astuple(), strict=False)),
                                 "area_lo": qc.area_lo, "rot_bias": qc.rot_bias,
                                 "color_dens": list(qc.dens()),
                                 "bytes": sizes})

@@ -123,8 +123,7 @@ class GIGaussians:
         which the renderer treats as not positive definite (it contributes nothing)."""
         means, L, colors = self.dequantize()
         conics = conics_from_cholesky_np(L)
-        f = lambda a: np.ascontiguousarray(a, dtype=np.float32)
-        return f(means), f(conics), f(colors)
+        return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (means, conics, colors))
 
     # ---- rate ---------------------------------------------------------------------------
     def bits_per_gaussian(self) -> dict:
@@ -230,7 +229,8 @@ def unpack(buf: bytes, start: int, end: int, n: int, channels: int, width: int,
     except FormatError:
         raise
     except Exception as e:          # defensive: the contract is FormatError only
-        raise FormatError(f"profile gaussianimage: malformed body ({type(e).__name__}: {e})")
+        raise FormatError(f"profile gaussianimage: malformed body ({type(e).__name__}: {e})"
+                          ) from None
 
 
 def _unpack(buf, start, end, n, channels, width, height) -> GIGaussians:

@@ -20,6 +20,9 @@ import numpy as np
 
 # Limits shared by encoder, decoder and spec.
 MAX_SIDE = 16384                 # largest width or height the format allows
+# A Gaussian's attributes, one name each everywhere: the sections of a class (POS, SCALE,
+# ROT, COLOR), QuantizedGaussians' arrays and the encoder's GaussianParams.
+ATTRIBUTES = ("pos", "scale", "rot", "color")
 LOG2_SIGMA_MIN = -3              # sigma >= 1/8 pixel
 LOG2_SIGMA_MAX = 15              # sigma <= 32768 pixels
 COLOR_RANGE = (-2, 3)            # colour integers lie in [-2*den, 3*den] (colour 1.0 = full scale)
@@ -86,7 +89,7 @@ class QuantClass:
 
     def problem(self) -> str | None:
         """What makes this class unrepresentable in a file (one line), or None."""
-        for name, val in zip(PARAM_RANGES, self.astuple()):
+        for name, val in zip(PARAM_RANGES, self.astuple(), strict=True):
             lo, hi = PARAM_RANGES[name]
             if not lo <= int(val) <= hi:
                 return f"{name} = {val} outside {lo}..{hi}"
@@ -164,27 +167,30 @@ class QuantizedGaussians:
     Gaussian i are in the units of classes[cls[i]]. A single-class set can be built with
     the four step parameters as before (pos_bits, scale_steps, rot_levels, color_den)."""
 
-    def __init__(self, width: int, height: int, channels: int, xy, log_scale, rot, color,
+    def __init__(self, width: int, height: int, channels: int, pos, scale, rot, color,
                  pos_bits: int = DEFAULT_POS_BITS, scale_steps: int = DEFAULT_SCALE_STEPS,
                  rot_levels: int = DEFAULT_ROT_LEVELS, color_den: int = DEFAULT_COLOR_DEN,
                  masked: bool = False, extra: dict | None = None, *,
                  classes: tuple | None = None, cls=None):
         self.width, self.height, self.channels = int(width), int(height), int(channels)
-        self.xy = np.asarray(xy)                  # int32 [N, 2], in [0, W << pos_bits] x [0, H << pos_bits]
-        self.log_scale = np.asarray(log_scale)    # int32 [N, 2], (major, minor), major >= minor
-        self.rot = np.asarray(rot)                # int32 [N], in [0, rot_levels)
-        self.color = np.asarray(color)            # int32 [N, C], in [COLOR_RANGE * den] (den: `color_dens`)
+        # The attributes carry the format's names (format.ATTRIBUTES; the fitter's float
+        # GaussianParams uses the same).
+        self.pos = np.asarray(pos)      # int32 [N, 2], in [0, W << pos_bits] x [0, H << pos_bits]
+        self.scale = np.asarray(scale)  # int32 [N, 2], log-scales (major, minor), major >= minor
+        self.rot = np.asarray(rot)      # int32 [N], angle index in [0, angle levels)
+        self.color = np.asarray(color)  # int32 [N, C], in [COLOR_RANGE * den] (`color_dens`)
         if classes is None:
-            classes = (QuantClass(int(pos_bits), int(scale_steps), int(rot_levels), int(color_den)),)
+            classes = (QuantClass(int(pos_bits), int(scale_steps), int(rot_levels),
+                                  int(color_den)),)
         self.classes = tuple(classes)
-        n = self.xy.shape[0] if self.xy.ndim else 0
+        n = self.pos.shape[0] if self.pos.ndim else 0
         self.cls = np.zeros(n, np.int32) if cls is None else np.asarray(cls, dtype=np.int32)
         self.masked = bool(masked)                # fitted under an inpainting mask (informational)
         self.extra = dict(extra or {})
 
     @property
     def count(self) -> int:
-        return int(self.xy.shape[0])
+        return int(self.pos.shape[0])
 
     def _single(self, name: str) -> int:
         if len(self.classes) != 1:
@@ -203,11 +209,11 @@ class QuantizedGaussians:
 
     def color_dens(self) -> np.ndarray:
         """int64 [N]: each Gaussian's colour denominator (its class, then its bucket)."""
-        return color_dens(self.classes, self.cls, self.log_scale)
+        return color_dens(self.classes, self.cls, self.scale)
 
     def angle_levels(self) -> np.ndarray:
         """int64 [N]: each Gaussian's number of angle levels (its class, then its shape)."""
-        return angle_levels(self.classes, self.cls, self.log_scale)
+        return angle_levels(self.classes, self.cls, self.scale)
 
     def class_counts(self) -> list[int]:
         return np.bincount(self.cls, minlength=len(self.classes)).tolist() if self.count \
@@ -223,7 +229,7 @@ class QuantizedGaussians:
             raise ValueError(f"channel count {c} not one of {CHANNEL_COUNTS}")
         if not 1 <= len(self.classes) <= MAX_CLASSES:
             raise ValueError(f"{len(self.classes)} classes; the format allows 1..{MAX_CLASSES}")
-        shapes = {"xy": (n, 2), "log_scale": (n, 2), "rot": (n,), "color": (n, c), "cls": (n,)}
+        shapes = {"pos": (n, 2), "scale": (n, 2), "rot": (n,), "color": (n, c), "cls": (n,)}
         for name, shape in shapes.items():
             arr = getattr(self, name)
             if arr.shape != shape:
@@ -237,12 +243,13 @@ class QuantizedGaussians:
         for qc in self.classes:
             if qc.problem():
                 raise ValueError(qc.problem())
-        xy = self.xy.astype(np.int64)
+        xy = self.pos.astype(np.int64)
         if xy.min() < 0 or np.any(xy[:, 0] > self.width << pb) \
                 or np.any(xy[:, 1] > self.height << pb):
             raise ValueError("position outside the image")
-        ls = self.log_scale.astype(np.int64)
-        if np.any(ls < (LOG2_SIGMA_MIN * ss)[:, None]) or np.any(ls > (LOG2_SIGMA_MAX * ss)[:, None]):
+        ls = self.scale.astype(np.int64)
+        if (np.any(ls < (LOG2_SIGMA_MIN * ss)[:, None])
+                or np.any(ls > (LOG2_SIGMA_MAX * ss)[:, None])):
             raise ValueError("log-scale outside the allowed range")
         if np.any(ls[:, 0] < ls[:, 1]):
             raise ValueError("minor scale larger than major scale")
@@ -254,7 +261,8 @@ class QuantizedGaussians:
             raise ValueError("rotation index outside [0, angle levels)")
         col = self.color.astype(np.int64)
         den = self.color_dens()
-        if np.any(col < (COLOR_RANGE[0] * den)[:, None]) or np.any(col > (COLOR_RANGE[1] * den)[:, None]):
+        if (np.any(col < (COLOR_RANGE[0] * den)[:, None])
+                or np.any(col > (COLOR_RANGE[1] * den)[:, None])):
             raise ValueError("colour outside the allowed range")
 
     # ---- canonical order ----------------------------------------------------------------
@@ -263,8 +271,8 @@ class QuantizedGaussians:
         the Morton code of the quantized position, ties broken by the remaining integers
         in field order."""
         keys = [self.color[:, k] for k in range(self.channels - 1, -1, -1)]
-        keys += [self.rot, self.log_scale[:, 1], self.log_scale[:, 0]]
-        keys.append(morton_code(self.xy[:, 0], self.xy[:, 1]))
+        keys += [self.rot, self.scale[:, 1], self.scale[:, 0]]
+        keys.append(morton_code(self.pos[:, 0], self.pos[:, 1]))
         keys.append(self.cls)
         return np.lexsort(keys)
 
@@ -273,12 +281,12 @@ class QuantizedGaussians:
         level (whose rotation the format does not store: isotropic ones, for which it
         changes nothing, and nearly round ones)."""
         rot = np.where(self.angle_levels() == 1, 0, self.rot) if self.count else self.rot
-        q = QuantizedGaussians(self.width, self.height, self.channels, self.xy, self.log_scale,
+        q = QuantizedGaussians(self.width, self.height, self.channels, self.pos, self.scale,
                                rot.astype(np.int32), self.color, masked=self.masked,
                                extra=self.extra, classes=self.classes, cls=self.cls)
         order = q.canonical_order()
         return QuantizedGaussians(
-            self.width, self.height, self.channels, q.xy[order], q.log_scale[order],
+            self.width, self.height, self.channels, q.pos[order], q.scale[order],
             q.rot[order], q.color[order], masked=self.masked, extra=dict(self.extra),
             classes=self.classes, cls=q.cls[order])
 
@@ -291,9 +299,9 @@ class QuantizedGaussians:
         """Return float64 arrays (means [N,2], sigma [N,2] (major, minor), theta [N],
         colors [N,C]) exactly as spec/gsi-format.md defines them."""
         pb = np.exp2(self.per_gaussian("pos_bits").astype(np.float64))[:, None]
-        means = self.xy.astype(np.float64) / pb
+        means = self.pos.astype(np.float64) / pb
         ss = self.per_gaussian("scale_steps").astype(np.float64)[:, None]
-        sigma = np.exp2(self.log_scale.astype(np.float64) / ss)
+        sigma = np.exp2(self.scale.astype(np.float64) / ss)
         theta = np.pi * self.rot.astype(np.float64) / self.angle_levels()
         colors = self.color.astype(np.float64) / self.color_dens()[:, None]
         return means, sigma, theta, colors
@@ -308,8 +316,7 @@ class QuantizedGaussians:
         renderer: computed in float64 (`dequantize`, `conics`) and rounded once."""
         means, sigma, theta, colors = self.dequantize()
         conics = conics_from_scale_rot(sigma, theta)
-        f = lambda a: np.ascontiguousarray(a, dtype=np.float32)
-        return f(means), f(conics), f(colors)
+        return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (means, conics, colors))
 
 
 def conics_from_scale_rot(sigma, theta):

@@ -1,16 +1,18 @@
-"""`encode`: an image -> the bytes of a .gsi file. Ties the fit (`fit.py`, `masked.py`),
-rate control (`ratecontrol.py`) and the profiles' quantizers to the bitstream writer."""
+"""`encode`: an image -> the bytes of a .gsi file. Checks the options, builds the objective
+(`objective.py`, or `masked.py` with a mask) and runs the encoder's pipeline
+(`pipeline.py`), or rate control (`ratecontrol.py`) for a target size."""
 from __future__ import annotations
 
 import math
 
-from ..bitstream import format as gsi_format
-from ..bitstream.model import MAX_SIDE
 from ..errors import InputError
 from ..imageio import check_count, load_image, load_mask
 from ..render.kernel_torch import release_buffers
-from .fit import EFFORT_PRESETS, FitConfig, Fitter
+from .config import EFFORT_PRESETS, FitConfig
+from .objective import Objective
+from .pipeline import TAILS, Pipeline, encode_pipeline, fit_stages
 from .quantize import QuantConfig, adaptive_config
+from .stages import EncodeState
 
 # Default number of Gaussians per 1000 pixels (Kodak 768x512: 2359 Gaussians), chosen
 # by measurement on Kodak; iterations come from the --effort presets.
@@ -50,10 +52,8 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
     device: "cpu", "cuda" (the Triton rasterizer) or "auto" (cuda when available).
     mask: optional HxW array, nonzero = pixel unknown (ignored by the fit).
     """
-    arr = load_image(image)
+    arr = load_image(image)            # (refuses images larger than the format allows)
     h, w, _ = arr.shape
-    if h > MAX_SIDE or w > MAX_SIDE:
-        raise InputError(f"image is {w}x{h}; the .gsi format allows at most {MAX_SIDE} pixels a side")
     n = check_count("gaussians", gaussians, 1)
     if sum(x is not None for x in (gaussians, bpp, quality)) > 1:
         raise InputError("give at most one of gaussians, bpp and quality")
@@ -75,18 +75,18 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
     if known_mask is not None and profile != "gsi":
         raise InputError("masked encoding needs profile gsi (the gaussianimage profile "
                          "cannot record the mask)")
-    fitter_cls = Fitter
     if known_mask is not None:
-        from .masked import HoleAwareFitter as fitter_cls
-    fitter = fitter_cls(arr, cfg, known_mask)
+        from .masked import HoleAwareObjective
+        objective = HoleAwareObjective(arr, cfg, known_mask)
+    else:
+        objective = Objective(arr, cfg)
+    state = EncodeState.new(objective, cfg.seed)
     try:
         if bpp is not None:
             from .ratecontrol import fit_to_size
-            return fit_to_size(fitter, int(round(bpp * h * w / 8.0)), progress=progress)
-        if profile == "gaussianimage":
-            p = fitter.fit_params(n, progress, quantize=False)
-            return _finish_profile(fitter, p, "gaussianimage", progress)
-        return gsi_format.write(fitter.fit(n, progress=progress))
+            return fit_to_size(objective, state, int(round(bpp * h * w / 8.0)),
+                               progress=progress)
+        return encode_pipeline(cfg, n, profile).run(objective, state, progress).data
     except ValueError as exc:  # e.g. more Gaussians than the format allows for the size
         raise InputError(str(exc)) from None
     finally:
@@ -108,31 +108,15 @@ def fit_config(*, iterations=None, init="structure", effort="default", seed=0,
                      quant=adaptive_config() if adaptive else QuantConfig())
 
 
-def _finish_profile(fitter, p, profile: str, progress: bool = False) -> bytes:
-    """The part of an encode after the free fit: the profile's quantization-aware phase
-    and writer, for the float parameters `p` of `fitter.fit_params(..., quantize=False)`."""
-    if profile == "gaussianimage":
-        from .gaussianimage import quantize_gaussianimage
-        return gsi_format.write(quantize_gaussianimage(fitter, p, fitter.cfg.gi_qat_steps(),
-                                                       progress=progress))
-    from .progress import Progress
-    bar = Progress(fitter.cfg.qat_steps() + fitter.round_steps(p.count), progress)
-    try:
-        p = fitter.round_phase(fitter.quantize_phase(p, bar), bar)
-    finally:
-        bar.close()
-    return gsi_format.write(fitter.finish(p))
-
-
 def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
                     iterations: int | None = None, effort: str = "default", seed: int = 0,
                     device: str = "auto", init: str = "structure") -> dict:
     """One image in several profiles from one free fit: {profile: (bytes, seconds)}.
 
-    Each file is byte-identical to `encode(image, profile=..., ...)` with the same options
-    (the free fit is the same computation, and each profile's tail starts from a copy of
-    its result with the random generator where the free fit left it). `seconds` is the
-    shared free fit plus that profile's own tail: what a separate encode would take. The
+    Each file is byte-identical to `encode(image, profile=..., ...)` with the same options:
+    the free fit is the same stages, and each profile's tail (`pipeline.TAILS`) runs on a
+    fork of its state (the generator where the free fit left it). `seconds` is the shared
+    free fit plus that profile's own tail: what a separate encode would take. The
     benchmark uses this to measure gsi and gsi-gi for the cost of about one encode."""
     import time
     arr = load_image(image)
@@ -142,20 +126,17 @@ def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
             raise InputError(f"unknown profile {prof!r} (use {' or '.join(PROFILES)})")
     n = check_count("gaussians", gaussians, 1)
     n = default_gaussians(h, w) if n is None else n
-    fitter = Fitter(arr, fit_config(iterations=iterations, init=init, effort=effort,
-                                    seed=seed, device=device))
+    cfg = fit_config(iterations=iterations, init=init, effort=effort, seed=seed, device=device)
+    objective = Objective(arr, cfg)
     try:
         t0 = time.perf_counter()
-        p = fitter.fit_params(n, quantize=False)
+        fitted = Pipeline(fit_stages(cfg, n)).run(objective, EncodeState.new(objective, seed))
         t_fit = time.perf_counter() - t0
-        gen_state = fitter.gen.get_state()
         out = {}
         for prof in profiles:
-            fitter.gen.set_state(gen_state)
-            fitter.cls = None
             t0 = time.perf_counter()
-            data = _finish_profile(fitter, p.detach(), prof)
-            out[prof] = (data, t_fit + time.perf_counter() - t0)
+            state = Pipeline(TAILS[prof](cfg, n)).run(objective, fitted.fork())
+            out[prof] = (state.data, t_fit + time.perf_counter() - t0)
         return out
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -112,7 +112,8 @@ def structure_init(img: torch.Tensor, n: int, gen: torch.Generator,
     # Elongate along edges where the structure tensor is coherent, keeping the area.
     coh = coherence.flatten()[idx]
     elong = 1.0 + ELONGATION * coh
-    log2_sigma = torch.stack([torch.log2(sigma * elong.sqrt()), torch.log2(sigma / elong.sqrt())], -1)
+    log2_sigma = torch.stack([torch.log2(sigma * elong.sqrt()),
+                              torch.log2(sigma / elong.sqrt())], -1)
     # Major axis along the edge, i.e. perpendicular to the gradient.
     theta = grad_angle.flatten()[idx] + math.pi / 2
     params = GaussianParams(xy, log2_sigma.float(), theta.float(),
@@ -127,9 +128,9 @@ def _sampled_colors(img: torch.Tensor, p: GaussianParams) -> torch.Tensor:
     h, w, c = img.shape
     ones = torch.ones(p.count, 1, device=img.device)
     with torch.no_grad():
-        cover = render(p.xy, p.conics(), ones, h, w)[:, :, 0]
-    ix = p.xy[:, 0].long().clamp(0, w - 1)
-    iy = p.xy[:, 1].long().clamp(0, h - 1)
+        cover = render(p.pos, p.conics(), ones, h, w)[:, :, 0]
+    ix = p.pos[:, 0].long().clamp(0, w - 1)
+    iy = p.pos[:, 1].long().clamp(0, h - 1)
     cov = cover[iy, ix].clamp(min=0.3)
     return img[iy, ix] / cov[:, None]
 
@@ -153,7 +154,7 @@ def solve_colors(img: torch.Tensor, p: GaussianParams, steps: int = 12,
     wide image) the normal equations are near-singular and float32 CG can diverge to
     colours of 1e14 that cancel, which quantization then turns into noise."""
     h, w, c = img.shape
-    op = color_operator(p.xy.detach(), p.conics().detach(), h, w)
+    op = color_operator(p.pos.detach(), p.conics().detach(), h, w)
     wmap = weight[:, :, None] if weight is not None else None
 
     def forward(col):

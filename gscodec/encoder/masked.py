@@ -7,7 +7,7 @@ image spectrum, and unlike the biharmonic one it cannot overshoot), solved by co
 gradients on the hole pixels only, started from the solution one pyramid level coarser.
 The pixels under the mask are never read.
 
-`HoleAwareFitter` fits the whole picture: the data term sees known pixels only (the hole
+`HoleAwareObjective` fits the whole picture: the data term sees known pixels only (the hole
 is replaced by the prior before anything else looks at the image), and
 - the prior is what the hole render is pulled toward (`extra_loss`, together with a small
   penalty on the rendered gradient inside the hole), and the target of the colour solves
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fit import FitConfig, Fitter
+from .config import FitConfig
 from .init import blur, image_gradients, luminance, random_init, solve_colors, structure_init
+from .objective import Objective
 from .params import GaussianParams
 
 HOLE_SHARE_MAX = 0.35        # at most this share of the Gaussians is placed in the hole
@@ -197,13 +198,13 @@ def known_structure(img: torch.Tensor, known: torch.Tensor, sigma: float):
     return grad_angle + math.pi / 2, coherence
 
 
-class HoleAwareFitter(Fitter):
-    """Fitter for images with missing pixels (mask: True = unknown)."""
+class HoleAwareObjective(Objective):
+    """The objective of an image with missing pixels (mask: True = unknown)."""
 
     def __init__(self, image: np.ndarray, cfg: FitConfig, mask: np.ndarray | None = None):
         super().__init__(image, cfg, mask)
         if self.known is None:
-            raise ValueError("HoleAwareFitter needs a mask")
+            raise ValueError("HoleAwareObjective needs a mask")
         self.hole = 1.0 - self.known
         # The pixels under the mask never reach the fit: replace them by the fill. The
         # prior and the hole's geometry are computed once, on the CPU.
@@ -218,22 +219,22 @@ class HoleAwareFitter(Fitter):
         self._gy_w = torch.maximum(self.hole[1:, :], self.hole[:-1, :])
 
     # ---- placement ------------------------------------------------------------------------
-    def start(self, n: int) -> GaussianParams:
+    def start(self, n: int, gen: torch.Generator) -> GaussianParams:
         hole_frac = self.nhole / (self.h * self.w)
         n_hole = int(round(n * min(HOLE_SHARE_MAX, 0.6 * hole_frac)))
         n_hole = min(max(n_hole, 1 if n >= 8 else 0), n - 1)
         init = structure_init if self.cfg.init == "structure" else random_init
-        p = init(self.target, n - n_hole, self.gen)
+        p = init(self.target, n - n_hole, gen)
         if n_hole > 0:
-            p = GaussianParams.cat(p, self._hole_gaussians(n_hole, n))
+            p = GaussianParams.cat(p, self._hole_gaussians(n_hole, n, gen))
         p.color = solve_colors(self.target, p, self.cfg.color_solve_steps, self.color_weight)
         return p
 
-    def _hole_gaussians(self, k: int, n: int) -> GaussianParams:
+    def _hole_gaussians(self, k: int, n: int, gen: torch.Generator) -> GaussianParams:
         region = dilate(self.hole, 2)
         xy_idx = torch.multinomial(region.flatten().double(), k, replacement=True,
-                                   generator=self.gen)
-        jitter = torch.rand(k, 2, generator=self.gen, device=self.device)
+                                   generator=gen)
+        jitter = torch.rand(k, 2, generator=gen, device=self.device)
         xy = torch.stack([(xy_idx % self.w).float(), (xy_idx // self.w).float()], -1) + jitter
         # Local half-width of the hole: the largest distance-to-border nearby.
         halfw = dilate(self.dist, 3).flatten()[xy_idx].clamp(min=1.0)

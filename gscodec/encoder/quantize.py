@@ -3,8 +3,9 @@
 The fitter works on `GaussianParams` (positions in pixels, log2 of the two standard
 deviations, a rotation angle, colours). `fake_quantize` rounds them exactly as the writer
 will, with a straight-through gradient, so the quantization-aware phase optimises what
-the decoder will see. `to_integers` produces the `QuantizedGaussians` that is written; the way back, integers to
-the renderer's floats, is `QuantizedGaussians.render_inputs` (shared with the decoder).
+the decoder will see. `to_integers` produces the `QuantizedGaussians` that is written;
+the way back, integers to the renderer's floats, is `QuantizedGaussians.render_inputs`
+(shared with the decoder).
 """
 from __future__ import annotations
 
@@ -14,54 +15,47 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ..bitstream.model import (AREA_LO_RANGE, COLOR_RANGE, ILOG4, LOG2_SIGMA_MAX,
-                               LOG2_SIGMA_MIN, PARAM_RANGES, ROT_BIAS_RANGE, QuantClass,
-                               QuantizedGaussians, angle_levels_array, angle_levels, color_dens)
+from ..bitstream.model import (
+    AREA_LO_RANGE,
+    COLOR_RANGE,
+    ILOG4,
+    LOG2_SIGMA_MAX,
+    LOG2_SIGMA_MIN,
+    PARAM_RANGES,
+    ROT_BIAS_RANGE,
+    QuantClass,
+    QuantizedGaussians,
+    angle_levels,
+    angle_levels_array,
+    color_dens,
+)
 from .init import structure_maps
 from .params import GaussianParams
 
-
-# The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave (the format's
-# default is 1/16). Rounded all at once, a 1/4-octave step lost at the default effort
-# (kodim23: -0.26 dB at equal rate); since the sizes are rounded before the angles and
-# colours are re-fitted (`Fitter.round_phase`), 1/8 gains +0.08 to +0.13 dB at equal rate
-# over 1/16 (saved default fits of kodim05 / kodim23 at densities 2, 5, 11 and 24), 1/6
-# about as much, 1/4 lost on kodim23 (-0.09). docs/experiments.md has the numbers.
+# The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave, which beat
+# 1/16, 1/6 and 1/4 once sizes are rounded before the angles and colours are re-fitted
+# (Quantization, 2026-12-01 (eleventh session) 17b389a).
 ENCODER_CLASS = QuantClass(scale_steps=8)
 
-# The steps follow the fitted set (`QuantConfig.for_fit`); docs/experiments.md has the
-# screens (kodim01/05/13/23, densities 2-24, default effort, gain at equal rate).
-# - Dense sets get one more position bit (1/8 px in the default class): small Gaussians
-#   need finer positions. At 24 Gaussians per 1000 pixels +0.11 to +0.26 dB; at 11
-#   +0.03 on average, at 5 -0.04.
+# The steps follow the fitted set (`QuantConfig.for_fit`; Quantization, 2026-11-30 (fifth
+# session) 5b1fdad, and the entries named below):
+# - dense sets get one more position bit: small Gaussians need finer positions;
 FINE_POS_DENSITY = 16.0          # Gaussians per 1000 pixels
 MAX_POS_BITS = PARAM_RANGES["pos_bits"][1]   # the format's limit
-# - The colour step follows the fit's error: the better the fit, the finer the step. The
-#   best step measured halves about every 6 dB above 32.5 dB (1/145 at 39.6 dB, +0.5 dB
-#   over 1/64) and every 12 dB below (1/32 to 1/45 at 20-26 dB, +0.07 to +0.13 dB).
+# - the colour step follows the fit's error: the better the fit, the finer the step (it
+#   halves about every 6 dB above COLOR_REF_PSNR and every 12 dB below);
 COLOR_REF_PSNR = 32.5            # the fit's PSNR at which the class's own step is kept
 COLOR_DEN_LIMITS = (16, 1024)
-# - Colour steps by size (format v3 colour buckets): a colour error spreads over the
-#   Gaussian's footprint, so its squared error grows with the area sigma_major*sigma_minor
-#   and the best step shrinks with its square root. Six buckets, one octave of area each,
-#   around the set's median octave (the median is bucket 3); bucket b's denominator is the
-#   class's times COLOR_BUCKET_SCALE * 2^((b - 2.5) / 2). Screened at the default effort
-#   (kodim01/05/13/23, equal rate, against one step per class): +0.05 dB at density 2,
-#   +0.16 at 11, +0.18 at 24; docs/experiments.md.
-#   Each bucket costs its own offsets and tables (about 36 bytes in RGB), so a set gets
-#   one bucket per COLOR_BUCKET_MIN Gaussians, at most COLOR_BUCKETS (one bucket: the
-#   class's step for all, as before).
+# - colour steps by size (format v3 buckets): a colour error spreads over the Gaussian's
+#   footprint, so the best step shrinks with the square root of its area; buckets of one
+#   octave of area around the set's median, one per COLOR_BUCKET_MIN Gaussians since each
+#   costs its own tables (Quantization, 2026-12-01 (sixth session));
 COLOR_BUCKETS = 6
 COLOR_BUCKET_SCALE = 0.5
 COLOR_BUCKET_MIN = 150
-# - Angle steps by shape and size (format v4 rot_bias): the angle levels of a Gaussian grow
-#   with its anisotropy and the fourth root of its area (QuantClass.angle_levels), from
-#   rot_bias = ROT_X0 - area_octave (the set's median area octave) for 1/8-octave sizes
-#   (one quarter-octave step less per doubling of scale_steps). Screened on saved default
-#   fits (kodim05 / kodim23, densities 2 to 24), gain at equal rate over the uniform
-#   pi/128 step: ROT_X0 = 6 / 7 / 8 / 9: kodim23 d11 +0.02 / +0.05 / +0.06 / +0.06,
-#   kodim05 d5 +0.08 / +0.07 / +0.07 / +0.06, kodim23 d2 -0.00 / +0.03 / +0.04 / +0.03,
-#   kodim23 d24 (8 / 9) +0.09 / +0.09, kodim05 d11 (8 / 9) +0.08 / +0.07.
+# - angle steps by shape and size (format v4 rot_bias): the levels grow with a Gaussian's
+#   anisotropy and area, from rot_bias = ROT_X0 - the set's median area octave (8 or 9 best
+#   of 6 to 9: Quantization, 2026-12-01 (twelfth session) fdc5abf).
 ROT_X0 = 8
 
 
@@ -166,13 +160,13 @@ class QuantConfig:
 def canonicalize(p: GaussianParams) -> GaussianParams:
     """Same Gaussians with the first axis the major one and theta in [0, pi)."""
     with torch.no_grad():
-        ls = p.log2_sigma.clone()
-        theta = p.theta.clone()
+        ls = p.scale.clone()
+        theta = p.rot.clone()
         swap = ls[:, 1] > ls[:, 0]
         ls[swap] = ls[swap].flip(-1)
         theta = torch.where(swap, theta + math.pi / 2, theta)
         theta = torch.remainder(theta, math.pi)
-    return GaussianParams(p.xy.detach().clone(), ls, theta, p.color.detach().clone())
+    return GaussianParams(p.pos.detach().clone(), ls, theta, p.color.detach().clone())
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -186,17 +180,17 @@ def fake_quantize(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     Expects canonical parameters (see `canonicalize`); the minor axis is capped at the
     major one as the format requires."""
     if cls is None:
-        cls = torch.zeros(p.count, dtype=torch.long, device=p.xy.device)
-    ps, ss, _ = cfg.steps(cls, p.xy.device)
-    lim = torch.tensor([width, height], dtype=p.xy.dtype, device=p.xy.device)
-    xy = _ste_round(torch.minimum(torch.clamp(p.xy, min=0.0), lim) * ps[:, None]) / ps[:, None]
+        cls = torch.zeros(p.count, dtype=torch.long, device=p.pos.device)
+    ps, ss, _ = cfg.steps(cls, p.pos.device)
+    lim = torch.tensor([width, height], dtype=p.pos.dtype, device=p.pos.device)
+    xy = _ste_round(torch.minimum(torch.clamp(p.pos, min=0.0), lim) * ps[:, None]) / ps[:, None]
     lo, hi = LOG2_SIGMA_MIN, LOG2_SIGMA_MAX
-    ls_int = _ste_round(torch.clamp(p.log2_sigma, lo, hi) * ss[:, None])
+    ls_int = _ste_round(torch.clamp(p.scale, lo, hi) * ss[:, None])
     ls_int = torch.stack([ls_int[:, 0], torch.minimum(ls_int[:, 1], ls_int[:, 0])], -1)
     ls = ls_int / ss[:, None]
     den = cfg.color_dens(cls, ls_int.detach())      # the colour step follows the size
-    rl = cfg.angle_levels(cls, ls_int.detach()).to(p.theta.dtype)   # and the angle step
-    th = _ste_round(p.theta * (rl / math.pi)) * (math.pi / rl)
+    rl = cfg.angle_levels(cls, ls_int.detach()).to(p.rot.dtype)   # and the angle step
+    th = _ste_round(p.rot * (rl / math.pi)) * (math.pi / rl)
     clo, chi = COLOR_RANGE
     col = _ste_round(torch.clamp(p.color, clo, chi) * den[:, None]) / den[:, None]
     return GaussianParams(xy, ls, th, col)
@@ -208,9 +202,9 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     = all class 0), in canonical order."""
     p = canonicalize(p)
     with torch.no_grad():
-        xy = p.xy.double().cpu().numpy()
-        ls = p.log2_sigma.double().cpu().numpy()
-        th = p.theta.double().cpu().numpy()
+        xy = p.pos.double().cpu().numpy()
+        ls = p.scale.double().cpu().numpy()
+        th = p.rot.double().cpu().numpy()
         col = p.color.double().cpu().numpy()
     n = xy.shape[0]
     cls = np.zeros(n, np.int64) if cls is None else np.asarray(cls, np.int64)
@@ -263,16 +257,16 @@ def assign_classes(p: GaussianParams, cfg: QuantConfig, target: torch.Tensor,
     gradient, smoothed) at the centre relative to the image mean."""
     n = p.count
     if len(cfg.classes) != 2 or n == 0:
-        return torch.zeros(n, dtype=torch.long, device=p.xy.device)
+        return torch.zeros(n, dtype=torch.long, device=p.pos.device)
     img = target if known is None else target * known[:, :, None]
     energy, _, _ = structure_maps(img)
     h, w = energy.shape
-    ix = p.xy[:, 0].detach().long().clamp(0, w - 1)
-    iy = p.xy[:, 1].detach().long().clamp(0, h - 1)
+    ix = p.pos[:, 0].detach().long().clamp(0, w - 1)
+    iy = p.pos[:, 1].detach().long().clamp(0, h - 1)
     rel = energy[iy, ix] / energy.mean().clamp(min=1e-12)
-    score = p.log2_sigma.detach().mean(1) - torch.log2(1.0 + rel)
+    score = p.scale.detach().mean(1) - torch.log2(1.0 + rel)
     k = int(round(smooth_share * n))
-    cls = torch.zeros(n, dtype=torch.long, device=p.xy.device)
+    cls = torch.zeros(n, dtype=torch.long, device=p.pos.device)
     if k > 0:
         cls[torch.argsort(score, descending=True)[:k]] = 1
     return cls

@@ -27,12 +27,12 @@ import math
 
 import torch
 
-from ..bitstream import format as gsi_format
 from ..errors import InputError
-from .fit import Fitter
-from .progress import Progress
-from .quantize import COLOR_BUCKET_MIN, COLOR_BUCKETS, FINE_POS_DENSITY
 from .params import GaussianParams
+from .pipeline import Pipeline, fit_stages
+from .quantize import COLOR_BUCKET_MIN, COLOR_BUCKETS, FINE_POS_DENSITY
+from .refine import densify_prune
+from .stages import Colours, EncodeState, Quantize, RoundGeometry, Write
 
 # Scale + rotation + colour bits per Gaussian. With the size model below, the encodes of
 # commit 52ac6b4 (24 Kodak images at densities 2/5/11/24, 16 photos at 2/5/11, default
@@ -85,27 +85,37 @@ def short_fit(cfg) -> int:
     return max(20, cfg.iterations // 10)
 
 
-def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
+def fit_to_size(objective, state: EncodeState, target_bytes: int, progress: bool = False,
                 max_rounds: int = 5) -> bytes:
-    """Fit and write a .gsi whose size is within TOLERANCE of target_bytes."""
-    cfg = fitter.cfg
-    pixels = fitter.h * fitter.w
+    """Fit and write a .gsi whose size is within TOLERANCE of target_bytes. The stages are
+    the gsi profile's (`pipeline.py`), in this order: free fit and `Quantize`, then the
+    tail (rounding, colours, write) on a copy of each fitted set, with a short
+    quantization-aware fit after Gaussians were dropped or added."""
+    cfg = objective.cfg
+    pixels = objective.h * objective.w
     n0 = min(pixels, count_for_bytes(target_bytes, pixels))
     if target_bytes < HEADER_BYTES:
         raise InputError(f"target of {target_bytes} bytes is below the smallest possible "
                          f".gsi file for this image")
-    p = fitter.fit_params(n0, progress)
+
+    def fit(n: int) -> None:
+        Pipeline(fit_stages(cfg, n) + (Quantize(cfg),)).run(objective, state, progress)
+
+    def refit_short(p: GaussianParams) -> None:
+        state.params = p
+        Pipeline((Quantize(cfg, short_fit(cfg)),)).run(objective, state)
 
     def write(params: GaussianParams, rounded: bool = True) -> bytes:
         # (progressive rounding on each fitted set; the bisection below writes without it)
-        params = fitter.round_phase(params.detach()) if rounded else params.detach()
-        return gsi_format.write(fitter.finish(params))
+        tail = ((RoundGeometry(cfg, params.count),) if rounded else ()) + (Colours(cfg), Write())
+        return Pipeline(tail).run(objective, state.with_params(params.detach())).data
 
-    data = write(p)
+    fit(n0)
+    data = write(state.params)
     lo, hi = target_bytes * (1 - TOLERANCE), target_bytes * (1 + TOLERANCE)
     refits, shrunk = 0, False
     for _ in range(max_rounds):
-        size = len(data)
+        size, p = len(data), state.params
         if lo <= size <= hi:
             return data
         per = max(1.0, (size - fixed_bytes(p.count)) / p.count)   # bytes per Gaussian now
@@ -113,26 +123,23 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
             # Far too large (the size model missed, as on tiny or unusual images): a fresh
             # fit at the count the measured bytes per Gaussian give. Dropping half the
             # Gaussians of a fitted set leaves holes that colour solves and short
-            # quantization-aware fits cannot close (a 48x64 image at 2 bpp from twice the
-            # count: 11-15 dB against 26-28 from the right count). Far too small needs no
-            # refit: growing (below) gave 28.6-29.0 dB there, refitting 27.4-28.5.
+            # quantization-aware fits cannot close; far too small needs no refit (growing,
+            # below, did better): docs/experiments.md, Rate control, 2026-12-01 (seventh
+            # session).
             refits += 1
-            n = int((target_bytes - fixed_bytes(p.count)) / per)
-            p = fitter.fit_params(min(pixels, max(1, n)), progress)
-            data = write(p)
+            fit(min(pixels, max(1, int((target_bytes - fixed_bytes(p.count)) / per))))
+            data = write(state.params)
             continue
         if size > hi and not shrunk:
             # Too large: drop the Gaussians that matter least, then a short
-            # quantization-aware fit of the smaller set, as when growing (on a 48x64 image
-            # at 2 bpp, 122 -> 106 Gaussians: 24.9 dB by dropping alone, 27.0 with the fit).
+            # quantization-aware fit of the smaller set, as when growing.
             shrunk = True
             k = min(p.count - 1, int(math.ceil((size - target_bytes) / per)))
-            p = fitter.drop(p, k)
-            p = fitter.quantize_phase(p, Progress(0, False), steps=short_fit(cfg))
-            data = write(p)
+            refit_short(objective.drop(p, k))
+            data = write(state.params)
             continue
         if size > hi:      # still too large: drop by bisection, without a fit
-            return _prune_to_size(fitter, p, size, target_bytes, lo, hi, per,
+            return _prune_to_size(objective, p, size, target_bytes, lo, hi, per,
                                   lambda q: write(q, rounded=False))
         # Too small: add Gaussians where the residual is largest, then a short
         # quantization-aware fit of the larger set.
@@ -140,21 +147,20 @@ def fit_to_size(fitter: Fitter, target_bytes: int, progress: bool = False,
         k = min(k, pixels - p.count)
         if k <= 0:
             return data      # every pixel already has a Gaussian: the image is this small
-        p = fitter.refine(p, k, prune=False)
-        p = fitter.quantize_phase(p, Progress(0, False), steps=short_fit(cfg))
-        data = write(p)
+        refit_short(densify_prune(objective, p, k, state.gen, prune=False))
+        data = write(state.params)
     return data
 
 
-def _prune_to_size(fitter, p, size, target, lo, hi, per, write) -> bytes:
+def _prune_to_size(objective, p, size, target, lo, hi, per, write) -> bytes:
     """Drop the Gaussians whose removal raises the error least until the file fits
     (bisection on how many, without a fit)."""
     with torch.no_grad():
-        order = torch.argsort(fitter.removal_cost(p))    # least useful first
+        order = torch.argsort(objective.removal_cost(p))    # least useful first
     n = p.count
 
     def attempt(drop: int) -> bytes:
-        keep = torch.ones(n, dtype=torch.bool, device=p.xy.device)
+        keep = torch.ones(n, dtype=torch.bool, device=p.pos.device)
         keep[order[:drop]] = False
         return write(p.select(keep))
 

@@ -104,7 +104,7 @@ def vectors():
     rot = rng.integers(0, np.array([c[2] for c in classes])[cls])
     qcs = [_quant_class(c) for c in classes]
     den = np.array([np.array(qcs[k].dens())[qcs[k].bucket([[a, b]])[0]]
-                    for k, a, b in zip(cls, major, minor)])
+                    for k, a, b in zip(cls, major, minor, strict=False)])
     col = (rng.random((n, 3)) * 1.2 * den[:, None]).astype(np.int64) - den[:, None] // 4
     out["buckets_rgb_32x24_40"] = qg_from_lists(32, 24, 3, xy, np.stack([major, minor], 1),
                                                 rot, col, classes=classes, cls=cls)
@@ -119,7 +119,8 @@ def vectors():
     minor = np.maximum(np.where(rng.random(n) < 0.15, major, major - rng.integers(0, 40, n)),
                        -24)
     qcs = [_quant_class(c) for c in classes]
-    levels = np.array([qcs[k].angle_levels([[a, b]])[0] for k, a, b in zip(cls, major, minor)])
+    levels = np.array([qcs[k].angle_levels([[a, b]])[0]
+                       for k, a, b in zip(cls, major, minor, strict=True)])
     rot = rng.integers(0, levels)
     col = rng.integers(-20, 90, (n, 3))
     out["angles_rgb_32x24_60"] = qg_from_lists(32, 24, 3, xy, np.stack([major, minor], 1),
@@ -158,8 +159,8 @@ def to_json(data: bytes) -> dict:
         "header": header,
         "section_bytes": [length for _, _, length in hdr["sections"]],
         "file_bytes": len(data),
-        "x": q.xy[:, 0].tolist(), "y": q.xy[:, 1].tolist(),
-        "major": q.log_scale[:, 0].tolist(), "minor": q.log_scale[:, 1].tolist(),
+        "x": q.pos[:, 0].tolist(), "y": q.pos[:, 1].tolist(),
+        "major": q.scale[:, 0].tolist(), "minor": q.scale[:, 1].tolist(),
         "rot": q.rot.tolist(), "color": q.color.tolist(), "cls": q.cls.tolist(),
     }
 
@@ -174,7 +175,8 @@ def from_json(j: dict):
                            **{k: np.array(f[k], dtype=dt[k]).reshape(np.shape(f[k]))
                               for k in GI_FIELDS})
     return qg_from_lists(h["width"], h["height"], h["channels"],
-                         list(zip(j["x"], j["y"])), list(zip(j["major"], j["minor"])),
+                         list(zip(j["x"], j["y"], strict=True)),
+                         list(zip(j["major"], j["minor"], strict=True)),
                          j["rot"], j["color"], masked=bool(h["flags"] & 1),
                          classes=h["classes"], cls=j["cls"])
 

@@ -1,19 +1,29 @@
 """The `gaussianimage` profile's encoder: GaussianImage's quantization-aware fine-tune of
 our free fit (straight-through binary16 positions, learned 6-bit min/max Cholesky
 quantizers, 2-stage residual VQ colour with EMA codebooks), ending in the integers that
-`gscodec.bitstream.gaussianimage` writes."""
+`gscodec.bitstream.gaussianimage` writes. `GIFineTune` is that step as a pipeline stage
+(the profile's tail: `pipeline.TAILS["gaussianimage"]`)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ..bitstream.gaussianimage import (CHOL_LEVELS, DEFAULT_CODEBOOK_SIZE, MAX_CODEBOOK_LOG2,
-                                        RVQ_STAGES, GIGaussians)
+from ..bitstream.gaussianimage import (
+    CHOL_LEVELS,
+    DEFAULT_CODEBOOK_SIZE,
+    MAX_CODEBOOK_LOG2,
+    RVQ_STAGES,
+    GIGaussians,
+)
 from ..render import render
-from .fit import Adam, Progress, lr_factor
+from .adam import Adam, lr_factor
+from .config import FitConfig
+from .progress import Progress
+
 
 def conics_from_cholesky(L: torch.Tensor) -> torch.Tensor:
     """Differentiable torch version for the fine-tune (near-singular L gives (0, 0, 0))."""
@@ -32,8 +42,8 @@ def conics_from_cholesky(L: torch.Tensor) -> torch.Tensor:
 
 def cholesky_from_params(params) -> torch.Tensor:
     """(l11, l21, l22) [N,3] float64 of Sigma = R diag(s1^2, s2^2) R^T (our fitter's form)."""
-    s = torch.exp2(params.log2_sigma.detach().double())
-    th = params.theta.detach().double()
+    s = torch.exp2(params.scale.detach().double())
+    th = params.rot.detach().double()
     cos, sin = torch.cos(th), torch.sin(th)
     v1, v2 = s[:, 0] ** 2, s[:, 1] ** 2
     s11 = v1 * cos * cos + v2 * sin * sin
@@ -139,12 +149,29 @@ class GIFineTuneConfig:
     chol_init_quantile: float = 0.01
 
 
-def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False,
+@dataclass(frozen=True)
+class GIFineTune:
+    """The gaussianimage profile's stage after the free fit: `quantize_gaussianimage` for
+    cfg.gi_qat_steps() steps, drawing from the state's generator; state.coded the codes."""
+    cfg: FitConfig
+    name: ClassVar[str] = "gi-quantize"
+
+    def steps(self, objective) -> int:
+        return self.cfg.gi_qat_steps()
+
+    def run(self, objective, state, bar: Progress) -> None:
+        state.coded = quantize_gaussianimage(objective, state.params, self.steps(objective),
+                                             state.gen, bar)
+
+
+def quantize_gaussianimage(objective, params, iterations: int, gen: torch.Generator,
+                           bar: Progress | None = None,
                            codebook_size: int = DEFAULT_CODEBOOK_SIZE,
                            cfg: GIFineTuneConfig | None = None) -> GIGaussians:
     """GaussianImage's quantization-aware fine-tune of our free fit, then its codes.
 
-    fitter: `gscodec.encoder.fit.Fitter`; params: `GaussianParams` from the free fit. The Gaussians
+    objective: `objective.Objective` of the image; params: `GaussianParams` from the free
+    fit; gen: the encode's generator (k-means starts). The Gaussians
     are converted to (u, v) = tanh(z), the Cholesky factor and colours; `iterations` Adam
     steps then minimise MSE(clamp(render, 0, 1)) + commitment loss on fake-quantized
     attributes (straight-through binary16 rounding of (u, v), learned 6-bit min/max
@@ -154,28 +181,22 @@ def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False
     k = int(codebook_size)
     if not (2 <= k <= 1 << MAX_CODEBOOK_LOG2 and k & (k - 1) == 0):
         raise ValueError("codebook_size must be a power of two in 2..256")
-    w, h, c = fitter.w, fitter.h, fitter.c
+    w, h, c = objective.w, objective.h, objective.c
     n = params.count
-    backend = fitter.cfg.backend
+    backend = objective.cfg.backend
+    bar = bar if bar is not None else Progress(0, False)
 
-    dev = fitter.device
+    dev = objective.device
     wh = torch.tensor([float(w), float(h)], dtype=torch.float64, device=dev)
-    u = (2.0 * params.xy.detach().double() / wh - 1.0).clamp(-1 + 1e-7, 1 - 1e-7)
+    u = (2.0 * params.pos.detach().double() / wh - 1.0).clamp(-1 + 1e-7, 1 - 1e-7)
     z = torch.atanh(u).float().requires_grad_(True)
     L = cholesky_from_params(params).float().requires_grad_(True)
     col = params.color.detach().float().clone().requires_grad_(True)
-    if n:
-        # The m smallest and m largest of each element are left out, m = floor(q (n - 1)):
-        # none in a set under 1 / q Gaussians, whose extremes are not outliers.
-        m = int(min(max(cfg.chol_init_quantile, 0.0), 0.5) * (n - 1))
-        srt = torch.sort(L.detach(), dim=0).values
-        lo0, hi0 = srt[m], srt[n - 1 - m]
-    else:
-        lo0, hi0 = torch.zeros(3, device=dev), torch.ones(3, device=dev)
+    lo0, hi0 = _quantizer_range(L.detach(), cfg.chol_init_quantile)
     qmin = lo0.clone().requires_grad_(True)
     qlogstep = torch.log(((hi0 - lo0) / CHOL_LEVELS).clamp(min=1e-6)).requires_grad_(True)
-    rvq = _RVQ(col.detach() if n else torch.zeros(1, c, device=dev), k, RVQ_STAGES, cfg.kmeans_iters,
-               fitter.gen)
+    rvq = _RVQ(col.detach() if n else torch.zeros(1, c, device=dev), k, RVQ_STAGES,
+               cfg.kmeans_iters, gen)
 
     half = torch.tensor([w / 2.0, h / 2.0], device=dev)
 
@@ -188,7 +209,7 @@ def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False
         Lq = qcode * step + qmin
         colq, commit, idx, used = rvq.forward(col, update)
         out = render(means, conics_from_cholesky(Lq), colq, h, w, backend=backend)
-        mse = fitter.mse(out.clamp(0.0, 1.0))
+        mse = objective.mse(out.clamp(0.0, 1.0))
         snap = (uq.detach().half(), torch.round(code).detach().to(torch.uint8),
                 qmin.detach().clone(), (qmin + CHOL_LEVELS * step).detach().clone(),
                 used.detach().half(), idx.detach().to(torch.uint8))
@@ -199,22 +220,18 @@ def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False
         lr_z = cfg.lr_xy_px / (0.5 * max(w, h))
         opt = Adam([(z, lr_z), (L, cfg.lr_chol), (col, cfg.lr_color), (qmin, cfg.lr_qmin),
                     (qlogstep, cfg.lr_qlogstep)])
-        bar = Progress(iterations, progress)
-        try:
-            for it in range(iterations):
-                f = lr_factor(it, iterations, cfg.lr_final_fraction)
-                opt.lr = [lr * f for lr in opt.base_lr]
-                mse, commit, snap = forward(update=True)
-                mv = float(mse.detach())
-                if mv < best[0]:
-                    best = (mv, snap)
-                loss = mse + cfg.commitment * commit
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                bar.update("gi-quantize", mv)
-        finally:
-            bar.close()
+        for it in range(iterations):
+            f = lr_factor(it, iterations, cfg.lr_final_fraction)
+            opt.lr = [lr * f for lr in opt.base_lr]
+            mse, commit, snap = forward(update=True)
+            mv = float(mse.detach())
+            if mv < best[0]:
+                best = (mv, snap)
+            loss = mse + cfg.commitment * commit
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.update("gi-quantize", mv)
         with torch.no_grad():
             mse, _, snap = forward(update=False)
         if float(mse) <= best[0] or best[1] is None:
@@ -223,6 +240,24 @@ def quantize_gaussianimage(fitter, params, iterations: int = 200, progress=False
     else:
         with torch.no_grad():
             _, _, (uq, cq, lo, hi, cbs, idx) = forward(update=False)
+    return _codes(w, h, c, k, uq, cq, lo, hi, cbs, idx)
+
+
+def _quantizer_range(L: torch.Tensor, quantile: float):
+    """(lo, hi) [3] where each Cholesky element's quantizer starts: the m smallest and m
+    largest of each element are left out, m = floor(q (n - 1)) (none in a set under 1 / q
+    Gaussians, whose extremes are not outliers); (0, 1) for an empty set."""
+    n = L.shape[0]
+    if not n:
+        return torch.zeros(3, device=L.device), torch.ones(3, device=L.device)
+    m = int(min(max(quantile, 0.0), 0.5) * (n - 1))
+    srt = torch.sort(L, dim=0).values
+    return srt[m], srt[n - 1 - m]
+
+
+def _codes(w, h, c, k, uq, cq, lo, hi, cbs, idx) -> GIGaussians:
+    """The profile's integers from a snapshot of the fine-tune (checked)."""
+    n = uq.shape[0]
     g = GIGaussians(
         w, h, c,
         xy_half=uq.cpu().numpy().astype(np.float16).view(np.uint16).reshape(n, 2),

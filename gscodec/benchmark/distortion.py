@@ -1,4 +1,5 @@
-"""Image loading and distortion metrics for the rate-distortion benchmark.
+"""RGB image loading and distortion metrics (PSNR, MS-SSIM) for the rate-distortion
+benchmark.
 
 Conventions (CompressAI's): PSNR on 8-bit RGB with peak 255, one value per image,
 averaged over images at each rate point; MS-SSIM from pytorch-msssim on RGB with
@@ -46,7 +47,9 @@ def to_rgb_array(img) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def load_image(path) -> np.ndarray:
+def load_rgb(path) -> np.ndarray:
+    """HxWx3 uint8 of an image file: the benchmark compares RGB only (alpha dropped, gray
+    repeated), unlike gscodec.imageio.load_image, which keeps the channels the codec codes."""
     return to_rgb_array(path)
 
 

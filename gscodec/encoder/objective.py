@@ -1,0 +1,148 @@
+"""`Objective`: what the fit of one image minimises, and the operations on a set of
+Gaussians that need the image (render, error, least-squares colours, the start, the cost
+of removing a Gaussian, the quantization steps and classes for a fitted set). It holds
+no state of the encode: that is `stages.EncodeState`."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..bitstream.model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN
+from ..render import render, resolve_backend
+from .config import FitConfig
+from .init import color_adjoint, random_init, solve_colors, structure_init
+from .params import GaussianParams
+from .quantize import assign_classes
+
+
+class Objective:
+    """The mean squared error over the known pixels of one image (subclasses add a term:
+    `masked.HoleAwareObjective`)."""
+
+    def __init__(self, image: np.ndarray, cfg: FitConfig, mask: np.ndarray | None = None):
+        """image: HxWxC uint8 (or a float tensor in [0, 1]). mask: HxW bool, True where
+        the pixel is unknown (ignored)."""
+        self.cfg = cfg
+        # Everything the fit touches lives on one device: the GPU with the triton backend (on
+        # a machine without one, the triton backend runs under Triton's interpreter on CPU
+        # tensors: that is how CI tests it).
+        self.device = torch.device("cuda" if cfg.backend == "triton" and torch.cuda.is_available()
+                                   else "cpu")
+        if isinstance(image, torch.Tensor):
+            self.target = image.to(self.device, torch.float32)
+        else:
+            self.target = torch.from_numpy(image.astype(np.float32) / 255.0).to(self.device)
+        self.h, self.w, self.c = self.target.shape
+        self.known = None
+        if mask is not None:
+            self.known = torch.from_numpy((~mask).astype(np.float32)).to(self.device)
+            # Unknown pixels never reach the fit (not even the initialisation).
+            self.target = self.target * self.known[:, :, None]
+        # Per-pixel weight of the least-squares colour solves (subclasses may soften it).
+        self.color_weight = self.known
+        self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
+        self._fused: bool | None = None  # loss() by the kernel's loss_backward (set on first use)
+
+    # ---- render and error -----------------------------------------------------------------
+    def render(self, p: GaussianParams) -> torch.Tensor:
+        return render(p.pos, p.conics(), p.color, self.h, self.w, backend=self.cfg.backend)
+
+    def mse(self, out: torch.Tensor) -> torch.Tensor:
+        # F.mse_loss is one fused pass each way: half the time of (d * d).sum() with its
+        # temporaries (Fitting, 2026-11-30 (third session) cheaper iterations).
+        if self.known is not None:
+            out = out * self.known[:, :, None]  # the target is already zero there
+        return F.mse_loss(out, self.target, reduction="sum") / (self.npix * self.c)
+
+    def loss(self, p: GaussianParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mse, loss to minimise) of the parameters. On the compiled CPU kernel, and with
+        no extra term, render, error and gradients are one kernel call."""
+        if self._fused is None:
+            self._fused = (type(self).extra_loss is Objective.extra_loss
+                           and resolve_backend(self.cfg.backend, self.target) == "kernel")
+        if self._fused:
+            from ..render.kernel_torch import render_mse_cpu
+            mse = render_mse_cpu(p.pos, p.conics(), p.color, self.target, self.known,
+                                 1.0 / (self.npix * self.c))
+            return mse, mse
+        out = self.render(p)
+        mse = self.mse(out)
+        return mse, mse + self.extra_loss(p, out)
+
+    def extra_loss(self, p: GaussianParams, out: torch.Tensor):
+        """A term added to the loss; subclasses (masked fitting) add their own."""
+        return 0.0
+
+    def residual(self, p: GaussianParams) -> torch.Tensor:
+        """target - render(p), zero at unknown pixels."""
+        resid = self.target - self.render(p)
+        return resid * self.known[:, :, None] if self.known is not None else resid
+
+    def clamp(self, p: GaussianParams) -> None:
+        """Keep positions in the image and log-scales in the format's range, above the
+        fit's floor (FitConfig.log2_sigma_floor), in place."""
+        with torch.no_grad():
+            p.pos[:, 0].clamp_(0, self.w)
+            p.pos[:, 1].clamp_(0, self.h)
+            p.scale.clamp_(max(LOG2_SIGMA_MIN, self.cfg.log2_sigma_floor), LOG2_SIGMA_MAX)
+
+    # ---- sets of Gaussians ----------------------------------------------------------------
+    def start(self, n: int, gen: torch.Generator) -> GaussianParams:
+        """n Gaussians placed by the configured initializer, least-squares colours."""
+        init = structure_init if self.cfg.init == "structure" else random_init
+        return self.solve_colors(init(self.target, n, gen))
+
+    def solve_colors(self, p: GaussianParams, steps: int | None = None) -> GaussianParams:
+        """Same geometry, least-squares colours over the known pixels."""
+        p = p.detach()
+        steps = self.cfg.color_solve_steps if steps is None else steps
+        p.color = solve_colors(self.target, p, steps, self.color_weight)
+        return p
+
+    def removal_cost(self, p: GaussianParams, resid: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Rise of the summed squared error if Gaussian k alone were removed (resid: the
+        residual of p, computed when not given):
+        ||c_k g_k||^2 + 2 <c_k g_k, r>, with ||g_k||^2 ~ pi sigma_x sigma_y (the integral of
+        a squared Gaussian) and <g_k, r> from the renderer's adjoint. Pruning by it beat
+        pruning by colour mass (Fitting, 2026-11-21 free-fit rework)."""
+        if resid is None:
+            resid = self.residual(p)
+        g = color_adjoint(p.pos, p.conics(), resid, self.cfg.backend)
+        area = torch.exp2(p.scale.detach().clamp(max=12)).prod(1)
+        c = p.color.detach()
+        return math.pi * area * (c * c).sum(1) + 2 * (c * g).sum(1)
+
+    def keep_mask(self, p: GaussianParams, resid: torch.Tensor, k: int) -> torch.Tensor:
+        """All but the k Gaussians whose removal would raise the squared error least."""
+        keep = torch.ones(p.count, dtype=torch.bool, device=self.device)
+        if k > 0:
+            keep[torch.argsort(self.removal_cost(p, resid))[:k]] = False
+        return keep
+
+    def drop(self, p: GaussianParams, k: int) -> GaussianParams:
+        """p without the k Gaussians whose removal raises the squared error least, with
+        least-squares colours."""
+        with torch.no_grad():
+            keep = self.keep_mask(p, self.residual(p), k)
+        return self.solve_colors(p.select(keep))
+
+    # ---- quantization ---------------------------------------------------------------------
+    def choose_quant(self, p: GaussianParams):
+        """The steps for the fitted set p: cfg.quant resolved for its density, its error
+        and its median size (`QuantConfig.for_fit`)."""
+        with torch.no_grad():
+            mse = float(self.mse(self.render(p).clamp(0.0, 1.0)))
+            octave = int(torch.floor(p.scale.sum(-1)).median()) if p.count else 0
+        psnr = 10.0 * math.log10(1.0 / max(mse, 1e-12))
+        return self.cfg.quant.for_fit(p.count, self.h * self.w, psnr, octave)
+
+    def assign_classes(self, p: GaussianParams, quant) -> torch.Tensor:
+        """Class of each Gaussian (LongTensor [N]) for the steps `quant`: one class, or
+        with several classes `quantize.assign_classes` (by size and local complexity)."""
+        if len(self.cfg.quant.classes) == 1:
+            return torch.zeros(p.count, dtype=torch.long, device=self.device)
+        return assign_classes(p, quant, self.target, self.known)
