@@ -13,6 +13,9 @@ levels L_i (spec 3.2 "Angle levels"; version 4), so that its angle is pi * rot /
 (spec 9). Versions 2 and 3: levels = rot_levels for anisotropic Gaussians, 1 for isotropic
 ones (spec 13.1); version 1: rot_levels for every Gaussian (spec 12).
 Raises ReferenceDecodeError.
+
+The pixels (spec section 10) are rendered from decode()'s output by the companion module
+gsi_reference_render.py (numpy), written from the spec alone too.
 """
 import struct
 import zlib

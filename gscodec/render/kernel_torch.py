@@ -1,4 +1,5 @@
-"""The compiled CPU kernel as a differentiable torch backend ("cpu"), for the encoder.
+"""The compiled CPU kernel as a differentiable torch backend (backend "kernel", see
+gscodec.render.backends), for the encoder.
 
 Tensors are passed to the numpy kernel as zero-copy views (when already float32 and
 contiguous) and results come back with torch.from_numpy. The kernel runs on
@@ -78,7 +79,7 @@ def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
         raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
     for name, t in (("means", means), ("conics", conics), ("colors", colors)):
         if t.device.type != "cpu":
-            raise ValueError(f"render backend 'cpu' needs CPU tensors, {name} is on {t.device}")
+            raise ValueError(f"render backend 'kernel' needs CPU tensors, {name} is on {t.device}")
     kernel.check_shapes(means.shape, conics.shape, colors.shape)
     if not (torch.is_grad_enabled() and (means.requires_grad or conics.requires_grad
                                          or colors.requires_grad)):

@@ -2,8 +2,9 @@
 
 It implements the contract of `gscodec.render` with the kernel's own arithmetic, so that it
 agrees with the kernel, not merely approximately:
-- the same per-Gaussian validity test and widened candidate box (setup() in
-  csrc/raster_cpu.cpp), so the same Gaussians are candidates for a pixel;
+- the same per-Gaussian validity test, candidate rows (setup() in csrc/raster_cpu.cpp) and
+  per-row column spans (row_span() in csrc/raster_kernels.h), in the same float64
+  operations, so the same Gaussians are candidates for a pixel;
 - q evaluated in float32 in the contract's order (numpy ufuncs never fuse), so every
   q <= Q_CUT decision is the kernel's;
 - the kernel's fast_exp, written with the same float32 operations;
@@ -48,8 +49,11 @@ def fast_exp(x: np.ndarray) -> np.ndarray:
 
 
 def gaussian_setup(means: np.ndarray, conics: np.ndarray, height: int, width: int):
-    """Per Gaussian: valid mask and the widened, clamped box (i0, i1, j0, j1), inclusive,
-    computed as the kernel's setup() does (float32 validity, float64 extents)."""
+    """Per Gaussian, as the kernel's setup() computes it (float32 validity, float64 box):
+    the valid mask (drawable and its box meets the image), float64 det = a*c - b*b, the
+    unclamped candidate rows [ylo, yhi] and the clamped column box (j0, j1) of the whole
+    ellipse (inclusive, widened by one more pixel than the kernel's: it only selects the
+    tiles, which must hold every row span)."""
     mx, my = means[:, 0], means[:, 1]
     a, b, c = conics[:, 0], conics[:, 1], conics[:, 2]
     with np.errstate(all="ignore"):
@@ -67,10 +71,27 @@ def gaussian_setup(means: np.ndarray, conics: np.ndarray, height: int, width: in
         xlo = np.floor(mx64 - rx - 0.5) - 1.0
         xhi = np.ceil(mx64 + rx - 0.5) + 1.0
         valid &= (yhi >= 0) & (ylo <= height - 1) & (xhi >= 0) & (xlo <= width - 1)
-        box = [np.where(valid, np.clip(v, 0, hi), 0).astype(np.int64)
-               for v, hi in ((ylo, height - 1), (yhi, height - 1),
-                             (xlo, width - 1), (xhi, width - 1))]
-    return valid, box
+        i0, i1, j0, j1 = [np.where(valid, np.clip(v, 0, hi), 0).astype(np.int64)
+                          for v, hi in ((ylo, height - 1), (yhi, height - 1),
+                                        (xlo - 1.0, width - 1), (xhi + 1.0, width - 1))]
+    return valid, det, (ylo, yhi), (i0, i1, j0, j1)
+
+
+def row_spans(means, conics, det, y0: int, th: int):
+    """The kernel's row_span(): per Gaussian and row y0..y0+th-1 the widened column span
+    [lo, hi] (float64, unclamped) of the ellipse q <= Q_CUT on that row; [n, th] each."""
+    a = conics[:, 0, None].astype(np.float64)
+    b = conics[:, 1, None].astype(np.float64)
+    dy32 = (np.arange(y0, y0 + th, dtype=np.float32) + _f(0.5))[None, :] - means[:, 1, None]
+    dy = dy32.astype(np.float64)
+    with np.errstate(all="ignore"):
+        disc = a * Q_CUT - (det[:, None] * dy) * dy
+        disc = np.where(disc > 0.0, disc, 0.0)
+        half = np.sqrt(disc) / a
+        xc = means[:, 0, None].astype(np.float64) - (b * dy) / a
+        lo = np.floor((xc - half) - 0.5) - 1.0
+        hi = np.ceil((xc + half) - 0.5) + 1.0
+    return lo, hi
 
 
 def q_tile(means, conics, x0: int, y0: int, tw: int, th: int) -> np.ndarray:
@@ -85,6 +106,20 @@ def q_tile(means, conics, x0: int, y0: int, tw: int, th: int) -> np.ndarray:
     return (a * dx + (_f(2.0) * b) * dy) * dx + (c * dy) * dy
 
 
+def _tile_weights(means, conics, det, ylo, yhi, x0, y0, tw, th):
+    """Weights [n, th, tw] of one tile: fast_exp(-q/2) where q <= Q_CUT on a candidate
+    pixel (row in [ylo, yhi], column in the row's span), else 0."""
+    q = q_tile(means, conics, x0, y0, tw, th)
+    w = fast_exp(_f(-0.5) * q)
+    lo, hi = row_spans(means, conics, det, y0, th)
+    rows = np.arange(y0, y0 + th, dtype=np.float64)[None, :]
+    row_ok = (rows >= ylo[:, None]) & (rows <= yhi[:, None])
+    cols = np.arange(x0, x0 + tw, dtype=np.float64)[None, None, :]
+    cand = row_ok[:, :, None] & (cols >= lo[:, :, None]) & (cols <= hi[:, :, None])
+    w[~(cand & (q <= _QC))] = _f(0.0)
+    return w
+
+
 def render_numpy_ref(means, conics, colors, height: int, width: int) -> np.ndarray:
     """Render float32 [height, width, C] by the contract (see the module docstring).
     Inputs are converted to float32 arrays [N, 2], [N, 3], [N, C]."""
@@ -96,7 +131,7 @@ def render_numpy_ref(means, conics, colors, height: int, width: int) -> np.ndarr
     out = np.zeros((height, width, C), dtype=np.float32)
     if n_all == 0 or height == 0 or width == 0:
         return out
-    valid, (i0, i1, j0, j1) = gaussian_setup(means, conics, height, width)
+    valid, det, (ylo, yhi), (i0, i1, j0, j1) = gaussian_setup(means, conics, height, width)
     for y0 in range(0, height, TILE):
         th = min(TILE, height - y0)
         rows = np.flatnonzero(valid & (i1 >= y0) & (i0 <= y0 + th - 1))
@@ -112,11 +147,31 @@ def render_numpy_ref(means, conics, colors, height: int, width: int) -> np.ndarr
             block = max(1, MAX_BLOCK_FLOATS // (th * tw * C))
             for s in range(0, idx.size, block):
                 bi = idx[s:s + block]
-                q = q_tile(means[bi], conics[bi], x0, y0, tw, th)
-                w = fast_exp(_f(-0.5) * q)
-                w[~(q <= _QC)] = _f(0.0)
+                w = _tile_weights(means[bi], conics[bi], det[bi], ylo[bi], yhi[bi],
+                                  x0, y0, tw, th)
                 terms = w[..., None] * colors[bi][:, None, None, :]   # [n, th, tw, C]
                 # One running sum per pixel, in index order, as in the kernel.
                 acc = np.add.reduce(np.concatenate([acc[None], terms]), axis=0)
             out[y0:y0 + th, x0:x0 + tw] = acc
     return out
+
+
+# ---- the backend surface (gscodec.render.backends): "numpy_reference" -----------------------
+
+def available() -> bool:
+    return True
+
+
+def unavailable_reason() -> str | None:
+    return None
+
+
+def render_window(means, conics, colors, x0: int, y0: int, width: int, height: int):
+    """The decoder's uint8 pixels of a window (spec section 10), strip by strip."""
+    from .view import to_uint8_numpy, window_by_strips
+    m = np.ascontiguousarray(means, dtype=np.float32)
+    q = np.ascontiguousarray(conics, dtype=np.float32)
+    c = np.ascontiguousarray(colors, dtype=np.float32)
+    return window_by_strips(
+        lambda ms, rows: to_uint8_numpy(render_numpy_ref(ms, q, c, rows, width)),
+        m, x0, y0, width, height, c.shape[1])
