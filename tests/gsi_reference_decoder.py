@@ -1,6 +1,6 @@
 """Independent .gsi decoder (versions 1 to 5) written from spec/gsi-format.md alone.
 
-Pure Python (ints, floats, struct, zlib, math): no numpy, no constriction, no gscodec
+Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec
 imports. It exists to prove that the specification is complete; tests compare it with
 gscodec.bitstream.format.read() and with gscodec's pixels.
 
@@ -17,11 +17,9 @@ levels"; versions 4, 5), so that its angle is pi * rot / levels (spec 9). Versio
 version 1: rot_levels for every Gaussian (spec 12). Versions 1 to 4 have no waves
 (amp = axis = freq = phase = 0, spec 13.1). Raises ReferenceDecodeError.
 
-render(decoded, scale=1.0, crop=None) -> the 8-bit pixels (spec 10) of decode()'s output,
-float32 emulated by rounding every operation with f32(). wave_vectors() (spec 9) and
-wave_weight() (spec 10, "Waves") are the waves' part of it.
+The pixels (spec section 10) are rendered from decode()'s output by the companion module
+gsi_reference_render.py (numpy), written from the spec alone too.
 """
-import math
 import struct
 import zlib
 
@@ -539,173 +537,3 @@ def decode_classes(data, classes, counts, spans, C, W, H, version):
         out["cls"] += [k] * cnt
     return out
 
-
-# ---- rendering (spec 10) ------------------------------------------------------------------
-_F32 = struct.Struct("<f")
-Q_CUT = 12.0
-STRIP = 512
-
-
-def f32(x):
-    """x rounded to float32 (round to nearest, ties to even; overflow to infinity). A
-    float32 operation is the float64 operation on float32 operands rounded with f32: the
-    float64 result of +, -, *, / rounds to the same float32 as the exact one."""
-    try:
-        return _F32.unpack(_F32.pack(x))[0]
-    except OverflowError:
-        return math.copysign(math.inf, x)
-
-
-def f32_bits(u):
-    return _F32.unpack(struct.pack("<I", u))[0]
-
-
-COS_X_MAX = 4194304.0                       # spec 10, "Waves": cos_gsi
-INV_PI, PI_HI, PI_LO = f32_bits(0x3EA2F983), f32_bits(0x40490000), f32_bits(0x3A7DAA22)
-COS_C = [1.0, -0.5] + [f32_bits(u) for u in (0x3D2AAAAB, 0xBAB60B61, 0x37D00D01, 0xB493F27E,
-                                             0x310F76C7)]
-
-
-def cos_gsi(x):
-    """spec 10: the renderers' cosine of a float32 x, every operation rounded."""
-    x = min(max(x, -COS_X_MAX), COS_X_MAX)
-    t = f32(x * INV_PI)
-    n = f32(f32(t + 12582912.0) - 12582912.0)
-    r = f32(x - f32(n * PI_HI))
-    r = f32(r - f32(n * PI_LO))
-    r2 = f32(r * r)
-    p = COS_C[6]
-    for j in (5, 4, 3, 2, 1, 0):
-        p = f32(f32(p * r2) + COS_C[j])
-    return -p if int(n) % 2 else p
-
-
-def wave_vectors(d):
-    """spec 9: each Gaussian's wave (kx, ky, phase, amp) in float64, (0, 0, 0, 0) without
-    one (profile 0; `d` from decode())."""
-    out = []
-    for i, k in enumerate(d["cls"]):
-        amp = d["amp"][i]
-        if amp == 0:
-            out.append((0.0, 0.0, 0.0, 0.0))
-            continue
-        _, ss = d["classes"][k][:2]
-        wave_den, _, f0, P = d["classes"][k][7:11]
-        theta = math.pi * d["rot"][i] / d["levels"][i]
-        alpha = amp / wave_den
-        omega = 2.0 ** ((f0 + d["freq"][i]) / 2)
-        if d["axis"][i] == 0:
-            u, s = (math.cos(theta), math.sin(theta)), 2.0 ** (d["major"][i] / ss)
-        else:
-            u, s = (-math.sin(theta), math.cos(theta)), 2.0 ** (d["minor"][i] / ss)
-        out.append(((omega / s) * u[0], (omega / s) * u[1],
-                    ((2 * math.pi) * d["phase"][i]) / P, alpha))
-    return out
-
-
-def wave_weight(e, dx, dy, wave):
-    """spec 10, "Waves": the weight of a Gaussian with float32 wave (kx, ky, phase, amp)
-    at a pixel where it contributes, from e (float32 exp(-q/2)) and the float32 dx, dy."""
-    kx, ky, phase, amp = wave
-    if amp == 0:
-        return e
-    arg = f32(f32(f32(kx * dx) + f32(ky * dy)) + phase)
-    t = f32(amp * cos_gsi(arg))
-    return f32(e * f32(1.0 + t))
-
-
-def gaussians32(d):
-    """spec 9 and 10: per Gaussian (mean, conic, colours, wave), float32, in index order."""
-    if d["profile"] == 1:               # profile-gaussianimage.md section 4, no waves
-        out = []
-        for m, (l11, l21, l22), col in zip(*d["gaussianimage"], strict=True):
-            conic = (0.0, 0.0, 0.0)
-            if l11 * l22 != 0:
-                t = 1 / (l22 * l22)
-                conic = ((l21 * l21 + l22 * l22) / (l11 * l11) * t, -(l21 / l11) * t, t)
-                if not all(abs(f32(v)) < math.inf for v in conic):
-                    conic = (0.0, 0.0, 0.0)
-            out.append((tuple(map(f32, m)), tuple(map(f32, conic)), tuple(map(f32, col)),
-                        (0.0, 0.0, 0.0, 0.0)))
-        return out
-    out = []
-    for i, (k, w) in enumerate(zip(d["cls"], wave_vectors(d), strict=True)):
-        pb, ss, _, den0 = d["classes"][k][:4]
-        b = d["bucket"][i]
-        den = den0 if b == 0 else d["classes"][k][5][b - 1]
-        s1, s2 = 2.0 ** (d["major"][i] / ss), 2.0 ** (d["minor"][i] / ss)
-        theta = math.pi * d["rot"][i] / d["levels"][i]
-        co, si = math.cos(theta), math.sin(theta)
-        i1, i2 = 1 / (s1 * s1), 1 / (s2 * s2)
-        conic = ((co * co) * i1 + (si * si) * i2, (co * si) * (i1 - i2),
-                 (si * si) * i1 + (co * co) * i2)
-        mean = (d["x"][i] / 2.0 ** pb, d["y"][i] / 2.0 ** pb)
-        out.append((tuple(map(f32, mean)), tuple(map(f32, conic)),
-                    tuple(f32(c / den) for c in d["color"][i]), tuple(map(f32, w))))
-    return out
-
-
-def render(d, scale=1.0, crop=None):
-    """The pixels of decode()'s output at `scale` (spec 10), rows of [r, g, b, ...] lists
-    of ints, the window `crop` = (x0, y0, w, h) of the output (default: all of it),
-    rendered in strips of 512 rows (each Gaussian's mean taken relative to the strip's
-    top-left corner, as the reference implementation does). exp is math.exp rounded to
-    float32: bytes may differ by 1 from a renderer with another approximation of exp."""
-    ow = max(1, math.floor(d["width"] * scale + 0.5))
-    oh = max(1, math.floor(d["height"] * scale + 0.5))
-    x0, y0, w, h = crop if crop is not None else (0, 0, ow, oh)
-    S, S2 = f32(scale), f32(scale * scale)
-    view = [((f32(m[0] * S), f32(m[1] * S)), tuple(f32(v / S2) for v in q), col,
-             (f32(wv[0] / S), f32(wv[1] / S), wv[2], wv[3]))
-            for m, q, col, wv in gaussians32(d)]
-    C = d["channels"]
-    rows = []
-    for r0 in range(0, h, STRIP):
-        hs = min(STRIP, h - r0)
-        v = [[[0.0] * C for _ in range(w)] for _ in range(hs)]
-        for (mx, my), conic, col, wave in view:
-            mean = (f32(mx - x0), f32(my - (y0 + r0)))
-            splat(v, mean, conic, col, wave)
-        rows += [[[to_u8(x) for x in px] for px in row] for row in v]
-    return rows
-
-
-def splat(v, mean, conic, col, wave):
-    """Add one Gaussian to the float32 sums v[row][column][channel] (spec 10)."""
-    (mx, my), (a, b, c) = mean, conic
-    if not all(math.isfinite(x) for x in (mx, my, a, b, c)) or not a > 0 \
-            or not f32(f32(a * c) - f32(b * b)) > 0:
-        return
-    if wave[3] != 0 and not all(math.isfinite(x) for x in wave):
-        return
-    det = a * c - b * b                           # candidates: a box around q <= 12
-    rx, ry = (math.sqrt(Q_CUT * c / det), math.sqrt(Q_CUT * a / det)) if det > 0 \
-        else (math.inf, math.inf)
-    hs, w = len(v), len(v[0])
-    b2 = f32(2.0 * b)
-    for i in range(_lo(my - ry), _hi(my + ry, hs)):
-        dy = f32(f32(i + 0.5) - my)
-        for j in range(_lo(mx - rx), _hi(mx + rx, w)):
-            dx = f32(f32(j + 0.5) - mx)
-            q = f32(f32(f32(f32(a * dx) + f32(b2 * dy)) * dx) + f32(f32(c * dy) * dy))
-            if not q <= Q_CUT:
-                continue
-            wt = wave_weight(f32(math.exp(f32(-0.5 * q))), dx, dy, wave)
-            px = v[i][j]
-            for ch, cv in enumerate(col):
-                px[ch] = f32(px[ch] + f32(wt * cv))
-
-
-def _lo(t):
-    return 0 if not math.isfinite(t) else max(0, math.floor(t) - 1)
-
-
-def _hi(t, n):
-    return n if not math.isfinite(t) else max(0, min(n, math.ceil(t) + 2))
-
-
-def to_u8(x):
-    """spec 10: clamp(floor(v * 255 + 0.5), 0, 255) in float32; NaN gives 0."""
-    t = math.floor(f32(f32(x * 255.0) + 0.5)) if math.isfinite(x) else (
-        0 if math.isnan(x) else (255 if x > 0 else 0))
-    return min(max(t, 0), 255)

@@ -5,10 +5,8 @@ import importlib.util
 import json
 import pathlib
 
-import numpy as np
 import pytest
 
-import gscodec
 from gscodec.bitstream import format as gsi
 
 import gsi_reference_decoder as ref
@@ -69,20 +67,3 @@ def test_generator_reproduces_vectors():
     for name, qg in make_vectors.vectors().items():
         assert gsi.write(qg) == (HERE / f"{name}.gsi").read_bytes(), name
 
-
-@pytest.mark.parametrize("name", NAMES)
-def test_reference_pixels_match(name):
-    """The reference decoder's renderer (spec 10, float32 emulated in plain Python, exp
-    rounded from math.exp) gives gscodec's 8-bit pixels: measured identical on every
-    vector, waves included; one level is allowed for its exp, which is not the kernel's
-    fast_exp. The 16384x16384 vectors in three windows."""
-    data = (HERE / f"{name}.gsi").read_bytes()
-    r = ref.decode(data)
-    crops = [None] if r["width"] < 1000 else [(0, 0, 40, 24), (16344, 16360, 40, 24),
-                                              (8000, 8100, 33, 21)]
-    for crop in crops:
-        want = np.array(ref.render(r, crop=crop), dtype=np.int64)
-        got = gscodec.decode(data, crop=crop, device="cpu").astype(np.int64)
-        got = got.reshape(want.shape)
-        assert np.abs(got - want).max() <= 1, (name, crop)
-        assert np.mean(got != want) <= 0.01, (name, crop)

@@ -3,11 +3,13 @@ renderers, the backends that refuse waves, scaling, and the decoder's routing of
 waves to the numpy renderer (spec/gsi-format.md sections 9 and 10)."""
 from __future__ import annotations
 
+import importlib
 import math
 import pathlib
 import subprocess
 import sys
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from gscodec.render import kernel as cpu_backend
 from gscodec.render.numpy_reference import cos_gsi, render_numpy_ref
 
 import gsi_reference_decoder as ref
+import gsi_reference_render as spec_render
 
 VECTORS = pathlib.Path(__file__).resolve().parent / "vectors"
 WAVES_VECTOR = VECTORS / "waves_rgb_40x32_56.gsi"
@@ -60,15 +63,15 @@ def test_cos_gsi_accuracy_and_range():
 
 
 def test_cos_gsi_matches_the_spec_bit_for_bit():
-    """The plain-Python cos_gsi of the reference decoder (written from spec 10) and numpy's
-    agree on every bit: near the range-reduction boundaries, far out, and at random."""
+    """The reference renderer's cos_gsi (written from spec 10.3) and gscodec's agree on
+    every bit: near the range-reduction boundaries, far out, and at random."""
     rng = np.random.default_rng(3)
     halves = (np.arange(-40, 41) + 0.5) * math.pi
     x = np.concatenate([rng.uniform(-100, 100, 3000), rng.uniform(-5e6, 5e6, 500), halves,
                         np.nextafter(halves.astype(np.float32), np.float32(np.inf)),
                         [0.0, 1e-30, -1e-45, 4194304.5, 1e9]]).astype(np.float32)
     got = cos_gsi(x)
-    want = np.array([ref.cos_gsi(float(v)) for v in x], np.float32)
+    want = spec_render.cos_gsi(x)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
@@ -81,8 +84,8 @@ def test_amplitude_zero_is_bit_identical_to_no_wave():
     assert np.array_equal(R.render_numpy(m, q, c, 40, 56, waves=w),
                           R.render_numpy(m, q, c, 40, 56))
     t = [torch.from_numpy(a) for a in (m, q, c, w)]
-    base = R.render(*t[:3], 40, 56, backend="reference")
-    assert torch.equal(R.render(*t[:3], 40, 56, backend="reference", waves=t[3]), base)
+    base = R.render(*t[:3], 40, 56, backend="torch_reference")
+    assert torch.equal(R.render(*t[:3], 40, 56, backend="torch_reference", waves=t[3]), base)
 
 
 def test_numpy_and_torch_renderers_agree_on_waves():
@@ -92,7 +95,7 @@ def test_numpy_and_torch_renderers_agree_on_waves():
     for seed in range(3):
         m, q, c, w = waved_gaussians(400, 48, 64, seed=seed)
         a = render_numpy_ref(m, q, c, 48, 64, w)
-        b = R.render(*(torch.from_numpy(x) for x in (m, q, c)), 48, 64, backend="reference",
+        b = R.render(*(torch.from_numpy(x) for x in (m, q, c)), 48, 64, backend="torch_reference",
                      waves=torch.from_numpy(w)).numpy()
         worst = max(worst, float(np.abs(a - b).max() / max(1.0, np.abs(a).max())))
         assert np.abs(a - render_numpy_ref(m, q, c, 48, 64)).max() > 0.1
@@ -111,7 +114,7 @@ def test_torch_wave_gradients_float64():
     m.requires_grad_(True)
 
     def f(means, waves):
-        return R.render(means, q, c, 9, 11, backend="reference", waves=waves)
+        return R.render(means, q, c, 9, 11, backend="torch_reference", waves=waves)
 
     assert torch.autograd.gradcheck(f, (m, w), eps=1e-6, atol=1e-5)
     (g,) = torch.autograd.grad(f(m, w).sum(), w)
@@ -125,7 +128,7 @@ def test_non_finite_wave_contributes_nothing():
     keep = [0, 2, 4]
     assert np.array_equal(render_numpy_ref(m, q, c, 12, 12, w),
                           render_numpy_ref(m[keep], q[keep], c[keep], 12, 12, w[keep]))
-    out = R.render(*(torch.from_numpy(x) for x in (m, q, c)), 12, 12, backend="reference",
+    out = R.render(*(torch.from_numpy(x) for x in (m, q, c)), 12, 12, backend="torch_reference",
                    waves=torch.from_numpy(w))
     assert torch.isfinite(out).all()
 
@@ -138,7 +141,7 @@ def test_backends_without_waves_refuse_them():
         with pytest.raises(NotImplementedError, match="does not draw waves"):
             render_cpu(m, q, c, 16, 16, w)
         with pytest.raises(NotImplementedError, match="does not draw waves"):
-            R.render(m, q, c, 16, 16, backend="cpu", waves=w)
+            R.render(m, q, c, 16, 16, backend="kernel", waves=w)
         with pytest.raises(NotImplementedError, match="does not draw waves"):
             PlanColorOperator(m, q, 16, 16, w)
         with pytest.raises(NotImplementedError, match="does not draw waves"):
@@ -146,22 +149,24 @@ def test_backends_without_waves_refuse_them():
         # waves that change nothing and want no gradient: the kernel renders
         z = w.clone()
         z[:, 3] = 0
-        assert torch.equal(R.render(m, q, c, 16, 16, backend="cpu", waves=z),
-                           R.render(m, q, c, 16, 16, backend="cpu"))
+        assert torch.equal(R.render(m, q, c, 16, 16, backend="kernel", waves=z),
+                           R.render(m, q, c, 16, 16, backend="kernel"))
         with pytest.raises(NotImplementedError):          # a fit's waves at amplitude 0
-            R.render(m, q, c, 16, 16, backend="cpu", waves=z.requires_grad_(True))
+            R.render(m, q, c, 16, 16, backend="kernel", waves=z.requires_grad_(True))
     pytest.importorskip("triton")
-    from gscodec.render.triton import render_cuda
-    with pytest.raises(NotImplementedError, match="'cuda' does not draw waves"):
-        render_cuda(m, q, c, 16, 16, waves=w)
-    with pytest.raises(NotImplementedError, match="'cuda' does not draw waves"):
-        R.render_uint8_cuda(*(a.numpy() for a in (m, q, c)), 0, 0, 16, 16, waves=w.numpy())
+    from gscodec.render import triton as tb
+    for call in (lambda: tb.render(m, q, c, 16, 16, waves=w),
+                 lambda: tb.color_operator(m, q, 16, 16, waves=w),
+                 lambda: tb.render_window(*(a.numpy() for a in (m, q, c)), 0, 0, 16, 16,
+                                          waves=w.numpy())):
+        with pytest.raises(NotImplementedError, match="'triton' does not draw waves"):
+            call()
 
 
 def test_auto_backend_and_colour_operator_draw_waves():
     m, q, c, w = (torch.from_numpy(a) for a in waved_gaussians(60, 20, 24, seed=7))
-    assert R.resolve_backend("auto", m, w) == "reference"
-    ref_img = R.render(m, q, c, 20, 24, backend="reference", waves=w)
+    assert R.resolve_backend("auto", m, w) == "torch_reference"
+    ref_img = R.render(m, q, c, 20, 24, backend="torch_reference", waves=w)
     assert torch.equal(R.render(m, q, c, 20, 24, waves=w), ref_img)
     op = R.color_operator(m, q, 20, 24, waves=w)
     assert torch.allclose(op.forward(c), ref_img, atol=1e-6)
@@ -209,19 +214,16 @@ def test_wave_vectors_dequantization():
 
 
 def test_reference_wave_inputs_are_gscodecs():
-    """The reference decoder's float64 waves (spec 9) round to gscodec's float32 inputs."""
+    """The reference renderer's binary32 waves (spec 9, 10.1) are gscodec's bit for bit
+    (its pixels, waves included, are gscodec's: tests/test_render_spec.py)."""
     for path in sorted(VECTORS.glob("*.gsi")):
         data = path.read_bytes()
-        if gsi.read_header(data)["profile"] != "gsi":
-            continue
-        qg = gsi.read(data)
-        want = np.array(ref.wave_vectors(ref.decode(data)), np.float64).reshape(-1, 4)
-        got = qg.render_waves()
-        want32 = want.astype(np.float32)
+        want = spec_render.waves(ref.decode(data))
+        got = gsi.read(data).render_waves()
         if got is None:
-            assert not want32.any(), path.name
+            assert not want.any(), path.name
         else:
-            assert np.array_equal(got.view(np.uint32), want32.view(np.uint32)), path.name
+            assert got.tobytes() == want.tobytes(), path.name
 
 
 def test_decoder_routes_waves_to_the_numpy_renderer(monkeypatch):
@@ -238,12 +240,15 @@ def test_decoder_routes_waves_to_the_numpy_renderer(monkeypatch):
     monkeypatch.delenv("GSCODEC_NO_KERNEL")
     # a GPU decode of a file with waves renders on the CPU (the Triton backend has none)
     import gscodec.decoder as dec
+    from gscodec.render import backends
 
     def no_gpu(*args, **kwargs):
         raise AssertionError("the GPU path was taken for a file with waves")
 
     monkeypatch.setattr(dec, "resolve_device", lambda device, **kw: "cuda")
-    monkeypatch.setattr(R, "render_uint8_cuda", no_gpu)
+    monkeypatch.setattr(backends, "module", lambda name: (
+        SimpleNamespace(render_window=no_gpu) if name == "triton"
+        else importlib.import_module(f"gscodec.render.{name}")))
     assert np.array_equal(dec.decode(data, device="cuda"), want)
     # scaled and cropped: the same Gaussians and waves seen at scale 2
     big = gscodec.decode(data, scale=2.0, device="cpu")
@@ -264,7 +269,8 @@ def test_files_without_waves_still_use_the_kernel(monkeypatch):
 
     if cpu_backend.kernel_available():
         monkeypatch.setattr(npref, "render_numpy_ref", no_numpy)
-        gscodec.decode(data)
+        monkeypatch.setattr(npref, "render_window", no_numpy)
+        assert gscodec.decode(data).shape == (24, 32, 3)
 
 
 def test_decoding_waves_never_imports_torch():

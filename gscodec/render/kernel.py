@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .common import waves_active
+from .common import refuse_waves, waves_active
 
 _module = None
 _import_error: str | None = None
@@ -45,6 +45,9 @@ def kernel():
 
 def kernel_available() -> bool:
     return kernel() is not None
+
+
+available = kernel_available   # the backend surface (gscodec.render.backends)
 
 
 def unavailable_reason() -> str | None:
@@ -111,3 +114,36 @@ def render_numpy(means, conics, colors, height: int, width: int, *,
                       "with the slow numpy fallback", RuntimeWarning, stacklevel=2)
     from .numpy_reference import render_numpy_ref
     return render_numpy_ref(m, q, c, height, width)
+
+
+# ---- the backend surface (gscodec.render.backends): "kernel" --------------------------------
+
+# The kernel draws no waves yet (format v5): each entry refuses waves that matter.
+
+def render(means, conics, colors, height: int, width: int, waves=None):
+    """Differentiable torch render with the compiled kernel (kernel_torch)."""
+    from .kernel_torch import render_cpu
+    return render_cpu(means, conics, colors, height, width, waves)
+
+
+def color_operator(means, conics, height: int, width: int, waves=None):
+    """Colours -> image of fixed geometry and its adjoint, on one kernel plan."""
+    from .kernel_torch import PlanColorOperator
+    return PlanColorOperator(means, conics, height, width, waves)
+
+
+def render_window(means, conics, colors, x0: int, y0: int, width: int, height: int,
+                  waves=None):
+    """The decoder's uint8 pixels of a window (spec section 10), strip by strip."""
+    from .view import to_uint8_numpy, window_by_strips
+    refuse_waves(waves, "kernel")
+    ext = kernel()
+    if ext is None:
+        raise RuntimeError(f"CPU raster kernel unavailable: {unavailable_reason()}")
+    m = np.ascontiguousarray(means, dtype=np.float32)
+    q = np.ascontiguousarray(conics, dtype=np.float32)
+    c = np.ascontiguousarray(colors, dtype=np.float32)
+    check_shapes(m.shape, q.shape, c.shape)
+    return window_by_strips(
+        lambda ms, rows: to_uint8_numpy(ext.forward(ms, q, c, rows, width, 0)),
+        m, x0, y0, width, height, c.shape[1])

@@ -48,6 +48,17 @@ def gaussian_bounds(means: torch.Tensor, conics: torch.Tensor):
     return (mx - rx - 1.0, mx + rx + 1.0, my - ry - 1.0, my + ry + 1.0), pd
 
 
+def gaussian_weight(dx, dy, a, b, c):
+    """What a pixel at offset (dx, dy) from the mean gets from a Gaussian of conic (a, b, c):
+    exp(-q/2) where q <= Q_CUT and the conic is positive definite, else 0 (the contract;
+    q in its float32 order)."""
+    q = (a * dx + (2.0 * b) * dy) * dx + (c * dy) * dy
+    keep = (q <= Q_CUT) & (a > 0) & ((a * c - b * b) > 0)
+    # exp of a masked-out q could be inf (non-PD) and poison gradients: zero q first.
+    return torch.where(keep, torch.exp(-0.5 * torch.where(keep, q, torch.zeros_like(q))),
+                       torch.zeros_like(q))
+
+
 def _tile_contribution(means, conics, colors, waves, x0: int, y0: int, tw: int, th: int):
     """Sum of the Gaussians' contributions over one tile: [th, tw, C] in colors' dtype
     (waves: [n, 4] or None)."""
@@ -61,13 +72,7 @@ def _tile_contribution(means, conics, colors, waves, x0: int, y0: int, tw: int, 
     c = conics[:, 2].to(dt)[:, None, None]
     dx = px[None, None, :] - mx                           # [n, 1, tw]
     dy = py[None, :, None] - my                           # [n, th, 1]
-    # q in the exact float32 evaluation order fixed by the contract.
-    q = (a * dx + (2.0 * b) * dy) * dx + (c * dy) * dy    # [n, th, tw]
-    pd = (a > 0) & ((a * c - b * b) > 0)
-    keep = (q <= Q_CUT) & pd
-    # exp of a masked-out q could be inf (non-PD) and poison gradients: zero q first.
-    w = torch.where(keep, torch.exp(-0.5 * torch.where(keep, q, torch.zeros_like(q))),
-                    torch.zeros_like(q))
+    w = gaussian_weight(dx, dy, a, b, c)                  # [n, th, tw]
     if waves is not None:
         kx, ky, phase, amp = (waves[:, j].to(dt)[:, None, None] for j in range(4))
         w = w * (1.0 + amp * torch.cos((kx * dx + ky * dy) + phase))
@@ -149,3 +154,44 @@ def render_reference(means: torch.Tensor, conics: torch.Tensor, colors: torch.Te
     if not rows:
         return torch.zeros(height, width, C, dtype=dt)
     return torch.cat(rows, dim=0)
+
+
+# ---- the backend surface (gscodec.render.backends): "torch_reference" -----------------------
+
+def available() -> bool:
+    return True
+
+
+def unavailable_reason() -> str | None:
+    return None
+
+
+render = render_reference
+
+
+class AutogradColorOperator:
+    """Colours -> image for fixed geometry and its adjoint, through `render_fn` and
+    autograd (the image is linear in the colours)."""
+
+    def __init__(self, means, conics, height, width, render_fn=render_reference, waves=None):
+        self.args = (means.detach(), conics.detach())
+        self.size = (int(height), int(width))
+        self.render_fn = render_fn
+        # (only a wave-drawing render_fn gets waves: the others keep their signature)
+        self.extra = () if waves is None else (waves.detach(),)
+
+    def forward(self, colors):
+        with torch.no_grad():
+            return self.render_fn(*self.args, colors, *self.size, *self.extra)
+
+    def adjoint(self, v):
+        with torch.enable_grad():
+            col = torch.zeros(self.args[0].shape[0], v.shape[-1], device=v.device,
+                              requires_grad=True)
+            out = self.render_fn(*self.args, col, *self.size, *self.extra)
+            (g,) = torch.autograd.grad(out, col, grad_outputs=v)
+        return g
+
+
+def color_operator(means, conics, height: int, width: int, waves=None):
+    return AutogradColorOperator(means, conics, height, width, waves=waves)
