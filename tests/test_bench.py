@@ -173,6 +173,46 @@ def test_missing_peer_is_skipped(tmp_path, capsys, monkeypatch):
     assert not (out / "avif.json").exists()
 
 
+def test_heic_peers_444_and_420(tmp_path, capsys):
+    """HEIC (HEVC intra through pillow-heif) in 4:4:4 and 4:2:0: real files that decode to the
+    source's shape, the rate growing with the quality; a grayscale PNG reaches it as RGB
+    (every peer is handed RGB) and comes back with equal channels."""
+    pytest.importorskip("pillow_heif")
+    from gscodec.benchmark import peers
+    data = _make_images(tmp_path / "imgs", n=1)
+    gray = np.linspace(0, 255, 48 * 32).reshape(32, 48).astype(np.uint8)
+    Image.fromarray(gray, "L").save(data / "gray.png")
+    out = tmp_path / "res"
+    assert runner.run(_args(data, "--codecs", "heic,heic420", "--quality", "heic=5,40,90",
+                            "--quality", "heic420=5,40,90", "--out", out, "--no-progress",
+                            "--no-plot")) == 0
+    for codec, chroma in (("heic", 444), ("heic420", 420)):
+        doc = json.loads((out / f"{codec}.json").read_text())
+        assert doc["meta"]["settings"]["chroma"] == chroma
+        for image in ("img0.png", "gray.png"):
+            pts = sorted((p["quality"], p["bytes"], p["psnr-rgb"]) for p in doc["per_image"]
+                         if p["image"] == image)
+            assert [q for q, _, _ in pts] == [5, 40, 90]
+            assert pts[0][1] < pts[1][1] < pts[2][1] and pts[0][2] < pts[2][2]
+    codec = peers.make_codec("heif")          # alias
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    back = codec.decode(codec.encode(rgb, 50)[0])
+    assert back.shape == rgb.shape
+    assert np.abs(back[:, :, 0].astype(int) - back[:, :, 2]).max() <= 1
+    assert psnr(rgb, back) > 35
+
+
+def test_heic_missing_is_skipped(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import pillow_heif -> ImportError
+    data = _make_images(tmp_path / "imgs", n=1)
+    out = tmp_path / "res"
+    assert runner.run(_args(data, "--codecs", "jpeg,heic", "--quality", "jpeg=50", "--out", out,
+                            "--no-progress", "--no-plot")) == 0
+    assert "skipping heic: pillow-heif is not installed" in capsys.readouterr().out
+    assert not (out / "heic.json").exists()
+
+
 def test_no_dataset_error(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
