@@ -250,6 +250,26 @@ def test_tiny_run_with_gsi(tmp_path, capsys):
     assert "0 to compute" in capsys.readouterr().out and len(_cache_lines(out)) == n
 
 
+def test_gsi_ssim_is_its_own_row_with_bd_rates_against_gsi(tmp_path, capsys):
+    """gsi-ssim (gsi with tune ssim) is fitted apart from gsi (its own cache keys, not a
+    shared fit), writes gsi-ssim.json, and the BD-rate table has it against gsi and the
+    peers (gsi against gsi-ssim is left out: one pair, one sign)."""
+    from gscodec.benchmark import peers
+    data = _make_images(tmp_path / "imgs", n=1, w=40, h=28)
+    out = tmp_path / "res"
+    assert runner.run(_args(data, "--codecs", "gsi,gsi-ssim,jpeg", "--points", "60,120",
+                            "--iterations", "10", "--quality", "jpeg=10,50,90", "--device",
+                            "cpu", "--out", out, "--no-progress", "--no-plot")) == 0
+    assert "encodes in" not in capsys.readouterr().out      # no shared fit
+    doc = json.loads((out / "gsi-ssim.json").read_text())
+    assert doc["meta"]["settings"]["tune"] == "ssim" and len(doc["per_image"]) == 2
+    assert "tune" not in json.loads((out / "gsi.json").read_text())["meta"]["settings"]
+    pairs = {(p["test"], p["anchor"]) for p in json.loads((out / "bdrate.json").read_text())[
+        "pairs"]}
+    assert pairs == {("gsi", "jpeg"), ("gsi-ssim", "gsi"), ("gsi-ssim", "jpeg")}
+    assert "gsi-ssim" not in peers.ALL_CODECS and peers.canonical("gsi-ssim") == "gsi-ssim"
+
+
 def test_gsi_profiles_share_one_fit_with_the_same_bytes(tmp_path, capsys):
     """gsi and gsi-gi at the same point run as one task (one free fit, two tails): the files
     are byte-identical to separate runs of each codec."""
