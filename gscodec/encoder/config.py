@@ -91,7 +91,7 @@ class FitConfig:
     # (4x4 lost half the gain), in the rounding's re-fits too; sparse terms (every k-th
     # step, random windows, a stale image-space gradient) and MS-SSIM of the luma paid
     # less (Tune, 2026-12-05 --tune ssim screen).
-    ssim_weight: float = 0.5
+    ssim_weight: float = 0.8
     ssim_from: float = 0.67
     ssim_pool: int = 2
     ssim_round: bool = True
