@@ -104,7 +104,7 @@ class FitConfig:
     # keeps the encode within about 1.5x), on the render pooled ssim_pool x ssim_pool
     # (4x4 lost half the gain), in the rounding's re-fits too; sparse terms (every k-th
     # step, random windows, a stale image-space gradient) and MS-SSIM of the luma paid
-    # less (Tune, 2026-12-05 --tune ssim screen).
+    # less (docs/experiments.md, Primitives and the loss, 2026-12-05 --tune ssim).
     ssim_weight: float = 0.8
     ssim_from: float = 0.67
     ssim_pool: int = 2
