@@ -90,6 +90,16 @@ def test_closed_form_gradients_leave_waves_to_autograd():
     assert obj.closed_form_gradients(random_set(5, 40, 56, waves=True)) is None
 
 
+def test_closed_form_gradients_only_on_the_kernel():
+    """Another backend (here the torch reference) takes the autograd path; the default
+    backend on CPU tensors resolves to the kernel, which has the closed form."""
+    needs_kernel()
+    p = random_set(5, 40, 56)
+    assert Objective(image(), FitConfig(backend="torch_reference")).closed_form_gradients(p) \
+        is None
+    assert Objective(image(), FitConfig()).closed_form_gradients(p) is not None
+
+
 def test_flat_params_are_views_of_one_buffer():
     p = random_set(7, 20, 30, c=4, waves=True)
     flat = FlatParams(p)

@@ -1,4 +1,5 @@
-"""The compiled CPU kernel as a differentiable torch backend ("cpu"), for the encoder.
+"""The compiled CPU kernel as a differentiable torch backend (backend "kernel", see
+gscodec.render.backends), for the encoder.
 
 Tensors are passed to the numpy kernel as zero-copy views (when already float32 and
 contiguous) and results come back with torch.from_numpy. The kernel runs on
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 import torch
 
 from . import kernel
+from .common import refuse_waves
 
 _kept_threads: int | None = None    # set by kernel_threads_kept()
 
@@ -96,13 +98,15 @@ class _RasterizeCPU(torch.autograd.Function):
 
 
 def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
-               height: int, width: int) -> torch.Tensor:
-    """Render with the compiled kernel: [height, width, C] float32, differentiable."""
+               height: int, width: int, waves: torch.Tensor | None = None) -> torch.Tensor:
+    """Render with the compiled kernel: [height, width, C] float32, differentiable. The
+    kernel draws no waves yet: NotImplementedError if `waves` matter (`refuse_waves`)."""
+    refuse_waves(waves, "kernel")
     if kernel.kernel() is None:
         raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
     for name, t in (("means", means), ("conics", conics), ("colors", colors)):
         if t.device.type != "cpu":
-            raise ValueError(f"render backend 'cpu' needs CPU tensors, {name} is on {t.device}")
+            raise ValueError(f"render backend 'kernel' needs CPU tensors, {name} is on {t.device}")
     kernel.check_shapes(means.shape, conics.shape, colors.shape)
     if not (torch.is_grad_enabled() and (means.requires_grad or conics.requires_grad
                                          or colors.requires_grad)):
@@ -136,11 +140,13 @@ class _RenderMSECPU(torch.autograd.Function):
 
 
 def render_mse_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
-                   target: torch.Tensor, weight: torch.Tensor | None, scale: float
-                   ) -> torch.Tensor:
+                   target: torch.Tensor, weight: torch.Tensor | None, scale: float,
+                   waves: torch.Tensor | None = None) -> torch.Tensor:
     """scale * sum((weight[:, :, None] * render(...) - target)^2), differentiable in means,
     conics and colors, with the compiled kernel. The gradients are computed with the value
-    (the fit always asks for them): 0.8x the time of render + F.mse_loss + backward."""
+    (the fit always asks for them): 0.8x the time of render + F.mse_loss + backward.
+    No waves yet (NotImplementedError if they matter)."""
+    refuse_waves(waves, "kernel")
     if kernel.kernel() is None:
         raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
     kernel.check_shapes(means.shape, conics.shape, colors.shape)
@@ -152,7 +158,9 @@ class PlanColorOperator:
     adjoint, on one fitting-kernel plan (the colour solves' conjugate gradients make ~25
     passes)."""
 
-    def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
+    def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int,
+                 waves: torch.Tensor | None = None):
+        refuse_waves(waves, "kernel")
         self.plan = make_fit_plan(means, conics, height, width)
         self.fused = hasattr(kernel.kernel(), "FitPlan")   # has loss_backward(geometry=)
 
