@@ -7,7 +7,9 @@ results of the previous release).
 OLD_DIR and NEW_DIR are `rd.py --out` folders; for every codec whose CODEC.json is in both,
 prints the BD-rate (PSNR and MS-SSIM) of NEW against OLD: negative means NEW needs fewer
 bits for the same quality. A peer codec (JPEG 2000, ...) compared with itself across the two
-runs should come out near 0 %, which checks that the images and settings match.
+runs should come out near 0 %, which checks that the images and settings match. Where the
+two runs hold different images (a run on the first few images against a full one), both are
+cut to the images they share and their mean curves recomputed from the per-image rows.
 """
 from __future__ import annotations
 
@@ -19,6 +21,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gscodec.benchmark.report import bd_pair  # noqa: E402
+
+POINT_KEYS = ("density", "target_bpp", "quality", "point")
+MEANS = ("bpp", "psnr-rgb", "ms-ssim-rgb")
+
+
+def restrict(doc: dict, images: set) -> dict:
+    """doc with its mean curve over `images` only (per rate point, from the per-image rows)."""
+    rows = [r for r in doc["per_image"] if r["image"] in images]
+    key = next(k for k in POINT_KEYS if k in rows[0])
+    points = sorted({r[key] for r in rows})
+    res = {m: [sum(r[m] for r in rows if r[key] == pt) / sum(r[key] == pt for r in rows)
+               for pt in points] for m in MEANS if all(r.get(m) is not None for r in rows)}
+    return {**doc, "results": res}
 
 
 def main(argv=None) -> int:
@@ -46,6 +61,10 @@ def main(argv=None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             print(f"compare_runs: cannot read {name}.json: {e}", file=sys.stderr)
             return 1
+        common = set(a["meta"]["images"]) & set(t["meta"]["images"])
+        if common != set(a["meta"]["images"]) or common != set(t["meta"]["images"]):
+            print(f"{name}: the {len(common)} images both runs have")
+            a, t = restrict(a, common), restrict(t, common)
         bd = bd_pair(t, a)
         out[name] = {m: r.as_dict() for m, r in bd.items()}
         print(name.ljust(12) + "".join(bd[m].format().rjust(16) for m in ("psnr", "ms-ssim")))
