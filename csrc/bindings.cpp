@@ -99,6 +99,17 @@ std::pair<farray, const float*> weight_arg(const py::object& weight, int64_t H, 
     return {wt, p};
 }
 
+// (waves array kept alive, its data or null): None, or float32 [N, 4].
+std::pair<farray, const float*> waves_arg(const py::object& waves, int64_t N) {
+    if (waves.is_none()) return {farray(), nullptr};
+    auto wv = as_f32(waves, "waves", 2);
+    if (wv.shape(0) != N || wv.shape(1) != 4)
+        throw py::value_error("waves must be [N, 4] with N = " + std::to_string(N) +
+                              " (kx, ky, phase, amp), got " + shape_str(wv));
+    const float* p = wv.data();
+    return {wv, p};
+}
+
 py::array_t<float> new_array(int64_t a, int64_t b) {
     return py::array_t<float>({(py::ssize_t)a, (py::ssize_t)b});
 }
@@ -108,20 +119,28 @@ py::array_t<float> new_image(int64_t H, int64_t W, int64_t C) {
 }
 
 py::array_t<float> forward(py::handle means, py::handle conics, py::handle colors,
-                           int64_t height, int64_t width, int num_threads) {
+                           int64_t height, int64_t width, int num_threads, py::object waves) {
     auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
     auto c = as_f32(colors, "colors", 2);
     check_gaussians(m, q, c);
     check_size(height, width);
-    const int nt = gsi::resolve_threads(num_threads);
     const int64_t N = m.shape(0), C = c.shape(1);
+    auto wv = waves_arg(waves, N);
+    const int nt = gsi::resolve_threads(num_threads);
     auto out = new_image(height, width, C);
     float* o = out.mutable_data();
-    const float *pm = m.data(), *pq = q.data(), *pc = c.data();
+    const float *pm = m.data(), *pq = q.data(), *pc = c.data(), *pw = wv.second;
     {
         py::gil_scoped_release nogil;
-        gsi::forward(pm, pq, pc, N, (int)C, height, width, o, nt);
+        gsi::forward(pm, pq, pc, pw, N, (int)C, height, width, o, nt);
     }
+    return out;
+}
+
+py::array_t<float> cos_gsi(py::handle x) {
+    auto a = as_f32(x, "x", 1);
+    py::array_t<float> out(a.shape(0));
+    gsi::cos_gsi_values(a.data(), a.shape(0), out.mutable_data());
     return out;
 }
 
@@ -256,8 +275,13 @@ PYBIND11_MODULE(_raster, m) {
     m.attr("Q_CUT") = (double)gsi::Q_CUT;
     m.def("forward", &forward, py::arg("means"), py::arg("conics"), py::arg("colors"),
           py::arg("height"), py::arg("width"), py::arg("num_threads") = 0,
+          py::arg("waves") = py::none(),
           "Render float32 means [N,2], conics [N,3], colors [N,C] (C in 1..4) to a float32\n"
-          "array [height, width, C]. num_threads 0: get_num_threads(). Releases the GIL.");
+          "array [height, width, C]. num_threads 0: get_num_threads(). waves: None or\n"
+          "float32 [N, 4] (kx, ky, phase, amp), drawn exactly as spec section 10 says (amp 0:\n"
+          "no wave, bit for bit). Releases the GIL.");
+    m.def("cos_gsi", &cos_gsi, py::arg("x"),
+          "The exact hot loops' cos_gsi (spec section 10) of float32 x [n] (for tests).");
     m.def("backward", &backward, py::arg("means"), py::arg("conics"), py::arg("colors"),
           py::arg("grad_out"), py::arg("num_threads") = 0,
           "Gradients (gmeans [N,2], gconics [N,3], gcolors [N,C]) of sum(forward * grad_out)\n"

@@ -100,7 +100,7 @@ double fit_exp_max_rel_error(double lo, double hi, int64_t steps) {
 FitPlan::FitPlan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t W, int nt)
     : H_(H), W_(W), N_(N) {
     const FitImpl& im = fit_impl();
-    std::vector<Gauss> gs = setup_all(pm, pq, N_, H_, W_);
+    std::vector<Gauss> gs = setup_all(pm, pq, nullptr, N_, H_, W_);
     if (H_ == 0 || W_ == 0)
         for (auto& g : gs) g.valid = false;
     Bands bands = bin_bands(gs, H_);
