@@ -67,10 +67,10 @@ class Objective:
         if self._fused is None:
             self._fused = (type(self).extra_loss is Objective.extra_loss
                            and resolve_backend(self.cfg.backend, self.target) == "cpu")
-        if self._fused and p.wave is None:
+        if self._fused:   # (with waves too: the kernel returns their gradients)
             from ..render.kernel_torch import render_mse_cpu
             mse = render_mse_cpu(p.pos, p.conics(), p.color, self.target, self.known,
-                                 1.0 / (self.npix * self.c))
+                                 1.0 / (self.npix * self.c), p.waves())
             return mse, mse
         out = self.render(p)
         mse = self.mse(out)

@@ -1,6 +1,7 @@
 """CPU rendering without torch: the compiled kernel `gscodec._raster` (csrc/, built at
 install time by setup.py) or, where it is missing, the slow pure-numpy fallback
-(`gscodec.render.numpy_reference`), which gives the same pixels.
+(`gscodec.render.numpy_reference`), which gives the same pixels. The kernel draws waves
+(format version 5) as spec section 10 says, bit for bit.
 
 GSCODEC_NO_KERNEL=1 forces the fallback (for testing). Thread count: `set_num_threads`, else
 $GSCODEC_NUM_THREADS, else $OMP_NUM_THREADS, else the CPUs available to the process.
@@ -77,10 +78,12 @@ def check_shapes(means_shape, conics_shape, colors_shape) -> None:
 
 
 def render_numpy(means, conics, colors, height: int, width: int, *,
-                 num_threads: int | None = None) -> np.ndarray:
+                 num_threads: int | None = None, waves=None) -> np.ndarray:
     """Render N Gaussians by the contract of `gscodec.render`: float32 array [height, width, C].
     Inputs are array-likes converted to float32. Uses the compiled kernel (num_threads:
-    None = get_num_threads()) or else the numpy fallback, with a one-time RuntimeWarning."""
+    None = get_num_threads()) or else the numpy fallback, with a one-time RuntimeWarning.
+    waves: None or [N, 4] (kx, ky, phase, amp; format version 5), drawn exactly (spec
+    section 10); a Gaussian whose amp is 0 renders as with no wave, bit for bit."""
     global _warned
     m = np.ascontiguousarray(means, dtype=np.float32)
     q = np.ascontiguousarray(conics, dtype=np.float32)
@@ -89,12 +92,18 @@ def render_numpy(means, conics, colors, height: int, width: int, *,
     height, width = int(height), int(width)
     if height < 0 or width < 0:
         raise ValueError(f"negative image size {height}x{width}")
+    if waves is not None:
+        waves = np.ascontiguousarray(waves, dtype=np.float32)
+        if waves.shape != (m.shape[0], 4):
+            raise ValueError(f"bad shape: waves {waves.shape}, need [{m.shape[0]}, 4]")
     ext = kernel()
     if ext is not None:
-        return ext.forward(m, q, c, height, width, int(num_threads or 0))
+        return ext.forward(m, q, c, height, width, int(num_threads or 0), waves)
     if not _warned:
         _warned = True
         warnings.warn(f"compiled CPU kernel unavailable ({unavailable_reason()}); decoding "
                       "with the slow numpy fallback", RuntimeWarning, stacklevel=2)
     from .numpy_reference import render_numpy_ref
-    return render_numpy_ref(m, q, c, height, width)
+    if waves is None:
+        return render_numpy_ref(m, q, c, height, width)
+    return render_numpy_ref(m, q, c, height, width, waves)   # (format5's numpy waves)
