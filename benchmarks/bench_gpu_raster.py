@@ -10,6 +10,7 @@ For each N (same random Gaussians as benchmarks/bench_raster.py, already on the 
     host synchronisation, so capture works as is).
   * forward+backward: one fit iteration's renderer cost (render, then gradients w.r.t.
     means, conics and colours) at --fit-n Gaussians, default and deterministic backward.
+Launches per render: 6 at 768x512 (binning 5, raster 1; test_launches_per_render_at_10k).
 Backends: "triton" (gscodec.render.triton), "reference" (pure PyTorch; it builds its pixel
 grids on the CPU, so if it cannot run on the GPU it is timed on the CPU and labelled so;
 skipped above --reference-max Gaussians), and "gsplat" (rasterize_to_pixels with
@@ -99,8 +100,15 @@ def graph_time(fn, repeat):
 
 
 def gsplat_renderer():
-    """(render function or None, note). The function takes our (means, conics, colors)."""
+    """(render function or None, note). The function takes our (means, conics, colors).
+    Only a gsplat with its CUDA extension prebuilt (gsplat.csrc): otherwise its first call
+    compiles CUDA code for minutes."""
+    import importlib.util
     try:
+        if importlib.util.find_spec("gsplat") is None:
+            return None, "gsplat not installed"
+        if importlib.util.find_spec("gsplat.csrc") is None:
+            return None, "gsplat has no prebuilt CUDA extension (gsplat.csrc): skipped"
         import gsplat
         from gsplat import isect_offset_encode, isect_tiles, rasterize_to_pixels
     except Exception as exc:  # noqa: BLE001
@@ -164,6 +172,106 @@ def file_to_pixels(n, means, conics, colors, report, notes):
         notes.append(f"file-to-pixels failed at N={n}: {type(exc).__name__}: {exc}")
 
 
+class Report:
+    """The rows so far, printed as a table and written to JSON after every row (a run cut
+    short keeps what it measured)."""
+
+    def __init__(self, path, info, repeat, notes):
+        self.path, self.info, self.repeat, self.notes = path, info, repeat, notes
+        self.render, self.fb = [], []
+
+    def save(self):
+        if self.path:
+            path = Path(self.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"machine": self.info, "repeat": self.repeat,
+                                        "render": self.render, "forward_backward": self.fb,
+                                        "notes": self.notes}, indent=2) + "\n")
+
+    def __call__(self, n, name, ms, gms=None, extra=None):
+        row = {"n": n, "backend": name, "width": WIDTH, "height": HEIGHT,
+               "render_ms": None if ms is None else round(ms, 4),
+               "fps": None if ms is None else round(1e3 / ms, 1)}
+        if gms is not None:
+            row.update(graph_ms=round(gms, 4), graph_fps=round(1e3 / gms, 1))
+        if extra:
+            row.update(extra)
+        self.render.append(row)
+        fps = "" if ms is None else f"{1e3 / ms:9.1f}"
+        ms_s = "n/a" if ms is None else f"{ms:10.3f}"
+        g1 = "" if gms is None else f"{gms:9.3f}"
+        g2 = "" if gms is None else f"{1e3 / gms:10.1f}"
+        print(f"{n:>7} {name:>18} {ms_s:>10} {fps:>9} {g1:>9} {g2:>10}"
+              + (f"  ({extra['note']})" if extra and 'note' in extra else ""), flush=True)
+        self.save()
+
+
+def bench_triton(n, means, conics, colors, args, report):
+    from gscodec.render import triton as tb
+    from gscodec.render.triton.binning import bin_gaussians
+
+    def fn():
+        return tb.render(means, conics, colors, HEIGHT, WIDTH)
+
+    ms = cuda_time(fn, args.repeat)
+    gms = None
+    if args.graphs:
+        try:
+            gms = graph_time(fn, args.repeat)
+        except Exception as exc:  # noqa: BLE001
+            report.notes.append(f"CUDA graph capture failed at N={n}: {exc}")
+    bn = bin_gaussians(means, conics, 0, HEIGHT, WIDTH)
+    report(n, "triton", ms, gms, {"pairs": int(bn.total_pairs.item()),
+                                  "pair_overflow": bool(bn.overflow.item()),
+                                  "big_list": int(bn.n_big.item())})
+    report(n, "triton exact",
+           cuda_time(lambda: tb.render(means, conics, colors, HEIGHT, WIDTH, exact=True),
+                     max(5, args.repeat // 5)),
+           extra={"note": "the decoder's mode: spec section 10's bits"})
+
+
+def bench_reference(n, means, conics, colors, args, report):
+    from gscodec.render.torch_reference import render_reference
+    if n > args.reference_max:
+        report(n, "reference", None, extra={"note": f"skipped above {args.reference_max}"})
+        return
+    try:
+        report(n, "reference (cuda)", cuda_time(
+            lambda: render_reference(means, conics, colors, HEIGHT, WIDTH), 3, warmup=1))
+    except Exception:  # noqa: BLE001 - the reference builds CPU pixel grids
+        mc, qc, cc = means.cpu(), conics.cpu(), colors.cpu()
+        report(n, "reference (cpu)",
+               cpu_time(lambda: render_reference(mc, qc, cc, HEIGHT, WIDTH), 1))
+
+
+def bench_fit(args, dev, gs_render, report):
+    """One fit iteration's renderer cost: forward + backward."""
+    from bench_raster import random_gaussians
+
+    from gscodec.render import triton as tb
+    print(f"\nforward+backward at N={args.fit_n}:")
+    means, conics, colors = (t.to(dev) for t in random_gaussians(args.fit_n))
+    grad = torch.randn(HEIGHT, WIDTH, 3, device=dev)
+    steps = {"triton atomic": lambda ts: tb.render(*ts, HEIGHT, WIDTH),
+             "triton deterministic":
+                 lambda ts: tb.render(*ts, HEIGHT, WIDTH, deterministic=True)}
+    if gs_render is not None:
+        r2 = radii_of(conics)
+        steps["gsplat (alpha)"] = lambda ts: gs_render(*ts, r2)
+    for name, render in steps.items():
+        def step(render=render):
+            ts = [t.clone().requires_grad_(True) for t in (means, conics, colors)]
+            torch.autograd.grad(render(ts), ts, grad)
+        try:
+            ms = cuda_time(step, max(5, args.repeat // 5))
+        except Exception as exc:  # noqa: BLE001
+            report.notes.append(f"{name} backward failed: {type(exc).__name__}: {exc}")
+            continue
+        print(f"  {name:>22}: {ms:8.3f} ms")
+        report.fb.append({"n": args.fit_n, "backend": name, "forward_backward_ms": round(ms, 4)})
+        report.save()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,70000")
@@ -185,8 +293,6 @@ def main(argv=None):
         return 0
     from bench_raster import random_gaussians
 
-    from gscodec.render.torch_reference import render_reference
-
     dev = torch.device("cuda")
     info = gpu_info()
     print(f"{WIDTH}x{HEIGHT}, {info['gpu']}, driver {info.get('driver')}, torch {info['torch']},"
@@ -196,111 +302,31 @@ def main(argv=None):
     if gs_render is not None:
         notes.append("gsplat alpha-composites (front to back) instead of summing: its images "
                      "differ from ours; compare speed only")
-    results = []
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+    report = Report(args.json, info, args.repeat, notes)
     hdr = f"{'N':>7} {'backend':>18} {'render ms':>10} {'FPS':>9} {'graph ms':>9} {'graph FPS':>10}"
     print(hdr)
     print("-" * len(hdr))
-
-    def report(n, name, ms, gms=None, extra=None):
-        row = {"n": n, "backend": name, "width": WIDTH, "height": HEIGHT,
-               "render_ms": None if ms is None else round(ms, 4),
-               "fps": None if ms is None else round(1e3 / ms, 1)}
-        if gms is not None:
-            row.update(graph_ms=round(gms, 4), graph_fps=round(1e3 / gms, 1))
-        if extra:
-            row.update(extra)
-        results.append(row)
-        fps = "" if ms is None else f"{1e3 / ms:9.1f}"
-        ms_s = "n/a" if ms is None else f"{ms:10.3f}"
-        g1 = "" if gms is None else f"{gms:9.3f}"
-        g2 = "" if gms is None else f"{1e3 / gms:10.1f}"
-        print(f"{n:>7} {name:>18} {ms_s:>10} {fps:>9} {g1:>9} {g2:>10}"
-              + (f"  ({extra['note']})" if extra and 'note' in extra else ""))
-
-    for n in sizes:
+    for n in [int(s) for s in args.sizes.split(",") if s]:
         means, conics, colors = (t.to(dev) for t in random_gaussians(n))
         with torch.no_grad():
-            def fn(means=means, conics=conics, colors=colors):
-                return tb.render_cuda(means, conics, colors, HEIGHT, WIDTH)
-
-            ms = cuda_time(fn, args.repeat)
-            gms = None
-            if args.graphs:
-                try:
-                    gms = graph_time(fn, args.repeat)
-                except Exception as exc:  # noqa: BLE001
-                    notes.append(f"CUDA graph capture failed at N={n}: {exc}")
-            bn = tb.bin_gaussians(means, conics, 0, HEIGHT, WIDTH)
-            report(n, "triton", ms, gms, {"pairs": int(bn.total_pairs.item()),
-                                          "pair_overflow": bool(bn.overflow.item()),
-                                          "big_list": int(bn.n_big.item())})
-            report(n, "triton exact", cuda_time(
-                lambda m=means, q=conics, c=colors: tb.render_cuda(m, q, c, HEIGHT, WIDTH,
-                                                                   exact=True),
-                max(5, args.repeat // 5)), extra={"note": "the decoder's mode: CPU kernel's bits"})
+            bench_triton(n, means, conics, colors, args, report)
             file_to_pixels(n, means, conics, colors, report, notes)
-            if n <= args.reference_max:
-                try:
-                    def rfn(means=means, conics=conics, colors=colors):
-                        return render_reference(means, conics, colors, HEIGHT, WIDTH)
-
-                    report(n, "reference (cuda)", cuda_time(rfn, 3, warmup=1))
-                except Exception:  # noqa: BLE001 - the reference builds CPU pixel grids
-                    mc, qc, cc = means.cpu(), conics.cpu(), colors.cpu()
-                    report(n, "reference (cpu)",
-                           cpu_time(lambda mc=mc, qc=qc, cc=cc:
-                                    render_reference(mc, qc, cc, HEIGHT, WIDTH), 1))
-            else:
-                report(n, "reference", None, extra={"note": f"skipped above "
-                                                           f"{args.reference_max}"})
+            bench_reference(n, means, conics, colors, args, report)
             if gs_render is not None:
                 try:
                     r2 = radii_of(conics)
-                    report(n, "gsplat (alpha)",
-                           cuda_time(lambda m=means, q=conics, c=colors, r=r2: gs_render(m, q, c, r),
-                                     args.repeat))
+                    report(n, "gsplat (alpha)", cuda_time(
+                        lambda m=means, q=conics, c=colors, r=r2: gs_render(m, q, c, r),
+                        args.repeat))
                 except Exception as exc:  # noqa: BLE001
                     notes.append(f"gsplat failed at N={n}: {type(exc).__name__}: {exc}")
         del means, conics, colors
-
-    # One fit iteration's renderer cost: forward + backward.
-    print(f"\nforward+backward at N={args.fit_n}:")
-    means, conics, colors = (t.to(dev) for t in random_gaussians(args.fit_n))
-    grad = torch.randn(HEIGHT, WIDTH, 3, device=dev)
-    fb = []
-    for det in (False, True):
-        def step(det=det):
-            ts = [t.clone().requires_grad_(True) for t in (means, conics, colors)]
-            img = tb.render_cuda(*ts, HEIGHT, WIDTH, deterministic=det)
-            torch.autograd.grad(img, ts, grad)
-        ms = cuda_time(step, max(5, args.repeat // 5))
-        name = "triton " + ("deterministic" if det else "atomic")
-        print(f"  {name:>22}: {ms:8.3f} ms")
-        fb.append({"n": args.fit_n, "backend": name, "forward_backward_ms": round(ms, 4)})
-    if gs_render is not None:
-        try:
-            r2 = radii_of(conics)
-
-            def gstep():
-                ts = [t.clone().requires_grad_(True) for t in (means, conics, colors)]
-                img = gs_render(*ts, r2)
-                torch.autograd.grad(img, ts, grad)
-            ms = cuda_time(gstep, max(5, args.repeat // 5))
-            print(f"  {'gsplat (alpha)':>22}: {ms:8.3f} ms")
-            fb.append({"n": args.fit_n, "backend": "gsplat (alpha)",
-                       "forward_backward_ms": round(ms, 4)})
-        except Exception as exc:  # noqa: BLE001
-            notes.append(f"gsplat backward failed: {type(exc).__name__}: {exc}")
+    bench_fit(args, dev, gs_render, report)
     for note in notes:
         print(note)
-    out = {"machine": info, "repeat": args.repeat, "render": results,
-           "forward_backward": fb, "notes": notes}
+    report.save()
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -40,9 +40,9 @@ def _render_with(name):
 
 # name -> (is_available() -> (bool, reason), render function, device string)
 BACKENDS = {
-    "cpu": (lambda: ("cpu" in available_backends(), "kernel did not build"),
-            _render_with("cpu"), "cpu"),
-    "reference": (lambda: (True, ""), _render_with("reference"), "cpu"),
+    "cpu": (lambda: ("kernel" in available_backends(), "kernel did not build"),
+            _render_with("kernel"), "cpu"),
+    "reference": (lambda: (True, ""), _render_with("torch_reference"), "cpu"),
 }
 
 

@@ -21,7 +21,7 @@ from .bitstream.model import QuantizedGaussians
 from .decoder import decode, info, read, render_gaussians
 from .errors import FormatError, GscodecError, InputError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from . import pil_plugin as _pil_plugin  # noqa: E402,F401  (registers the Pillow plugin)
 

@@ -91,7 +91,7 @@ def _cmd_inpaint(args) -> int:
     t0 = time.perf_counter()
     out = inpaint(image, mask, keep_known=not args.pure, gaussians=args.gaussians,
                   iterations=args.iterations, device=args.device, seed=args.seed,
-                  progress=not args.quiet)
+                  progress=not args.quiet, texture=args.texture)
     try:
         save_image(args.output, out)
     except OSError as exc:
@@ -172,6 +172,10 @@ def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_count(0), metavar="K",
                    help="K > 0: fit the whole image for K iterations (the slower masked "
                         "encode) instead of the local fit around the hole")
+    p.add_argument("--texture", action="store_true",
+                   help="lay detail copied from the known part of the image (exemplars) over "
+                        "the smooth fill: for large holes in grass, foliage or fabric; costs "
+                        "PSNR (local fit only)")
     _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -275,7 +279,10 @@ def _cmd_info(args) -> int:
               f"(rot_bias {c['rot_bias']}), "
               + (f"color_den {c['color_den']}" if len(c.get("color_dens", [])) < 2 else
                  f"color_den {'/'.join(map(str, c['color_dens']))} by area octave from "
-                 f"{c['area_lo']}"))
+                 f"{c['area_lo']}")
+              + (f", waves: amplitude in 1/{c['wave_den']}, {c['wave_freqs']} frequencies "
+                 f"from 2^({c['wave_f0']}/2) per sigma, {c['wave_phases']} phases"
+                 if c.get("wave_den") else ""))
     per = d.get("bits_per_gaussian", {})
     if per:
         print("  bits per Gaussian: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))

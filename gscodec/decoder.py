@@ -1,6 +1,7 @@
 """Decoding: .gsi bytes -> integers (`bitstream`) -> pixels (`render`). The ground floor of
 the package: numpy, constriction and the compiled kernel, never torch, except for
-`device="cuda"` (the Triton rasterizer)."""
+`device="cuda"` (the Triton rasterizer). Pixels follow spec/gsi-format.md section 10 on
+every device: the same bytes from the CPU kernel, its numpy fallback and the GPU."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,6 @@ from .bitstream import format as gsi_format
 from .bitstream.model import MAX_SIDE, QuantizedGaussians
 from .errors import InputError
 
-STRIP_ROWS = 512          # rendering goes in horizontal strips so memory stays bounded
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -67,11 +67,11 @@ def resolve_device(device: str, *, encoding: bool = False) -> str:
     if device == "auto" and not (nvidia_driver_present()
                                  and (encoding or "torch" in sys.modules)):
         return "cpu"
-    from .render import cuda_available
-    ok, reason = cuda_available()
-    if device == "cuda" and not ok:
+    from .render.backends import unavailable_reason
+    reason = unavailable_reason("triton")
+    if device == "cuda" and reason is not None:
         raise InputError(f"device cuda unavailable: {reason}")
-    return "cuda" if ok else "cpu"
+    return "cuda" if reason is None else "cpu"
 
 
 def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str = "auto",
@@ -84,20 +84,16 @@ def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str 
     x0, y0, cw, ch = crop if crop is not None else (0, 0, ow, oh)
     if min(cw, ch) < 1 or x0 < 0 or y0 < 0 or x0 + cw > ow or y0 + ch > oh:
         raise InputError(f"crop {crop} is not inside the {ow}x{oh} output")
-    from .render import transform_for_view
+    from .render import render_window, transform_for_view, waves_for_view
     means, conics, colors = qg.render_inputs()
-    # The scaled view; each strip then subtracts its own top-left corner (x0, y0 + r0).
+    # The scaled view (spec 10.1); render_window moves it to each strip's origin.
     means, conics = transform_for_view(means, conics, scale)
-    if dev == "cuda":
-        from .render import render_uint8_cuda
-        out = render_uint8_cuda(means, conics, colors, x0, y0, cw, ch, STRIP_ROWS)
-    else:
-        from .render import render_numpy, to_uint8_numpy
-        out = np.empty((ch, cw, qg.channels), dtype=np.uint8)
-        for r0 in range(0, ch, STRIP_ROWS):
-            rows = min(STRIP_ROWS, ch - r0)
-            m = means - np.array([x0, y0 + r0], dtype=np.float32)
-            out[r0:r0 + rows] = to_uint8_numpy(render_numpy(m, conics, colors, rows, cw))
+    # None: no Gaussian has a wave (format v5). The Triton backend draws no waves yet: a
+    # file with waves renders on the CPU (the kernel, or its numpy fallback: same bytes).
+    waves = waves_for_view(qg.render_waves(), scale)
+    if waves is not None:
+        dev = "cpu"
+    out = render_window(means, conics, colors, x0, y0, cw, ch, device=dev, waves=waves)
     return out[:, :, 0] if qg.channels == 1 else out
 
 

@@ -1,18 +1,24 @@
-"""Independent .gsi decoder (versions 1 to 4) written from spec/gsi-format.md alone.
+"""Independent .gsi decoder (versions 1 to 5) written from spec/gsi-format.md alone.
 
-Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec imports. It exists
-to prove that the specification is complete; tests compare it with gscodec.bitstream.format.read().
+Pure Python (ints, struct, zlib): no numpy, no constriction, no gscodec
+imports. It exists to prove that the specification is complete; tests compare it with
+gscodec.bitstream.format.read() and with gscodec's pixels.
 
 decode(data) -> dict with the header fields and lists of per-Gaussian integers
-(x, y, major, minor, rot, color[N][C], cls) in file order. Profile 0: "classes" holds per
-class [pos_bits, scale_steps, rot_levels, color_den] (versions 1, 2) or, version 3, the same
-followed by area_lo and the list [den_1, ..., den_{B-1}] of colour buckets 1..B-1 (empty
-for a one-bucket class), or, version 4, the version-3 list followed by rot_bias;
-"bucket" holds each Gaussian's colour bucket (spec 3.2) and "levels" its number of angle
-levels L_i (spec 3.2 "Angle levels"; version 4), so that its angle is pi * rot / levels
-(spec 9). Versions 2 and 3: levels = rot_levels for anisotropic Gaussians, 1 for isotropic
-ones (spec 13.1); version 1: rot_levels for every Gaussian (spec 12).
-Raises ReferenceDecodeError.
+(x, y, major, minor, rot, color[N][C], amp, axis, freq, phase, cls) in file order.
+Profile 0: "classes" holds per class [pos_bits, scale_steps, rot_levels, color_den]
+(versions 1, 2) or, version 3, the same followed by area_lo and the list
+[den_1, ..., den_{B-1}] of colour buckets 1..B-1 (empty for a one-bucket class), or,
+version 4, the version-3 list followed by rot_bias, or, version 5, the version-4 list
+followed by wave_den, wave_freqs, wave_f0, wave_phases; "bucket" holds each Gaussian's
+colour bucket (spec 3.2) and "levels" its number of angle levels L_i (spec 3.2 "Angle
+levels"; versions 4, 5), so that its angle is pi * rot / levels (spec 9). Versions 2 and
+3: levels = rot_levels for anisotropic Gaussians, 1 for isotropic ones (spec 13.2);
+version 1: rot_levels for every Gaussian (spec 12). Versions 1 to 4 have no waves
+(amp = axis = freq = phase = 0, spec 13.1). Raises ReferenceDecodeError.
+
+The pixels (spec section 10) are rendered from decode()'s output by the companion module
+gsi_reference_render.py (numpy), written from the spec alone too.
 """
 import struct
 import zlib
@@ -81,14 +87,10 @@ class RangeDecoder:
         return s
 
 
-def decode_section(data, start, end, lengths, num_streams=None):
-    """One class section (spec 7) without its offsets -> the values of each stream.
-    lengths[s]: the length of stream s; or lengths = n and num_streams streams of length n."""
-    if num_streams is not None:
-        lengths = [lengths] * num_streams
-    pos = start
+def read_tables(data, pos, end, k):
+    """The k frequency tables at pos (spec 7.1) -> (lists of codes, the position after)."""
     tables = []
-    for _ in lengths:
+    for _ in range(k):
         if pos + 1 > end:
             fail("truncated table")
         T = data[pos]
@@ -107,27 +109,12 @@ def decode_section(data, start, end, lengths, num_streams=None):
         codes = [(bits >> (5 * (ncodes - 1 - i))) & 31 for i in range(ncodes)]
         tables.append(codes)
         pos += nbytes
-    if pos + 4 > end:
-        fail("truncated word count")
-    (W,) = struct.unpack_from("<I", data, pos)
-    pos += 4
-    if 4 * W > end - pos:
-        fail("payload too long")
-    words = list(struct.unpack_from("<%dI" % W, data, pos))
-    pos += 4 * W
-    rd = RangeDecoder(words)
-    all_tokens = []
-    for codes, n in zip(tables, lengths):
-        if n == 0 or len(codes) == 1:
-            all_tokens.append([0] * n)
-            continue
-        f = normalise(codes)
-        cum = [0]
-        for fi in f:
-            cum.append(cum[-1] + fi)
-        all_tokens.append([rd.decode(f, cum) for _ in range(n)])
+    return tables, pos
+
+
+def raw_values(area, all_tokens):
+    """The values of token lists whose raw bits are the bytes `area` (spec 6, 7.3)."""
     B = sum(t - 5 for toks in all_tokens for t in toks if t >= 8)
-    area = data[pos:end]
     if len(area) != (B + 7) // 8:
         fail("raw area size")
     abits = int.from_bytes(area, "big")
@@ -149,6 +136,34 @@ def decode_section(data, start, end, lengths, num_streams=None):
                 vals.append((1 << nb) + r)
         out.append(vals)
     return out
+
+
+def decode_section(data, start, end, lengths, num_streams=None):
+    """One class section (spec 7) without its offsets -> the values of each stream.
+    lengths[s]: the length of stream s; or lengths = n and num_streams streams of length n."""
+    if num_streams is not None:
+        lengths = [lengths] * num_streams
+    tables, pos = read_tables(data, start, end, len(lengths))
+    if pos + 4 > end:
+        fail("truncated word count")
+    (W,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    if 4 * W > end - pos:
+        fail("payload too long")
+    words = list(struct.unpack_from("<%dI" % W, data, pos))
+    pos += 4 * W
+    rd = RangeDecoder(words)
+    all_tokens = []
+    for codes, n in zip(tables, lengths, strict=True):
+        if n == 0 or len(codes) == 1:
+            all_tokens.append([0] * n)
+            continue
+        f = normalise(codes)
+        cum = [0]
+        for fi in f:
+            cum.append(cum[-1] + fi)
+        all_tokens.append([rd.decode(f, cum) for _ in range(n)])
+    return raw_values(data[pos:end], all_tokens)
 
 
 def unzigzag(u):
@@ -234,15 +249,44 @@ def decode_rot_section(data, start, end, levels):
     return rots
 
 
-def decode_class(data, spans, n, C, W, H, cls, version):
-    """The four sections of one class -> lists of x, y, major, minor, rot, colour, bucket,
-    levels.
+def decode_wave_section(data, start, end, n, waves):
+    """WAVE section (spec 7.5) of a class of n Gaussians with waves = (wave_den, F, f0, P)
+    -> lists amp, axis, freq, phase (spec 9)."""
+    wave_den, F, _, P = waves
+    if wave_den == 0:
+        if end != start:
+            fail("WAVE section of a class without waves")
+        return [0] * n, [0] * n, [0] * n, [0] * n
+    if end - start < 4:
+        fail("truncated WAVE count")
+    (m,) = struct.unpack_from("<I", data, start)
+    if m > n:
+        fail("WAVE count larger than the class")
+    amp, code, phase = decode_section(data, start + 4, end, [n, m, m])
+    if sum(1 for a in amp if a > 0) != m:
+        fail("WAVE count differs from the non-zero amplitudes")
+    if any(a > 4 * wave_den for a in amp) or any(v >= 2 * F for v in code) \
+            or any(p >= P for p in phase):
+        fail("wave integer out of range")
+    axis, freq, ph = [0] * n, [0] * n, [0] * n
+    j = 0
+    for i in range(n):
+        if amp[i] > 0:
+            axis[i], freq[i], ph[i] = code[j] % 2, code[j] >> 1, phase[j]
+            j += 1
+    return amp, axis, freq, ph
 
-    cls = (pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias):
+
+def decode_class(data, spans, n, C, W, H, cls, version):
+    """The sections of one class (four; version 5: five) -> lists of x, y, major, minor,
+    rot, colour, bucket, levels, amp, axis, freq, phase.
+
+    cls = (pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias, waves):
     dens = (den_0, ..., den_{B-1}); versions 1 and 2 have one bucket: dens = (color_den,),
-    area_lo = 0; versions 1 to 3 have no rot_bias (decoded as 127, spec 13.1), version 4
-    its ROT section of spec 7.4."""
-    pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias = cls
+    area_lo = 0; versions 1 to 3 have no rot_bias (decoded as 127, spec 13.2), versions 4
+    and 5 their ROT section of spec 7.4; waves = (wave_den, F, f0, P), (0, 1, 0, 1) before
+    version 5 (no waves, spec 13.1)."""
+    pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias, waves = cls
     B = len(dens)
 
     def offsets(start, end, k):
@@ -250,7 +294,7 @@ def decode_class(data, spans, n, C, W, H, cls, version):
             fail("offsets")
         return list(struct.unpack_from("<%di" % k, data, start)), start + 4 * k
 
-    (ps, pe), (ss, se), (rs, re), (cs, ce) = spans
+    (ps, pe), (ss, se), (rs, re), (cs, ce) = spans[:4]
     (pos,) = decode_section(data, ps, pe, [n])
     (major_off,), s1 = offsets(ss, se, 1)
     scale0, scale1 = decode_section(data, s1, se, [n, n])
@@ -275,7 +319,7 @@ def decode_class(data, spans, n, C, W, H, cls, version):
         rots = decode_rot_section(data, rs, re, levels)
     else:
         # version 2 and 3 code a rotation only for anisotropic Gaussians (major > minor),
-        # version 1 for all of them, in one token stream (spec 13.1, 12)
+        # version 1 for all of them, in one token stream (spec 13.2, 12)
         all_rotations = version == 1
         rotating = [all_rotations or scale1[i] > 0 for i in range(n)]
         levels = [rot_levels if rotating[i] else 1 for i in range(n)]
@@ -287,8 +331,13 @@ def decode_class(data, spans, n, C, W, H, cls, version):
                 j += 1
             else:
                 rots.append(0)
+    if version >= 5:
+        amp, axis, freq, phase = decode_wave_section(data, *spans[4], n, waves)
+    else:
+        amp, axis, freq, phase = [0] * n, [0] * n, [0] * n, [0] * n
     out = {"x": [], "y": [], "major": majors, "minor": minors, "rot": rots, "color": [],
-           "bucket": buckets, "levels": levels}
+           "bucket": buckets, "levels": levels, "amp": amp, "axis": axis, "freq": freq,
+           "phase": phase}
     m = 0
     seen = [0] * B                   # Gaussians of each bucket already taken
     for i in range(n):
@@ -321,16 +370,18 @@ def check_params(pos_bits, scale_steps, rot_levels, color_den):
 
 
 def class_table(data, s, e, version):
-    """Profile-0 class table (spec 3.2: 13 fixed bytes per record; version 3: 12, spec
-    13.1; version 2: 10-byte records, spec 13.2) ->
-    list of (count, (pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias)),
-    rot_bias = 127 for versions 2 and 3 (one angle step, spec 13.1)."""
+    """Profile-0 class table (spec 3.2: 17 fixed bytes per record; version 4: 13, spec
+    13.1; version 3: 12, spec 13.2; version 2: 10-byte records, spec 13.3) ->
+    list of (count, (pos_bits, scale_steps, rot_levels, dens, area_lo, rot_bias, waves)),
+    rot_bias = 127 for versions 2 and 3 (one angle step, spec 13.2), waves = (wave_den,
+    F, f0, P) = (0, 1, 0, 1) for versions 2 to 4 (no waves, spec 13.1)."""
     K = data[s] if e > s else 0
     if not 1 <= K <= 8:
         fail("class table")
     pos = s + 1
     out = []
     for _ in range(K):
+        waves = (0, 1, 0, 1)
         if version == 2:
             if pos + 10 > e:
                 fail("class table")
@@ -338,10 +389,16 @@ def class_table(data, s, e, version):
             pos += 10
             area_lo, dens, rot_bias = 0, (den0,), 127
         else:
-            fixed = 13 if version >= 4 else 12
+            fixed = {3: 12, 4: 13, 5: 17}[version]
             if pos + fixed > e:
                 fail("class table")
-            if version >= 4:        # rot_bias: i8, any value
+            if version >= 5:        # rot_bias: i8, any value; wave_den: u8, any value
+                cnt, pb, ss, rl, den0, area_lo, B, rot_bias, wden, F, f0, P = \
+                    struct.unpack_from("<IBBHHbBbBBbB", data, pos)
+                if not (1 <= F <= 32 and -32 <= f0 <= 32 and 1 <= P <= 64):
+                    fail("wave field")
+                waves = (wden, F, f0, P)
+            elif version >= 4:
                 cnt, pb, ss, rl, den0, area_lo, B, rot_bias = struct.unpack_from(
                     "<IBBHHbBb", data, pos)
             else:
@@ -357,7 +414,7 @@ def class_table(data, s, e, version):
             if not all(1 <= d <= 65535 for d in dens):
                 fail("quantization parameter")
         check_params(pb, ss, rl, den0)
-        out.append((cnt, (pb, ss, rl, dens, area_lo, rot_bias)))
+        out.append((cnt, (pb, ss, rl, dens, area_lo, rot_bias, waves)))
     if pos != e:
         fail("class table length")
     return out
@@ -382,6 +439,42 @@ def section_table(data, pos):
     return table
 
 
+def header_v1(data):
+    """Version 1 (spec 12): (C, flags, W, H, N, table, classes, counts, spans)."""
+    if len(data) < 55:
+        fail("short")
+    (_, C, flags, W, H, N, pos_bits, scale_steps, rot_levels,
+     color_den) = struct.unpack_from("<BBHIIIBBHH", data, 8)
+    check_params(pos_bits, scale_steps, rot_levels, color_den)
+    if data[30] != 4:
+        fail("section count")
+    table = section_table(data, 30)
+    if [t[0] for t in table] != [1, 2, 3, 4]:
+        fail("section id")
+    classes = [(pos_bits, scale_steps, rot_levels, (color_den,), 0, 127, (0, 1, 0, 1))]
+    return C, flags, W, H, N, table, classes, [N], [[(s, e) for _, s, e in table]]
+
+
+def class_sections(data, table, N, version):
+    """Profile 0, versions 2 to 5: the class table and the section ids (spec 3.2) ->
+    (classes, counts, spans: per class the (start, end) of its sections)."""
+    if not table or table[0][0] != 1:
+        fail("section id")
+    _, s, e = table[0]
+    records = class_table(data, s, e, version)
+    K = len(records)
+    counts = [cnt for cnt, _ in records]
+    classes = [cls for _, cls in records]
+    if sum(counts) != N:
+        fail("class counts")
+    per = 5 if version >= 5 else 4     # POS, SCALE, ROT, COLOR (and WAVE)
+    want = [1] + [16 + per * k + a for k in range(K) for a in range(per)]
+    if [t[0] for t in table] != want:
+        fail("section id")
+    spans = [[(s, e) for _, s, e in table[1 + per * k: 1 + per * (k + 1)]] for k in range(K)]
+    return classes, counts, spans
+
+
 def decode(data):
     data = bytes(data)
     L = len(data)
@@ -389,23 +482,12 @@ def decode(data):
         fail("magic")
     if L < 9:
         fail("truncated header")
-    if data[8] not in (1, 2, 3, 4):
-        fail("unsupported .gsi version %d (this decoder reads versions 1 to 4)" % data[8])
+    if data[8] not in (1, 2, 3, 4, 5):
+        fail("unsupported .gsi version %d (this decoder reads versions 1 to 5)" % data[8])
     version = data[8]
     if version == 1:
-        if L < 55:
-            fail("short")
-        (_, C, flags, W, H, N, pos_bits, scale_steps, rot_levels,
-         color_den) = struct.unpack_from("<BBHIIIBBHH", data, 8)
         profile = 0
-        check_params(pos_bits, scale_steps, rot_levels, color_den)
-        if data[30] != 4:
-            fail("section count")
-        table = section_table(data, 30)
-        if [t[0] for t in table] != [1, 2, 3, 4]:
-            fail("section id")
-        classes = [(pos_bits, scale_steps, rot_levels, (color_den,), 0, 127)]
-        counts, spans = [N], [[(s, e) for _, s, e in table]]
+        C, flags, W, H, N, table, classes, counts, spans = header_v1(data)
     else:
         if L < 29:
             fail("short")
@@ -418,23 +500,11 @@ def decode(data):
         fail("header field")
     if N > 1 << 26 or N > 16 * L:
         fail("count")
-    if version >= 2 and profile == 1:      # profile 1: the same in versions 2 to 4
+    if version >= 2 and profile == 1:      # profile 1: the same in versions 2 to 5
         if [t[0] for t in table] != [2]:
             fail("section id")
     elif version >= 2:
-        if not table or table[0][0] != 1:
-            fail("section id")
-        _, s, e = table[0]
-        records = class_table(data, s, e, version)
-        K = len(records)
-        counts = [cnt for cnt, _ in records]
-        classes = [cls for _, cls in records]
-        if sum(counts) != N:
-            fail("class counts")
-        want = [1] + [16 + 4 * k + a for k in range(K) for a in range(4)]
-        if [t[0] for t in table] != want:
-            fail("section id")
-        spans = [[(s, e) for _, s, e in table[1 + 4 * k: 5 + 4 * k]] for k in range(K)]
+        classes, counts, spans = class_sections(data, table, N, version)
     if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, L - 4)[0]:
         fail("crc")
     head = {"version": version, "profile": profile, "channels": C, "flags": flags,
@@ -447,16 +517,23 @@ def decode(data):
         except gsi_reference_gi.ReferenceDecodeError as err:    # one error type for all
             raise ReferenceDecodeError("profile 1: %s" % err) from err
         return head
+    head["classes"] = [[pb, ss, rl, dens[0]] + ([area_lo, list(dens[1:])] if version >= 3 else [])
+                       + ([rot_bias] if version >= 4 else [])
+                       + (list(waves) if version >= 5 else [])
+                       for pb, ss, rl, dens, area_lo, rot_bias, waves in classes]
+    head["class_counts"] = counts
+    head.update(decode_classes(data, classes, counts, spans, C, W, H, version))
+    return head
+
+
+def decode_classes(data, classes, counts, spans, C, W, H, version):
+    """Profile 0: the per-Gaussian lists of all classes, class after class (spec 3.2)."""
     out = {"x": [], "y": [], "major": [], "minor": [], "rot": [], "color": [], "bucket": [],
-           "levels": [], "cls": []}
-    for k, (cls, cnt, sp) in enumerate(zip(classes, counts, spans)):
+           "levels": [], "amp": [], "axis": [], "freq": [], "phase": [], "cls": []}
+    for k, (cls, cnt, sp) in enumerate(zip(classes, counts, spans, strict=True)):
         part = decode_class(data, sp, cnt, C, W, H, cls, version)
         for key in part:
             out[key] += part[key]
         out["cls"] += [k] * cnt
-    head["classes"] = [[pb, ss, rl, dens[0]] + ([area_lo, list(dens[1:])] if version >= 3 else [])
-                       + ([rot_bias] if version >= 4 else [])
-                       for pb, ss, rl, dens, area_lo, rot_bias in classes]
-    head["class_counts"] = counts
-    head.update(out)
-    return head
+    return out
+

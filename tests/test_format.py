@@ -1,5 +1,5 @@
-"""Tests of the .gsi bitstream (version 4, and reading versions 1 to 3): round trips,
-robustness, exactness of the entropy models, angle levels, and agreement with the
+"""Tests of the .gsi bitstream (version 5, and reading versions 1 to 4): round trips,
+robustness, exactness of the entropy models, angle levels, waves, and agreement with the
 independent reference decoder written from the spec."""
 import struct
 import zlib
@@ -22,7 +22,9 @@ SETTINGS = settings(max_examples=40, deadline=None,
 
 # ---- generators -----------------------------------------------------------------------------
 def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme=False,
-            dup=False, masked=False, rot_bias=127):
+            dup=False, masked=False, rot_bias=127, waves=(0, 1, 0, 1), wave_share=0.5):
+    """n random Gaussians of one class; waves = the class's (wave_den, wave_freqs,
+    wave_f0, wave_phases): with wave_den > 0 about wave_share of them get a wave."""
     width = width or int(rng.integers(1, 80))
     height = height or int(rng.integers(1, 80))
     channels = channels or int(rng.integers(1, 5))
@@ -41,7 +43,9 @@ def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme
     a = pick(lo, hi, n)
     b = pick(lo, hi, n)
     major, minor = np.maximum(a, b), np.minimum(a, b)
-    qc = QuantClass(pos_bits, scale_steps, rot_levels, color_den, rot_bias=rot_bias)
+    qc = QuantClass(pos_bits, scale_steps, rot_levels, color_den, rot_bias=rot_bias,
+                    wave_den=waves[0], wave_freqs=waves[1], wave_f0=waves[2],
+                    wave_phases=waves[3])
     levels = qc.angle_levels(np.stack([major, minor], 1).reshape(n, 2))
     rot = pick(0, rot_levels - 1, n) % np.maximum(levels, 1)    # within each angle level count
     color = pick(-2 * color_den, 3 * color_den, (n, channels))
@@ -49,14 +53,27 @@ def make_qg(rng, n, width=None, height=None, channels=None, params=None, extreme
                             np.stack([x, y], 1).astype(np.int32).reshape(n, 2),
                             np.stack([major, minor], 1).astype(np.int32).reshape(n, 2),
                             rot.astype(np.int32), color.astype(np.int32).reshape(n, channels),
-                            masked=masked, classes=(qc,))
+                            masked=masked, classes=(qc,),
+                            wave=random_waves(rng, n, qc, wave_share, pick))
     if dup and n >= 2:
         idx = rng.integers(0, n, size=n // 2)
         dst = rng.integers(0, n, size=n // 2)
-        for name in ("pos", "scale", "rot", "color"):
+        for name in ("pos", "scale", "rot", "color", "wave"):
             arr = getattr(qg, name)
             arr[dst] = arr[idx]
     return qg
+
+
+def random_waves(rng, n, qc, share=0.5, pick=None):
+    """int32 [n, 4] (amp, axis, freq, phase) within qc's wave steps: about `share` of the
+    Gaussians with a wave (none if qc.wave_den == 0); the others carry random axis, freq
+    and phase in range (the writer stores them as 0)."""
+    def draw(lo, hi, size):
+        return pick(lo, hi, size) if pick is not None else rng.integers(lo, hi + 1, size)
+    amp = np.where(rng.random(n) < share, draw(1, 4 * qc.wave_den, n), 0) if qc.wave_den \
+        else np.zeros(n, np.int64)
+    return np.stack([amp, rng.integers(0, 2, n), draw(0, qc.wave_freqs - 1, n),
+                     draw(0, qc.wave_phases - 1, n)], 1).astype(np.int32).reshape(n, 4)
 
 
 def realistic(rng, n, width=768, height=512, channels=3):
@@ -85,10 +102,15 @@ def quantized(draw):
     params = draw(st.sampled_from([params, (2, 8, 32, 255), (8, 64, 4096, 65535),
                                    (0, 1, 1, 1)]))
     rot_bias = draw(st.one_of(st.sampled_from([127, 0, -4, 6, 20]), st.integers(-128, 127)))
+    waves = draw(st.one_of(st.just((0, 1, 0, 1)), st.sampled_from([(1, 1, -32, 1),
+                                                                   (255, 32, 32, 64)]),
+                           st.tuples(st.integers(1, 255), st.integers(1, 32),
+                                     st.integers(-32, 32), st.integers(1, 64))))
     qg = make_qg(np.random.default_rng(seed), n, draw(side), draw(side),
                  draw(st.sampled_from([1, 2, 3, 4])), params,
                  extreme=draw(st.booleans()), dup=draw(st.booleans()),
-                 masked=draw(st.booleans()), rot_bias=rot_bias)
+                 masked=draw(st.booleans()), rot_bias=rot_bias, waves=waves,
+                 wave_share=draw(st.sampled_from([0.0, 0.3, 1.0])))
     k = draw(st.integers(1, 8))
     if k > 1:
         qg = split_classes(np.random.default_rng(seed + 1), qg, k)
@@ -97,12 +119,13 @@ def quantized(draw):
 
 def split_classes(rng, qg, k):
     """Spread qg's Gaussians over k classes with coarser or equal steps (integers scaled
-    down accordingly; the new classes have 1 to 4 colour buckets and their own rot_bias), so
-    the result is a valid multi-class set."""
+    down accordingly; the new classes have 1 to 4 colour buckets, their own rot_bias and,
+    one in two, their own wave steps), so the result is a valid multi-class set."""
     classes = [qg.classes[0]]
     for _ in range(k - 1):
         c = qg.classes[0]
         nb = int(rng.integers(1, 5))
+        wave_den = int(rng.integers(1, 256)) if rng.random() < 0.5 else 0
         classes.append(QuantClass(int(rng.integers(0, c.pos_bits + 1)),
                                   int(rng.integers(1, c.scale_steps + 1)),
                                   int(rng.integers(1, c.rot_levels + 1)),
@@ -110,8 +133,13 @@ def split_classes(rng, qg, k):
                                   area_lo=int(rng.integers(-6, 31)),
                                   color_dens=tuple(int(d) for d in
                                                    rng.integers(1, c.color_den + 1, nb - 1)),
-                                  rot_bias=int(rng.integers(-8, 128))))
+                                  rot_bias=int(rng.integers(-8, 128)),
+                                  wave_den=wave_den,
+                                  wave_freqs=int(rng.integers(1, 33)) if wave_den else 1,
+                                  wave_f0=int(rng.integers(-32, 33)) if wave_den else 0,
+                                  wave_phases=int(rng.integers(1, 65)) if wave_den else 1))
     cls = rng.integers(0, k, qg.count).astype(np.int32)
+    wave = qg.wave.astype(np.int64)
     xy, ls = qg.pos.astype(np.int64), qg.scale.astype(np.int64)
     rot, col = qg.rot.astype(np.int64), qg.color.astype(np.int64)
     c0 = qg.classes[0]
@@ -121,15 +149,18 @@ def split_classes(rng, qg, k):
         ls[i] = (ls[i] * c.scale_steps) // c0.scale_steps
         rot[i] = ((rot[i] * c.rot_levels) // c0.rot_levels) % int(c.angle_levels(ls[i])[0])
         col[i] = (col[i] * c.dens()[int(c.bucket(ls[i])[0])]) // c0.color_den
+        wave[i] = [wave[i, 0] % (4 * c.wave_den + 1), wave[i, 1], wave[i, 2] % c.wave_freqs,
+                   wave[i, 3] % c.wave_phases]
     return QuantizedGaussians(qg.width, qg.height, qg.channels, xy.astype(np.int32),
                               ls.astype(np.int32), rot.astype(np.int32), col.astype(np.int32),
-                              masked=qg.masked, classes=tuple(classes), cls=cls)
+                              masked=qg.masked, classes=tuple(classes), cls=cls,
+                              wave=wave.astype(np.int32))
 
 
 def assert_same(a: QuantizedGaussians, b: QuantizedGaussians):
     assert (a.width, a.height, a.channels) == (b.width, b.height, b.channels)
     assert (a.classes, a.masked) == (b.classes, b.masked)
-    for name in ("pos", "scale", "rot", "color", "cls"):
+    for name in ("pos", "scale", "rot", "color", "wave", "cls"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape and np.array_equal(x, y), name
 
@@ -143,9 +174,12 @@ def assert_ref_matches(data: bytes, qg: QuantizedGaussians):
     assert r["rot"] == qg.rot.tolist()
     assert r["color"] == qg.color.tolist()
     assert r["cls"] == qg.cls.tolist()
-    v4 = r["version"] >= 4
+    v4, v5 = r["version"] >= 4, r["version"] >= 5
     assert r["classes"] == [list(c.astuple()) + [c.area_lo, list(c.color_dens)]
-                            + ([c.rot_bias] if v4 else []) for c in qg.classes]
+                            + ([c.rot_bias] if v4 else [])
+                            + (list(c.wave_steps()) if v5 else []) for c in qg.classes]
+    for j, part in enumerate(("amp", "axis", "freq", "phase")):
+        assert r[part] == qg.wave[:, j].tolist(), part
     if r["version"] >= 2:      # (version 1 gives isotropic Gaussians rot_levels levels)
         assert r["levels"] == qg.angle_levels().tolist()
     assert r["bucket"] == [int(qg.classes[k].bucket(ls)[0])
@@ -173,11 +207,13 @@ def test_round_trip_realistic_and_describe():
     assert sum(info["sections"].values()) + info["header_bytes"] + 4 == len(data)
     assert info["classes"] == [{"count": 3000, "pos_bits": 2, "scale_steps": 8,
                                 "rot_levels": 32, "color_den": 255, "area_lo": 0,
-                                "rot_bias": 127, "color_dens": [255],
+                                "rot_bias": 127, "color_dens": [255], "wave_den": 0,
+                                "wave_freqs": 1, "wave_f0": 0, "wave_phases": 1,
                                 "bytes": info["sections"]}]
     assert info["bpp"] == pytest.approx(len(data) * 8 / (768 * 512))
     bpg = info["bits_per_gaussian"]
-    assert set(bpg) == {"pos", "scale", "rot", "color", "header", "total"}
+    assert set(bpg) == {"pos", "scale", "rot", "color", "wave", "header", "total"}
+    assert bpg["wave"] == 0 and info["sections"]["wave"] == 0
     assert sum(v for k, v in bpg.items() if k != "total") == pytest.approx(bpg["total"])
 
 
@@ -272,7 +308,7 @@ def test_truncated_extended_and_flipped_files_raise_only_format_errors(qg, data)
 @given(st.binary(min_size=1, max_size=120), st.integers(0, 3), st.integers(0, 40))
 def test_random_section_contents_raise_only_format_errors(payload, channels_minus_1, n):
     """Well-formed header and section table, random section contents (CRC valid)."""
-    for version in (1, 2, 3, 4):
+    for version in (1, 2, 3, 4, 5):
         if version == 1:
             head = struct.pack("<8sBBHIIIBBHH", gsi.MAGIC, 1, channels_minus_1 + 1, 0, 16, 16,
                                n, 2, 8, 32, 255)
@@ -285,7 +321,10 @@ def test_random_section_contents_raise_only_format_errors(payload, channels_minu
                 classes += struct.pack("<bBH", 1, 2, 300)
             if version == 4:      # the same, and angle levels by shape
                 classes += struct.pack("<bBbH", 1, 2, -2, 300)
-            parts = [(1, classes)] + [(16 + i, payload[i::4]) for i in range(4)]
+            if version == 5:      # the same, and waves
+                classes += struct.pack("<bBbBBbBH", 1, 2, -2, 40, 6, -3, 16, 300)
+            k = 5 if version == 5 else 4
+            parts = [(1, classes)] + [(16 + i, payload[i::k]) for i in range(k)]
         head += bytes([len(parts)]) + b"".join(struct.pack("<BI", i, len(p)) for i, p in parts)
         data = with_crc(head + b"".join(p for _, p in parts))
         ok = only_format_error(data)
@@ -308,11 +347,11 @@ def test_implausible_gaussian_count_is_a_format_error():
 
 def test_wrong_version_and_magic():
     good = bytearray(gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3)))
-    for v in (0, 5, 255):
+    for v in (0, 6, 255):
         bad = bytearray(good)
         bad[8] = v
         with pytest.raises(FormatError, match=rf"unsupported \.gsi version {v} "
-                                              r"\(this decoder reads versions 1 to 4\)"):
+                                              r"\(this decoder reads versions 1 to 5\)"):
             gsi.read(bytes(bad))
     with pytest.raises(FormatError, match="magic"):
         gsi.read(b"PNG" + bytes(good[3:]))
@@ -324,23 +363,28 @@ def test_wrong_version_and_magic():
 
 def test_header_field_checks():
     good = gsi.write(make_qg(np.random.default_rng(0), 3, 8, 8, 3))
-    # version 4: profile, channels, flags, width, height, section count, first section id,
+    # version 5: profile, channels, flags, width, height, section count, first section id,
     # class count, class count of Gaussians, pos_bits, scale_steps, rot_levels, color_den,
-    # area_lo, colour bucket count (the record then claims more bytes than the table has)
-    cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 5     # start of the class table
+    # area_lo, colour bucket count (the record then claims more bytes than the table has),
+    # wave_den (the class's empty WAVE section then is too short), wave_freqs, wave_f0,
+    # wave_phases
+    cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 6     # start of the class table
     edits = [(9, "<B", 2), (10, "<B", 5), (10, "<B", 0), (11, "<B", 2), (12, "<I", 0),
-             (16, "<I", 16385), (24, "<B", 4), (25, "<B", 2), (cls, "<B", 0), (cls, "<B", 9),
+             (16, "<I", 16385), (24, "<B", 5), (25, "<B", 2), (cls, "<B", 0), (cls, "<B", 9),
              (cls + 1, "<I", 2), (cls + 5, "<B", 9), (cls + 6, "<B", 0), (cls + 6, "<B", 65),
              (cls + 7, "<H", 0), (cls + 7, "<H", 4097), (cls + 9, "<H", 0),
              (cls + 11, "<b", -7), (cls + 11, "<b", 31), (cls + 12, "<B", 0),
-             (cls + 12, "<B", 2), (cls + 12, "<B", 9)]
+             (cls + 12, "<B", 2), (cls + 12, "<B", 9), (cls + 14, "<B", 1),
+             (cls + 15, "<B", 0), (cls + 15, "<B", 33), (cls + 16, "<b", -33),
+             (cls + 16, "<b", 33), (cls + 17, "<B", 0), (cls + 17, "<B", 65)]
     for off, fmt, val in edits:
         bad = bytearray(good)
         struct.pack_into(fmt, bad, off, val)
         with pytest.raises(FormatError):
             gsi.read(with_crc(bytes(bad[:-4])))
+        assert not ref_ok(with_crc(bytes(bad[:-4])))
     hdr = gsi.read_header(good)
-    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 4
+    assert hdr["width"] == 8 and hdr["channels"] == 3 and hdr["version"] == 5
 
 
 def test_masked_flag_is_written_and_read():
@@ -587,3 +631,135 @@ def test_range_decoder_invalid_quantile():
         entropy.decode_streams(body, 5, 1)
     with pytest.raises(ref.ReferenceDecodeError, match="quantile"):
         ref.decode_section(body, 0, len(body), 5, 1)
+
+
+# ---- waves (version 5) ----------------------------------------------------------------------
+WAVES = (16, 6, -3, 12)             # wave_den, wave_freqs, wave_f0, wave_phases
+
+
+def rebuild(data: bytes, index: int, body: bytes) -> bytes:
+    """data with the body of section `index` replaced (section table and CRC fixed)."""
+    table = gsi.read_header(data)["sections"]
+    bodies = [body if i == index else data[off:off + length]
+              for i, (_, off, length) in enumerate(table)]
+    head = data[:gsi.FIXED2_SIZE] + bytes([len(table)]) + b"".join(
+        struct.pack("<BI", sid, len(b)) for (sid, _, _), b in zip(table, bodies, strict=True))
+    return with_crc(head + b"".join(bodies))
+
+
+def two_wave_classes(rng, n=60):
+    """Class 0 with waves (WAVES), class 1 without (wave_den 0)."""
+    qg = make_qg(rng, n, 24, 16, 3, waves=WAVES, wave_share=0.5)
+    cls = (np.arange(n) % 2).astype(np.int32)
+    c1 = QuantClass(2, 8, 32, 255, color_dens=(300,))       # no waves
+    wave = qg.wave.copy()
+    wave[cls == 1] = 0
+    return QuantizedGaussians(qg.width, qg.height, 3, qg.pos, qg.scale, qg.rot, qg.color,
+                              classes=(qg.classes[0], c1), cls=cls, wave=wave)
+
+
+def test_waves_round_trip_and_describe():
+    qg = two_wave_classes(np.random.default_rng(21))
+    assert qg.has_waves() and np.any(qg.wave[:, 1] == 1) and np.any(qg.wave[:, 1] == 0)
+    data = gsi.write(qg)
+    back = gsi.read(data)
+    assert_same(back, qg.sorted())
+    assert_ref_matches(data, back)
+    # without a wave the axis, freq and phase are not stored: 0 in the canonical form
+    off = back.wave[:, 0] == 0
+    assert off.sum() > 10 and not back.wave[off].any()
+    info = gsi.describe(data)
+    c0, c1 = info["classes"]
+    assert (c0["wave_den"], c0["wave_freqs"], c0["wave_f0"], c0["wave_phases"]) == WAVES
+    assert (c1["wave_den"], c1["wave_freqs"], c1["wave_f0"], c1["wave_phases"]) == (0, 1, 0, 1)
+    assert c0["bytes"]["wave"] > 4 and c1["bytes"]["wave"] == 0
+    assert info["bits_per_gaussian"]["wave"] == pytest.approx(8 * c0["bytes"]["wave"] / 60)
+    assert gsi.read_header(data)["sections"][10][0] == 16 + 5 * 1 + 4    # class 1's WAVE
+
+
+def test_wave_tie_breaking_and_canonical_classes():
+    """Gaussians equal but for their waves are stored in one order whatever the input
+    order; a class without waves is written with wave_freqs 1, wave_f0 0, wave_phases 1."""
+    rng = np.random.default_rng(22)
+    qg = make_qg(rng, 12, 8, 8, 1, waves=WAVES, wave_share=0.7)
+    for name in ("pos", "scale", "rot", "color"):
+        getattr(qg, name)[:] = getattr(qg, name)[0]
+    perm = rng.permutation(12)
+    shuffled = QuantizedGaussians(8, 8, 1, qg.pos[perm], qg.scale[perm], qg.rot[perm],
+                                  qg.color[perm], classes=qg.classes, wave=qg.wave[perm])
+    assert gsi.write(shuffled) == gsi.write(qg)
+    odd = QuantClass(2, 8, 32, 255, wave_den=0, wave_freqs=5, wave_f0=3, wave_phases=9)
+    plain = QuantizedGaussians(8, 8, 1, qg.pos, qg.scale, qg.rot % 2, qg.color,
+                               classes=(odd,))
+    assert gsi.read(gsi.write(plain)).classes[0].wave_steps() == (0, 1, 0, 1)
+
+
+def test_writer_rejects_invalid_waves():
+    for j, val in ((0, 4 * WAVES[0] + 1), (0, -1), (1, 2), (2, WAVES[1]), (3, WAVES[3])):
+        qg = make_qg(np.random.default_rng(23), 10, 8, 8, 3, waves=WAVES, wave_share=1.0)
+        qg.wave[4, j] = val
+        with pytest.raises(ValueError, match="wave"):
+            gsi.write(qg)
+    qg = make_qg(np.random.default_rng(23), 10, 8, 8, 3)           # wave_den 0
+    qg.wave[4, 0] = 1
+    with pytest.raises(ValueError, match="wave amplitude"):
+        gsi.write(qg)
+    with pytest.raises(ValueError, match="wave_freqs"):
+        gsi.write(make_qg(np.random.default_rng(23), 3, 8, 8, 3, waves=(1, 33, 0, 1)))
+
+
+def _wave_file(share=0.5):
+    qg = make_qg(np.random.default_rng(24), 50, 16, 16, 3, waves=WAVES, wave_share=share)
+    data = gsi.write(qg)
+    table = gsi.read_header(data)["sections"]
+    assert [sid for sid, _, _ in table] == [1, 16, 17, 18, 19, 20]
+    return gsi.read(data), data, table
+
+
+def _rejected(bad: bytes, match: str):
+    with pytest.raises(FormatError, match=match):
+        gsi.read(bad)
+    assert not ref_ok(bad)
+
+
+def test_wave_section_checks():
+    qg, data, table = _wave_file()
+    _, off, length = table[5]
+    body = data[off:off + length]
+    (m,) = struct.unpack_from("<I", body)
+    amp = qg.wave[:, 0].astype(np.uint64)
+    on = qg.wave[:, 0] > 0
+    assert m == on.sum() > 5
+    _rejected(rebuild(data, 5, body[:3]), "WAVE section too short")
+    _rejected(rebuild(data, 5, b""), "WAVE section too short")
+    _rejected(rebuild(data, 5, struct.pack("<I", 51) + body[4:]), "counts 51 waves in a class "
+                                                                   "of 50")
+    # m one more than the non-zero amplitudes (streams 1 and 2 of that length)
+    codes = (2 * qg.wave[on, 2] + qg.wave[on, 1]).astype(np.uint64)
+    phases = qg.wave[on, 3].astype(np.uint64)
+    longer = struct.pack("<I", m + 1) + entropy.encode_streams(
+        [amp, np.append(codes, 0), np.append(phases, 0)])
+    _rejected(rebuild(data, 5, longer), f"{m} non-zero amplitudes, its count says {m + 1}")
+    _rejected(rebuild(data, 5, body[:-1]), "raw-bits area|range-coded|truncated")
+    _rejected(rebuild(data, 5, body + b"\0"), "raw-bits area")
+    # the class record's wave steps below the stored integers
+    cls = gsi.FIXED2_SIZE + 1 + gsi.SECTION_ENTRY * 6 + 1        # class record 0
+    for field, fmt, val, match in ((13, "<B", int(qg.wave[:, 0].max()) // 4 - 1, "amplitude"),
+                                   (14, "<B", 1, "frequency"), (16, "<B", 1, "phase")):
+        bad = bytearray(data[:-4])
+        struct.pack_into(fmt, bad, cls + field, val)
+        _rejected(with_crc(bytes(bad)), match)
+    # wave_den 0 with a non-empty WAVE section
+    bad = bytearray(rebuild(data, 5, b"\0\0\0\0")[:-4])
+    struct.pack_into("<B", bad, cls + 13, 0)
+    _rejected(with_crc(bytes(bad)), "must be empty")
+
+
+def test_wave_section_without_waves_in_a_waving_class():
+    """wave_den > 0 and no Gaussian with a wave: m = 0, empty streams 1 and 2."""
+    qg, data, table = _wave_file(share=0.0)
+    assert not qg.has_waves() and qg.classes[0].wave_den == WAVES[0]
+    _, off, length = table[5]
+    assert struct.unpack_from("<I", data, off) == (0,)
+    assert_ref_matches(data, qg)
+    assert qg.render_waves() is None

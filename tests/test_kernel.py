@@ -16,7 +16,7 @@ import pytest
 from gscodec.render import Q_CUT, kernel, to_uint8_numpy
 from gscodec.render.numpy_reference import render_numpy_ref
 
-from test_render import _case, random_gaussians
+from render_cases import float32_support, needles, np_case, random_gaussians
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,10 +31,6 @@ def ext():
     if k is None:
         pytest.skip(f"compiled CPU kernel unavailable: {kernel.unavailable_reason()}")
     return k
-
-
-def np_case(n, h, w, ch, seed):
-    return [t.numpy() for t in _case(n, h, w, ch, seed)]
 
 
 CASES = [(200, 37, 23, 3, 0), (300, 64, 96, 1, 1), (150, 50, 70, 4, 2), (80, 45, 33, 2, 3),
@@ -201,7 +197,7 @@ def test_isa_paths_agree(ext):
     assert np.array_equal(a, b)
     assert np.array_equal(a_plan, a) and np.array_equal(b_plan, a)
     # Gradients are sums whose order follows the vector width: equal to rounding.
-    for x, y in zip(a_grad, b_grad):
+    for x, y in zip(a_grad, b_grad, strict=True):
         assert np.allclose(x, y, rtol=1e-5, atol=1e-5 * np.abs(y).max())
 
 
@@ -230,7 +226,7 @@ def test_plan_matches_forward_and_backward(ext, case):
             assert plan.count == len(m) and plan.evaluations > 0
             assert plan.forward(c, nt).tobytes() == want.tobytes()
             got = plan.backward(c, g, nt)
-            for a, b in zip(got, want_g):
+            for a, b in zip(got, want_g, strict=True):
                 assert a.tobytes() == b.tobytes()
             assert plan.adjoint(g, nt).tobytes() == got[2].tobytes()
             grads.add(b"".join(x.tobytes() for x in got))
@@ -247,7 +243,7 @@ def test_plan_passes_in_any_order(ext):
     assert p1.adjoint(g).tobytes() == bwd[2].tobytes()
     assert p1.forward(c).tobytes() == fwd.tobytes()
     p2 = ext.Plan(m, q, 60, 80)
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(p2.backward(c, g), bwd))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(p2.backward(c, g), bwd, strict=True))
     assert p2.forward(c).tobytes() == fwd.tobytes()
     # other colours (any channel count) on the same geometry
     c1 = c[:, :1] * 2
@@ -273,7 +269,7 @@ def test_plan_loss_backward(ext, masked):
     for nt in (1, 2, 3):
         loss, gm, gq, gc = ext.Plan(m, q, h, w, nt).loss_backward(c, target, weight, scale, nt)
         assert abs(loss - want_loss) <= 1e-6 * want_loss
-        for a, b in zip((gm, gq, gc), want):
+        for a, b in zip((gm, gq, gc), want, strict=True):
             assert _rel(a, b) < 1e-5
         results.add((loss, gm.tobytes(), gq.tobytes(), gc.tobytes()))
     assert len(results) == 1
@@ -364,6 +360,22 @@ def test_fallback_cutoff_decisions(ext):
     assert at_cut > 0
 
 
+def test_row_spans_decide_the_candidate_pixels(ext):
+    """Long thin Gaussians centred far off the image: their float32 q is <= Q_CUT at some
+    pixels outside their float64 row spans (spec 10.2), where they must not be drawn; the
+    kernel and the fallback agree bit for bit, and both differ from evaluating q alone."""
+    h, w = 24, 32
+    m, q, c = [t.numpy() for t in needles(h, w, 3)]
+    k = ext.forward(m, q, c, h, w)
+    f = render_numpy_ref(m, q, c, h, w)
+    assert k.tobytes() == f.tobytes()
+    support = float32_support(m, q, h, w)
+    drawn = np.stack([ext.forward(m[i:i + 1], q[i:i + 1], np.ones((1, 1), np.float32), h, w)
+                      [..., 0] > 0 for i in range(len(m))])
+    assert not (drawn & ~support).any()
+    assert (support & ~drawn).sum() > 0        # measured: 63 pixels over the five
+
+
 def test_no_kernel_env_forces_fallback(ext, monkeypatch):
     m, q, c = np_case(300, 40, 50, 3, 12)
     k = kernel.render_numpy(m, q, c, 40, 50)
@@ -377,7 +389,13 @@ def test_no_kernel_env_forces_fallback(ext, monkeypatch):
         kernel.render_numpy(m, q, c, 40, 50)  # warns once only
     assert np.array_equal(to_uint8_numpy(f), to_uint8_numpy(k))
     import gscodec.render as R
-    assert "cpu" not in R.available_backends()
+    R.refresh()              # availability is cached: ask again after the change
+    try:
+        assert "kernel" not in R.available_backends()
+        assert "kernel" not in R.available_backends("window")
+    finally:
+        monkeypatch.delenv("GSCODEC_NO_KERNEL")
+        R.refresh()
 
 
 # ---- no torch on the decoder path -----------------------------------------------------------

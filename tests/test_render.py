@@ -8,77 +8,15 @@ import pytest
 import torch
 
 import gscodec.render as R
-from gscodec.bitstream.model import conics_from_scale_rot
-from gscodec.render import (Q_CUT, render, render_reference, to_uint8, to_uint8_numpy,
-                            transform_for_view)
 from gscodec.render import kernel as cpu_backend
+from gscodec.render import render, render_reference, to_uint8, to_uint8_numpy, transform_for_view
+
+from render_cases import brute_force, case, degenerate_gaussians, random_gaussians
 
 
 def _cpu_or_skip():
     if not cpu_backend.kernel_available():
         pytest.skip(f"compiled CPU kernel unavailable: {cpu_backend.unavailable_reason()}")
-
-
-def random_gaussians(n, height, width, channels=3, seed=0, smin=0.3, smax=30.0):
-    g = torch.Generator().manual_seed(seed)
-    means = torch.rand(n, 2, generator=g) * torch.tensor([float(width), float(height)])
-    log_sig = torch.empty(n, 2, dtype=torch.float64).uniform_(
-        math.log(smin), math.log(smax), generator=g)
-    sigma = torch.exp(log_sig).sort(dim=1, descending=True).values
-    theta = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
-    conics = conics_from_scale_rot(sigma, theta).float()
-    colors = torch.rand(n, channels, generator=g) * 0.3
-    return means, conics, colors
-
-
-def degenerate_gaussians(height, width, channels, seed=1):
-    """A mix of hard cases: very thin, enormous, far off the image, non-PD, on the border."""
-    g = torch.Generator().manual_seed(seed)
-    m, q, c = [], [], []
-
-    def add(mean, sigma, theta, color=None):
-        m.append(torch.tensor(mean, dtype=torch.float32))
-        q.append(conics_from_scale_rot(torch.tensor([sigma], dtype=torch.float64),
-                                       torch.tensor([theta], dtype=torch.float64))[0].float())
-        c.append(torch.rand(channels, generator=g) * 0.3 if color is None
-                 else torch.tensor(color, dtype=torch.float32))
-
-    for k in range(6):  # very thin at various angles
-        add([width * (k + 0.5) / 6, height / 2], [20.0, 0.05], k * math.pi / 6)
-    add([width / 2, height / 2], [1e4, 5e3], 0.3)                 # covers everything
-    add([-3e4, height / 2], [2e4, 2e4], 0.0)                        # huge, centred far off
-    add([1e7, -1e7], [3.0, 2.0], 0.1)                               # far off the image
-    add([-40.0, -40.0], [10.0, 10.0], 0.0)                          # just off a corner
-    add([0.0, 0.0], [2.0, 1.0], 0.7)                                # on a corner
-    add([width, height], [0.125, 0.125], 0.0)                       # tiny on a corner
-    add([width * 0.3, height * 0.7], [0.125, 0.125], 0.0)           # sub-pixel
-    add([width * 0.5, height * 0.5], [3.0e4, 0.2], 1.1)             # long and thin
-    means = torch.stack(m)
-    conics = torch.stack(q)
-    colors = torch.stack(c)
-    # Non positive-definite conics: must contribute nothing.
-    bad_q = torch.tensor([[-1.0, 0.0, 1.0], [1.0, 2.0, 1.0], [0.0, 0.0, 0.0],
-                          [1.0, 0.0, -1.0], [1.0, 1.0, 1.0]])
-    bad_m = torch.tensor([[width / 2, height / 2]]).repeat(5, 1)
-    bad_c = torch.ones(5, channels)
-    return (torch.cat([means, bad_m]), torch.cat([conics, bad_q]), torch.cat([colors, bad_c]))
-
-
-def brute_force(means, conics, colors, height, width):
-    """Dense evaluation of the contract (float32, same q evaluation order), no culling."""
-    py, px = torch.meshgrid(torch.arange(height, dtype=torch.float32) + 0.5,
-                            torch.arange(width, dtype=torch.float32) + 0.5, indexing="ij")
-    out = torch.zeros(height, width, colors.shape[1])
-    for k in range(means.shape[0]):
-        a, b, c = conics[k]
-        if not (a > 0 and a * c - b * b > 0):
-            continue
-        dx = px - means[k, 0]
-        dy = py - means[k, 1]
-        q = (a * dx + (2.0 * b) * dy) * dx + (c * dy) * dy
-        w = torch.where(q <= Q_CUT, torch.exp(-0.5 * q), torch.zeros_like(q))
-        out += w[..., None] * colors[k]
-    return out
 
 
 def rel_err(x, y):
@@ -133,19 +71,13 @@ CASES = [  # (n random, height, width, channels, seed)
 ]
 
 
-def _case(n, h, w, ch, seed):
-    means, conics, colors = random_gaussians(n, h, w, ch, seed=seed)
-    dm, dq, dc = degenerate_gaussians(h, w, ch, seed=seed + 100)
-    return torch.cat([means, dm]), torch.cat([conics, dq]), torch.cat([colors, dc])
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_cpu_matches_reference(case):
+@pytest.mark.parametrize("params", CASES)
+def test_cpu_matches_reference(params):
     _cpu_or_skip()
-    n, h, w, ch, seed = case
-    means, conics, colors = _case(n, h, w, ch, seed)
+    n, h, w, ch, seed = params
+    means, conics, colors = case(n, h, w, ch, seed)
     params = [t.clone().requires_grad_(True) for t in (means, conics, colors)]
-    out = render(*params, h, w, backend="cpu")
+    out = render(*params, h, w, backend="kernel")
     params_ref = [t.clone().requires_grad_(True) for t in (means, conics, colors)]
     ref = render_reference(*params_ref, h, w)
     assert out.shape == ref.shape == (h, w, ch) and out.dtype == torch.float32
@@ -154,7 +86,7 @@ def test_cpu_matches_reference(case):
     g = torch.randn(h, w, ch, generator=torch.Generator().manual_seed(seed))
     grads = torch.autograd.grad(out, params, g)
     grads_ref = torch.autograd.grad(ref, params_ref, g)
-    for name, x, y in zip(("means", "conics", "colors"), grads, grads_ref):
+    for name, x, y in zip(("means", "conics", "colors"), grads, grads_ref, strict=True):
         assert torch.isfinite(x).all(), name
         assert rel_err(x, y) <= 1e-4, (name, rel_err(x, y))
     # Non-PD Gaussians (the last five) get exactly zero gradient.
@@ -164,12 +96,12 @@ def test_cpu_matches_reference(case):
 
 def test_cpu_empty_and_all_invalid():
     _cpu_or_skip()
-    z = render(torch.zeros(0, 2), torch.zeros(0, 3), torch.zeros(0, 3), 4, 5, backend="cpu")
+    z = render(torch.zeros(0, 2), torch.zeros(0, 3), torch.zeros(0, 3), 4, 5, backend="kernel")
     assert z.shape == (4, 5, 3) and (z == 0).all()
     means = torch.tensor([[2.0, 2.0]], requires_grad=True)
     conics = torch.tensor([[-1.0, 0.0, 1.0]], requires_grad=True)
     colors = torch.tensor([[1.0]], requires_grad=True)
-    img = render(means, conics, colors, 4, 4, backend="cpu")
+    img = render(means, conics, colors, 4, 4, backend="kernel")
     assert (img == 0).all()
     img.sum().backward()
     assert (means.grad == 0).all() and (conics.grad == 0).all() and (colors.grad == 0).all()
@@ -180,7 +112,7 @@ def test_cpu_realistic_image():
     _cpu_or_skip()
     h, w = 96, 128
     means, conics, colors = random_gaussians(2000, h, w, 3, seed=11, smin=0.2, smax=8)
-    out = render(means, conics, colors, h, w, backend="cpu")
+    out = render(means, conics, colors, h, w, backend="kernel")
     ref = render_reference(means, conics, colors, h, w)
     assert (out - ref).abs().max().item() <= 1e-5
 
@@ -194,6 +126,7 @@ def test_fast_exp_accuracy():
 
 def test_numpy_fast_exp_accuracy():
     import numpy as np
+
     from gscodec.render.numpy_reference import fast_exp
     x = np.linspace(-87.0, 10.0, 200001, dtype=np.float32)
     ref = np.exp(x.astype(np.float64))
@@ -232,9 +165,9 @@ def test_cpu_uses_torch_threads(monkeypatch):
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        render(means, conics, colors, 9, 11, backend="cpu")
+        render(means, conics, colors, 9, 11, backend="kernel")
         means.requires_grad_(True)
-        render(means, conics, colors, 9, 11, backend="cpu").sum().backward()
+        render(means, conics, colors, 9, 11, backend="kernel").sum().backward()
     finally:
         torch.set_num_threads(old)
     assert seen == [("forward", 1), ("plan", 1), ("plan.forward", 1), ("plan.backward", 1)]
@@ -243,30 +176,77 @@ def test_cpu_uses_torch_threads(monkeypatch):
 # ---- dispatch and helpers -------------------------------------------------------------------
 
 def test_backends_and_dispatch():
-    assert "reference" in R.available_backends()
+    assert "torch_reference" in R.available_backends()
+    assert "numpy_reference" in R.available_backends("window")
     means, conics, colors = random_gaussians(20, 9, 11, 3)
-    ref = render(means, conics, colors, 9, 11, backend="reference")
+    ref = render(means, conics, colors, 9, 11, backend="torch_reference")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         auto = render(means, conics, colors, 9, 11)
     assert (auto - ref).abs().max().item() <= 1e-5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown render backend"):
         render(means, conics, colors, 9, 11, backend="nope")
+    with pytest.raises(ValueError, match="unknown render backend"):   # not differentiable
+        render(means, conics, colors, 9, 11, backend="numpy_reference")
+    # "auto" is resolved in one place: CUDA data -> triton, else the kernel or its fallback
+    for kind in ("differentiable", "window"):
+        try:
+            assert R.choose("auto", kind=kind, on_cuda=True) == "triton"
+        except RuntimeError as exc:            # no GPU and no interpreter in this process
+            assert "'triton' unavailable" in str(exc)
+    want = "kernel" if cpu_backend.kernel_available() else "torch_reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert R.resolve_backend("auto", means) == want
+
+
+def test_every_backend_exposes_the_surface():
+    """The registry's surface (gscodec.render.backends): every module answers availability,
+    and implements render/color_operator and render_window as its entry says."""
+    from gscodec.render import backends
+    for name, entry in backends.BACKENDS.items():
+        mod = backends.module(name)
+        assert callable(mod.available) and callable(mod.unavailable_reason), name
+        for fn, needed in (("render", entry.differentiable),
+                           ("color_operator", entry.differentiable),
+                           ("render_window", entry.window)):
+            assert callable(getattr(mod, fn, None)) or not needed, (name, fn)
+
+
+def test_availability_is_asked_once(monkeypatch):
+    """No availability check per render call: the registry asks a backend once."""
+    from gscodec.render import backends, torch_reference
+    calls = []
+    monkeypatch.setattr(torch_reference, "unavailable_reason",
+                        lambda: calls.append(1) or None)
+    backends.refresh()
+    try:
+        means, conics, colors = random_gaussians(3, 4, 4, 1)
+        for _ in range(3):
+            render(means, conics, colors, 4, 4, backend="torch_reference")
+        assert len(calls) == 1
+    finally:
+        monkeypatch.undo()
+        backends.refresh()
 
 
 def test_auto_fallback_warns_once(monkeypatch):
-    monkeypatch.setitem(R._BACKENDS, "cpu", (lambda: False, lambda: "no compiler (test)",
-                                             R._BACKENDS["cpu"][2]))
-    monkeypatch.setattr(R, "_cpu_reason", lambda: "no compiler (test)")
-    monkeypatch.setattr(R, "_warned_fallback", False)
-    means, conics, colors = random_gaussians(3, 4, 4, 1)
-    with pytest.warns(RuntimeWarning, match="no compiler"):
-        render(means, conics, colors, 4, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        render(means, conics, colors, 4, 4)   # no second warning
-    with pytest.raises(RuntimeError):
-        render(means, conics, colors, 4, 4, backend="cpu")
+    from gscodec.render import backends
+    monkeypatch.setattr(cpu_backend, "unavailable_reason", lambda: "no compiler (test)")
+    monkeypatch.setattr(backends, "_warned", set())
+    backends.refresh()
+    try:
+        means, conics, colors = random_gaussians(3, 4, 4, 1)
+        with pytest.warns(RuntimeWarning, match="no compiler"):
+            render(means, conics, colors, 4, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            render(means, conics, colors, 4, 4)   # no second warning
+        with pytest.raises(RuntimeError, match="unavailable"):
+            render(means, conics, colors, 4, 4, backend="kernel")
+    finally:
+        monkeypatch.undo()
+        backends.refresh()
 
 
 def test_to_uint8():

@@ -1,5 +1,5 @@
-"""The .gsi file format, version 4 (normative description: spec/gsi-format.md); versions 1
-to 3 are still read.
+"""The .gsi file format, version 5 (normative description: spec/gsi-format.md); versions 1
+to 4 are still read.
 
     write(g) -> bytes           encode QuantizedGaussians (sorted into canonical order) or,
                                 as profile "gaussianimage", a gaussianimage.GIGaussians
@@ -26,14 +26,16 @@ from .model import (
     MAX_SIDE,
     PARAM_RANGES,
     UNIFORM_ROT_BIAS,
+    WAVE_AMP_MAX,
+    WAVE_PARTS,
     QuantClass,
     QuantizedGaussians,
     morton_code,
 )
 
 MAGIC = b"\x89GSI\r\n\x1a\n"
-VERSION = 4                      # written; versions 1 to 4 are read
-READ_VERSIONS = (1, 2, 3, 4)
+VERSION = 5                      # written; versions 1 to 5 are read
+READ_VERSIONS = (1, 2, 3, 4, 5)
 MAX_COUNT = 1 << 26              # N <= 2^26
 COUNT_PER_BYTE = 16              # N <= 16 * file size in bytes
 FLAG_MASKED = 1
@@ -51,16 +53,24 @@ SECTION_ENTRY = 5                                # u8 id + u32 length
 # class record: count, pos_bits, scale_steps, rot_levels, color_den
 CLASS_RECORD = struct.Struct("<IBBHH")
 BUCKET_RECORD = struct.Struct("<bB")             # versions 3, 4: area_lo, B
-ROT_RECORD = struct.Struct("<b")                 # version 4: rot_bias; then B - 1 u16 dens
+ROT_RECORD = struct.Struct("<b")                 # versions 4, 5: rot_bias
+# version 5: wave_den, wave_freqs, wave_f0, wave_phases; then B - 1 u16 dens
+WAVE_RECORD = struct.Struct("<BBbB")
+WAVE_COUNT = struct.Struct("<I")                 # version 5: a WAVE section's m
 SEC_CLASSES = 1
 SEC_GAUSSIANIMAGE = 2
-SEC_CLASS_BASE = 16              # class k: ids 16+4k .. 19+4k = POS, SCALE, ROT, COLOR
+SEC_CLASS_BASE = 16              # class k: ids 16+5k .. 20+5k = POS, SCALE, ROT, COLOR, WAVE
 
 # Version 1 (read only): one class, steps in the fixed header, four sections.
 _FIXED1 = struct.Struct("<8sBBHIIIBBHH")          # 30 bytes
 V1_SECTIONS = ((1, "pos"), (2, "scale"), (3, "rot"), (4, "color"))
 V1_HEADER_SIZE = _FIXED1.size + 1 + SECTION_ENTRY * 4   # 51
 
+
+def class_attributes(version: int) -> tuple[str, ...]:
+    """The sections of a class, in file order: version 5 adds WAVE to the four of
+    versions 1 to 4."""
+    return ATTRIBUTES if version >= 5 else ATTRIBUTES[:4]
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -104,7 +114,8 @@ def _check_class(qc: QuantClass, exc) -> None:
 
 def _class_record(count: int, qc: QuantClass) -> bytes:
     return (CLASS_RECORD.pack(count, *qc.astuple()) + BUCKET_RECORD.pack(qc.area_lo, qc.buckets)
-            + ROT_RECORD.pack(qc.rot_bias) + struct.pack(f"<{qc.buckets - 1}H", *qc.color_dens))
+            + ROT_RECORD.pack(qc.rot_bias) + WAVE_RECORD.pack(*qc.wave_steps())
+            + struct.pack(f"<{qc.buckets - 1}H", *qc.color_dens))
 
 
 def _rot_groups(levels: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -113,12 +124,12 @@ def _rot_groups(levels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(v), levels == v) for v in np.unique(levels) if v >= 2]
 
 
-# ---- class bodies (shared by versions 1 to 4) ---------------------------------------------
-def _encode_class(xy, ls, rot, color, channels, qc: QuantClass) -> list[bytes]:
-    """POS, SCALE, ROT, COLOR section bodies of one class (Gaussians in canonical order),
-    version 4. ROT codes the rotations of the Gaussians with two or more angle levels,
-    uniformly, grouped by their level count; COLOR codes each colour bucket of qc with its
-    own offsets and tables."""
+# ---- class bodies (shared by versions 1 to 5) ---------------------------------------------
+def _encode_class(xy, ls, rot, color, wave, channels, qc: QuantClass) -> list[bytes]:
+    """POS, SCALE, ROT, COLOR, WAVE section bodies of one class (Gaussians in canonical
+    order), version 5. ROT codes the rotations of the Gaussians with two or more angle
+    levels, uniformly, grouped by their level count; COLOR codes each colour bucket of qc
+    with its own offsets and tables; WAVE is empty without waves (wave_den 0)."""
     n = xy.shape[0]
     xy, ls = xy.astype(np.int64), ls.astype(np.int64)
     code = morton_code(xy[:, 0], xy[:, 1]).astype(np.uint64)
@@ -144,14 +155,28 @@ def _encode_class(xy, ls, rot, color, channels, qc: QuantClass) -> list[bytes]:
               for a, (offs, st) in streams.items()}
     bodies["rot"] = entropy.encode_uniform(
         [(size, rot[sel]) for size, sel in _rot_groups(qc.angle_levels(ls))])
+    bodies["wave"] = _encode_wave(wave, qc)
     return [bodies[a] for a in ATTRIBUTES]
+
+
+def _encode_wave(wave, qc: QuantClass) -> bytes:
+    """WAVE: u32 m (the Gaussians with a wave), then the streams amp (all n), 2 freq + axis
+    and phase (the m with amp > 0, in order); nothing for a class with wave_den 0."""
+    if qc.wave_den == 0:
+        return b""
+    amp, axis, freq, phase = (wave[:, j].astype(np.int64) for j in range(len(WAVE_PARTS)))
+    on = amp > 0
+    streams = [amp.astype(np.uint64), (2 * freq[on] + axis[on]).astype(np.uint64),
+               phase[on].astype(np.uint64)]
+    return WAVE_COUNT.pack(int(on.sum())) + entropy.encode_streams(streams)
 
 
 def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, height: int,
                   qc: QuantClass, version: int):
-    """Inverse of _encode_class: (pos, scale, rot, color) int64 arrays, every value
+    """Inverse of _encode_class: (pos, scale, rot, color, wave) int64 arrays, every value
     checked against the class's ranges. Versions 1 to 3 code the rotations as one token
-    stream: version 1 of every Gaussian, versions 2 and 3 of the anisotropic ones."""
+    stream: version 1 of every Gaussian, versions 2 and 3 of the anisotropic ones; versions
+    1 to 4 have no waves."""
     def dec(name, k, count, n_offsets=0):
         """count: the length of every stream, or a list of k lengths."""
         s, e = spans[name]
@@ -164,7 +189,9 @@ def _decode_class(data: bytes, spans: dict, n: int, channels: int, width: int, h
     major, minor, aniso = _decode_scale(dec, n, qc)
     rot = _decode_rot(dec, data, spans, n, qc, version, major, minor, aniso)
     color = _decode_color(dec, n, channels, qc, major, minor)
-    return pos, np.stack([major, minor], axis=1), rot, color
+    wave = _decode_wave(data, spans["wave"], n, qc) if version >= 5 \
+        else np.zeros((n, len(WAVE_PARTS)), np.int64)
+    return pos, np.stack([major, minor], axis=1), rot, color, wave
 
 
 def _decode_pos(dec, n: int, width: int, height: int, qc: QuantClass) -> np.ndarray:
@@ -247,6 +274,39 @@ def _decode_color(dec, n: int, channels: int, qc: QuantClass, major, minor) -> n
     return color
 
 
+def _decode_wave(data: bytes, span: tuple[int, int], n: int, qc: QuantClass) -> np.ndarray:
+    """WAVE (version 5): [n, 4] (amp, axis, freq, phase), 0 for Gaussians without a wave."""
+    s, e = span
+    wave = np.zeros((n, len(WAVE_PARTS)), np.int64)
+    if qc.wave_den == 0:
+        if e != s:
+            raise FormatError(f"WAVE section of {e - s} bytes in a class without waves "
+                              f"(wave_den 0; it must be empty)")
+        return wave
+    if e - s < WAVE_COUNT.size:
+        raise FormatError("WAVE section too short for its wave count")
+    (m,) = WAVE_COUNT.unpack_from(data, s)
+    if m > n:
+        raise FormatError(f"WAVE section counts {m} waves in a class of {n} Gaussians")
+    amp, code, phase = entropy.decode_streams(data, [n, m, m], 3, s + WAVE_COUNT.size, e)
+    on = amp > 0
+    if int(on.sum()) != m:
+        raise FormatError(f"WAVE section has {int(on.sum())} non-zero amplitudes, "
+                          f"its count says {m}")
+    if n and int(amp.max()) > WAVE_AMP_MAX * qc.wave_den:
+        raise FormatError(f"wave amplitude above {WAVE_AMP_MAX} * wave_den")
+    if m and int(code.max()) >= 2 * qc.wave_freqs:
+        raise FormatError("wave frequency level outside [0, wave_freqs)")
+    if m and int(phase.max()) >= qc.wave_phases:
+        raise FormatError("wave phase level outside [0, wave_phases)")
+    code = code.astype(np.int64)
+    wave[:, 0] = amp.astype(np.int64)
+    wave[on, 1] = code & 1
+    wave[on, 2] = code >> 1
+    wave[on, 3] = phase.astype(np.int64)
+    return wave
+
+
 def _signed(u: np.ndarray, limit: int, what: str) -> np.ndarray:
     """Unzigzag and bound |v| <= limit (so later sums stay far from overflow)."""
     if u.size and int(u.max()) > 2 * limit:
@@ -272,7 +332,7 @@ def _container(profile: int, channels: int, masked: bool, width: int, height: in
 
 
 def write(g) -> bytes:
-    """Encode to .gsi (version 4) bytes: QuantizedGaussians as profile 0 ("gsi"), a
+    """Encode to .gsi (version 5) bytes: QuantizedGaussians as profile 0 ("gsi"), a
     gaussianimage.GIGaussians as profile 1. Raises ValueError if g is not representable."""
     if not isinstance(g, QuantizedGaussians):      # profile gaussianimage
         body = gaussianimage.pack(g)
@@ -290,12 +350,13 @@ def write(g) -> bytes:
         _class_record(cnt, qc) for cnt, qc in zip(counts, q.classes, strict=False))
     sections = [(SEC_CLASSES, records)]
     start = 0
+    per = len(ATTRIBUTES)
     for k, cnt in enumerate(counts):
         sl = slice(start, start + cnt)
         start += cnt
-        bodies = _encode_class(q.pos[sl], q.scale[sl], q.rot[sl], q.color[sl], q.channels,
-                               q.classes[k])
-        sections += [(SEC_CLASS_BASE + 4 * k + a, body) for a, body in enumerate(bodies)]
+        bodies = _encode_class(q.pos[sl], q.scale[sl], q.rot[sl], q.color[sl], q.wave[sl],
+                               q.channels, q.classes[k])
+        sections += [(SEC_CLASS_BASE + per * k + a, body) for a, body in enumerate(bodies)]
     return _container(PROFILE_GSI, q.channels, q.masked, q.width, q.height, q.count, sections)
 
 
@@ -312,7 +373,7 @@ def _version(data: bytes) -> int:
     version = data[len(MAGIC)]
     if version not in READ_VERSIONS:
         raise FormatError(f"unsupported .gsi version {version} "
-                          f"(this decoder reads versions 1 to 4)")
+                          f"(this decoder reads versions 1 to 5)")
     return version
 
 
@@ -398,7 +459,8 @@ def _header_v2(data: bytes) -> dict:
     classes, counts, k = _class_table(data, off, length, version)
     if sum(counts) != count:
         raise FormatError(f"class counts add up to {sum(counts)}, header says {count}")
-    want = [SEC_CLASSES] + [SEC_CLASS_BASE + 4 * i + a for i in range(k) for a in range(4)]
+    per = len(class_attributes(version))
+    want = [SEC_CLASSES] + [SEC_CLASS_BASE + per * i + a for i in range(k) for a in range(per)]
     if [sid for sid, _, _ in table] != want:
         raise FormatError(f"sections {[sid for sid, _, _ in table]}, expected {want}")
     h["classes"] = classes
@@ -418,27 +480,38 @@ def _class_table(data: bytes, off: int, length: int, version: int):
             raise FormatError(f"class table too short ({length} bytes, {k} classes)")
         cnt, *params = CLASS_RECORD.unpack_from(data, pos)
         pos += CLASS_RECORD.size
-        area_lo, nb, dens, rot_bias = 0, 1, (), UNIFORM_ROT_BIAS
-        if version >= 3:      # colour buckets (and, version 4, angle levels)
-            if end - pos < BUCKET_RECORD.size + (ROT_RECORD.size if version >= 4 else 0):
+        area_lo, nb, dens, rot_bias, waves = 0, 1, (), UNIFORM_ROT_BIAS, (0, 1, 0, 1)
+        if version >= 3:      # colour buckets (version 4: angle levels, 5: waves)
+            if end - pos < _record_tail(version):
                 raise FormatError(f"class table too short ({length} bytes, {k} classes)")
             area_lo, nb = BUCKET_RECORD.unpack_from(data, pos)
             pos += BUCKET_RECORD.size
             if version >= 4:
                 (rot_bias,) = ROT_RECORD.unpack_from(data, pos)
                 pos += ROT_RECORD.size
+            if version >= 5:
+                waves = WAVE_RECORD.unpack_from(data, pos)
+                pos += WAVE_RECORD.size
             if not 1 <= nb <= MAX_BUCKETS or end - pos < 2 * (nb - 1):
                 raise FormatError(f"bad class table ({length} bytes, class {i}: "
                                   f"{nb} colour buckets)")
             dens = struct.unpack_from(f"<{nb - 1}H", data, pos)
             pos += 2 * (nb - 1)
-        qc = QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens), rot_bias=rot_bias)
+        qc = QuantClass(*params, area_lo=area_lo, color_dens=tuple(dens), rot_bias=rot_bias,
+                        **dict(zip(("wave_den", "wave_freqs", "wave_f0", "wave_phases"), waves,
+                                   strict=True)))
         _check_class(qc, FormatError)
         classes.append(qc)
         counts.append(cnt)
     if pos != end:
         raise FormatError(f"bad class table ({length} bytes, {k} classes)")
     return classes, counts, k
+
+
+def _record_tail(version: int) -> int:
+    """Bytes of a class record after its first 10 and before its colour denominators."""
+    return (BUCKET_RECORD.size + (ROT_RECORD.size if version >= 4 else 0)
+            + (WAVE_RECORD.size if version >= 5 else 0))
 
 
 def _header_v1(data: bytes) -> dict:
@@ -486,10 +559,12 @@ def _read(data: bytes):
         return gaussianimage.unpack(data, off, off + length, n, c, w, hh)
     v1 = h["version"] == 1
     sections = h["sections"] if v1 else h["sections"][1:]
+    names = class_attributes(h["version"])
+    per = len(names)
     parts = []
     for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"], strict=False)):
         spans = {a: (off, off + length) for a, (_, off, length)
-                 in zip(ATTRIBUTES, sections[4 * k: 4 * k + 4], strict=False)}
+                 in zip(names, sections[per * k: per * k + per], strict=True)}
         parts.append(_decode_class(data, spans, cnt, c, w, hh, qc, h["version"]))
 
     def cat(i, shape):
@@ -499,7 +574,8 @@ def _read(data: bytes):
     qg = QuantizedGaussians(
         w, hh, c, cat(0, (0, 2)).astype(np.int32), cat(1, (0, 2)).astype(np.int32),
         cat(2, (0,)).astype(np.int32), cat(3, (0, c)).astype(np.int32), masked=h["masked"],
-        classes=tuple(h["classes"]), cls=cls)
+        classes=tuple(h["classes"]), cls=cls,
+        wave=cat(4, (0, len(WAVE_PARTS))).astype(np.int32))
     try:
         qg.validate()
     except ValueError as exc:  # cannot happen after the checks above; keep the contract
@@ -517,7 +593,9 @@ def describe(data: bytes) -> dict:
     when count == 0) and, for profile gsi, classes (a list of {count, pos_bits,
     scale_steps, rot_levels, color_den, area_lo, rot_bias, color_dens (the denominators of the
     colour buckets, the first = color_den), bytes: {attribute: bytes}}) and sections
-    ({attribute: bytes} summed over classes)."""
+    ({attribute: bytes} summed over classes). Version 5 adds wave_den, wave_freqs,
+    wave_f0, wave_phases to each class and the `wave` attribute (0 bytes in versions 1
+    to 4, which have no WAVE sections)."""
     h = read_header(data)
     n, size = h["count"], len(data)
     info = {k: v for k, v in h.items() if k not in ("sections", "classes", "class_counts")}
@@ -540,13 +618,17 @@ def describe(data: bytes) -> dict:
         return info
     v1 = h["version"] == 1
     class_sections = table if v1 else table[1:]
+    per = len(class_attributes(h["version"]))
     info["classes"] = []
     for k, (qc, cnt) in enumerate(zip(h["classes"], h["class_counts"], strict=False)):
-        sizes = {a: length for a, (_, _, length)
-                 in zip(ATTRIBUTES, class_sections[4 * k: 4 * k + 4], strict=False)}
+        sizes = dict.fromkeys(ATTRIBUTES, 0)
+        sizes.update({a: length for a, (_, _, length)
+                      in zip(ATTRIBUTES, class_sections[per * k: per * k + per], strict=False)})
         info["classes"].append({"count": cnt, **dict(zip(PARAM_RANGES, qc.astuple(), strict=False)),
                                 "area_lo": qc.area_lo, "rot_bias": qc.rot_bias,
                                 "color_dens": list(qc.dens()),
+                                "wave_den": qc.wave_den, "wave_freqs": qc.wave_freqs,
+                                "wave_f0": qc.wave_f0, "wave_phases": qc.wave_phases,
                                 "bytes": sizes})
         for a in ATTRIBUTES:
             payload[a] = payload.get(a, 0) + sizes[a]

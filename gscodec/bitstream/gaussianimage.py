@@ -125,6 +125,10 @@ class GIGaussians:
         conics = conics_from_cholesky_np(L)
         return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (means, conics, colors))
 
+    def render_waves(self):
+        """None: profile 1 has no waves (QuantizedGaussians.render_waves)."""
+        return None
+
     # ---- rate ---------------------------------------------------------------------------
     def bits_per_gaussian(self) -> dict:
         """Bits of the body per Gaussian, by kind: "pos" 32, "cov" 18, "color" 2 log2 K,

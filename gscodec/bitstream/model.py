@@ -14,15 +14,18 @@ Geometry conventions (also in the spec):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 # Limits shared by encoder, decoder and spec.
 MAX_SIDE = 16384                 # largest width or height the format allows
 # A Gaussian's attributes, one name each everywhere: the sections of a class (POS, SCALE,
-# ROT, COLOR), QuantizedGaussians' arrays and the encoder's GaussianParams.
-ATTRIBUTES = ("pos", "scale", "rot", "color")
+# ROT, COLOR, WAVE), QuantizedGaussians' arrays and the encoder's GaussianParams.
+ATTRIBUTES = ("pos", "scale", "rot", "color", "wave")
+# The parts of a wave (format v5), the columns of QuantizedGaussians.wave: its amplitude
+# (0: no wave), the axis it runs along (0: major, 1: minor), its frequency and phase levels.
+WAVE_PARTS = ("amp", "axis", "freq", "phase")
 LOG2_SIGMA_MIN = -3              # sigma >= 1/8 pixel
 LOG2_SIGMA_MAX = 15              # sigma <= 32768 pixels
 COLOR_RANGE = (-2, 3)            # colour integers lie in [-2*den, 3*den] (colour 1.0 = full scale)
@@ -42,6 +45,10 @@ MAX_CLASSES = 8                  # covariance/precision classes per file (format
 MAX_BUCKETS = 8                  # colour buckets per class (format v3 on)
 AREA_LO_RANGE = (2 * LOG2_SIGMA_MIN, 2 * LOG2_SIGMA_MAX)   # octaves of sigma_major * sigma_minor
 ROT_BIAS_RANGE = (-128, 127)     # format v4: the angle-level offset of a class (i8)
+# Format v5: a class's wave steps (its record's u8 wave_den, u8 F, i8 f0, u8 P)
+WAVE_RANGES = {"wave_den": (0, 255), "wave_freqs": (1, 32), "wave_f0": (-32, 32),
+               "wave_phases": (1, 64)}
+WAVE_AMP_MAX = 4                 # amplitude integers lie in [0, 4 * wave_den]
 UNIFORM_ROT_BIAS = 127           # every anisotropic Gaussian gets rot_levels (versions 1-3)
 MAX_ANISO = (LOG2_SIGMA_MAX - LOG2_SIGMA_MIN) * PARAM_RANGES["scale_steps"][1]
 # ILOG4[a] = floor(4 log2 a) = bit_length(a^4) - 1, exactly (ILOG4[0] is unused)
@@ -66,7 +73,13 @@ class QuantClass:
     much on an elongated or large one, so the number of angle levels L of a Gaussian grows
     with its anisotropy and (more slowly) its area, from `rot_bias`, up to `rot_levels`
     (`angle_levels`; spec section 3.2). rot_bias = UNIFORM_ROT_BIAS gives every
-    anisotropic Gaussian rot_levels, as in versions 1 to 3."""
+    anisotropic Gaussian rot_levels, as in versions 1 to 3.
+
+    Waves (format v5): a Gaussian may be modulated by a cosine wave along one of its axes
+    (`QuantizedGaussians.wave_vectors`): amplitude in 1/wave_den (0 < amp <= 4 wave_den),
+    frequency 2^((wave_f0 + f) / 2) radians per standard deviation (f < wave_freqs), phase
+    in 2 pi / wave_phases. wave_den = 0: no Gaussian of the class has a wave (the canonical
+    class then has wave_freqs 1, wave_f0 0, wave_phases 1)."""
     pos_bits: int = DEFAULT_POS_BITS
     scale_steps: int = DEFAULT_SCALE_STEPS
     rot_levels: int = DEFAULT_ROT_LEVELS
@@ -74,6 +87,10 @@ class QuantClass:
     area_lo: int = 0
     color_dens: tuple = ()
     rot_bias: int = UNIFORM_ROT_BIAS
+    wave_den: int = 0
+    wave_freqs: int = 1
+    wave_f0: int = 0
+    wave_phases: int = 1
 
     def astuple(self) -> tuple[int, int, int, int]:
         """The four step parameters (colour: bucket 0's denominator)."""
@@ -86,6 +103,17 @@ class QuantClass:
     def dens(self) -> tuple[int, ...]:
         """Colour denominators of buckets 0..B-1."""
         return (self.color_den,) + tuple(self.color_dens)
+
+    def wave_steps(self) -> tuple[int, int, int, int]:
+        """(wave_den, wave_freqs, wave_f0, wave_phases): the class record's wave fields."""
+        return (self.wave_den, self.wave_freqs, self.wave_f0, self.wave_phases)
+
+    def canonical(self) -> "QuantClass":
+        """This class as the writer stores it: without waves (wave_den 0) the other wave
+        fields have no effect and are written as wave_freqs 1, wave_f0 0, wave_phases 1."""
+        if self.wave_den or (self.wave_freqs, self.wave_f0, self.wave_phases) == (1, 0, 1):
+            return self
+        return replace(self, wave_freqs=1, wave_f0=0, wave_phases=1)
 
     def problem(self) -> str | None:
         """What makes this class unrepresentable in a file (one line), or None."""
@@ -105,6 +133,10 @@ class QuantClass:
         lo, hi = ROT_BIAS_RANGE
         if not lo <= self.rot_bias <= hi:
             return f"rot_bias = {self.rot_bias} outside {lo}..{hi}"
+        for name, val in zip(WAVE_RANGES, self.wave_steps(), strict=True):
+            lo, hi = WAVE_RANGES[name]
+            if not lo <= int(val) <= hi:
+                return f"{name} = {val} outside {lo}..{hi}"
         return None
 
     def angle_levels(self, log_scale) -> np.ndarray:
@@ -165,13 +197,14 @@ class QuantizedGaussians:
     """N Gaussians as integers. Each Gaussian belongs to a class (`cls[i]` indexes
     `classes`); a class fixes the quantization steps of its members, so the integers of
     Gaussian i are in the units of classes[cls[i]]. A single-class set can be built with
-    the four step parameters as before (pos_bits, scale_steps, rot_levels, color_den)."""
+    the four step parameters as before (pos_bits, scale_steps, rot_levels, color_den).
+    `wave` (format v5; None: no Gaussian has a wave) holds each Gaussian's wave integers."""
 
     def __init__(self, width: int, height: int, channels: int, pos, scale, rot, color,
                  pos_bits: int = DEFAULT_POS_BITS, scale_steps: int = DEFAULT_SCALE_STEPS,
                  rot_levels: int = DEFAULT_ROT_LEVELS, color_den: int = DEFAULT_COLOR_DEN,
                  masked: bool = False, extra: dict | None = None, *,
-                 classes: tuple | None = None, cls=None):
+                 classes: tuple | None = None, cls=None, wave=None):
         self.width, self.height, self.channels = int(width), int(height), int(channels)
         # The attributes carry the format's names (format.ATTRIBUTES; the fitter's float
         # GaussianParams uses the same).
@@ -185,6 +218,11 @@ class QuantizedGaussians:
         self.classes = tuple(classes)
         n = self.pos.shape[0] if self.pos.ndim else 0
         self.cls = np.zeros(n, np.int32) if cls is None else np.asarray(cls, dtype=np.int32)
+        # int32 [N, 4], the WAVE_PARTS (amp, axis, freq, phase) in the units of the class:
+        # amp in [0, 4 wave_den] (0: no wave), axis 0 or 1, freq < wave_freqs, phase <
+        # wave_phases
+        self.wave = np.zeros((n, len(WAVE_PARTS)), np.int32) if wave is None \
+            else np.asarray(wave)
         self.masked = bool(masked)                # fitted under an inpainting mask (informational)
         self.extra = dict(extra or {})
 
@@ -215,6 +253,10 @@ class QuantizedGaussians:
         """int64 [N]: each Gaussian's number of angle levels (its class, then its shape)."""
         return angle_levels(self.classes, self.cls, self.scale)
 
+    def has_waves(self) -> bool:
+        """Whether any Gaussian has a wave (a non-zero amplitude)."""
+        return bool(self.count and np.any(self.wave[:, 0] != 0))
+
     def class_counts(self) -> list[int]:
         return np.bincount(self.cls, minlength=len(self.classes)).tolist() if self.count \
             else [0] * len(self.classes)
@@ -229,7 +271,8 @@ class QuantizedGaussians:
             raise ValueError(f"channel count {c} not one of {CHANNEL_COUNTS}")
         if not 1 <= len(self.classes) <= MAX_CLASSES:
             raise ValueError(f"{len(self.classes)} classes; the format allows 1..{MAX_CLASSES}")
-        shapes = {"pos": (n, 2), "scale": (n, 2), "rot": (n,), "color": (n, c), "cls": (n,)}
+        shapes = {"pos": (n, 2), "scale": (n, 2), "rot": (n,), "color": (n, c), "cls": (n,),
+                  "wave": (n, len(WAVE_PARTS))}
         for name, shape in shapes.items():
             arr = getattr(self, name)
             if arr.shape != shape:
@@ -264,31 +307,49 @@ class QuantizedGaussians:
         if (np.any(col < (COLOR_RANGE[0] * den)[:, None])
                 or np.any(col > (COLOR_RANGE[1] * den)[:, None])):
             raise ValueError("colour outside the allowed range")
+        self._validate_waves()
+
+    def _validate_waves(self) -> None:
+        """The wave integers within their class's ranges (a Gaussian without a wave may
+        carry any axis, freq and phase in range: `sorted` sets them to 0)."""
+        amp, axis, freq, phase = (self.wave[:, j].astype(np.int64) for j in range(4))
+        if amp.min() < 0 or np.any(amp > WAVE_AMP_MAX * self.per_gaussian("wave_den")):
+            raise ValueError(f"wave amplitude outside 0..{WAVE_AMP_MAX} * wave_den")
+        if axis.min() < 0 or axis.max() > 1:
+            raise ValueError("wave axis not 0 or 1")
+        if freq.min() < 0 or np.any(freq >= self.per_gaussian("wave_freqs")):
+            raise ValueError("wave frequency level outside [0, wave_freqs)")
+        if phase.min() < 0 or np.any(phase >= self.per_gaussian("wave_phases")):
+            raise ValueError("wave phase level outside [0, wave_phases)")
 
     # ---- canonical order ----------------------------------------------------------------
     def canonical_order(self) -> np.ndarray:
         """Permutation that sorts the Gaussians as the file stores them: by class, then by
         the Morton code of the quantized position, ties broken by the remaining integers
-        in field order."""
-        keys = [self.color[:, k] for k in range(self.channels - 1, -1, -1)]
+        in field order (the wave's parts last)."""
+        keys = [self.wave[:, k] for k in range(len(WAVE_PARTS) - 1, -1, -1)]
+        keys += [self.color[:, k] for k in range(self.channels - 1, -1, -1)]
         keys += [self.rot, self.scale[:, 1], self.scale[:, 0]]
         keys.append(morton_code(self.pos[:, 0], self.pos[:, 1]))
         keys.append(self.cls)
         return np.lexsort(keys)
 
     def sorted(self) -> "QuantizedGaussians":
-        """The canonical form: file order, and rotation 0 for Gaussians with one angle
-        level (whose rotation the format does not store: isotropic ones, for which it
-        changes nothing, and nearly round ones)."""
+        """The canonical form: file order, rotation 0 for Gaussians with one angle level
+        (whose rotation the format does not store: isotropic ones, for which it changes
+        nothing, and nearly round ones), axis, freq and phase 0 for Gaussians without a
+        wave (not stored either), and the classes' canonical wave fields."""
         rot = np.where(self.angle_levels() == 1, 0, self.rot) if self.count else self.rot
+        wave = np.where(self.wave[:, :1] == 0, 0, self.wave).astype(np.int32)
         q = QuantizedGaussians(self.width, self.height, self.channels, self.pos, self.scale,
                                rot.astype(np.int32), self.color, masked=self.masked,
-                               extra=self.extra, classes=self.classes, cls=self.cls)
+                               extra=self.extra, classes=self.classes, cls=self.cls, wave=wave)
         order = q.canonical_order()
         return QuantizedGaussians(
             self.width, self.height, self.channels, q.pos[order], q.scale[order],
             q.rot[order], q.color[order], masked=self.masked, extra=dict(self.extra),
-            classes=self.classes, cls=q.cls[order])
+            classes=tuple(k.canonical() for k in self.classes), cls=q.cls[order],
+            wave=q.wave[order])
 
     def __repr__(self) -> str:
         return (f"QuantizedGaussians({self.width}x{self.height}x{self.channels}, "
@@ -317,6 +378,39 @@ class QuantizedGaussians:
         means, sigma, theta, colors = self.dequantize()
         conics = conics_from_scale_rot(sigma, theta)
         return tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (means, conics, colors))
+
+    def wave_vectors(self) -> np.ndarray:
+        """float64 [N, 4]: each Gaussian's wave (kx, ky, phase, amp) as spec/gsi-format.md
+        section 9 defines it; (0, 0, 0, 0) for a Gaussian without a wave. The wave runs
+        along the major axis u = (cos theta, sin theta) (axis 0) or the minor axis
+        u = (-sin theta, cos theta) (axis 1) with omega = 2^((wave_f0 + freq) / 2) radians
+        per standard deviation along that axis: k = (omega / sigma_axis) * u radians per
+        pixel; phase = 2 pi phase / wave_phases; amp = amp / wave_den."""
+        out = np.zeros((self.count, 4), np.float64)
+        amp, axis, freq, phase = (self.wave[:, j].astype(np.int64) for j in range(4))
+        on = amp > 0
+        if not np.any(on):
+            return out
+        _, sigma, theta, _ = self.dequantize()
+        f0 = self.per_gaussian("wave_f0")[on]
+        omega = np.exp2((f0 + freq[on]) / 2.0)
+        minor = axis[on] == 1
+        sig = np.where(minor, sigma[on, 1], sigma[on, 0])
+        cos, sin = np.cos(theta[on]), np.sin(theta[on])
+        mag = omega / sig
+        out[on, 0] = mag * np.where(minor, -sin, cos)
+        out[on, 1] = mag * np.where(minor, cos, sin)
+        out[on, 2] = 2.0 * np.pi * phase[on] / self.per_gaussian("wave_phases")[on]
+        out[on, 3] = amp[on] / self.per_gaussian("wave_den")[on]
+        return out
+
+    def render_waves(self) -> np.ndarray | None:
+        """The renderer's waves [N, 4] (kx, ky, phase, amp), `wave_vectors` rounded once to
+        contiguous float32, or None when no Gaussian has a wave (the renderers then draw
+        plain Gaussians, on any backend)."""
+        if not self.has_waves():
+            return None
+        return np.ascontiguousarray(self.wave_vectors(), dtype=np.float32)
 
 
 def conics_from_scale_rot(sigma, theta):

@@ -27,7 +27,7 @@ def default_gaussians(height: int, width: int, density: float = DEFAULT_DENSITY)
 def encode_backend(device: str) -> str:
     """The render backend the fit uses for the user's device option."""
     from ..decoder import resolve_device
-    return "cuda" if resolve_device(device, encoding=True) == "cuda" else "auto"
+    return "triton" if resolve_device(device, encoding=True) == "cuda" else "auto"
 
 
 def encode(image, *, gaussians: int | None = None, bpp: float | None = None,

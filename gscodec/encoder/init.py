@@ -139,10 +139,10 @@ def wave_backend(backend: str, means: torch.Tensor) -> str:
     """The backend to render a set with waves: `backend` resolved, or the torch reference
     where the compiled kernel has no waves."""
     name = resolve_backend(backend, means)
-    if name == "cpu":
+    if name == "kernel":
         from ..render import kernel_torch
         if not getattr(kernel_torch, "SUPPORTS_WAVES", False):
-            return "reference"
+            return "torch_reference"
     return name
 
 

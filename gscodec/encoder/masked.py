@@ -1,11 +1,9 @@
 """Masked encoding: fitting Gaussians to an image with missing pixels (mask: True =
 unknown), so that an ordinary decode of the .gsi fills the hole.
 
-The prior is `harmonic_fill`, the harmonic interpolant of the known pixels (discrete
-Laplace equation with the known pixels as boundary; the MMSE linear estimate under a 1/f^2
-image spectrum, and unlike the biharmonic one it cannot overshoot), solved by conjugate
-gradients on the hole pixels only, started from the solution one pyramid level coarser.
-The pixels under the mask are never read.
+The prior is `anisotropic_fill` (hole_prior.py): the harmonic interpolant of the known
+pixels, refined near the border by a diffusion that follows the edges of the known pixels
+across the hole. The pixels under the mask are never read.
 
 `HoleAwareObjective` fits the whole picture: the data term sees known pixels only (the hole
 is replaced by the prior before anything else looks at the image), and
@@ -21,19 +19,19 @@ is replaced by the prior before anything else looks at the image), and
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import FitConfig
+from .hole_prior import FILL_COARSE, anisotropic_fill, csr_counts, harmonic_fill  # noqa: F401
 from .init import blur, image_gradients, luminance, random_init, solve_colors, structure_init
 from .objective import Objective
 from .params import GaussianParams
 
 HOLE_SHARE_MAX = 0.35        # at most this share of the Gaussians is placed in the hole
-PRIOR_WEIGHT = 0.25          # weight of the pull toward the harmonic fill (per hole pixel)
+PRIOR_WEIGHT = 0.25          # weight of the pull toward the prior (per hole pixel)
 GRAD_WEIGHT = 0.5            # weight of the gradient penalty inside the hole
 
 
@@ -55,117 +53,6 @@ def hole_distance(hole: torch.Tensor, max_steps: int = 128) -> torch.Tensor:
         cur = 1.0 - F.max_pool2d((1.0 - cur)[None, None], 3, stride=1, padding=1)[0, 0]
     return dist
 
-
-
-
-
-FILL_ITERATIONS = 10     # conjugate-gradient iterations per pyramid level (fine levels)
-FILL_COARSE = 4096       # below this many unknowns a level is solved without a coarser one
-
-
-def harmonic_fill(img: torch.Tensor, known: torch.Tensor, iters: int | None = None
-                  ) -> torch.Tensor:
-    """Fill the unknown pixels of img [H,W,C] (known [H,W], 1 = known) with the harmonic
-    interpolant of the known ones: the solution of the discrete Laplace equation (5-point
-    stencil, mirror border) with the known pixels as Dirichlet boundary. Solved by
-    conjugate gradients on the unknown pixels only, started from the solution one pyramid
-    level coarser (a coarse pixel is known if any of its four is), so the work grows with
-    the hole's area, not the image's. Unknown input values are never read."""
-    hole = known < 0.5
-    x = img * (~hole)[:, :, None]
-    return _fill_level(x, hole, FILL_ITERATIONS if iters is None else iters)
-
-
-def _half(x: torch.Tensor) -> torch.Tensor:
-    """[H,W,C] -> [ceil(H/2), ceil(W/2), C], 2x2 sums (odd sides padded with zeros)."""
-    h, w, c = x.shape
-    if h % 2 or w % 2:
-        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-    return x.view(x.shape[0] // 2, 2, x.shape[1] // 2, 2, c).sum((1, 3))
-
-
-def _fill_level(x: torch.Tensor, hole: torch.Tensor, iters: int) -> torch.Tensor:
-    """x [H,W,C] with zeros in the hole -> x with the hole filled."""
-    h, w, c = x.shape
-    n = int(hole.sum())
-    if n == 0:
-        return x
-    idx = torch.nonzero(hole.flatten()).flatten()
-    if n > FILL_COARSE and min(h, w) >= 8:
-        both = _half(torch.cat([x, (~hole).float()[:, :, None]], 2))   # sums, known count
-        kd = both[:, :, c:]
-        hole_c = kd[:, :, 0] <= 0
-        coarse = _fill_level(both[:, :, :c] / kd.clamp(min=1.0), hole_c, iters)
-        wc = coarse.shape[1]
-        start = coarse.reshape(-1, c)[(idx // w // 2) * wc + (idx % w) // 2]
-        steps = iters
-    else:
-        start = (x.sum((0, 1)) / float(h * w - n)).expand(n, c).clone()
-        steps = max(iters, int(4 * math.sqrt(n)) + 20)        # no coarse start: converge
-    out = x.reshape(-1, c).clone()
-    out[idx] = _harmonic_cg(x, hole, idx, start, steps)
-    return out.view(h, w, c)
-
-
-
-
-
-def csr_counts(counts: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape):
-    """CSR matrix from the entries of each row in turn (counts: entries per row)."""
-    crow = torch.zeros(shape[0] + 1, dtype=torch.long)
-    crow[1:] = torch.cumsum(counts, 0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.sparse_csr_tensor(crow, cols, vals.float(), size=shape)
-
-
-def _harmonic_cg(x, hole, idx, u, steps, tol=1e-5):
-    """Conjugate gradients (Jacobi preconditioned) for L u = b on the hole pixels idx
-    (x [H,W,C]: known values, zeros in the hole): L = degree - adjacency among hole
-    pixels, b = sum of the known 4-neighbours; the image border is a mirror."""
-    h, w, c = x.shape
-    n = idx.numel()
-    wp = w + 2
-    # Padded maps: row number of each hole pixel (n: known, n + 1: outside the image).
-    pos = torch.full((h + 2, wp), n + 1, dtype=torch.long)
-    inner = torch.full((h * w,), n, dtype=torch.long)
-    inner[idx] = torch.arange(n)
-    pos[1:-1, 1:-1] = inner.view(h, w)
-    pos = pos.flatten()
-    xpad = F.pad(x, (0, 0, 1, 1, 1, 1)).reshape(-1, c)
-    ip = (idx // w + 1) * wp + (idx % w + 1)
-    cols, b = [], 0
-    for off in (-wp, -1, 0, 1, wp):                  # column order within a row
-        if off == 0:
-            cols.append(torch.arange(n))
-            continue
-        cols.append(pos[ip + off])
-        b = b + xpad[ip + off]
-    cols = torch.stack(cols, 1)                                  # [n, 5]
-    deg = (cols <= n).sum(1).float() - 1.0
-    vals = torch.full((n, 5), -1.0)
-    vals[:, 2] = deg
-    keep = cols < n
-    lap = csr_counts(keep.sum(1), cols[keep], vals[keep], (n, n))
-    dinv = (1.0 / deg)[:, None]
-    ones = torch.ones(n)
-    r = b - lap @ u
-    z = r * dinv
-    p = z.clone()
-    rz = ones @ (r * z)                     # column sums (a matrix product: fast)
-    thresh = (tol * tol) * n
-    for _ in range(steps):
-        if float(rz.max()) <= thresh:
-            break
-        ap = lap @ p
-        alpha = rz / (ones @ (p * ap)).clamp(min=1e-30)
-        u.addcmul_(p, alpha)
-        r.addcmul_(ap, alpha, value=-1.0)
-        torch.mul(r, dinv, out=z)
-        rz_new = ones @ (r * z)
-        p.mul_(rz_new / rz.clamp(min=1e-30)).add_(z)
-        rz = rz_new
-    return u
 
 
 def _blur_big(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -208,7 +95,10 @@ class HoleAwareObjective(Objective):
         self.hole = 1.0 - self.known
         # The pixels under the mask never reach the fit: replace them by the fill. The
         # prior and the hole's geometry are computed once, on the CPU.
-        self.fill = harmonic_fill(self.target.cpu(), self.known.cpu()).clamp(0, 1).to(self.device)
+        # The edge-directed prior (hole_prior.py; docs/experiments.md, Inpainting,
+        # "Edge-directed hole prior").
+        fill = anisotropic_fill(self.target.cpu(), self.known.cpu())
+        self.fill = fill.clamp(0, 1).to(self.device)
         k3 = self.known[:, :, None]
         self.target = self.target * k3 + self.fill * (1 - k3)
         self.nhole = float(self.hole.sum())

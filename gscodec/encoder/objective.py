@@ -30,10 +30,10 @@ class Objective:
         """image: HxWxC uint8 (or a float tensor in [0, 1]). mask: HxW bool, True where
         the pixel is unknown (ignored)."""
         self.cfg = cfg
-        # Everything the fit touches lives on one device: the GPU with the cuda backend (on
-        # a machine without one, the cuda backend runs under Triton's interpreter on CPU
+        # Everything the fit touches lives on one device: the GPU with the triton backend (on
+        # a machine without one, the triton backend runs under Triton's interpreter on CPU
         # tensors: that is how CI tests it).
-        self.device = torch.device("cuda" if cfg.backend == "cuda" and torch.cuda.is_available()
+        self.device = torch.device("cuda" if cfg.backend == "triton" and torch.cuda.is_available()
                                    else "cpu")
         if isinstance(image, torch.Tensor):
             self.target = image.to(self.device, torch.float32)
@@ -66,7 +66,7 @@ class Objective:
         no extra term, render, error and gradients are one kernel call."""
         if self._fused is None:
             self._fused = (type(self).extra_loss is Objective.extra_loss
-                           and resolve_backend(self.cfg.backend, self.target) == "cpu")
+                           and resolve_backend(self.cfg.backend, self.target) == "kernel")
         if self._fused:   # (with waves too: the kernel returns their gradients)
             from ..render.kernel_torch import render_mse_cpu
             mse = render_mse_cpu(p.pos, p.conics(), p.color, self.target, self.known,

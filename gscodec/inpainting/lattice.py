@@ -3,7 +3,7 @@ lattices over the hole and a one-pixel ring of known pixels (spacing LATTICE_SPA
 to the border, doubling with the distance to it, sigma = LATTICE_SIGMA * spacing on the
 finest lattice and LATTICE_SIGMA_DEEP * spacing on the coarser ones, where a lattice
 ripple would show; geometry on the .gsi quantization grid). Their colours are the
-weighted least-squares fit to the ring's known pixels and to the harmonic prior in the
+weighted least-squares fit to the ring's known pixels and to the edge-directed prior in the
 hole (sparse design matrices built straight from the lattice geometry, a checkerboard of
 the pixels, a few preconditioned conjugate-gradient steps from a quasi-interpolation
 start); the hole is then filled by the decoder's renderer drawing those quantized
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bitstream.model import COLOR_RANGE, QuantClass
-from ..encoder.masked import csr_counts, harmonic_fill
+from ..encoder.hole_prior import anisotropic_fill, csr_counts
 from ..encoder.params import GaussianParams
 from ..encoder.quantize import QuantConfig, to_integers
 from ..render.common import Q_CUT
@@ -162,7 +162,7 @@ class _Level:
 
 def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: int):
     """Isotropic Gaussians on lattices around and inside the hole, colours by weighted
-    least squares against `filled` (known pixels of the ring, the harmonic fill in the
+    least squares against `filled` (known pixels of the ring, the prior in the
     hole). Returns GaussianParams (geometry already on the .gsi quantization grid)."""
     h, w, c = filled.shape
     fit = _maxpool_sep(hole.float(), RING) > 0.5
@@ -187,7 +187,8 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
         o = s // 2
         cells = F.max_pool2d(F.pad(ind.float(), (o, 0, o, 0))[None, None], s, stride=s,
                              ceil_mode=True)[0, 0]
-        # Every level is dilated by one cell, the finest included (chosen on Kodak masks in commit fe29851).
+        # Every level is dilated by one cell, the finest included (chosen on Kodak masks in
+        # commit fe29851).
         cells = F.max_pool2d(cells[None, None], 3, stride=1, padding=1)[0, 0]
         cell_maps.append(cells > 0.5)
     if RING_WEIGHT != 1.0:
@@ -204,7 +205,7 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
     target = filled.reshape(-1, c)[pix] * sw[:, None]
     sw_lv = None if bool((sw == 1).all()) else sw
     levels = []
-    for cells, s in zip(cell_maps, spacings):
+    for cells, s in zip(cell_maps, spacings, strict=True):
         # sigma on the file's grid (1/16 octave): the fit sees what the decoder renders
         ls = round(math.log2((LATTICE_SIGMA if s == s0 else LATTICE_SIGMA_DEEP) * s) * 16) / 16
         lvl = _Level(cells, s, ls, fit_pad, pad, sw_lv, pix // w, pix % w, h, w)
@@ -215,7 +216,7 @@ def _lattice_fit(filled: torch.Tensor, hole: torch.Tensor, s0: int, iterations: 
 
     def normal(p):        # (A^T A) p
         parts = p.split(sizes)
-        ap = sum(lv.a @ q for lv, q in zip(levels, parts))
+        ap = sum(lv.a @ q for lv, q in zip(levels, parts, strict=True))
         return torch.cat([lv.at @ ap for lv in levels])
 
     def adjoint(r):
@@ -260,7 +261,7 @@ def inpaint_gaussians(image: np.ndarray, missing: np.ndarray, *, gaussians: int 
     h, w, c = image.shape
     hole = torch.from_numpy(np.ascontiguousarray(missing))
     img = torch.from_numpy(image.astype(np.float32) / 255.0)
-    filled = harmonic_fill(img, (~hole).float())
+    filled = anisotropic_fill(img, (~hole).float())
     s0 = LATTICE_SPACING
     if gaussians is not None:
         # The count falls as 1/s0^2 (the finest lattice dominates): one rescale.

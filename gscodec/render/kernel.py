@@ -45,6 +45,9 @@ def kernel_available() -> bool:
     return kernel() is not None
 
 
+available = kernel_available   # the backend surface (gscodec.render.backends)
+
+
 def unavailable_reason() -> str | None:
     """Why the compiled kernel cannot be used, or None when it can."""
     if _disabled():
@@ -98,7 +101,9 @@ def render_numpy(means, conics, colors, height: int, width: int, *,
             raise ValueError(f"bad shape: waves {waves.shape}, need [{m.shape[0]}, 4]")
     ext = kernel()
     if ext is not None:
-        return ext.forward(m, q, c, height, width, int(num_threads or 0), waves)
+        # (without waves the call the kernel had before format v5)
+        extra = () if waves is None else (waves,)
+        return ext.forward(m, q, c, height, width, int(num_threads or 0), *extra)
     if not _warned:
         _warned = True
         warnings.warn(f"compiled CPU kernel unavailable ({unavailable_reason()}); decoding "
@@ -106,4 +111,41 @@ def render_numpy(means, conics, colors, height: int, width: int, *,
     from .numpy_reference import render_numpy_ref
     if waves is None:
         return render_numpy_ref(m, q, c, height, width)
-    return render_numpy_ref(m, q, c, height, width, waves)   # (format5's numpy waves)
+    return render_numpy_ref(m, q, c, height, width, waves)
+
+
+# ---- the backend surface (gscodec.render.backends): "kernel" --------------------------------
+
+def render(means, conics, colors, height: int, width: int, waves=None):
+    """Differentiable torch render with the compiled kernel (kernel_torch), waves included."""
+    from .kernel_torch import render_cpu
+    return render_cpu(means, conics, colors, height, width, waves)
+
+
+def color_operator(means, conics, height: int, width: int, waves=None):
+    """Colours -> image of fixed geometry (and waves) and its adjoint, on one kernel plan."""
+    from .kernel_torch import PlanColorOperator
+    return PlanColorOperator(means, conics, height, width, waves)
+
+
+def render_window(means, conics, colors, x0: int, y0: int, width: int, height: int,
+                  waves=None):
+    """The decoder's uint8 pixels of a window (spec section 10), strip by strip; waves
+    [N, 4] of the scaled view or None (a strip's origin does not change them), drawn
+    exactly."""
+    from .view import to_uint8_numpy, window_by_strips
+    ext = kernel()
+    if ext is None:
+        raise RuntimeError(f"CPU raster kernel unavailable: {unavailable_reason()}")
+    m = np.ascontiguousarray(means, dtype=np.float32)
+    q = np.ascontiguousarray(conics, dtype=np.float32)
+    c = np.ascontiguousarray(colors, dtype=np.float32)
+    check_shapes(m.shape, q.shape, c.shape)
+    if waves is not None:
+        waves = np.ascontiguousarray(waves, dtype=np.float32)
+        if waves.shape != (m.shape[0], 4):
+            raise ValueError(f"bad shape: waves {waves.shape}, need [{m.shape[0]}, 4]")
+    extra = () if waves is None else (waves,)
+    return window_by_strips(
+        lambda ms, rows: to_uint8_numpy(ext.forward(ms, q, c, rows, width, 0, *extra)),
+        m, x0, y0, width, height, c.shape[1])

@@ -1,4 +1,5 @@
-"""The compiled CPU kernel as a differentiable torch backend ("cpu"), for the encoder.
+"""The compiled CPU kernel as a differentiable torch backend (backend "kernel", see
+gscodec.render.backends), for the encoder.
 
 Tensors are passed to the numpy kernel as zero-copy views (when already float32 and
 contiguous) and results come back with torch.from_numpy. The kernel runs on
@@ -52,8 +53,9 @@ def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width:
         if waves is not None:
             raise RuntimeError("this build of the CPU kernel has no FitPlan (no waves)")
         return make_plan(means, conics, height, width)
+    extra = () if waves is None else (_np(waves),)
     return ext.FitPlan(_np(means), _np(conics), int(height), int(width),
-                       torch.get_num_threads(), None if waves is None else _np(waves))
+                       torch.get_num_threads(), *extra)
 
 
 def release_buffers() -> int:
@@ -123,16 +125,16 @@ def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
     tensors = (("means", means), ("conics", conics), ("colors", colors), ("waves", waves))
     for name, t in tensors:
         if t is not None and t.device.type != "cpu":
-            raise ValueError(f"render backend 'cpu' needs CPU tensors, {name} is on {t.device}")
+            raise ValueError(f"render backend 'kernel' needs CPU tensors, {name} is on {t.device}")
     kernel.check_shapes(means.shape, conics.shape, colors.shape)
     if waves is not None and tuple(waves.shape) != (means.shape[0], 4):
         raise ValueError(f"bad shape: waves {tuple(waves.shape)}, need [{means.shape[0]}, 4]")
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                             for _, t in tensors)):
         # No backward will follow: the one-pass forward, without a plan.
+        extra = () if waves is None else (_np(waves),)
         out = kernel.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
-                                   int(width), torch.get_num_threads(),
-                                   None if waves is None else _np(waves))
+                                   int(width), torch.get_num_threads(), *extra)
         return torch.from_numpy(out)
     if waves is not None:
         return _RasterizeWavesCPU.apply(means, conics, colors, waves, int(height), int(width))
