@@ -13,7 +13,7 @@ FORMAT = "GSI"
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # keywords of im.save(...) passed on to gscodec.encode
 SAVE_OPTIONS = ("gaussians", "bpp", "quality", "iterations", "effort", "device", "seed",
-                "init", "profile", "adaptive", "progress")
+                "init", "profile", "adaptive", "progress", "tune")
 
 
 def _accept(prefix: bytes) -> bool:

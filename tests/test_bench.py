@@ -173,6 +173,46 @@ def test_missing_peer_is_skipped(tmp_path, capsys, monkeypatch):
     assert not (out / "avif.json").exists()
 
 
+def test_heic_peers_444_and_420(tmp_path, capsys):
+    """HEIC (HEVC intra through pillow-heif) in 4:4:4 and 4:2:0: real files that decode to the
+    source's shape, the rate growing with the quality; a grayscale PNG reaches it as RGB
+    (every peer is handed RGB) and comes back with equal channels."""
+    pytest.importorskip("pillow_heif")
+    from gscodec.benchmark import peers
+    data = _make_images(tmp_path / "imgs", n=1)
+    gray = np.linspace(0, 255, 48 * 32).reshape(32, 48).astype(np.uint8)
+    Image.fromarray(gray, "L").save(data / "gray.png")
+    out = tmp_path / "res"
+    assert runner.run(_args(data, "--codecs", "heic,heic420", "--quality", "heic=5,40,90",
+                            "--quality", "heic420=5,40,90", "--out", out, "--no-progress",
+                            "--no-plot")) == 0
+    for codec, chroma in (("heic", 444), ("heic420", 420)):
+        doc = json.loads((out / f"{codec}.json").read_text())
+        assert doc["meta"]["settings"]["chroma"] == chroma
+        for image in ("img0.png", "gray.png"):
+            pts = sorted((p["quality"], p["bytes"], p["psnr-rgb"]) for p in doc["per_image"]
+                         if p["image"] == image)
+            assert [q for q, _, _ in pts] == [5, 40, 90]
+            assert pts[0][1] < pts[1][1] < pts[2][1] and pts[0][2] < pts[2][2]
+    codec = peers.make_codec("heif")          # alias
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    back = codec.decode(codec.encode(rgb, 50)[0])
+    assert back.shape == rgb.shape
+    assert np.abs(back[:, :, 0].astype(int) - back[:, :, 2]).max() <= 1
+    assert psnr(rgb, back) > 35
+
+
+def test_heic_missing_is_skipped(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import pillow_heif -> ImportError
+    data = _make_images(tmp_path / "imgs", n=1)
+    out = tmp_path / "res"
+    assert runner.run(_args(data, "--codecs", "jpeg,heic", "--quality", "jpeg=50", "--out", out,
+                            "--no-progress", "--no-plot")) == 0
+    assert "skipping heic: pillow-heif is not installed" in capsys.readouterr().out
+    assert not (out / "heic.json").exists()
+
+
 def test_no_dataset_error(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -208,6 +248,26 @@ def test_tiny_run_with_gsi(tmp_path, capsys):
     n = len(_cache_lines(out))
     assert runner.run(_args(*argv)) == 0
     assert "0 to compute" in capsys.readouterr().out and len(_cache_lines(out)) == n
+
+
+def test_gsi_ssim_is_its_own_row_with_bd_rates_against_gsi(tmp_path, capsys):
+    """gsi-ssim (gsi with tune ssim) is fitted apart from gsi (its own cache keys, not a
+    shared fit), writes gsi-ssim.json, and the BD-rate table has it against gsi and the
+    peers (gsi against gsi-ssim is left out: one pair, one sign)."""
+    from gscodec.benchmark import peers
+    data = _make_images(tmp_path / "imgs", n=1, w=40, h=28)
+    out = tmp_path / "res"
+    assert runner.run(_args(data, "--codecs", "gsi,gsi-ssim,jpeg", "--points", "60,120",
+                            "--iterations", "10", "--quality", "jpeg=10,50,90", "--device",
+                            "cpu", "--out", out, "--no-progress", "--no-plot")) == 0
+    assert "encodes in" not in capsys.readouterr().out      # no shared fit
+    doc = json.loads((out / "gsi-ssim.json").read_text())
+    assert doc["meta"]["settings"]["tune"] == "ssim" and len(doc["per_image"]) == 2
+    assert "tune" not in json.loads((out / "gsi.json").read_text())["meta"]["settings"]
+    pairs = {(p["test"], p["anchor"]) for p in json.loads((out / "bdrate.json").read_text())[
+        "pairs"]}
+    assert pairs == {("gsi", "jpeg"), ("gsi-ssim", "gsi"), ("gsi-ssim", "jpeg")}
+    assert "gsi-ssim" not in peers.ALL_CODECS and peers.canonical("gsi-ssim") == "gsi-ssim"
 
 
 def test_gsi_profiles_share_one_fit_with_the_same_bytes(tmp_path, capsys):

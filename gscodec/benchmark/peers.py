@@ -2,12 +2,13 @@
 
 Every adapter turns an HxWx3 uint8 array and one rate point into the bytes of a real
 file, and turns those bytes back into pixels.  The peers (JPEG, WebP, JPEG 2000, AVIF,
-JPEG XL) go through Pillow and are decoded back from their bytes with Pillow, never
+JPEG XL, HEIC) go through Pillow and are decoded back from their bytes with Pillow, never
 from the encoder's in-memory image.  A peer whose Pillow support is missing is reported
 by ``unavailable()`` and skipped by the runner, never substituted.
 
-Peers run single-threaded (AVIF ``max_threads=1``, JPEG XL ``num_threads=1``) so that
-their encode/decode seconds are comparable between runs and between parallel jobs.
+Peers run single-threaded (AVIF ``max_threads=1``, JPEG XL ``num_threads=1``, HEIC one x265
+thread and one decoding thread) so that their encode/decode seconds are comparable between
+runs and between parallel jobs.
 """
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def _c_code(text: str) -> str:
     return "\n".join(" ".join(line.split()) for line in code.splitlines() if line.strip())
 
 
-ALL_CODECS = ("gsi", "jpeg", "webp", "jpeg2000", "avif", "jxl", "gsi-gi")
+ALL_CODECS = ("gsi", "jpeg", "webp", "jpeg2000", "avif", "jxl", "heic", "heic420", "gsi-gi")
+# Not run unless asked for (--codecs): gsi fitted for MS-SSIM (a second full set of fits).
+EXTRA_CODECS = ("gsi-ssim",)
 DEFAULT_DENSITIES = (2.0, 4.0, 8.0, 16.0)  # Gaussians per 1000 pixels
 
 
@@ -193,6 +196,61 @@ class JXL(_PillowCodec):
         return decode_with_pillow(data)
 
 
+def _pillow_heif():
+    """pillow-heif with its Pillow plugin registered (HEIF read and write) and one decoding
+    thread; None when it is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return None
+    pillow_heif.options.DECODE_THREADS = 1
+    pillow_heif.register_heif_opener()
+    return pillow_heif
+
+
+class HEIC(_PillowCodec):
+    """HEVC intra in a HEIF file (libheif with x265), the codec of BPG and of phone photos.
+    libheif's x265 settings as they come (preset slow, tune ssim); x265 on one thread
+    (pools=1: the same bytes as its default thread pool). The benchmark hands every peer
+    RGB (a grayscale image with its channels repeated); x265 then codes a flat chroma,
+    which costs under 0.2 % over a monochrome file (docs/experiments.md, Benchmark,
+    2026-12-05 HEIC peer)."""
+
+    name, label, fmt = "heic", "HEIC (HEVC 4:4:4)", "HEIF"
+    chroma = 444
+    description = ("HEVC intra via pillow-heif (libheif, x265 preset slow, tune ssim), 4:4:4, "
+                   "one thread, quality sweep")
+    # About 0.05 to 1.6 bpp on Kodak (docs/experiments.md, Benchmark, 2026-12-05 HEIC peer).
+    default_points = (1, 5, 10, 15, 20, 25, 30, 40, 50)
+
+    def unavailable(self):
+        heif = _pillow_heif()
+        if heif is None:
+            return "pillow-heif is not installed (pip install pillow-heif)"
+        if not heif.libheif_info().get("HEIF"):
+            return f"pillow-heif's libheif {heif.libheif_version()} has no HEVC encoder"
+        return None
+
+    def save_kwargs(self, point, rgb):
+        # (a new dict per call: pillow-heif writes the chroma into enc_params)
+        return {"quality": int(point), "chroma": self.chroma, "enc_params": {"x265:pools": "1"}}
+
+    def encode(self, rgb, point):
+        _pillow_heif()
+        return super().encode(rgb, point)
+
+    def decode(self, data):
+        _pillow_heif()
+        return decode_with_pillow(data)
+
+
+class HEIC420(HEIC):
+    name, label = "heic420", "HEIC (HEVC 4:2:0)"
+    chroma = 420
+    description = ("HEVC intra via pillow-heif (libheif, x265 preset slow, tune ssim), 4:2:0, "
+                   "one thread, quality sweep")
+
+
 class GSI(Codec):
     """Our codec through the public API: gscodec.encode / gscodec.decode."""
 
@@ -220,12 +278,17 @@ class GSI(Codec):
         return None
 
     profile = "gsi"
+    tune = "psnr"
 
     def settings(self):
         # The encoder's fingerprint is part of the cache key, so that a resumed run never
-        # mixes points from an older encoder with new ones.
-        return {"iterations": self.iterations, "effort": self.effort, "seed": self.seed,
-                "profile": self.profile, "encoder": encoder_fingerprint()}
+        # mixes points from an older encoder with new ones. (tune only when not the default,
+        # so that the keys of the psnr rows stay those of earlier runs.)
+        s = {"iterations": self.iterations, "effort": self.effort, "seed": self.seed,
+             "profile": self.profile, "encoder": encoder_fingerprint()}
+        if self.tune != "psnr":
+            s["tune"] = self.tune
+        return s
 
     @staticmethod
     def gaussians_for(density, height, width) -> int:
@@ -237,7 +300,7 @@ class GSI(Codec):
         n = self.gaussians_for(point, h, w)
         data = gscodec.encode(rgb, gaussians=n, iterations=self.iterations, effort=self.effort,
                               device=self.device, seed=self.seed, progress=False,
-                              profile=self.profile)
+                              profile=self.profile, tune=self.tune)
         return bytes(data), self._extra(data, n)
 
     def _extra(self, data, n) -> dict:
@@ -257,7 +320,8 @@ class GSI(Codec):
         h, w = rgb.shape[:2]
         n = self.gaussians_for(point, h, w)
         out = encode_profiles(rgb, profiles, gaussians=n, iterations=self.iterations,
-                              effort=self.effort, device=self.device, seed=self.seed)
+                              effort=self.effort, device=self.device, seed=self.seed,
+                              tune=self.tune)
         return {prof: (data, self._extra(data, n), secs) for prof, (data, secs) in out.items()}
 
     def decode(self, data):
@@ -275,21 +339,32 @@ class GSIGaussianImage(GSI):
     profile = "gaussianimage"
 
 
-GSI_CODECS = ("gsi", "gsi-gi")       # codecs whose rate points are Gaussian densities
+class GSISSIM(GSI):
+    """Our codec fitted for MS-SSIM (`gscodec.encode(..., tune="ssim")`): its own row, so
+    that one run compares it with gsi and the peers."""
+
+    name, label = "gsi-ssim", "GSI, tune ssim"
+    description = ("gscodec 2D Gaussian splatting codec fitted with MS-SSIM mixed into the "
+                   "loss (--tune ssim); rate points are Gaussian densities; real .gsi bytes")
+    tune = "ssim"
+
+
+GSI_CODECS = ("gsi", "gsi-gi", "gsi-ssim")   # codecs whose rate points are Gaussian densities
 
 _REGISTRY: dict[str, Callable[..., Codec]] = {
-    "jpeg": JPEG, "webp": WebP, "jpeg2000": JPEG2000, "avif": AVIF, "jxl": JXL, "gsi": GSI,
-    "gsi-gi": GSIGaussianImage,
+    "jpeg": JPEG, "webp": WebP, "jpeg2000": JPEG2000, "avif": AVIF, "jxl": JXL, "heic": HEIC,
+    "heic420": HEIC420, "gsi": GSI, "gsi-gi": GSIGaussianImage, "gsi-ssim": GSISSIM,
 }
 ALIASES = {"j2k": "jpeg2000", "jp2": "jpeg2000", "jpegxl": "jxl", "jpeg-xl": "jxl", "ours": "gsi",
-           "gaussianimage": "gsi-gi"}
+           "gaussianimage": "gsi-gi", "hevc": "heic", "heif": "heic"}
 
 
 def canonical(name: str) -> str:
     n = name.strip().lower()
     n = ALIASES.get(n, n)
     if n not in _REGISTRY:
-        raise ValueError(f"unknown codec {name!r}; choose from {', '.join(ALL_CODECS)}")
+        raise ValueError(f"unknown codec {name!r}; choose from "
+                         f"{', '.join(ALL_CODECS + EXTRA_CODECS)}")
     return n
 
 

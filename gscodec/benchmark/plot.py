@@ -44,10 +44,12 @@ def _draw(ax, measured, anchors, key, ylabel, max_bpp):
         if s is None:
             continue
         ours = res.get("codec") == "gsi" or str(res.get("name", "")).lower().startswith("gsi")
-        # gsi in solid black; our other profiles (gsi-gi) in black too, dash-dotted.
+        # gsi in solid black; our other rows in black too: gsi-ssim dotted, the other
+        # profiles (gsi-gi) dash-dotted.
         main = ours and res.get("codec", "gsi") == "gsi"
+        other = ":" if res.get("codec") == "gsi-ssim" else "-."
         ax.plot(s[0], s[1], marker="o" if main or not ours else "s", ms=4,
-                lw=2.4 if main else 1.8 if ours else 1.5, ls="-" if main or not ours else "-.",
+                lw=2.4 if main else 1.8 if ours else 1.5, ls="-" if main or not ours else other,
                 color="black" if ours else None, label=res.get("name", "?"),
                 zorder=3 if ours else 2)
         xmax = max(xmax, max(s[0]))

@@ -145,6 +145,13 @@ def machine_info() -> dict:
         info["pillow_jxl"] = version("pillow-jxl-plugin")
     except Exception:
         pass
+    try:   # the HEIC peers: pillow-heif, its libheif and x265
+        import pillow_heif
+        info["pillow_heif"] = pillow_heif.__version__
+        info["lib_heif"] = pillow_heif.libheif_version()
+        info["lib_heif_hevc_encoder"] = pillow_heif.libheif_info().get("HEIF")
+    except Exception:
+        pass
     try:
         import torch
         info["torch_threads"] = torch.get_num_threads()

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from . import bdrate as _bd
-from .peers import ALL_CODECS, GSI_CODECS
+from .peers import ALL_CODECS, EXTRA_CODECS, GSI_CODECS
 from .tasks import json_number, jsonable, unit_key
 
-PUBLISHED_TWIN = {"jpeg": "jpeg", "webp": "webp", "jpeg2000": "jpeg2000"}
+PUBLISHED_TWIN = {"jpeg": "jpeg", "webp": "webp", "jpeg2000": "jpeg2000",
+                  "heic": "bpg_444_x265_ycbcr"}
 
 
 def aggregate(codec, images: list[Path], rows_by_key: dict, settings: dict):
@@ -84,7 +85,7 @@ def load_folder_results(out: Path, images: list[str], skip: set) -> tuple[dict, 
     """The other codecs' results already in the dataset folder (an earlier run of other
     codecs), kept only when measured on the same images.  Returns ({codec: doc}, notes)."""
     found, notes = {}, []
-    for name in ALL_CODECS:
+    for name in ALL_CODECS + EXTRA_CODECS:
         f = Path(out) / f"{name}.json"
         if name in skip or not f.is_file():
             continue
@@ -153,26 +154,40 @@ def bd_pair(test_res, anchor_res) -> dict:
                                   [json_number(v) for v in tr[key]], metric=metric)
     return out
 
-def bd_table(measured: dict, published: list[dict]) -> tuple[str, list[dict]]:
-    """BD-rate of gsi against every measured peer and published anchor; without gsi,
-    of every measured peer against measured JPEG and against its published twin."""
+# The codecs whose BD-rates against every other codec the table gives (gsi-ssim against
+# gsi too, not the other way round).
+BD_TESTS = ("gsi", "gsi-ssim")
+
+
+def bd_pairs(measured: dict, published: list[dict]) -> list[tuple]:
+    """(test name, its results, anchor name, its results) of the BD-rate table: gsi (and
+    gsi-ssim) against every measured peer and published anchor; without them, every
+    measured peer against measured JPEG and against its published twin."""
     pairs = []
-    if "gsi" in measured:
+    tests = [t for t in BD_TESTS if t in measured]
+    for test in tests:
         for name, r in measured.items():
-            if name != "gsi":
-                pairs.append(("gsi", measured["gsi"], name, r))
+            if name not in tests[tests.index(test):]:
+                pairs.append((test, measured[test], name, r))
         for a in published:
-            pairs.append(("gsi", measured["gsi"], a["_id"] + " (published)", a))
-    else:
-        if "jpeg" in measured:
-            for name, r in measured.items():
-                if name != "jpeg":
-                    pairs.append((name, r, "jpeg", measured["jpeg"]))
-        by_id = {a["_id"]: a for a in published}
+            pairs.append((test, measured[test], a["_id"] + " (published)", a))
+    if tests:
+        return pairs
+    if "jpeg" in measured:
         for name, r in measured.items():
-            twin = PUBLISHED_TWIN.get(name)
-            if twin in by_id:
-                pairs.append((name, r, twin + " (published)", by_id[twin]))
+            if name != "jpeg":
+                pairs.append((name, r, "jpeg", measured["jpeg"]))
+    by_id = {a["_id"]: a for a in published}
+    for name, r in measured.items():
+        twin = PUBLISHED_TWIN.get(name)
+        if twin in by_id:
+            pairs.append((name, r, twin + " (published)", by_id[twin]))
+    return pairs
+
+
+def bd_table(measured: dict, published: list[dict]) -> tuple[str, list[dict]]:
+    """The BD-rate table of `bd_pairs`: (its text, one record per pair)."""
+    pairs = bd_pairs(measured, published)
     if not pairs:
         return "", []
     lines = ["BD-rate (negative = test needs fewer bits for the same quality; akima; "

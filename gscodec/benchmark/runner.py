@@ -5,8 +5,9 @@ Entry points for the CLI: ``add_arguments(parser)`` and ``run(args) -> int``;
 
 Results go to one folder per dataset, in the layout of CompressAI's published results
 (``--out``, default ``benchmarks/results/<dataset>/`` in the repository):
-  <codec>.json   one file per codec configuration (gsi.json, gsi-gi.json, jpeg.json, webp.json,
-                 jpeg2000.json, avif.json, jxl.json), overwritten in place: CompressAI's schema
+  <codec>.json   one file per codec configuration (gsi.json, gsi-gi.json, gsi-ssim.json,
+                 jpeg.json, webp.json, jpeg2000.json, avif.json, jxl.json, heic.json,
+                 heic420.json), overwritten in place: CompressAI's schema
                  {"name", "description", "meta", "results": {"psnr-rgb", "ms-ssim-rgb", "bpp",
                  "encoding_time", "decoding_time", <knob>}} plus "per_image" points; "meta"
                  stamps the git commit, the encoder fingerprint, effort/iterations and the
@@ -56,9 +57,10 @@ from .tasks import CACHE_NAME, BenchError, append_row, joint_tasks, jsonable, ma
 EFFORTS = ("fast", "default", "max")
 
 BENCH_DESCRIPTION = (
-    "Rate-distortion benchmark of gscodec against JPEG, WebP, JPEG 2000, AVIF and\n"
-    "JPEG XL (needs the [bench] extras; --ray needs [cluster]). Writes one folder\n"
-    "per dataset in the layout of CompressAI's published results.")
+    "Rate-distortion benchmark of gscodec against JPEG, WebP, JPEG 2000, AVIF, JPEG XL\n"
+    "and HEIC (HEVC intra, 4:4:4 and 4:2:0) (needs the [bench] extras; --ray needs\n"
+    "[cluster]). Writes one folder per dataset in the layout of CompressAI's published\n"
+    "results.")
 
 
 # --------------------------------------------------------------------------- arguments
@@ -101,8 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--codecs", default=",".join(ALL_CODECS),
                    help=f"comma-separated subset of {','.join(ALL_CODECS)} (default: all)")
     p.add_argument("--quality", action="append", default=[], metavar="CODEC=Q1,Q2,...",
-                   help="override a peer's rate points (JPEG/WebP/AVIF/JXL quality; JPEG 2000 "
-                        "target bpp); repeat for several peers")
+                   help="override a peer's rate points (JPEG/WebP/AVIF/JXL/HEIC quality; JPEG "
+                        "2000 target bpp); repeat for several peers")
     p.add_argument("--images", type=int, default=None, metavar="N",
                    help="use only the first N images")
     p.add_argument("--device", default="auto",

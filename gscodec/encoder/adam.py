@@ -109,7 +109,7 @@ def run_adam(obj, state, phase: AdamPhase, bar: Progress):
         f = lr_factor(step, phase.steps, phase.final_fraction)
         opt.lr = [lr * f for lr in opt.base_lr]
         view = fake_quantize(p, state.quant, obj.w, obj.h, state.cls) if phase.quantized else p
-        mse, loss = obj.loss(view)
+        mse, loss = obj.loss(view, (phase.label, step, phase.steps))
         opt.zero_grad()
         loss.backward()
         opt.step()

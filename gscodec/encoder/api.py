@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..imageio import check_count, load_image, load_mask
 from ..render.kernel_torch import release_buffers
 from .config import EFFORT_PRESETS, FitConfig
-from .objective import Objective
+from .objective import Objective, SSIMObjective
 from .pipeline import TAILS, Pipeline, encode_pipeline, fit_stages
 from .quantize import QuantConfig, adaptive_config
 from .stages import EncodeState
@@ -18,6 +18,7 @@ from .stages import EncodeState
 # by measurement on Kodak; iterations come from the --effort presets.
 DEFAULT_DENSITY = 6.0
 PROFILES = ("gsi", "gaussianimage")
+TUNES = ("psnr", "ssim")
 
 
 def default_gaussians(height: int, width: int, density: float = DEFAULT_DENSITY) -> int:
@@ -34,7 +35,7 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
            quality: float | None = None, iterations: int | None = None,
            device: str = "auto", seed: int = 0, progress: bool = False,
            init: str = "structure", effort: str = "default", mask=None,
-           profile: str = "gsi", adaptive: bool = False) -> bytes:
+           profile: str = "gsi", adaptive: bool = False, tune: str = "psnr") -> bytes:
     """Fit Gaussians to `image` and return the bytes of a .gsi file.
 
     image: a path, a PIL image, or an HxW / HxWxC uint8 array (C in 1..4).
@@ -49,6 +50,8 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
     iterations: free-fit iterations (default: set by `effort`); the gaussianimage profile
         adds a fifth as many quantization-aware iterations.
     effort: "fast", "default" or "max" (fit.EFFORT_PRESETS).
+    tune: "psnr" (the fit minimises the squared error) or "ssim" (MS-SSIM mixed in:
+        objective.SSIMObjective; slower, higher MS-SSIM, lower PSNR). Not with a mask.
     device: "cpu", "cuda" (the Triton rasterizer) or "auto" (cuda when available).
     mask: optional HxW array, nonzero = pixel unknown (ignored by the fit).
     """
@@ -70,16 +73,19 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         n = default_gaussians(h, w, quality_density(quality))
     n = default_gaussians(h, w) if n is None else n
     cfg = fit_config(iterations=iterations, init=init, effort=effort, seed=seed,
-                     device=device, adaptive=adaptive)
+                     device=device, adaptive=adaptive, tune=tune)
     known_mask = load_mask(mask, h, w) if mask is not None else None
     if known_mask is not None and profile != "gsi":
         raise InputError("masked encoding needs profile gsi (the gaussianimage profile "
                          "cannot record the mask)")
+    if known_mask is not None and tune != "psnr":
+        raise InputError("tune ssim needs an image without a mask (MS-SSIM's windows would "
+                         "straddle the unknown pixels)")
     if known_mask is not None:
         from .masked import HoleAwareObjective
         objective = HoleAwareObjective(arr, cfg, known_mask)
     else:
-        objective = Objective(arr, cfg)
+        objective = make_objective(arr, cfg)
     state = EncodeState.new(objective, cfg.seed)
     try:
         if bpp is not None:
@@ -93,24 +99,31 @@ def encode(image, *, gaussians: int | None = None, bpp: float | None = None,
         release_buffers()   # a library process keeps none of the kernel's weight buffers
 
 
+def make_objective(image, cfg: FitConfig) -> Objective:
+    """The objective of an unmasked image for cfg.tune."""
+    return SSIMObjective(image, cfg) if cfg.tune == "ssim" else Objective(image, cfg)
+
+
 def fit_config(*, iterations=None, init="structure", effort="default", seed=0,
-               device="auto", adaptive=False) -> FitConfig:
+               device="auto", adaptive=False, tune="psnr") -> FitConfig:
     """The fit's configuration for `encode`'s options (checked: InputError)."""
     its = check_count("iterations", iterations, 0)
     if init not in ("structure", "random"):
         raise InputError(f"unknown init {init!r} (use structure or random)")
+    if tune not in TUNES:
+        raise InputError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
     if effort not in EFFORT_PRESETS:
         raise InputError(f"unknown effort {effort!r} (use {', '.join(EFFORT_PRESETS)})")
     preset = dict(EFFORT_PRESETS[effort])
     if its is not None:     # an explicit count is the count at every density
         preset.update(iterations=its, iterations_exponent=0.0)
     return FitConfig(**preset, init=init, seed=int(seed), backend=encode_backend(device),
-                     quant=adaptive_config() if adaptive else QuantConfig())
+                     quant=adaptive_config() if adaptive else QuantConfig(), tune=tune)
 
 
 def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
                     iterations: int | None = None, effort: str = "default", seed: int = 0,
-                    device: str = "auto", init: str = "structure") -> dict:
+                    device: str = "auto", init: str = "structure", tune: str = "psnr") -> dict:
     """One image in several profiles from one free fit: {profile: (bytes, seconds)}.
 
     Each file is byte-identical to `encode(image, profile=..., ...)` with the same options:
@@ -126,8 +139,9 @@ def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
             raise InputError(f"unknown profile {prof!r} (use {' or '.join(PROFILES)})")
     n = check_count("gaussians", gaussians, 1)
     n = default_gaussians(h, w) if n is None else n
-    cfg = fit_config(iterations=iterations, init=init, effort=effort, seed=seed, device=device)
-    objective = Objective(arr, cfg)
+    cfg = fit_config(iterations=iterations, init=init, effort=effort, seed=seed, device=device,
+                     tune=tune)
+    objective = make_objective(arr, cfg)
     try:
         t0 = time.perf_counter()
         fitted = Pipeline(fit_stages(cfg, n)).run(objective, EncodeState.new(objective, seed))
@@ -144,4 +158,5 @@ def encode_profiles(image, profiles=PROFILES, *, gaussians: int | None = None,
         release_buffers()
 
 
-__all__ = ["encode", "encode_profiles", "default_gaussians", "DEFAULT_DENSITY", "PROFILES"]
+__all__ = ["encode", "encode_profiles", "default_gaussians", "DEFAULT_DENSITY", "PROFILES",
+           "TUNES"]

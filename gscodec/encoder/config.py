@@ -97,6 +97,18 @@ class FitConfig:
     # (thirteenth session) 534ecd1).
     color_round_batches: int = 16
     color_round_steps: int = 8
+    # ---- the loss of the gradient steps (`objective.SSIMObjective` for "ssim") -------------
+    tune: str = "psnr"                # "psnr": squared error; "ssim": with MS-SSIM mixed in
+    # tune ssim: the weight of log(1 - MS-SSIM) against log(MSE); the term from this
+    # fraction of the free fit on (MS-SSIM costs more than the fused step: a later start
+    # keeps the encode within about 1.5x), on the render pooled ssim_pool x ssim_pool
+    # (4x4 lost half the gain), in the rounding's re-fits too; sparse terms (every k-th
+    # step, random windows, a stale image-space gradient) and MS-SSIM of the luma paid
+    # less (docs/experiments.md, Primitives and the loss, 2026-12-05 --tune ssim).
+    ssim_weight: float = 0.8
+    ssim_from: float = 0.67
+    ssim_pool: int = 2
+    ssim_round: bool = True
     # ---- the run ----------------------------------------------------------------------
     seed: int = 0
     backend: str = "auto"

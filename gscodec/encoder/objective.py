@@ -16,6 +16,7 @@ from .config import FitConfig
 from .init import color_adjoint, random_init, render_params, solve_colors, structure_init
 from .params import WAVE_AMP, WAVE_LOGFREQ, GaussianParams
 from .quantize import WAVE_AMP_MAX, WAVE_F0, WAVE_FREQS, assign_classes
+from .stages import FreeFit, RoundGeometry  # (their names label their Adam steps)
 
 # The fitted log2 frequency of a wave stays within the file's levels (half an octave apart
 # from WAVE_F0 / 2).
@@ -61,9 +62,11 @@ class Objective:
             out = out * self.known[:, :, None]  # the target is already zero there
         return F.mse_loss(out, self.target, reduction="sum") / (self.npix * self.c)
 
-    def loss(self, p: GaussianParams) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mse, loss to minimise) of the parameters. On the compiled CPU kernel, and with
-        no extra term, render, error and gradients are one kernel call."""
+    def loss(self, p: GaussianParams, at=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mse, loss to minimise) of the parameters; `at`: (phase label, step, steps) of
+        the Adam loop's step, for objectives whose loss changes during the fit. On the
+        compiled CPU kernel, and with no extra term, render, error and gradients are one
+        kernel call."""
         if self._fused is None:
             self._fused = (type(self).extra_loss is Objective.extra_loss
                            and resolve_backend(self.cfg.backend, self.target) == "kernel")
@@ -154,3 +157,55 @@ class Objective:
         if len(self.cfg.quant.classes) == 1:
             return torch.zeros(p.count, dtype=torch.long, device=self.device)
         return assign_classes(p, quant, self.target, self.known)
+
+
+class SSIMObjective(Objective):
+    """`--tune ssim`: the gradient steps minimise (1 - w) log(MSE) + w log(1 - MS-SSIM), w =
+    cfg.ssim_weight: a weighted sum of the two metrics in dB (PSNR and MS-SSIM as the
+    benchmark converts it), so the mix does not depend on either's scale. The colour
+    solves, the pruning cost and the choice of steps stay least squares (`Objective`).
+
+    MS-SSIM costs more than the kernel's fused squared-error step, so the term is on in
+    the last part of the free fit only (from cfg.ssim_from of its steps) and, when
+    cfg.ssim_round, in the rounding's re-fits; it is taken on the render pooled
+    cfg.ssim_pool x cfg.ssim_pool, which drops MS-SSIM's finest scales (2x2: the finest,
+    weight 0.0448 of 1). Other steps are the fused kernel's (`Objective`)."""
+
+    def __init__(self, image, cfg: FitConfig, mask=None):
+        super().__init__(image, cfg, mask)
+        from .msssim import WEIGHTS, WIN, MSSSIMTo, scales_for
+        # The coarsest pooling up to cfg.ssim_pool whose image still has the scales it is
+        # used for; a small image gets fewer scales (one: SSIM; none under 11 pixels).
+        pool, first = 1, 0
+        while (pool * 2 <= cfg.ssim_pool and min(self.h, self.w) // (2 * pool)
+               > (WIN - 1) * 2 ** (len(WEIGHTS) - first - 2)):
+            pool, first = pool * 2, first + 1
+        self.pool = pool
+        target = self._view(self.target)
+        scales = scales_for(*target.shape[-2:])
+        self.ms_ssim = MSSSIMTo(target, scales=scales, first=first) if scales else None
+
+    def _view(self, out: torch.Tensor) -> torch.Tensor:
+        """[1, C, h, w] of an [H, W, C] image, pooled."""
+        v = out.permute(2, 0, 1)[None]
+        return F.avg_pool2d(v, self.pool) if self.pool > 1 else v
+
+    def uses_ssim(self, at) -> bool:
+        """Whether the step `at` = (phase label, step, steps) has the MS-SSIM term."""
+        if self.ms_ssim is None or self.cfg.ssim_weight <= 0 or at is None:
+            return False
+        label, step, steps = at
+        return ((label == FreeFit.name and step >= self.cfg.ssim_from * steps)
+                or (label == RoundGeometry.name and self.cfg.ssim_round))
+
+    def loss(self, p: GaussianParams, at=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mse, loss): with the MS-SSIM term one render through autograd (the kernel's
+        plan forward, its backward with the image's gradient), without it the fused
+        kernel; the loss is in log units either way, so Adam sees one scale."""
+        w = self.cfg.ssim_weight
+        if not self.uses_ssim(at):
+            mse = super().loss(p)[0]
+            return mse, (1 - w) * torch.log(mse)
+        out = self.render(p)
+        mse = self.mse(out)
+        return mse, (1 - w) * torch.log(mse) + w * torch.log1p(-self.ms_ssim(self._view(out)))
