@@ -1,25 +1,28 @@
-"""Where the time of one encode goes: each stage of the fit, and the kernel's speed.
+"""Where the time of one encode goes: each stage of the pipeline, and the kernel's speed.
 
     python benchmarks/profile_encode.py IMAGE [--effort default] [--threads 2]
-                                              [--label before] [--json OUT]
+                                              [--label after] [--json OUT] [--mask MASK.png]
 
-Runs one `gscodec.encode` of IMAGE with timers wrapped around the encoder's stages from
-outside (Fitter methods, Adam, the kernel calls of the torch backend, the writer), so that
-it profiles the encoder as it stands without changes to it. Times are inclusive per call
-path ("free fit > colour solves > kernel"); "(self)" rows are what a stage spent outside
-the stages timed inside it (Python, torch glue, autograd). Prints a table and writes JSON
-(default benchmarks/results/profile_encode_<image>_<label>.json).
+Runs one `gscodec.encode` of IMAGE with timers wrapped around the encoder's pieces from
+outside (`Pipeline.run_stage` for each stage, and inside the stages the gradients, the
+closed-form chain rule, autograd, the optimiser, the colour solves, the refinements, the
+kernel calls of the torch backend), so that it profiles the encoder without changes to it.
+Times are inclusive per call path ("fit > colour solves > kernel forward"); "(self)" is what
+a path spent outside the paths timed inside it (Python and torch glue). Prints a table and
+the fit's summary (kernel / optimiser / colour solves / refinements / gradients' chain rule
+and autograd / glue) and writes JSON (default
+benchmarks/results/profile_encode_<image>_<label>.json).
 
 The kernel rows count Gaussian-pixel evaluations (the plans' `evaluations`) and give ns per
-evaluation of the fused fitting step (render, loss and gradients) beside the roofline:
-a forward+backward evaluation needs about 50 float operations; an AVX2 core retires 16 per
-cycle without FMA, 32 with it (two 8-lane FMA units), at the clock /proc/cpuinfo reports.
-To profile another checkout: PYTHONPATH=/path/to/checkout python benchmarks/profile_encode.py.
+evaluation of the fused fitting step (render, loss and gradients, with its plan's set-up)
+beside the roofline: a forward+backward evaluation needs about 50 float operations; an AVX2
+core retires 16 per cycle without FMA, 32 with it (two 8-lane FMA units), at the clock
+/proc/cpuinfo reports. The "before" files of the starting code (profile_encode_*_before.json)
+were written by this script's first version (a176844), which wrapped the old `Fitter`.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -27,6 +30,11 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+# As `import gscodec` does, before torch is imported (here by the script, first): with
+# torch's idle threads spinning, its small operations took 10-30 ms each on the loaded VM,
+# and the encode as the command runs it looks other than it is (Fitting, 2026-12-06).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 FLOPS_PER_EVAL = 50          # forward + backward, one Gaussian-pixel evaluation (issue 30)
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +66,11 @@ class Profiler:
             self.evals[path] = self.evals.get(path, 0) + evaluations
 
     def wrap(self, owner, attr: str, name):
-        """Time owner.attr under `name` (a string, or a function of the call's arguments)."""
-        fn = getattr(owner, attr)
+        """Time owner.attr under `name` (a string, or a function of the call's arguments);
+        nothing where owner has no attr (an older checkout)."""
+        fn = getattr(owner, attr, None)
+        if fn is None:
+            return
 
         def timed(*args, **kw):
             with self.stage(name(*args, **kw) if callable(name) else name):
@@ -132,44 +143,47 @@ class TimedKernelModule:
         return None if ext is None else TimedKernel(self._prof, ext)
 
 
-def first_module(*names):
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ImportError(f"none of {names}")
-
-
 def instrument(prof: Profiler):
-    """Wrap the encoder's stages (the starting code's names; later code may move them)."""
+    """Wrap the encoder's pieces (where a module imported a function by name, the name in
+    that module is wrapped)."""
     import torch
 
     from gscodec.bitstream import format as gsi_format
-    from gscodec.encoder import fit as fit_mod
-    backend = first_module("gscodec.render.kernel_torch", "gscodec.render.cpu_torch")
-    name = "kernel" if hasattr(backend, "kernel") else "cpu"   # the starting code's `cpu`
-    setattr(backend, name, TimedKernelModule(prof, getattr(backend, name)))
-    F = fit_mod.Fitter
-    phase_names = {"fit": "free fit", "quantize": "quantization-aware fit"}
-    prof.wrap(F, "start", "start")
-    prof.wrap(F, "optimize", lambda self, p, steps, progress, phase, *a, **k:
-              phase_names.get(phase, phase))
-    prof.wrap(F, "refine", "refinements")
-    prof.wrap(F, "drop", "drop excess")
-    prof.wrap(F, "quantize_phase", "quantize phase (steps, classes)")
-    prof.wrap(F, "round_phase", "progressive rounding")
-    prof.wrap(F, "_refit", "re-fit")
-    prof.wrap(F, "finish", "finish")
-    prof.wrap(F, "round_colors", "colour rounding")
-    prof.wrap(F, "choose_quant", "choose steps")
-    prof.wrap(F, "removal_cost", "removal cost")
-    prof.wrap(fit_mod, "solve_colors", "colour solves")
-    prof.wrap(fit_mod, "to_integers", "to integers")
-    prof.wrap(fit_mod, "fake_quantize", "fake quantize")
-    prof.wrap(fit_mod.Adam, "step", "optimiser")
-    prof.wrap(F, "_clamp", "optimiser")
-    prof.wrap(torch.Tensor, "backward", "autograd backward")
+    from gscodec.encoder import adam, objective, pipeline, quantize, refine, stages, waves
+    from gscodec.render import kernel_torch
+    kernel_torch.kernel = TimedKernelModule(prof, kernel_torch.kernel)
+    run_stage = pipeline.Pipeline.run_stage
+
+    def timed_stage(stage, *args, **kw):
+        with prof.stage(stage.name):
+            return run_stage(stage, *args, **kw)
+    pipeline.Pipeline.run_stage = staticmethod(timed_stage)
+    prof.wrap(adam, "gradients", "gradients")
+    for owner in (getattr(adam, "FlatAdam", None), adam.Adam):
+        prof.wrap(owner, "step", "optimiser")
+    prof.wrap(objective.Objective, "clamp", "optimiser")
+    for name in ("conics_with_parts", "conic_gradients"):
+        prof.wrap(objective, name, "closed-form chain")
+    prof.wrap(torch.autograd, "grad", "autograd")
+    prof.wrap(torch.Tensor, "backward", "autograd")
+    modules = [objective, stages]
+    try:
+        from gscodec.encoder import masked
+        modules.append(masked)
+    except ImportError:
+        pass
+    for mod in modules:
+        prof.wrap(mod, "solve_colors", "colour solves")
+    prof.wrap(refine.Refinement, "before_step", "refinements")
+    prof.wrap(refine.ColorResolves, "before_step", "colour re-solves")
+    prof.wrap(waves.WaveSelection, "before_step", "wave selection")
+    prof.wrap(objective.Objective, "drop", "drop excess")
+    prof.wrap(objective.Objective, "choose_quant", "choose steps")
+    prof.wrap(objective.Objective, "assign_classes", "classes")
+    for mod in (adam, stages):
+        prof.wrap(mod, "fake_quantize", "fake quantize")
+    prof.wrap(quantize, "canonicalize", "canonicalize")
+    prof.wrap(stages, "to_integers", "to integers")
     prof.wrap(gsi_format, "write", "writing")
 
 
@@ -177,17 +191,17 @@ def save_free_fit(path: str):
     """Save the Gaussians that the free fit ends with to `path` (npz)."""
     import numpy as np
 
-    from gscodec.encoder import fit as fit_mod
-    free_fit = fit_mod.Fitter.free_fit
+    from gscodec.encoder import stages
+    run = stages.FreeFit.run
 
-    def saving(self, *args, **kw):
-        p = free_fit(self, *args, **kw)
-        arrays = {"means": p.xy, "conics": p.conics(), "colors": p.color}
+    def saving(self, objective, state, bar):
+        run(self, objective, state, bar)
+        p = state.params
+        arrays = {"means": p.pos, "conics": p.conics(), "colors": p.color}
         np.savez(path, **{k: v.detach().cpu().numpy().astype(np.float32)
                           for k, v in arrays.items()})
-        return p
 
-    fit_mod.Fitter.free_fit = saving
+    stages.FreeFit.run = saving
 
 
 def cpu_info() -> dict:
@@ -221,21 +235,24 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", default="run")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--mask", default=None, help="a masked encode (MASK.png: nonzero = missing)")
     ap.add_argument("--save-geometry", default=None, metavar="NPZ",
                     help="save the Gaussians after the free fit (means, conics, colors) for "
                          "bench_fit_step.py --geometry")
     a = ap.parse_args(argv)
     image = Path(a.image)
-    if not image.is_file():
-        print(f"error: no image at {image}", file=sys.stderr)
-        return 1
+    for path in (image, Path(a.mask) if a.mask else image):
+        if not path.is_file():
+            print(f"error: no image at {path}", file=sys.stderr)
+            return 1
     import numpy as np
     import torch
     from PIL import Image
 
     import gscodec
+    from gscodec.render import kernel
     torch.set_num_threads(a.threads)
-    if not first_module("gscodec.render.kernel", "gscodec.render.cpu").kernel_available():
+    if not kernel.kernel_available():
         print("error: the compiled kernel is not available", file=sys.stderr)
         return 1
     prof = Profiler()
@@ -244,7 +261,7 @@ def main(argv=None) -> int:
         save_free_fit(a.save_geometry)
     t0 = time.perf_counter()
     with prof.stage("encode"):
-        data = gscodec.encode(str(image), effort=a.effort)
+        data = gscodec.encode(str(image), effort=a.effort, mask=a.mask)
     total = time.perf_counter() - t0
     pixels = np.asarray(Image.open(image).convert("RGB"))
     decoded = gscodec.decode(data)
@@ -253,26 +270,63 @@ def main(argv=None) -> int:
     return 0
 
 
+def _is_kernel(leaf: str) -> bool:
+    return leaf.startswith("kernel ")
+
+
 def kernel_figures(prof: Profiler):
-    """ns per evaluation of the fused fitting step (loss_backward plus its plan's set-up)
-    and of all plan passes, over the whole encode."""
+    """ns per evaluation of the fused fitting step (the gradients' kernel calls: the plan's
+    set-up and loss_backward, or forward and backward) and of all plan passes, over the
+    whole encode."""
     step_t = step_e = pass_t = pass_e = setup_t = 0.0
     for path, t in prof.time.items():
         leaf = path[-1]
+        if not _is_kernel(leaf):
+            continue
+        in_step = "gradients" in path and "colour solves" not in path
         if leaf.endswith("set-up"):
             setup_t += t
-            if "colour solves" not in path:
-                step_t += t
-        elif leaf.startswith("kernel ") and "(one-pass)" not in leaf:
+        elif "(one-pass)" not in leaf:
             pass_t += t
             pass_e += prof.evals[path]
-            if leaf == "kernel loss_backward":
-                step_t += t
+        if in_step:
+            step_t += t
+            if leaf in ("kernel loss_backward", "kernel backward"):
                 step_e += prof.evals[path]
     return {"fused_step_seconds": step_t, "fused_step_evaluations": int(step_e),
             "fused_step_ns_per_eval": 1e9 * step_t / step_e if step_e else None,
             "plan_pass_seconds": pass_t, "plan_pass_evaluations": int(pass_e),
             "plan_set_up_seconds": setup_t}
+
+
+def stage_summary(prof: Profiler, stage: str = "fit") -> dict:
+    """The stage's time (wall, CPU) split into the kernel of its gradients, the closed-form
+    chain rule, autograd, the optimiser, the colour (re-)solves, the refinements and the
+    rest (glue: Python and torch between them)."""
+    top = ("encode", stage)
+    if top not in prof.time:
+        return {}
+    out = {"total": [prof.time[top], prof.cpu[top]]}
+    for path in prof.time:
+        if len(path) <= len(top) or path[:len(top)] != top:
+            continue
+        sub = path[len(top)]
+        if sub == "gradients":
+            if len(path) == len(top) + 2:      # the gradients' parts
+                leaf = path[-1]
+                key = "kernel" if _is_kernel(leaf) else leaf
+            else:
+                continue
+        elif len(path) == len(top) + 1:
+            key = sub
+        else:
+            continue
+        cur = out.setdefault(key, [0.0, 0.0])
+        cur[0] += prof.time[path]
+        cur[1] += prof.cpu[path]
+    named = [k for k in out if k != "total"]
+    out["glue"] = [out["total"][i] - sum(out[k][i] for k in named) for i in (0, 1)]
+    return {k: {"seconds": round(v[0], 3), "cpu_seconds": round(v[1], 3)} for k, v in out.items()}
 
 
 def report(prof, a, image, total, nbytes, npix, db):
@@ -296,6 +350,12 @@ def report(prof, a, image, total, nbytes, npix, db):
         rows.append({"path": list(path), "seconds": round(t, 4),
                      "self_seconds": round(self_t, 4), "cpu_seconds": round(cpu, 4),
                      "calls": calls, "evaluations": evals})
+    summary = stage_summary(prof)
+    if summary:
+        fit_t = summary["total"]["seconds"]
+        print("free fit: " + ", ".join(
+            f"{k} {v['seconds']:.2f} s ({100 * v['seconds'] / fit_t:.0f} %, "
+            f"{v['cpu_seconds']:.2f} s CPU)" for k, v in summary.items()))
     ns = kf["fused_step_ns_per_eval"]
     if ns:
         line = f"fused fitting step: {ns:.2f} ns per evaluation at {a.threads} threads"
@@ -306,11 +366,11 @@ def report(prof, a, image, total, nbytes, npix, db):
     out = {"command": " ".join(["python", "benchmarks/profile_encode.py", *sys.argv[1:]]),
            "label": a.label, "code": os.environ.get("PYTHONPATH") or str(ROOT),
            "machine": {**info, "cpu_count": os.cpu_count(), "platform": platform.platform()},
-           "image": image.name, "effort": a.effort, "threads": a.threads,
+           "image": image.name, "mask": a.mask, "effort": a.effort, "threads": a.threads,
            "seconds": round(total, 3), "cpu_seconds": round(prof.cpu[("encode",)], 3),
            "load_average": list(os.getloadavg()), "bytes": nbytes,
            "bpp": round(8 * nbytes / npix, 5),
-           "psnr": round(db, 4), "kernel": kf, "roofline": roof,
+           "psnr": round(db, 4), "kernel": kf, "roofline": roof, "free_fit": summary,
            "flops_per_eval": FLOPS_PER_EVAL,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": rows}
     path = Path(a.json) if a.json else \

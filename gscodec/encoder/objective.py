@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ..bitstream.model import LOG2_SIGMA_MAX, LOG2_SIGMA_MIN
 from ..render import resolve_backend
 from .config import FitConfig
+from .gradients import conic_gradients, conics_with_parts
 from .init import color_adjoint, random_init, render_params, solve_colors, structure_init
 from .params import WAVE_AMP, WAVE_LOGFREQ, GaussianParams
 from .quantize import WAVE_AMP_MAX, WAVE_F0, WAVE_FREQS, assign_classes
@@ -50,6 +51,7 @@ class Objective:
         self.color_weight = self.known
         self.npix = float(self.known.sum()) if self.known is not None else float(self.h * self.w)
         self._fused: bool | None = None  # loss() by the kernel's loss_backward (set on first use)
+        self._on_kernel: bool | None = None   # the fit on the compiled CPU kernel
 
     # ---- render and error -----------------------------------------------------------------
     def render(self, p: GaussianParams) -> torch.Tensor:
@@ -78,6 +80,42 @@ class Objective:
         out = self.render(p)
         mse = self.mse(out)
         return mse, mse + self.extra_loss(p, out)
+
+    def closed_form_gradients(self, p: GaussianParams):
+        """(mse, the gradients of the loss as a GaussianParams) without autograd, on the
+        fitting kernel: its gradients with respect to means, conics and colours chained to
+        the log2 scales and angles in closed form (`gradients.py`); the loss in one kernel
+        call, or with an extra term on the render through the kernel's backward of the
+        term's image gradient. None where the kernel cannot (another backend) or for a set
+        with waves (their chain rule through `wave_vectors` is left to autograd, which
+        `loss` feeds from the kernel's wave gradients): the caller uses autograd through
+        `loss`; so does an objective with a loss of its own (`SSIMObjective`: log units,
+        MS-SSIM)."""
+        if (p.wave is not None or type(self).loss is not Objective.loss
+                or not self._kernel_fits()):
+            return None
+        from ..render.kernel_torch import FitStep
+        means, colors = p.pos.contiguous(), p.color.contiguous()
+        conics, parts = conics_with_parts(p.scale, p.rot)
+        step = FitStep(means, conics, self.h, self.w)
+        scale = 1.0 / (self.npix * self.c)
+        if type(self).extra_loss is Objective.extra_loss:
+            mse, gm, gq, gc = step.loss_gradients(colors, self.target, self.known, scale)
+        else:
+            with torch.enable_grad():
+                out = step.forward(colors).requires_grad_(True)
+                mse = self.mse(out)
+                (g_out,) = torch.autograd.grad(mse + self.extra_loss(p, out), out)
+            gm, gq, gc = step.backward(colors, g_out)
+            mse = float(mse.detach())
+        g_scale, g_rot = conic_gradients(parts, gq)
+        return mse, GaussianParams(gm, g_scale, g_rot, gc)
+
+    def _kernel_fits(self) -> bool:
+        """Whether the fit runs on the compiled CPU kernel (set on first use)."""
+        if self._on_kernel is None:
+            self._on_kernel = resolve_backend(self.cfg.backend, self.target) == "kernel"
+        return self._on_kernel
 
     def extra_loss(self, p: GaussianParams, out: torch.Tensor):
         """A term added to the loss; subclasses (masked fitting) add their own."""

@@ -18,6 +18,7 @@ from .config import FitConfig
 from .gi_finetune import GIFineTune
 from .progress import Progress
 from .stages import Colours, EncodeState, FreeFit, Quantize, RoundGeometry, Start, Write
+from .threads import one_thread
 
 
 class Pipeline:
@@ -42,7 +43,8 @@ class Pipeline:
     @staticmethod
     def run_stage(stage, objective, state: EncodeState, bar: Progress) -> None:
         t0 = time.perf_counter()
-        stage.run(objective, state, bar)
+        with one_thread():     # torch's small operations at one thread, the kernel at all
+            stage.run(objective, state, bar)
         state.seconds[stage.name] = (state.seconds.get(stage.name, 0.0)
                                      + time.perf_counter() - t0)
 

@@ -3,7 +3,9 @@ gscodec.render.backends), for the encoder.
 
 Tensors are passed to the numpy kernel as zero-copy views (when already float32 and
 contiguous) and results come back with torch.from_numpy. The kernel runs on
-torch.get_num_threads() threads, so torch.set_num_threads bounds it too.
+torch.get_num_threads() threads, so torch.set_num_threads bounds it too; inside
+`kernel_threads_kept()` it keeps the count torch had on entry while torch itself runs at
+fewer (the encoder runs its small tensor operations at one thread: `encoder/threads.py`).
 
 A differentiable render keeps the kernel's `Plan` (row spans and weights of the geometry)
 from the forward to the backward, which then only multiplies and adds: forward+backward
@@ -23,11 +25,33 @@ set without waves.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from . import kernel
 
 SUPPORTS_WAVES = True   # render_cpu, render_mse_cpu and PlanColorOperator draw waves
+
+_kept_threads: int | None = None    # set by kernel_threads_kept()
+
+
+def kernel_threads() -> int:
+    """The thread count of the kernel's calls: torch's, or the one kept for it."""
+    return _kept_threads or torch.get_num_threads()
+
+
+@contextmanager
+def kernel_threads_kept():
+    """Inside the block the kernel's calls keep torch's thread count of its entry, whatever
+    torch.set_num_threads sets meanwhile."""
+    global _kept_threads
+    prev = _kept_threads
+    _kept_threads = kernel_threads()
+    try:
+        yield
+    finally:
+        _kept_threads = prev
 
 
 def _np(t: torch.Tensor):
@@ -41,7 +65,7 @@ MAX_PLAN_WEIGHTS = 1 << 25
 
 def make_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
     return kernel.kernel().Plan(_np(means), _np(conics), int(height), int(width),
-                             torch.get_num_threads(), MAX_PLAN_WEIGHTS)
+                             kernel_threads(), MAX_PLAN_WEIGHTS)
 
 
 def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int,
@@ -55,7 +79,7 @@ def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width:
         return make_plan(means, conics, height, width)
     extra = () if waves is None else (_np(waves),)
     return ext.FitPlan(_np(means), _np(conics), int(height), int(width),
-                       torch.get_num_threads(), *extra)
+                       kernel_threads(), *extra)
 
 
 def release_buffers() -> int:
@@ -72,12 +96,12 @@ class _RasterizeCPU(torch.autograd.Function):
         ctx.plan = make_plan(means, conics, height, width)
         ctx.save_for_backward(c)
         ctx.dtypes = (means.dtype, conics.dtype, colors.dtype)
-        return torch.from_numpy(ctx.plan.forward(c.numpy(), torch.get_num_threads()))
+        return torch.from_numpy(ctx.plan.forward(c.numpy(), kernel_threads()))
 
     @staticmethod
     def backward(ctx, grad_out):
         (c,) = ctx.saved_tensors
-        gm, gq, gc = ctx.plan.backward(c.numpy(), _np(grad_out), torch.get_num_threads())
+        gm, gq, gc = ctx.plan.backward(c.numpy(), _np(grad_out), kernel_threads())
         ctx.plan = None  # its weight buffer goes back to the kernel's pool for the next step
         dm, dq, dc = ctx.dtypes
         return (torch.from_numpy(gm).to(dm) if ctx.needs_input_grad[0] else None,
@@ -98,12 +122,12 @@ class _RasterizeWavesCPU(torch.autograd.Function):
         ctx.dtypes = tuple(t.dtype for t in (means, conics, colors, waves))
         m, q, c, wv = (t.numpy() for t in arrays)
         return torch.from_numpy(kernel.kernel().forward(m, q, c, height, width,
-                                                        torch.get_num_threads(), wv))
+                                                        kernel_threads(), wv))
 
     @staticmethod
     def backward(ctx, grad_out):
         m, q, c, wv = (t.numpy() for t in ctx.saved_tensors)
-        nt = torch.get_num_threads()
+        nt = kernel_threads()
         g = _np(grad_out)
         plan = kernel.kernel().FitPlan(m, q, *ctx.size, nt, wv)
         need = ctx.needs_input_grad
@@ -134,7 +158,7 @@ def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
         # No backward will follow: the one-pass forward, without a plan.
         extra = () if waves is None else (_np(waves),)
         out = kernel.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
-                                   int(width), torch.get_num_threads(), *extra)
+                                   int(width), kernel_threads(), *extra)
         return torch.from_numpy(out)
     if waves is not None:
         return _RasterizeWavesCPU.apply(means, conics, colors, waves, int(height), int(width))
@@ -151,7 +175,7 @@ class _RenderMSECPU(torch.autograd.Function):
         plan = make_fit_plan(means, conics, h, w, waves)
         loss, gm, gq, gc, *gw = plan.loss_backward(
             _np(colors), _np(target), None if weight is None else _np(weight), float(scale),
-            torch.get_num_threads())
+            kernel_threads())
         ctx.grads = (torch.from_numpy(gm).to(means.dtype), torch.from_numpy(gq).to(conics.dtype),
                      torch.from_numpy(gc).to(colors.dtype))
         ctx.gwaves = torch.from_numpy(gw[0]).to(waves.dtype) if gw else None
@@ -194,10 +218,10 @@ class PlanColorOperator:
         self.fused = hasattr(kernel.kernel(), "FitPlan")   # has loss_backward(geometry=)
 
     def forward(self, colors: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.plan.forward(_np(colors), torch.get_num_threads()))
+        return torch.from_numpy(self.plan.forward(_np(colors), kernel_threads()))
 
     def adjoint(self, v: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.plan.adjoint(_np(v), torch.get_num_threads()))
+        return torch.from_numpy(self.plan.adjoint(_np(v), kernel_threads()))
 
     def normal(self, colors: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """A^T W^2 A colors (W: the per-pixel weight [H, W], None for ones) in one pass,
@@ -208,6 +232,48 @@ class PlanColorOperator:
             w2 = None if weight is None else (weight * weight)[:, :, None]
             return self.adjoint(out if w2 is None else out * w2)
         _, gc = self.plan.loss_backward(_np(colors), None, None if weight is None
-                                        else _np(weight), 0.5, torch.get_num_threads(),
+                                        else _np(weight), 0.5, kernel_threads(),
                                         geometry=False)
         return torch.from_numpy(gc)
+
+    def residual(self, colors: torch.Tensor, target: torch.Tensor,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+        """A^T W (target - W A colors) in one pass (the colour solves' starting residual;
+        target [H, W, C] already weighted)."""
+        if not self.fused:
+            out = self.forward(colors)
+            if weight is not None:
+                out = out * weight[:, :, None]
+            r = target - out
+            return self.adjoint(r if weight is None else r * weight[:, :, None])
+        _, gc = self.plan.loss_backward(_np(colors), _np(target), None if weight is None
+                                        else _np(weight), 0.5, kernel_threads(),
+                                        geometry=False)
+        return -torch.from_numpy(gc)
+
+
+class FitStep:
+    """One geometry on the fitting kernel, for the fit's gradients without autograd: the
+    squared error and its gradients with respect to means, conics and colours in one call
+    (`loss_gradients`), or a render and the gradients of any loss of it (`forward`,
+    `backward`). The encoder chains them to its own parameters in closed form
+    (`encoder/gradients.py`)."""
+
+    def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
+        self.plan = make_fit_plan(means, conics, height, width)
+
+    def loss_gradients(self, colors: torch.Tensor, target: torch.Tensor,
+                       weight: torch.Tensor | None, scale: float):
+        """(loss, gmeans, gconics, gcolors) of scale * sum((weight * render - target)^2)."""
+        loss, gm, gq, gc = self.plan.loss_backward(
+            _np(colors), _np(target), None if weight is None else _np(weight), float(scale),
+            kernel_threads())
+        return loss, torch.from_numpy(gm), torch.from_numpy(gq), torch.from_numpy(gc)
+
+    def forward(self, colors: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.plan.forward(_np(colors), kernel_threads()))
+
+    def backward(self, colors: torch.Tensor, grad_out: torch.Tensor):
+        """(gmeans, gconics, gcolors) of sum(render(colors) * grad_out)."""
+        gm, gq, gc = self.plan.backward(_np(colors), _np(grad_out), kernel_threads())
+        return torch.from_numpy(gm), torch.from_numpy(gq), torch.from_numpy(gc)
