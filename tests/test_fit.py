@@ -261,6 +261,32 @@ def test_fake_quantize_is_what_the_decoder_renders():
     assert len(set(qg.color_dens().tolist())) > 1          # several buckets were used
 
 
+def test_fake_quantized_waves_are_what_the_decoder_draws():
+    """The file's waves draw what the fit saw, also where an angle rounds up to pi and is
+    written as 0 (the wave's direction turns round; the phase changes sign with it)."""
+    gen = torch.Generator().manual_seed(3)
+    h, w, n = 24, 28, 40
+    rot = torch.rand(n, generator=gen) * math.pi
+    rot[::3] = math.pi - 1e-3                      # these round up to pi
+    wave = torch.stack([0.25 + torch.rand(n, generator=gen),          # amplitude
+                        torch.rand(n, generator=gen) * 2 - 1,          # log2 frequency
+                        torch.rand(n, generator=gen) * 2 * math.pi,    # phase
+                        (torch.rand(n, generator=gen) < 0.5).float(),  # axis
+                        torch.ones(n)], -1)
+    p = canonicalize(GaussianParams(torch.rand(n, 2, generator=gen) * torch.tensor([w, h]),
+                                    torch.randn(n, 2, generator=gen) * 0.3 + 1.5, rot,
+                                    torch.rand(n, 3, generator=gen), wave))
+    cfg = QuantConfig().for_fit(n, 10**6, 30.0, waves=True)
+    fq = fake_quantize(p, cfg, w, h)
+    seen = render(fq.pos, fq.conics(), fq.color, h, w, waves=fq.waves(),
+                  backend="torch_reference")
+    qg = to_integers(p, cfg, w, h)
+    assert int((qg.wave[:, 0] > 0).sum()) == n and int((qg.rot == 0).sum()) >= n // 3
+    decoded = render(*render_inputs(qg), h, w, waves=torch.from_numpy(qg.render_waves()),
+                     backend="torch_reference")
+    assert torch.allclose(seen, decoded, atol=1e-4)
+
+
 def test_steps_follow_the_fitted_set():
     pixels = 100_000
     dense = int(FINE_POS_DENSITY * pixels / 1000)     # exactly at the threshold

@@ -278,11 +278,14 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     qls = np.clip(np.rint(ls * ss[:, None]), lo, hi).astype(np.int64)
     qls[:, 1] = np.minimum(qls[:, 1], qls[:, 0])
     rl = angle_levels(cfg.classes, cls, qls)   # the angle levels of each Gaussian's shape
-    qrot = np.mod(np.rint(th * (rl / math.pi)), rl).astype(np.int64)
+    level = np.rint(th * (rl / math.pi))
+    qrot = np.mod(level, rl).astype(np.int64)
     den = color_dens(cfg.classes, cls, qls)     # the colour step of each Gaussian's bucket
     clo, chi = (COLOR_RANGE[0] * den)[:, None], (COLOR_RANGE[1] * den)[:, None]
     qcol = np.clip(np.rint(col * den[:, None]), clo, chi).astype(np.int64)
-    qwave = None if p.wave is None else _wave_integers(p.wave, cfg, cls)
+    # An angle that rounds up to pi is written as 0: the same Gaussian, but its wave's
+    # direction turns round, so the phase changes sign to draw the same wave.
+    qwave = None if p.wave is None else _wave_integers(p.wave, cfg, cls, level >= rl)
     qg = QuantizedGaussians(
         width, height, col.shape[1], qxy.astype(np.int32), qls.astype(np.int32),
         qrot.astype(np.int32), qcol.astype(np.int32), masked=masked,
@@ -292,17 +295,20 @@ def to_integers(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
     return qg.sorted()
 
 
-def _wave_integers(wave: torch.Tensor, cfg: QuantConfig, cls: np.ndarray) -> np.ndarray:
+def _wave_integers(wave: torch.Tensor, cfg: QuantConfig, cls: np.ndarray,
+                   turned: np.ndarray) -> np.ndarray:
     """int32 [N, 4]: (amp, axis, frequency level, phase level) of canonical waves, each in
     its class's units; a Gaussian whose amplitude rounds to 0 (or whose class has no
-    waves) gets (0, 0, 0, 0)."""
+    waves) gets (0, 0, 0, 0). `turned`: the Gaussians whose angle is written half a turn
+    from the fitted one (cos(-k.d + phase) = cos(k.d - phase))."""
     w = wave.detach().double().cpu().numpy()
     table = np.array([[k.wave_den, k.wave_freqs, k.wave_f0, k.wave_phases]
                       for k in cfg.classes], dtype=np.int64).reshape(-1, 4)
     den, nf, f0, nph = (table[cls, i] for i in range(4))
     amp = np.clip(np.rint(w[:, WAVE_AMP] * w[:, WAVE_ON] * den), 0, np.rint(WAVE_AMP_MAX * den))
     freq = np.clip(np.rint(2.0 * w[:, WAVE_LOGFREQ] - f0), 0, np.maximum(nf - 1, 0))
-    phase = np.mod(np.rint(w[:, WAVE_PHASE] * nph / (2 * math.pi)), np.maximum(nph, 1))
+    phase = np.rint(w[:, WAVE_PHASE] * nph / (2 * math.pi))
+    phase = np.mod(np.where(turned, -phase, phase), np.maximum(nph, 1))
     axis = (w[:, WAVE_AXIS] > 0.5).astype(np.int64)
     out = np.stack([amp, axis, freq, phase], -1).astype(np.int64)
     out[amp == 0] = 0
