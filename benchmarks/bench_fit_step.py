@@ -5,7 +5,7 @@ against another checkout's kernel (the starting code), interleaved in one run.
     python benchmarks/bench_fit_step.py [--image kodim05.png] [--gaussians 2359]
                                         [--geometry FILE.npz] [--base CHECKOUT]
                                         [--threads 1,2] [--repeat 15] [--json OUT]
-                                        [--megapixels 0.4,1,2.8]
+                                        [--megapixels 0.4,1,2.8] [--waves]
 
 The Gaussians are the encoder's start on a real image (structure-guided placement, colours
 by least squares), or those of FILE.npz (arrays means, conics, colors: e.g. a fitted set,
@@ -23,6 +23,13 @@ a step is one forward and one backward, and so is a colour-solve step):
     cg_fit        the same 12 steps on one FitPlan (forward + adjoint)
     cg_fit_fused  12 steps of FitPlan.loss_backward(geometry=False): A^T A x in one pass
     cg_base       12 steps on the --base checkout's Plan
+
+and, with --waves (format v5; a wave on every Gaussian, as the fit gives them: along one of
+its axes, log2 frequency uniform in the fit's starting range, random phase), against fit:
+
+    fit_waves0    FitPlan(..., waves) + loss_backward with every amplitude 0 (the fit's
+                  start: the waves' gradients are still computed)
+    fit_waves     the same with amplitudes uniform in [-0.5, 0.5]
 
 and the ratio of each to its baseline (base or exact). Writes
 benchmarks/results/bench_fit_step.json.
@@ -92,7 +99,37 @@ def steps(ext, base, m, q, c, target, nt) -> dict:
     return out
 
 
-def arms(ext, base, m, q, c, target, nt):
+def wave_set(q: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Waves [N, 4] (kx, ky, phase, amp) on Gaussians of conics q: along the major or minor
+    axis at random, |k| = 2^u / sigma of that axis with u uniform in the fit's starting range
+    (FitConfig.wave_start_logfreq), random phase, amplitude uniform in [-0.5, 0.5]."""
+    from gscodec.encoder.config import FitConfig
+    rng = np.random.default_rng(seed)
+    n = len(q)
+    mats = np.stack([q[:, 0], q[:, 1], q[:, 1], q[:, 2]], 1).reshape(n, 2, 2).astype(np.float64)
+    lam, vec = np.linalg.eigh(mats)                 # lam = 1 / sigma^2, ascending
+    axis = rng.integers(0, 2, n)
+    sigma = 1.0 / np.sqrt(np.maximum(lam[np.arange(n), axis], 1e-12))
+    k = np.exp2(rng.uniform(*FitConfig().wave_start_logfreq, n)) / sigma
+    d = vec[np.arange(n), :, axis]
+    return np.stack([k * d[:, 0], k * d[:, 1], rng.uniform(0, 2 * np.pi, n),
+                     rng.uniform(-0.5, 0.5, n)], 1).astype(np.float32)
+
+
+def wave_arms(ext, m, q, c, target, nt) -> dict:
+    """The fused step with waves: fit_waves0 (amplitudes 0) and fit_waves."""
+    h, w, _ = target.shape
+    waves = wave_set(q)
+    zero = waves.copy()
+    zero[:, 3] = 0.0
+
+    def step(wv):
+        return lambda: ext.FitPlan(m, q, h, w, nt, wv).loss_backward(
+            c, target, None, 1.0 / target.size, nt)
+    return {"fit_waves0": step(zero), "fit_waves": step(waves)}
+
+
+def arms(ext, base, m, q, c, target, nt, waves=False):
     h, w, _ = target.shape
 
     def cg(mod, cls, fused=False):
@@ -113,12 +150,15 @@ def arms(ext, base, m, q, c, target, nt):
                cg_fit_fused=cg(ext, "FitPlan", fused=True))
     if base is not None:
         out["cg_base"] = cg(base, "Plan")
+    if waves:
+        out.update(wave_arms(ext, m, q, c, target, nt))
     return out
 
 
 def baselines(has_base: bool) -> dict:
     step, cg = ("base", "cg_base") if has_base else ("exact", "cg_exact")
-    out = {"fit": step, "cg_fit": cg, "cg_fit_fused": cg}
+    out = {"fit": step, "cg_fit": cg, "cg_fit_fused": cg, "fit_waves0": "fit",
+           "fit_waves": "fit"}
     if has_base:
         out.update(exact="base", cg_exact="cg_base")
     return out
@@ -262,6 +302,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--json", default=None)
     ap.add_argument("--megapixels", default=None)
+    ap.add_argument("--waves", action="store_true",
+                    help="also the fused step with waves (fit_waves0, fit_waves)")
     a = ap.parse_args(argv)
     ext = kernel.kernel()
     if ext is None:
@@ -299,7 +341,7 @@ def main(argv=None) -> int:
     print(f"{'threads':>7} {'arm':>13} {'ms':>9} {'ns/eval':>8} {'ratio':>7} {'cpu ms':>9} "
           f"{'cpu ns':>7} {'ratio':>7}  baseline")
     for nt in (int(t) for t in a.threads.split(",")):
-        best, cpu = measure(arms(ext, base, m, q, c, target, nt), a.repeat)
+        best, cpu = measure(arms(ext, base, m, q, c, target, nt, a.waves), a.repeat)
         for k, ms in best.items():
             per = passes(k) / 2 * evaluations / 1e6 if evaluations else float("inf")
             ratio = ms / best[ref[k]] if k in ref else None
@@ -318,7 +360,7 @@ def main(argv=None) -> int:
         "image": image.name, "geometry": a.geometry, "base": a.base, "gaussians": len(m),
         "evaluations": evaluations, "ns_per_eval": "per forward+backward evaluation "
         "(a colour-solve step counted as one)", "cg_steps": CG_STEPS, "repeat": a.repeat,
-        "isa": ext.isa(), "fit_isa": ext.fit_isa(), "rows": rows})
+        "waves": a.waves, "isa": ext.isa(), "fit_isa": ext.fit_isa(), "rows": rows})
     return 0
 
 

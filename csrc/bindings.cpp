@@ -99,6 +99,17 @@ std::pair<farray, const float*> weight_arg(const py::object& weight, int64_t H, 
     return {wt, p};
 }
 
+// (waves array kept alive, its data or null): None, or float32 [N, 4].
+std::pair<farray, const float*> waves_arg(const py::object& waves, int64_t N) {
+    if (waves.is_none()) return {farray(), nullptr};
+    auto wv = as_f32(waves, "waves", 2);
+    if (wv.shape(0) != N || wv.shape(1) != 4)
+        throw py::value_error("waves must be [N, 4] with N = " + std::to_string(N) +
+                              " (kx, ky, phase, amp), got " + shape_str(wv));
+    const float* p = wv.data();
+    return {wv, p};
+}
+
 py::array_t<float> new_array(int64_t a, int64_t b) {
     return py::array_t<float>({(py::ssize_t)a, (py::ssize_t)b});
 }
@@ -108,38 +119,66 @@ py::array_t<float> new_image(int64_t H, int64_t W, int64_t C) {
 }
 
 py::array_t<float> forward(py::handle means, py::handle conics, py::handle colors,
-                           int64_t height, int64_t width, int num_threads) {
+                           int64_t height, int64_t width, int num_threads, py::object waves) {
     auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
     auto c = as_f32(colors, "colors", 2);
     check_gaussians(m, q, c);
     check_size(height, width);
-    const int nt = gsi::resolve_threads(num_threads);
     const int64_t N = m.shape(0), C = c.shape(1);
+    auto wv = waves_arg(waves, N);
+    const int nt = gsi::resolve_threads(num_threads);
     auto out = new_image(height, width, C);
     float* o = out.mutable_data();
-    const float *pm = m.data(), *pq = q.data(), *pc = c.data();
+    const float *pm = m.data(), *pq = q.data(), *pc = c.data(), *pw = wv.second;
     {
         py::gil_scoped_release nogil;
-        gsi::forward(pm, pq, pc, N, (int)C, height, width, o, nt);
+        gsi::forward(pm, pq, pc, pw, N, (int)C, height, width, o, nt);
     }
     return out;
 }
 
-// The two plan classes share their Python surface; P is gsi::Plan or gsi::FitPlan.
+py::array_t<float> cos_gsi(py::handle x) {
+    auto a = as_f32(x, "x", 1);
+    py::array_t<float> out(a.shape(0));
+    gsi::cos_gsi_values(a.data(), a.shape(0), out.mutable_data());
+    return out;
+}
+
+// The two plan classes share their Python surface; P is gsi::Plan or gsi::FitPlan (only
+// FitPlan takes waves).
 template <class P>
 std::unique_ptr<P> make_plan(py::handle means, py::handle conics, int64_t height,
-                             int64_t width, int num_threads, int64_t max_weights) {
+                             int64_t width, int num_threads, int64_t max_weights,
+                             py::object waves = py::none()) {
     auto m = as_f32(means, "means", 2), q = as_f32(conics, "conics", 2);
     check_geometry(m, q);
     check_size(height, width);
     if (max_weights < 0) throw py::value_error("max_weights must be >= 0");
+    auto wv = waves_arg(waves, m.shape(0));
     const int nt = gsi::resolve_threads(num_threads);
-    const float *pm = m.data(), *pq = q.data();
+    const float *pm = m.data(), *pq = q.data(), *pw = wv.second;
     py::gil_scoped_release nogil;
     if constexpr (std::is_same<P, gsi::Plan>::value)
         return std::make_unique<P>(pm, pq, (int64_t)m.shape(0), height, width, nt, max_weights);
     else
-        return std::make_unique<P>(pm, pq, (int64_t)m.shape(0), height, width, nt);
+        return std::make_unique<P>(pm, pq, pw, (int64_t)m.shape(0), height, width, nt);
+}
+
+// The waves' gradient array of a plan: [N, 4] with waves, else [0, 4] (not returned).
+template <class P>
+py::array_t<float> waves_grad(const P& p, bool geometry) {
+    if constexpr (std::is_same<P, gsi::FitPlan>::value)
+        return new_array(geometry && p.has_waves() ? p.count() : 0, 4);
+    else
+        return new_array(0, 4);
+}
+
+template <class P>
+bool returns_waves(const P& p) {
+    if constexpr (std::is_same<P, gsi::FitPlan>::value)
+        return p.has_waves();
+    else
+        return false;
 }
 
 template <class P>
@@ -157,6 +196,7 @@ py::array_t<float> plan_forward(const P& p, py::handle colors, int num_threads) 
     return out;
 }
 
+// (gmeans, gconics, gcolors), and gwaves for a plan with waves.
 template <class P>
 py::tuple plan_backward(const P& p, py::handle colors, py::handle grad_out, int num_threads) {
     auto c = colors_arg(colors, p.count());
@@ -164,12 +204,18 @@ py::tuple plan_backward(const P& p, py::handle colors, py::handle grad_out, int 
     auto g = image_arg(grad_out, "grad_out", p.height(), p.width(), C);
     const int nt = gsi::resolve_threads(num_threads);
     auto gm = new_array(N, 2), gq = new_array(N, 3), gc = new_array(N, C);
+    auto gw = waves_grad(p, true);
     float *pgm = gm.mutable_data(), *pgq = gq.mutable_data(), *pgc = gc.mutable_data();
+    float* pgw = gw.mutable_data();
     const float *pc = c.data(), *pg = g.data();
     {
         py::gil_scoped_release nogil;
-        p.backward(true, pc, C, pg, nt, pgm, pgq, pgc);
+        if constexpr (std::is_same<P, gsi::FitPlan>::value)
+            p.backward(true, pc, C, pg, nt, pgm, pgq, pgc, pgw);
+        else
+            p.backward(true, pc, C, pg, nt, pgm, pgq, pgc);
     }
+    if (returns_waves(p)) return py::make_tuple(gm, gq, gc, gw);
     return py::make_tuple(gm, gq, gc);
 }
 
@@ -185,7 +231,10 @@ py::array_t<float> plan_adjoint(const P& p, py::handle v, int num_threads) {
     const float* pg = g.data();
     {
         py::gil_scoped_release nogil;
-        p.backward(false, nullptr, C, pg, nt, nullptr, nullptr, pgc);
+        if constexpr (std::is_same<P, gsi::FitPlan>::value)
+            p.backward(false, nullptr, C, pg, nt, nullptr, nullptr, pgc, nullptr);
+        else
+            p.backward(false, nullptr, C, pg, nt, nullptr, nullptr, pgc);
     }
     return gc;
 }
@@ -208,7 +257,8 @@ py::tuple exact_loss_backward(const gsi::Plan& p, py::handle colors, py::handle 
     return py::make_tuple(loss, gm, gq, gc);
 }
 
-// (loss, gmeans, gconics, gcolors), or (loss, gcolors) with geometry false.
+// (loss, gmeans, gconics, gcolors), and gwaves for a plan with waves; or (loss, gcolors)
+// with geometry false.
 py::object fit_loss_backward(const gsi::FitPlan& p, py::handle colors, py::object target,
                             py::object weight, double scale, int num_threads, bool geometry) {
     auto c = colors_arg(colors, p.count());
@@ -219,15 +269,17 @@ py::object fit_loss_backward(const gsi::FitPlan& p, py::handle colors, py::objec
     auto w = weight_arg(weight, p.height(), p.width());
     const int nt = gsi::resolve_threads(num_threads);
     auto gm = new_array(geometry ? N : 0, 2), gq = new_array(geometry ? N : 0, 3);
-    auto gc = new_array(N, C);
+    auto gc = new_array(N, C), gw = waves_grad(p, geometry);
     float *pgm = geometry ? gm.mutable_data() : nullptr;
     float *pgq = geometry ? gq.mutable_data() : nullptr, *pgc = gc.mutable_data();
+    float* pgw = gw.mutable_data();
     const float* pc = c.data();
     double loss;
     {
         py::gil_scoped_release nogil;
-        loss = p.loss_backward(pc, C, pt, w.second, scale, geometry, nt, pgm, pgq, pgc);
+        loss = p.loss_backward(pc, C, pt, w.second, scale, geometry, nt, pgm, pgq, pgc, pgw);
     }
+    if (geometry && p.has_waves()) return py::make_tuple(loss, gm, gq, gc, gw);
     if (geometry) return py::make_tuple(loss, gm, gq, gc);
     return py::make_tuple(loss, gc);
 }
@@ -256,8 +308,13 @@ PYBIND11_MODULE(_raster, m) {
     m.attr("Q_CUT") = (double)gsi::Q_CUT;
     m.def("forward", &forward, py::arg("means"), py::arg("conics"), py::arg("colors"),
           py::arg("height"), py::arg("width"), py::arg("num_threads") = 0,
+          py::arg("waves") = py::none(),
           "Render float32 means [N,2], conics [N,3], colors [N,C] (C in 1..4) to a float32\n"
-          "array [height, width, C]. num_threads 0: get_num_threads(). Releases the GIL.");
+          "array [height, width, C]. num_threads 0: get_num_threads(). waves: None or\n"
+          "float32 [N, 4] (kx, ky, phase, amp), drawn exactly as spec section 10 says (amp 0:\n"
+          "no wave, bit for bit). Releases the GIL.");
+    m.def("cos_gsi", &cos_gsi, py::arg("x"),
+          "The exact hot loops' cos_gsi (spec section 10) of float32 x [n] (for tests).");
     m.def("backward", &backward, py::arg("means"), py::arg("conics"), py::arg("colors"),
           py::arg("grad_out"), py::arg("num_threads") = 0,
           "Gradients (gmeans [N,2], gconics [N,3], gcolors [N,C]) of sum(forward * grad_out)\n"
@@ -266,7 +323,12 @@ PYBIND11_MODULE(_raster, m) {
                           "One geometry prepared for many renders (row spans solved once; "
                           "weights\nkept when there are at most max_weights). Its forward and "
                           "backward are\nbit-identical to forward and backward.")
-        .def(py::init(&make_plan<gsi::Plan>), py::arg("means"), py::arg("conics"),
+        .def(py::init([](py::handle means, py::handle conics, int64_t height, int64_t width,
+                         int num_threads, int64_t max_weights) {
+                 return make_plan<gsi::Plan>(means, conics, height, width, num_threads,
+                                             max_weights);
+             }),
+             py::arg("means"), py::arg("conics"),
              py::arg("height"), py::arg("width"), py::arg("num_threads") = 0,
              py::arg("max_weights") = (int64_t)1 << 26)
         .def("forward", &plan_forward<gsi::Plan>, py::arg("colors"), py::arg("num_threads") = 0,
@@ -290,26 +352,34 @@ PYBIND11_MODULE(_raster, m) {
                              "with FMA and a cheaper exp (within about 1e-6 of Plan's; the\n"
                              "same cut-off), band by band; deterministic at any thread count.")
         .def(py::init([](py::handle means, py::handle conics, int64_t height, int64_t width,
-                         int num_threads) {
-                 return make_plan<gsi::FitPlan>(means, conics, height, width, num_threads, 0);
+                         int num_threads, py::object waves) {
+                 return make_plan<gsi::FitPlan>(means, conics, height, width, num_threads, 0,
+                                                waves);
              }),
              py::arg("means"), py::arg("conics"), py::arg("height"), py::arg("width"),
-             py::arg("num_threads") = 0)
+             py::arg("num_threads") = 0, py::arg("waves") = py::none(),
+             "waves: None, or float32 [N, 4] (kx, ky, phase, amp): every Gaussian's weight\n"
+             "is then e * (1 + amp * cos(kx*dx + ky*dy + phase)) (a cheaper sin and cos),\n"
+             "and the geometry's gradients include gwaves [N, 4], d/d(kx, ky, phase, amp),\n"
+             "for every Gaussian (amp 0 included).")
         .def("forward", &plan_forward<gsi::FitPlan>, py::arg("colors"),
              py::arg("num_threads") = 0,
              "Render colors [N, C] with this geometry: float32 [height, width, C].")
         .def("backward", &plan_backward<gsi::FitPlan>, py::arg("colors"), py::arg("grad_out"),
              py::arg("num_threads") = 0,
-             "(gmeans, gconics, gcolors) of sum(forward(colors) * grad_out).")
+             "(gmeans, gconics, gcolors) of sum(forward(colors) * grad_out), and gwaves\n"
+             "last for a plan with waves.")
         .def("loss_backward", &fit_loss_backward, py::arg("colors"), py::arg("target"),
              py::arg("weight"), py::arg("scale"), py::arg("num_threads") = 0,
              py::arg("geometry") = true,
              "With r = weight * forward(colors) - target (weight [H, W] or None for ones,\n"
              "target [H, W, C] or None for zeros): (scale * sum(r^2), gmeans, gconics,\n"
-             "gcolors) of that loss; with geometry=False (loss, gcolors) only.")
+             "gcolors) of that loss, and gwaves last for a plan with waves; with\n"
+             "geometry=False (loss, gcolors) only.")
         .def("adjoint", &plan_adjoint<gsi::FitPlan>, py::arg("v"), py::arg("num_threads") = 0,
              "A^T v for v [height, width, C]: the colour gradient of sum(forward(.) * v).")
         .def_property_readonly("count", &gsi::FitPlan::count)
+        .def_property_readonly("has_waves", &gsi::FitPlan::has_waves)
         .def_property_readonly("evaluations", &gsi::FitPlan::evaluations,
                                "Gaussian-pixel evaluations of one pass (its spans' pixels)")
         .def_property_readonly("nbytes", &gsi::FitPlan::nbytes);
@@ -324,6 +394,8 @@ PYBIND11_MODULE(_raster, m) {
           py::arg("steps"), "Max relative error of the kernel's exp on a grid of [lo, hi]");
     m.def("fit_exp_max_rel_error", &gsi::fit_exp_max_rel_error, py::arg("lo"), py::arg("hi"),
           py::arg("steps"), "Max relative error of the fitting kernel's exp on a grid");
+    m.def("fit_sincos_max_error", &gsi::fit_sincos_max_error, py::arg("lo"), py::arg("hi"),
+          py::arg("steps"), "Max absolute error of the fitting kernel's sin and cos on a grid");
     m.def("isa", []() { return std::string(gsi::exact_isa_name()); },
           "Instruction set of the hot loops in use: 'avx2' or 'baseline'.");
     m.def("fit_isa", []() { return std::string(gsi::fit_isa_name()); },

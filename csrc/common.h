@@ -32,6 +32,7 @@ inline int padded(int n) { return (n + PAD - 1) / PAD * PAD; }
 
 struct Gauss {
     float mx, my, a, b, c;
+    float kx, ky, phase, amp;  // the wave (format v5); amp == 0: none (the exact forward)
     double det;  // a*c - b*b in double (for the analytic spans)
     int i0, i1;  // candidate rows (inclusive), already clamped to the image
     bool valid;
@@ -42,9 +43,12 @@ struct RowSpan {    // one candidate row of one Gaussian (exact plans)
     int64_t off;    // offset of the row's padded(n) weights in the plan's weight array
 };
 
-// Validity (the contract), widened candidate rows, culling.
-Gauss setup(const float* m, const float* q, int64_t H, int64_t W);
-std::vector<Gauss> setup_all(const float* m, const float* q, int64_t N, int64_t H, int64_t W);
+// Validity (the contract), widened candidate rows, culling. wave: (kx, ky, phase, amp) or
+// null for none; a wave with amp != 0 that is not finite makes the Gaussian invalid (it
+// contributes nothing, as the spec says), one with amp == 0 is taken as (0, 0, 0, 0).
+Gauss setup(const float* m, const float* q, const float* wave, int64_t H, int64_t W);
+std::vector<Gauss> setup_all(const float* m, const float* q, const float* waves, int64_t N,
+                             int64_t H, int64_t W);
 
 // Gaussians binned into bands of BAND rows by their candidate rows: the band b holds
 // ids[start[b] .. start[b+1]) in index order (the forward's summation order).

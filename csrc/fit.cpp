@@ -40,25 +40,28 @@ namespace gsi {
 
 namespace {
 
-constexpr int NPART = 9;            // partial sums per slot: 5 geometry + up to 4 colours
+// Partial sums per slot (FitPlan::npart): 5 geometry + up to 4 colours, + 4 of a wave.
+constexpr int NPART_MAX = 13;
 constexpr int64_t SPAN_CHUNK = 64;  // Gaussians per work item of the span set-up
 constexpr int64_t RED_CHUNK = 256;  // Gaussians per work item of the reduction
 
 struct FitImpl {
     const char* name;
     float (*exp_one)(float);
+    void (*sincos_one)(float, float*, float*);
     void (*spans)(const FitEntry*, int64_t, int64_t, int64_t, FitSpan*);
     void (*forward_band)(int, const FitEntry*, int64_t, int64_t, const FitSpan*, const float*,
-                         int, int, int64_t, float*, float*);
+                         int, int, int64_t, float*, float*, const FitWave*, int);
     void (*backward_band)(int, bool, const FitEntry*, int64_t, int64_t, const FitSpan*,
                           const float*, const float*, int, int, int64_t, int, float*,
-                          const float*);
+                          const float*, const FitWave*, int);
     double (*residual_band)(int, float*, int, int, int64_t, int64_t, const float*,
                             const float*, float, float*);
 };
 
 #define GSI_FIT_IMPL(NAME, NS) \
-    {NAME, NS::exp_one, NS::spans_chunk, NS::forward_band, NS::backward_band, NS::residual_band}
+    {NAME, NS::exp_one, NS::sincos_one, NS::spans_chunk, NS::forward_band, NS::backward_band, \
+     NS::residual_band}
 const FitImpl kFitBase = GSI_FIT_IMPL("baseline", fit_base);
 #if GSI_HAVE_AVX2
 const FitImpl kFitAvx2 = GSI_FIT_IMPL("avx2+fma", fit_avx2);
@@ -97,10 +100,41 @@ double fit_exp_max_rel_error(double lo, double hi, int64_t steps) {
     return worst;
 }
 
-FitPlan::FitPlan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t W, int nt)
-    : H_(H), W_(W), N_(N) {
+double fit_sincos_max_error(double lo, double hi, int64_t steps) {
     const FitImpl& im = fit_impl();
-    std::vector<Gauss> gs = setup_all(pm, pq, N_, H_, W_);
+    double worst = 0.0;
+    for (int64_t s = 0; s <= steps; ++s) {
+        const float x = (float)(lo + (hi - lo) * (double)s / (double)std::max<int64_t>(1, steps));
+        float sn, cs;
+        im.sincos_one(x, &sn, &cs);
+        worst = std::max(worst, std::fabs((double)sn - std::sin((double)x)));
+        worst = std::max(worst, std::fabs((double)cs - std::cos((double)x)));
+    }
+    return worst;
+}
+
+namespace {
+
+// A Gaussian's wave for the fit: as given where finite (one with amp != 0 that is not is
+// already invalid: setup), else none.
+FitWave fit_wave(const float* w) {
+    FitWave f{0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f};
+    if (std::isfinite(w[0]) && std::isfinite(w[1]) && std::isfinite(w[2]) &&
+        std::isfinite(w[3])) {
+        f.kx = w[0]; f.ky = w[1]; f.phase = w[2]; f.amp = w[3];
+        f.c8 = (float)std::cos(8.0 * (double)f.kx);
+        f.s8 = (float)std::sin(8.0 * (double)f.kx);
+    }
+    return f;
+}
+
+}  // namespace
+
+FitPlan::FitPlan(const float* pm, const float* pq, const float* pw, int64_t N, int64_t H,
+                 int64_t W, int nt)
+    : H_(H), W_(W), N_(N), waved_(pw != nullptr) {
+    const FitImpl& im = fit_impl();
+    std::vector<Gauss> gs = setup_all(pm, pq, pw, N_, H_, W_);
     if (H_ == 0 || W_ == 0)
         for (auto& g : gs) g.valid = false;
     Bands bands = bin_bands(gs, H_);
@@ -108,6 +142,7 @@ FitPlan::FitPlan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t
     const int64_t nb = (int64_t)band_start_.size() - 1, ne = (int64_t)bands.ids.size();
     // Entries band by band, their spans laid out in the same order.
     entries_.resize((size_t)ne);
+    if (waved_) waves_.resize((size_t)ne);
     int64_t rows = 0;
     for (int64_t b = 0; b < nb; ++b) {
         const int r0 = (int)(b * BAND), r1 = (int)std::min<int64_t>(H_, r0 + BAND) - 1;
@@ -121,6 +156,7 @@ FitPlan::FitPlan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t
             f.nrows = std::min(g.i1, r1) - f.row0 + 1;
             f.span = rows;
             rows += f.nrows;
+            if (waved_) waves_[e] = fit_wave(pw + 4 * (int64_t)k);
         }
     }
     spans_.resize((size_t)rows);
@@ -148,6 +184,7 @@ FitPlan::FitPlan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t
 
 int64_t FitPlan::nbytes() const {
     return (int64_t)(entries_.size() * sizeof(FitEntry) + spans_.size() * sizeof(FitSpan) +
+                     waves_.size() * sizeof(FitWave) +
                      (band_start_.size() + slot_start_.size() + slot_entry_.size()) *
                          sizeof(int64_t));
 }
@@ -161,6 +198,10 @@ void FitPlan::bands_pass(const float* c, int64_t C, bool render, bool geom, int 
                          const Epilogue& epilogue, float* part) const {
     const FitImpl& im = fit_impl();
     const int64_t Wp = W_ + PAD;
+    // Waves: the geometry's gradients need every wave's sine and cosine (WAVE_GRAD); the
+    // weights alone skip them where amp is 0 (WAVE_W).
+    const int mode = !waved_ ? NO_WAVE : geom && part ? WAVE_GRAD : WAVE_W;
+    const FitWave* waves = waved_ ? waves_.data() : nullptr;
     parallel_dynamic((int64_t)band_start_.size() - 1, nt, [&](int64_t band) {
         const int r0 = (int)(band * BAND);
         const int r1 = (int)std::min<int64_t>(H_, r0 + BAND);
@@ -170,28 +211,33 @@ void FitPlan::bands_pass(const float* c, int64_t C, bool render, bool geom, int 
         // The forward keeps the band's weights for its backward: recomputing them took
         // 1.16x the fused step's time (docs/experiments.md, 2026-12-05, the fitting kernel).
         const bool keep = render && part;
-        float* pk = keep ? scratch(1, (size_t)(8 * band_vectors_[band])) : nullptr;
+        const int64_t kept = (mode == WAVE_GRAD ? 24 : 8) * band_vectors_[band];
+        float* pk = keep ? scratch(1, (size_t)kept) : nullptr;
         if (render)
             im.forward_band((int)C, entries_.data(), e0, e1, spans_.data(), c, r0, r1, Wp, buf,
-                            pk);
+                            pk, waves, mode);
         if (!epilogue(r0, r1, buf) || !part) return;
         im.backward_band((int)C, geom, entries_.data(), e0, e1, spans_.data(), c, buf, r0, r1,
-                         Wp, NPART, part, pk);
+                         Wp, npart(), part, pk, waves, mode);
     });
 }
 
 // Gradients from the slots: each Gaussian's partials added in band order, in double.
 void FitPlan::reduce(bool geom, int64_t C, const float* part, int nt, float* gm, float* gq,
-                     float* gc) const {
+                     float* gc, float* gw) const {
+    const int np = npart();
+    const bool wave = geom && waved_;
     parallel_dynamic((N_ + RED_CHUNK - 1) / RED_CHUNK, nt, [&](int64_t chunk) {
         const int64_t k1 = std::min(N_, (chunk + 1) * RED_CHUNK);
         for (int64_t k = chunk * RED_CHUNK; k < k1; ++k) {
-            double s[NPART] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+            double s[NPART_MAX] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
             for (int64_t slot = slot_start_[k]; slot < slot_start_[k + 1]; ++slot) {
-                const float* p = part + NPART * slot_entry_[slot];
+                const float* p = part + np * slot_entry_[slot];
                 if (geom)
                     for (int t = 0; t < 5; ++t) s[t] += p[t];
                 for (int64_t ch = 0; ch < C; ++ch) s[5 + ch] += p[5 + ch];
+                if (wave)
+                    for (int t = 9; t < 13; ++t) s[t] += p[t];
             }
             if (geom) {
                 // d(exp(-q/2))/d(a, b, c) = -w (dx^2 / 2, dx dy, dy^2 / 2), and
@@ -202,8 +248,22 @@ void FitPlan::reduce(bool geom, int64_t C, const float* part, int nt, float* gm,
                 gq[3 * k + 0] = (float)(-0.5 * s[0]);
                 gq[3 * k + 1] = (float)(-s[1]);
                 gq[3 * k + 2] = (float)(-0.5 * s[2]);
-                gm[2 * k + 0] = (float)(a * s[3] + b * s[4]);
-                gm[2 * k + 1] = (float)(b * s[3] + c * s[4]);
+                double wx = 0.0, wy = 0.0;
+                if (wave) {
+                    // With A = amp and S = sum gs e sin(arg) (gs: the pixel's gradient times
+                    // the colour), d/d arg = -A S: d/d(kx, ky, phase) = -A (S dx, S dy, S),
+                    // d/d amp = sum gs e cos, and the mean moves the argument by -k.
+                    const FitWave* w = any ? &waves_[slot_entry_[slot_start_[k]]] : nullptr;
+                    const double amp = any ? w->amp : 0.0;
+                    gw[4 * k + 0] = (float)(-amp * s[9]);
+                    gw[4 * k + 1] = (float)(-amp * s[10]);
+                    gw[4 * k + 2] = (float)(-amp * s[11]);
+                    gw[4 * k + 3] = (float)s[12];
+                    wx = any ? amp * w->kx * s[11] : 0.0;
+                    wy = any ? amp * w->ky * s[11] : 0.0;
+                }
+                gm[2 * k + 0] = (float)(a * s[3] + b * s[4] + wx);
+                gm[2 * k + 1] = (float)(b * s[3] + c * s[4] + wy);
             }
             for (int64_t ch = 0; ch < C; ++ch) gc[k * C + ch] = (float)s[5 + ch];
         }
@@ -226,11 +286,11 @@ void FitPlan::forward(const float* c, int64_t C, int nt, float* out) const {
 
 double FitPlan::loss_backward(const float* c, int64_t C, const float* target,
                               const float* weight, double scale, bool geom, int nt, float* gm,
-                              float* gq, float* gc) const {
+                              float* gq, float* gc, float* gw) const {
     const FitImpl& im = fit_impl();
     const int64_t nb = (int64_t)band_start_.size() - 1;
     std::vector<double> band_loss((size_t)std::max<int64_t>(nb, 1), 0.0);
-    std::vector<float> part((size_t)(NPART * entries_.size()));
+    std::vector<float> part((size_t)(npart() * entries_.size()));
     const float g2 = (float)(2.0 * scale);
     if (H_ > 0 && W_ > 0)
         bands_pass(c, C, N_ > 0, geom, nt, [&](int r0, int r1, float* buf) {
@@ -239,15 +299,15 @@ double FitPlan::loss_backward(const float* c, int64_t C, const float* target,
                 im.residual_band((int)C, buf, r0, r1, W_, W_ + PAD, target, weight, g2, row);
             return N_ > 0;
         }, part.data());
-    reduce(geom, C, part.data(), nt, gm, gq, gc);
+    reduce(geom, C, part.data(), nt, gm, gq, gc, gw);
     double loss = 0.0;
     for (double v : band_loss) loss += v;
     return loss * scale;
 }
 
 void FitPlan::backward(bool geom, const float* c, int64_t C, const float* grad_out, int nt,
-                       float* gm, float* gq, float* gc) const {
-    std::vector<float> part((size_t)(NPART * entries_.size()));
+                       float* gm, float* gq, float* gc, float* gw) const {
+    std::vector<float> part((size_t)(npart() * entries_.size()));
     const int64_t Wp = W_ + PAD;
     if (H_ > 0 && W_ > 0 && N_ > 0)
         bands_pass(c, C, false, geom, nt, [&](int r0, int r1, float* buf) {
@@ -259,7 +319,7 @@ void FitPlan::backward(bool geom, const float* c, int64_t C, const float* grad_o
             }
             return true;
         }, part.data());
-    reduce(geom, C, part.data(), nt, gm, gq, gc);
+    reduce(geom, C, part.data(), nt, gm, gq, gc, gw);
 }
 
 }  // namespace gsi

@@ -30,34 +30,54 @@ struct FitEntry {              // one Gaussian in one band
     int64_t span;              // where their spans start in the plan's span array
 };
 
+struct FitWave {            // one Gaussian's wave in one band (plans with waves)
+    float kx, ky, phase, amp;
+    float c8, s8;           // cos and sin of 8 kx (a row's rotation from vector to vector)
+};
+
+// How a pass treats waves: NO_WAVE (a plan without them), WAVE_W (the weights alone: a
+// Gaussian whose amp is 0 is drawn with no sine or cosine) or WAVE_GRAD (the geometry's
+// gradients: every Gaussian's wave is evaluated, amp 0 included, since the fit needs d/d amp
+// there, and the kept weights are the three vectors w, e cos, e sin).
+enum WaveMode { NO_WAVE = 0, WAVE_W = 1, WAVE_GRAD = 2 };
+
 // Name of the fitting hot loops in use: "avx2+fma" or "baseline".
 const char* fit_isa_name();
 
 // Max relative error of the fitting kernels' exp on a grid of [lo, hi].
 double fit_exp_max_rel_error(double lo, double hi, int64_t steps);
+// Max absolute error of the fitting kernels' sin and cos on a grid of [lo, hi].
+double fit_sincos_max_error(double lo, double hi, int64_t steps);
 
+// Waves (format v5): a plan made with waves [N, 4] (kx, ky, phase, amp) draws every
+// Gaussian's weight as w = e (1 + amp cos(kx dx + ky dy + phase)), and its geometry's
+// gradients include those of the waves, gw [N, 4] = d/d(kx, ky, phase, amp), for every
+// Gaussian, amp 0 included (the fit starts its waves there). A plan without waves runs
+// the code it ran before them.
 class FitPlan {
   public:
-    FitPlan(const float* m, const float* q, int64_t N, int64_t H, int64_t W, int nt);
+    FitPlan(const float* m, const float* q, const float* waves, int64_t N, int64_t H,
+            int64_t W, int nt);
 
     // out [H, W, C]
     void forward(const float* c, int64_t C, int nt, float* out) const;
     // With r = weight * forward(c) - target (weight [H, W] or null for ones; target
     // [H, W, C] or null for zeros): returns scale * sum(r^2) and its gradients, gm [N, 2],
-    // gq [N, 3] (geom only) and gc [N, C]. With geom false (the colour solves) only gc is
-    // formed: 2 scale A^T W (W A c - target).
+    // gq [N, 3], gw [N, 4] (geom only; gw with waves only) and gc [N, C]. With geom false
+    // (the colour solves) only gc is formed: 2 scale A^T W (W A c - target).
     double loss_backward(const float* c, int64_t C, const float* target, const float* weight,
-                         double scale, bool geom, int nt, float* gm, float* gq,
-                         float* gc) const;
+                         double scale, bool geom, int nt, float* gm, float* gq, float* gc,
+                         float* gw) const;
     // Gradients of sum(forward(c) * grad_out), grad_out [H, W, C]; geom false: gc alone
     // (the adjoint A^T grad_out, c unused).
     void backward(bool geom, const float* c, int64_t C, const float* grad_out, int nt,
-                  float* gm, float* gq, float* gc) const;
+                  float* gm, float* gq, float* gc, float* gw) const;
 
     int64_t height() const { return H_; }
     int64_t width() const { return W_; }
     int64_t count() const { return N_; }
     int64_t evaluations() const { return evaluations_; }
+    bool has_waves() const { return waved_; }
     int64_t nbytes() const;
 
   private:
@@ -65,7 +85,8 @@ class FitPlan {
     void bands_pass(const float* c, int64_t C, bool render, bool geom, int nt,
                     const Epilogue& epilogue, float* part) const;
     void reduce(bool geom, int64_t C, const float* part, int nt, float* gm, float* gq,
-                float* gc) const;
+                float* gc, float* gw) const;
+    int npart() const { return waved_ ? 13 : 9; }  // partial sums per slot
 
     int64_t H_ = 0, W_ = 0, N_ = 0, evaluations_ = 0;
     std::vector<int64_t> band_start_;   // the entries of band b: band_start_[b] ...
@@ -74,6 +95,8 @@ class FitPlan {
     std::vector<FitSpan> spans_;        // band by band, each entry's rows in order
     std::vector<int64_t> slot_start_;   // the entries of Gaussian k, in band order, are
     std::vector<int64_t> slot_entry_;   // slot_entry_[slot_start_[k] ...]
+    bool waved_ = false;                // made with waves
+    std::vector<FitWave> waves_;        // with waves: entries_'s, in the same order
 };
 
 }  // namespace gsi

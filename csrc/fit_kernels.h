@@ -81,37 +81,157 @@ static inline V exponent(const GaussConst& g, const RowConst& r, V dx) {
     return V::fma(V::fma(g.ak, dx, r.Bk), dx, r.Cqk);
 }
 
-// THE per-pixel weight of the fit, for 8 pixels of a row: exp(-q/2) where q <= Q_CUT, else
-// exactly 0. A richer primitive (a modulated or cut Gaussian) changes this function, the
-// constants above and the gradients in backward_band_t, and sets RECURRENCE false.
-static inline V pixel_weights(const GaussConst& g, const RowConst& r, V dx) {
+// The envelope of 8 pixels of a row: exp(-q/2) where q <= Q_CUT, else exactly 0.
+static inline V envelope(const GaussConst& g, const RowConst& r, V dx) {
     return V::and_mask(cut_mask(g, r, dx), exp2_neg(exponent(g, r, dx)));
 }
 
-// The same weights along a row by recurrence, for a Gaussian only (exp of a quadratic):
-// w(dx + 8) = w(dx) * R(dx), with R(dx) = 2^(K (q(dx + 8) - q(dx))) and R(dx + 8) =
-// R(dx) * 2^(128 K a). Two exps start it; each further 8 pixels cost two products. It is
-// started afresh every SEED vectors, which bounds the growth of the rounding errors (weights
-// within 6e-6 of the exact kernel's; the fused step 0.94x the time of an exp per pixel:
-// docs/experiments.md, 2026-12-05, the fitting kernel).
+// ---- waves (format v5): w = e (1 + amp cos(kx dx + ky dy + phase)) ---------------------------
+
+// sin and cos of 8 values (|x| up to some 10^4; the fit's arguments stay far below): x
+// reduced by pi/2 in three parts (j * P1 exact), minimax polynomials on [-pi/4, pi/4]
+// (Cephes' sinf and cosf), the quadrant's swap and signs from the low bits of j, which
+// the rounding constant leaves in the low bits of tm. Within about 1e-7 of sin and cos
+// (fit_sincos_max_error; tests measure it).
+static inline void sincos(V x, V& sn, V& cs) {
+    const V magic = V::set1(12582912.0f);  // 1.5 * 2^23
+    const V tm = V::fma(x, V::set1(0.636619772367581343f), magic);
+    const V j = tm - magic;
+    V r = V::fnma(j, V::set1(1.5703125f), x);
+    r = V::fnma(j, V::set1(4.837512969970703125e-4f), r);
+    r = V::fnma(j, V::set1(7.54978995489188216e-8f), r);
+    const V r2 = r * r;
+    const V sp = V::fma(r * r2, V::fma(V::fma(V::set1(-1.9515295891e-4f), r2,
+                                               V::set1(8.3321608736e-3f)),
+                                       r2, V::set1(-1.6666654611e-1f)),
+                        r);
+    const V cp = V::fma(r2, V::fma(V::fma(V::fma(V::set1(2.443315711809948e-5f), r2,
+                                                 V::set1(-1.388731625493765e-3f)),
+                                          r2, V::set1(4.166664568298827e-2f)),
+                                   r2, V::set1(-0.5f)),
+                        V::set1(1.0f));
+    const V odd = V::shl(tm, 31);  // sign bit: j odd (sine and cosine swap)
+    const V two = V::shl(tm, 30);  // sign bit: bit 1 of j
+    const V sign = V::set1(-0.0f);
+    sn = V::bits_xor(V::select_sign(odd, sp, cp), V::bits_and(two, sign));
+    cs = V::bits_xor(V::select_sign(odd, cp, sp), V::bits_and(V::bits_xor(two, odd), sign));
+}
+
+// sin and cos of one value by the kernels' sincos (tests measure their error).
+static void sincos_one(float x, float* s, float* c) {
+    V sv, cv;
+    sincos(V::set1(x), sv, cv);
+    *s = sv.lane(0);
+    *c = cv.lane(0);
+}
+
+// What the weights need of one Gaussian's wave ...
+struct WaveConst {
+    V kx, amp;
+    V c8, s8;  // cos and sin of 8 kx: the rotation of (cos, sin) from one vector to the next
+};
+
+template <bool WAVE>
+static inline WaveConst wave_const(const FitWave* w) {
+    WaveConst c;
+    c.kx = V::set1(WAVE ? w->kx : 0.0f);
+    c.amp = V::set1(WAVE ? w->amp : 0.0f);
+    c.c8 = V::set1(WAVE ? w->c8 : 0.0f);
+    c.s8 = V::set1(WAVE ? w->s8 : 0.0f);
+    return c;
+}
+
+// ... and of one of its rows: the argument is kx dx + base, base = ky dy + phase.
+template <bool WAVE>
+static inline V wave_base(const FitWave* w, float dy) {
+    return V::set1(WAVE ? w->ky * dy + w->phase : 0.0f);
+}
+
+template <bool WAVE>
+struct Weights {
+    V w;       // the weight
+    V ec, es;  // e cos(arg), e sin(arg), for the wave's gradients
+};
+template <>
+struct Weights<false> {  // (only w: the spare vectors cost stores in the hot loop)
+    V w;
+};
+
+// THE per-pixel weight of the fit, for 8 pixels of a row, from the envelope e (exp(-q/2)
+// where q <= Q_CUT, else exactly 0: `envelope`, or by recurrence) and, with a wave, the
+// cosine and sine of its argument: w = e (1 + amp cos) = e + amp (e cos). Without a wave
+// w = e. A richer primitive changes this function, its inputs and the gradients in
+// backward_entry (and the reduction's closed forms in fit.cpp).
+template <bool WAVE>
+static inline Weights<WAVE> pixel_weights(V e, V cs, V sn, const WaveConst& wc) {
+    Weights<WAVE> r;
+    if constexpr (WAVE) {
+        r.ec = e * cs;
+        r.es = e * sn;
+        r.w = V::fma(wc.amp, r.ec, e);
+    } else {
+        r.w = e;
+    }
+    return r;
+}
+
+// The weights of 8 pixels computed directly: an exp (and a sincos) each.
+template <bool WAVE>
+static inline Weights<WAVE> direct_weights(const GaussConst& g, const RowConst& r,
+                                     const WaveConst& wc, V base, V dx) {
+    V sn = V::zero(), cs = V::zero();
+    if (WAVE) sincos(V::fma(wc.kx, dx, base), sn, cs);
+    return pixel_weights<WAVE>(envelope(g, r, dx), cs, sn, wc);
+}
+
+// The same weights along a row by recurrence: the envelope, exp of a quadratic, by
+// e(dx + 8) = e(dx) * R(dx), with R(dx) = 2^(K (q(dx + 8) - q(dx))) and R(dx + 8) =
+// R(dx) * 2^(128 K a); a wave's (cos, sin) by a rotation through 8 kx. Two exps (and a
+// sincos) start it; each further 8 pixels cost two products (and six for the rotation).
+// It is started afresh every SEED vectors, which bounds the growth of the rounding errors
+// (weights within 6e-6 of the exact kernel's; the fused step 0.94x the time of an exp per
+// pixel: docs/experiments.md, 2026-12-05, the fitting kernel; waves: WAVE_RECURRENCE).
 constexpr bool RECURRENCE = true;
 constexpr int SEED = 8;
+// Waves by rotation along a row rather than a sincos per pixel (docs/experiments.md,
+// the fitting kernel's waves).
+constexpr bool WAVE_RECURRENCE = true;
 
+template <bool WAVE>
 struct RowWeights {
-    V w, R;
-    void start(const GaussConst& g, const RowConst& r, V dx) {
-        w = exp2_neg(exponent(g, r, dx));
+    V e, R, cs, sn;
+    void start(const GaussConst& g, const RowConst& r, const WaveConst& wc, V base, V dx) {
+        e = exp2_neg(exponent(g, r, dx));
         R = exp2_neg(V::fma(V::set1(16.0f) * g.ak, dx, V::fma(V::set1(64.0f), g.ak,
                                                                  V::set1(8.0f) * r.Bk)));
+        if (WAVE) sincos(V::fma(wc.kx, dx, base), sn, cs);
     }
     // the weights at dx (masked), then one step on
-    V next(const GaussConst& g, const RowConst& r, V dx, V K8) {
-        const V out = V::and_mask(cut_mask(g, r, dx), w);
-        w = w * R;
+    Weights<WAVE> next(const GaussConst& g, const RowConst& r, const WaveConst& wc, V base,
+                       V dx, V K8) {
+        const V env = V::and_mask(cut_mask(g, r, dx), e);
+        if (WAVE && !WAVE_RECURRENCE) sincos(V::fma(wc.kx, dx, base), sn, cs);
+        const Weights<WAVE> out = pixel_weights<WAVE>(env, cs, sn, wc);
+        e = e * R;
         R = R * K8;
+        if (WAVE && WAVE_RECURRENCE) {
+            const V c2 = V::fnma(sn, wc.s8, cs * wc.c8);
+            sn = V::fma(cs, wc.s8, sn * wc.c8);
+            cs = c2;
+        }
         return out;
     }
 };
+
+// The weights of vector v (of nv) of a row, directly or by the recurrence.
+template <bool WAVE>
+static inline Weights<WAVE> row_weights(RowWeights<WAVE>& rw, int v, int nv,
+                                        const GaussConst& g, const RowConst& r,
+                                        const WaveConst& wc, V base, V dx, V K8) {
+    if (!RECURRENCE || nv == 1) return direct_weights<WAVE>(g, r, wc, base, dx);
+    if (v % SEED == 0) rw.start(g, r, wc, base, dx);
+    return rw.next(g, r, wc, base, dx, K8);
+}
 
 // Spans of the rows of entries [e0, e1) (at their `span` offsets): the pixels whose centres
 // lie within the ellipse q <= Q_CUT, widened by one pixel each side and clamped to the
@@ -152,127 +272,186 @@ static void spans_chunk(const FitEntry* ents, int64_t e0, int64_t e1, int64_t W,
     }
 }
 
-// Forward of one band: acc (planar [C][r1 - r0][Wp], zeroed by the caller) += the entries
-// [e0, e1) of the band (rows from r0), in order. With keep (KEEP), the weights are also
-// written there, vector after vector, for the band's backward.
-template <int C, bool KEEP>
-static void forward_band_t(const FitEntry* ents, int64_t e0, int64_t e1, const FitSpan* spans,
-                           const float* col, int r0, int r1, int64_t Wp, float* acc,
-                           float* keep) {
-    const int64_t plane = (int64_t)(r1 - r0) * Wp;
+// Forward of one entry: acc (planar [C][rows][Wp] from row r0) += its weights times its
+// colours. With KEEP, the weights are also written to keep, vector after vector (with GRAD
+// the three vectors w, e cos, e sin of each), for the band's backward; returns keep moved
+// on.
+template <int C, bool KEEP, bool WAVE, bool GRAD>
+static inline float* forward_entry(const FitEntry& g, const FitWave* wave, const FitSpan* s,
+                                   const float* col, int r0, int64_t Wp, int64_t plane,
+                                   float* acc, float* keep) {
     const V eight = V::set1(8.0f);
-    for (int64_t e = e0; e < e1; ++e) {
-        const FitEntry& g = ents[e];
-        const GaussConst gc = gauss_const(g);
-        V cc[C];
-        for (int ch = 0; ch < C; ++ch) cc[ch] = V::set1(col[(int64_t)g.k * C + ch]);
-        const V K8 = exp2_neg(V::set1(128.0f) * gc.ak);
-        const FitSpan* s = spans + g.span;
-        for (int r = 0; r < g.nrows; ++r, ++s) {
-            const int n = s->n;
-            if (n <= 0) continue;
-            const int i = g.row0 + r, nv = (n + 7) / 8;
-            const RowConst rc = row_const(g, ((float)i + 0.5f) - g.my);
-            float* dst = acc + (int64_t)(i - r0) * Wp + s->j0;
-            V dx = V::iota((float)s->j0 + 0.5f) - gc.mx;  // exact, as the cut needs
-            RowWeights rw;
-            for (int v = 0; v < nv; ++v, dx = dx + eight) {
-                V w;
-                if (!RECURRENCE || nv == 1) {
-                    w = pixel_weights(gc, rc, dx);
-                } else {
-                    if (v % SEED == 0) rw.start(gc, rc, dx);
-                    w = rw.next(gc, rc, dx, K8);
+    const GaussConst gc = gauss_const(g);
+    const WaveConst wc = wave_const<WAVE>(wave);
+    V cc[C];
+    for (int ch = 0; ch < C; ++ch) cc[ch] = V::set1(col[(int64_t)g.k * C + ch]);
+    const V K8 = exp2_neg(V::set1(128.0f) * gc.ak);
+    for (int r = 0; r < g.nrows; ++r, ++s) {
+        const int n = s->n;
+        if (n <= 0) continue;
+        const int i = g.row0 + r, nv = (n + 7) / 8;
+        const float dy = ((float)i + 0.5f) - g.my;
+        const RowConst rc = row_const(g, dy);
+        const V base = wave_base<WAVE>(wave, dy);
+        float* dst = acc + (int64_t)(i - r0) * Wp + s->j0;
+        V dx = V::iota((float)s->j0 + 0.5f) - gc.mx;  // exact, as the cut needs
+        RowWeights<WAVE> rw;
+        for (int v = 0; v < nv; ++v, dx = dx + eight) {
+            const Weights<WAVE> w = row_weights<WAVE>(rw, v, nv, gc, rc, wc, base, dx, K8);
+            if (KEEP) {
+                w.w.store(keep);
+                if constexpr (GRAD) {
+                    w.ec.store(keep + 8);
+                    w.es.store(keep + 16);
                 }
-                if (KEEP) {
-                    w.store(keep);
-                    keep += 8;
-                }
-                for (int ch = 0; ch < C; ++ch) {
-                    float* d = dst + ch * plane + 8 * v;
-                    V::fma(w, cc[ch], V::load(d)).store(d);
-                }
+                keep += GRAD ? 24 : 8;
+            }
+            for (int ch = 0; ch < C; ++ch) {
+                float* d = dst + ch * plane + 8 * v;
+                V::fma(w.w, cc[ch], V::load(d)).store(d);
             }
         }
     }
+    return keep;
 }
 
-// Gradient partials of one band. grad is planar [C][r1 - r0][Wp] (zero in the spare
-// columns). For each entry e of [e0, e1), over its rows, with
-// G = w * sum_ch grad_ch * col_ch:
-//   part[0..4] = sum G dx^2, sum G dx dy, sum G dy^2, sum G dx, sum G dy   (GEOM only)
-//   part[5 + ch] = sum w * grad_ch
-// at part + npart * e. Float vector sums in a fixed order. With KEEP, the weights are read
-// from kept (as the band's forward left them) instead of computed.
-template <int C, bool GEOM, bool KEEP>
-static void backward_band_t(const FitEntry* ents, int64_t e0, int64_t e1,
-                            const FitSpan* spans, const float* col, const float* grad, int r0,
-                            int r1, int64_t Wp, int npart, float* part, const float* kept) {
+// Forward of one band: acc (planar [C][r1 - r0][Wp], zeroed by the caller) += the entries
+// [e0, e1) of the band (rows from r0), in order; waves: the entries' waves (null without).
+template <int C, bool KEEP, int WM>
+static void forward_band_t(const FitEntry* ents, int64_t e0, int64_t e1, const FitSpan* spans,
+                           const float* col, int r0, int r1, int64_t Wp, float* acc,
+                           float* keep, const FitWave* waves) {
     const int64_t plane = (int64_t)(r1 - r0) * Wp;
-    const V eight = V::set1(8.0f);
     for (int64_t e = e0; e < e1; ++e) {
         const FitEntry& g = ents[e];
-        const GaussConst gc = gauss_const(g);
-        V cc[C], D[C];
-        for (int ch = 0; ch < C; ++ch) {
-            cc[ch] = V::set1(GEOM ? col[(int64_t)g.k * C + ch] : 0.0f);
-            D[ch] = V::zero();
-        }
-        V Mxx = V::zero(), Mxy = V::zero(), Myy = V::zero(), Mx = V::zero(), My = V::zero();
-        const V K8 = KEEP ? V::zero() : exp2_neg(V::set1(128.0f) * gc.ak);
         const FitSpan* s = spans + g.span;
-        for (int r = 0; r < g.nrows; ++r, ++s) {
-            const int n = s->n;
-            if (n <= 0) continue;
-            const int i = g.row0 + r, nv = (n + 7) / 8;
-            const float dy = ((float)i + 0.5f) - g.my;
-            const RowConst rc = row_const(g, dy);
-            const float* src = grad + (int64_t)(i - r0) * Wp + s->j0;
-            V dx = V::iota((float)s->j0 + 0.5f) - gc.mx;
-            V S0 = V::zero(), S1 = V::zero();
-            RowWeights rw;
-            for (int t = 0, v = 0; v < nv; t += 8, ++v, dx = dx + eight) {
-                V w;
-                if (KEEP) {
-                    w = V::load(kept);
-                    kept += 8;
-                } else if (!RECURRENCE || nv == 1) {
-                    w = pixel_weights(gc, rc, dx);
-                } else {
-                    if (v % SEED == 0) rw.start(gc, rc, dx);
-                    w = rw.next(gc, rc, dx, K8);
+        if (WM == WAVE_GRAD)
+            keep = forward_entry<C, KEEP, true, true>(g, waves + e, s, col, r0, Wp, plane, acc,
+                                                      keep);
+        else if (WM == WAVE_W && waves[e].amp != 0.0f)
+            keep = forward_entry<C, KEEP, true, false>(g, waves + e, s, col, r0, Wp, plane,
+                                                       acc, keep);
+        else
+            keep = forward_entry<C, KEEP, false, false>(g, nullptr, s, col, r0, Wp, plane, acc,
+                                                        keep);
+    }
+}
+
+// Gradient partials of one entry. grad is planar [C][rows][Wp] from row r0 (zero in the
+// spare columns). Over the entry's rows, with gs = sum_ch grad_ch * col_ch and G = w * gs:
+//   p[0..4] = sum G dx^2, sum G dx dy, sum G dy^2, sum G dx, sum G dy   (GEOM only)
+//   p[5 + ch] = sum w * grad_ch
+//   p[9..12] = sum gs e sin dx, sum gs e sin dy, sum gs e sin, sum gs e cos  (GEOM, WAVE)
+// Float vector sums in a fixed order. With KEEP, the weights are read from kept (as the
+// band's forward left them: with GEOM and WAVE three vectors each) instead of computed;
+// returns kept moved on.
+template <int C, bool GEOM, bool KEEP, bool WAVE>
+static inline const float* backward_entry(const FitEntry& g, const FitWave* wave,
+                                          const FitSpan* s, const float* col,
+                                          const float* grad, int r0, int64_t Wp,
+                                          int64_t plane, float* p, const float* kept) {
+    constexpr bool GRAD = GEOM && WAVE;
+    const V eight = V::set1(8.0f);
+    const GaussConst gc = gauss_const(g);
+    const WaveConst wc = wave_const<WAVE>(wave);
+    V cc[C], D[C];
+    for (int ch = 0; ch < C; ++ch) {
+        cc[ch] = V::set1(GEOM ? col[(int64_t)g.k * C + ch] : 0.0f);
+        D[ch] = V::zero();
+    }
+    V Mxx = V::zero(), Mxy = V::zero(), Myy = V::zero(), Mx = V::zero(), My = V::zero();
+    V Px = V::zero(), Py = V::zero(), Ps = V::zero(), Pc = V::zero();  // the wave's
+    const V K8 = KEEP ? V::zero() : exp2_neg(V::set1(128.0f) * gc.ak);
+    for (int r = 0; r < g.nrows; ++r, ++s) {
+        const int n = s->n;
+        if (n <= 0) continue;
+        const int i = g.row0 + r, nv = (n + 7) / 8;
+        const float dy = ((float)i + 0.5f) - g.my;
+        const RowConst rc = row_const(g, dy);
+        const V base = wave_base<WAVE>(wave, dy);
+        const float* src = grad + (int64_t)(i - r0) * Wp + s->j0;
+        V dx = V::iota((float)s->j0 + 0.5f) - gc.mx;
+        V S0 = V::zero(), S1 = V::zero(), A0 = V::zero();
+        RowWeights<WAVE> rw;
+        for (int t = 0, v = 0; v < nv; t += 8, ++v, dx = dx + eight) {
+            Weights<WAVE> w;
+            if (KEEP) {
+                w.w = V::load(kept);
+                if constexpr (GRAD) {
+                    w.ec = V::load(kept + 8);
+                    w.es = V::load(kept + 16);
                 }
-                V gsum = V::zero();
-                for (int ch = 0; ch < C; ++ch) {
-                    const V gv = V::load(src + ch * plane + t);
-                    D[ch] = V::fma(gv, w, D[ch]);
-                    if (GEOM) gsum = ch == 0 ? gv * cc[0] : V::fma(gv, cc[ch], gsum);
-                }
-                if (GEOM) {
-                    const V G = w * gsum;
-                    const V Gdx = G * dx;
-                    S0 = S0 + G;
-                    S1 = S1 + Gdx;
-                    Mxx = V::fma(Gdx, dx, Mxx);
-                }
+                kept += GRAD ? 24 : 8;
+            } else {
+                w = row_weights<WAVE>(rw, v, nv, gc, rc, wc, base, dx, K8);
+            }
+            V gsum = V::zero();
+            for (int ch = 0; ch < C; ++ch) {
+                const V gv = V::load(src + ch * plane + t);
+                D[ch] = V::fma(gv, w.w, D[ch]);
+                if (GEOM) gsum = ch == 0 ? gv * cc[0] : V::fma(gv, cc[ch], gsum);
             }
             if (GEOM) {
-                const V vy = V::set1(dy);
-                Mx = Mx + S1;
-                Mxy = V::fma(vy, S1, Mxy);
-                My = V::fma(vy, S0, My);
-                Myy = V::fma(V::set1(dy * dy), S0, Myy);
+                const V G = w.w * gsum;
+                const V Gdx = G * dx;
+                S0 = S0 + G;
+                S1 = S1 + Gdx;
+                Mxx = V::fma(Gdx, dx, Mxx);
+            }
+            if constexpr (GRAD) {
+                const V Gs = w.es * gsum;
+                A0 = A0 + Gs;
+                Px = V::fma(Gs, dx, Px);
+                Pc = V::fma(w.ec, gsum, Pc);
             }
         }
-        float* p = part + npart * e;
         if (GEOM) {
-            p[0] = Mxx.hsum();
-            p[1] = Mxy.hsum();
-            p[2] = Myy.hsum();
-            p[3] = Mx.hsum();
-            p[4] = My.hsum();
+            const V vy = V::set1(dy);
+            Mx = Mx + S1;
+            Mxy = V::fma(vy, S1, Mxy);
+            My = V::fma(vy, S0, My);
+            Myy = V::fma(V::set1(dy * dy), S0, Myy);
+            if (GRAD) {
+                Ps = Ps + A0;
+                Py = V::fma(vy, A0, Py);
+            }
         }
-        for (int ch = 0; ch < C; ++ch) p[5 + ch] = D[ch].hsum();
+    }
+    if (GEOM) {
+        p[0] = Mxx.hsum();
+        p[1] = Mxy.hsum();
+        p[2] = Myy.hsum();
+        p[3] = Mx.hsum();
+        p[4] = My.hsum();
+    }
+    for (int ch = 0; ch < C; ++ch) p[5 + ch] = D[ch].hsum();
+    if (GRAD) {
+        p[9] = Px.hsum();
+        p[10] = Py.hsum();
+        p[11] = Ps.hsum();
+        p[12] = Pc.hsum();
+    }
+    return kept;
+}
+
+// Gradient partials of one band: backward_entry for each entry e of [e0, e1), at
+// part + npart * e.
+template <int C, bool GEOM, bool KEEP, int WM>
+static void backward_band_t(const FitEntry* ents, int64_t e0, int64_t e1,
+                            const FitSpan* spans, const float* col, const float* grad, int r0,
+                            int r1, int64_t Wp, int npart, float* part, const float* kept,
+                            const FitWave* waves) {
+    const int64_t plane = (int64_t)(r1 - r0) * Wp;
+    for (int64_t e = e0; e < e1; ++e) {
+        const FitEntry& g = ents[e];
+        const FitSpan* s = spans + g.span;
+        float* p = part + npart * e;
+        if (WM == WAVE_GRAD || (WM == WAVE_W && waves[e].amp != 0.0f))
+            kept = backward_entry<C, GEOM, KEEP, true>(g, waves + e, s, col, grad, r0, Wp,
+                                                       plane, p, kept);
+        else
+            kept = backward_entry<C, GEOM, KEEP, false>(g, nullptr, s, col, grad, r0, Wp,
+                                                        plane, p, kept);
     }
 }
 
@@ -323,10 +502,13 @@ static double residual_band_t(float* acc, int r0, int r1, int64_t W, int64_t Wp,
 
 static void forward_band(int C, const FitEntry* ents, int64_t e0, int64_t e1,
                          const FitSpan* spans, const float* col, int r0, int r1, int64_t Wp,
-                         float* acc, float* keep) {
-#define GSI_FF(CC)                                                                        \
-    (keep ? forward_band_t<CC, true>(ents, e0, e1, spans, col, r0, r1, Wp, acc, keep)     \
-          : forward_band_t<CC, false>(ents, e0, e1, spans, col, r0, r1, Wp, acc, keep))
+                         float* acc, float* keep, const FitWave* waves, int mode) {
+#define GSI_FF2(CC, KP, WM) \
+    forward_band_t<CC, KP, WM>(ents, e0, e1, spans, col, r0, r1, Wp, acc, keep, waves)
+#define GSI_FF1(CC, WM) (keep ? GSI_FF2(CC, true, WM) : GSI_FF2(CC, false, WM))
+#define GSI_FF(CC)                                          \
+    (mode == WAVE_GRAD ? GSI_FF1(CC, WAVE_GRAD)             \
+                       : mode == WAVE_W ? GSI_FF1(CC, WAVE_W) : GSI_FF1(CC, NO_WAVE))
     switch (C) {
         case 1: GSI_FF(1); break;
         case 2: GSI_FF(2); break;
@@ -334,32 +516,31 @@ static void forward_band(int C, const FitEntry* ents, int64_t e0, int64_t e1,
         default: GSI_FF(4); break;
     }
 #undef GSI_FF
+#undef GSI_FF1
+#undef GSI_FF2
 }
 
+// geom with waves: mode WAVE_GRAD; without geom: NO_WAVE or WAVE_W.
 static void backward_band(int C, bool geom, const FitEntry* ents, int64_t e0, int64_t e1,
                           const FitSpan* spans, const float* col, const float* grad, int r0,
-                          int r1, int64_t Wp, int npart, float* part, const float* kept) {
-#define GSI_FB(CC, G)                                                                      \
-    (kept ? backward_band_t<CC, G, true>(ents, e0, e1, spans, col, grad, r0, r1, Wp, npart, \
-                                         part, kept)                                       \
-          : backward_band_t<CC, G, false>(ents, e0, e1, spans, col, grad, r0, r1, Wp, npart, \
-                                          part, kept))
-    if (geom) {
-        switch (C) {
-            case 1: GSI_FB(1, true); break;
-            case 2: GSI_FB(2, true); break;
-            case 3: GSI_FB(3, true); break;
-            default: GSI_FB(4, true); break;
-        }
-    } else {
-        switch (C) {
-            case 1: GSI_FB(1, false); break;
-            case 2: GSI_FB(2, false); break;
-            case 3: GSI_FB(3, false); break;
-            default: GSI_FB(4, false); break;
-        }
+                          int r1, int64_t Wp, int npart, float* part, const float* kept,
+                          const FitWave* waves, int mode) {
+#define GSI_FB2(CC, G, KP, WM)                                                              \
+    backward_band_t<CC, G, KP, WM>(ents, e0, e1, spans, col, grad, r0, r1, Wp, npart, part, \
+                                   kept, waves)
+#define GSI_FB1(CC, G, WM) (kept ? GSI_FB2(CC, G, true, WM) : GSI_FB2(CC, G, false, WM))
+#define GSI_FB(CC)                                                                    \
+    (geom ? (mode == WAVE_GRAD ? GSI_FB1(CC, true, WAVE_GRAD) : GSI_FB1(CC, true, NO_WAVE)) \
+          : (mode == WAVE_W ? GSI_FB1(CC, false, WAVE_W) : GSI_FB1(CC, false, NO_WAVE)))
+    switch (C) {
+        case 1: GSI_FB(1); break;
+        case 2: GSI_FB(2); break;
+        case 3: GSI_FB(3); break;
+        default: GSI_FB(4); break;
     }
 #undef GSI_FB
+#undef GSI_FB1
+#undef GSI_FB2
 }
 
 static double residual_band(int C, float* acc, int r0, int r1, int64_t W, int64_t Wp,

@@ -51,6 +51,7 @@ struct VecBase {
         return a;
     }
     static VecBase fma(VecBase a, VecBase b, VecBase c) { return a * b + c; }
+    static VecBase fnma(VecBase a, VecBase b, VecBase c) { return c - a * b; }  // c - a*b
     static VecBase max(VecBase a, VecBase b) {  // b where a is NaN
         for (int i = 0; i < 8; ++i) a.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
         return a;
@@ -87,6 +88,38 @@ struct VecBase {
         }
         return p;
     }
+    // Bitwise: the lanes' bits shifted left as integers, and, xor; select_sign: b where
+    // the sign bit of mask is set, else a.
+    static VecBase shl(VecBase a, int s) {
+        for (int i = 0; i < 8; ++i) {
+            uint32_t x;
+            std::memcpy(&x, &a.v[i], 4);
+            x <<= s;
+            std::memcpy(&a.v[i], &x, 4);
+        }
+        return a;
+    }
+    static VecBase bits_and(VecBase a, VecBase b) { return bitwise(a, b, false); }
+    static VecBase bits_xor(VecBase a, VecBase b) { return bitwise(a, b, true); }
+    static VecBase select_sign(VecBase mask, VecBase a, VecBase b) {
+        for (int i = 0; i < 8; ++i) {
+            uint32_t m;
+            std::memcpy(&m, &mask.v[i], 4);
+            if (m >> 31) a.v[i] = b.v[i];
+        }
+        return a;
+    }
+    static VecBase bitwise(VecBase a, VecBase b, bool exclusive) {
+        for (int i = 0; i < 8; ++i) {
+            uint32_t x, y;
+            std::memcpy(&x, &a.v[i], 4);
+            std::memcpy(&y, &b.v[i], 4);
+            x = exclusive ? x ^ y : x & y;
+            std::memcpy(&a.v[i], &x, 4);
+        }
+        return a;
+    }
+    float lane(int i) const { return v[i]; }
     float hsum() const {  // ((0+4)+(2+6)) + ((1+5)+(3+7)), as VecAvx2::hsum
         const float s0 = v[0] + v[4], s1 = v[1] + v[5], s2 = v[2] + v[6], s3 = v[3] + v[7];
         return (s0 + s2) + (s1 + s3);
@@ -118,6 +151,22 @@ struct VecAvx2 {
     void store(float* p) const { _mm256_storeu_ps(p, v); }
     static VecAvx2 fma(VecAvx2 a, VecAvx2 b, VecAvx2 c) {
         return make(_mm256_fmadd_ps(a.v, b.v, c.v));
+    }
+    static VecAvx2 fnma(VecAvx2 a, VecAvx2 b, VecAvx2 c) {
+        return make(_mm256_fnmadd_ps(a.v, b.v, c.v));
+    }
+    static VecAvx2 shl(VecAvx2 a, int s) {
+        return make(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(a.v), s)));
+    }
+    static VecAvx2 bits_and(VecAvx2 a, VecAvx2 b) { return make(_mm256_and_ps(a.v, b.v)); }
+    static VecAvx2 bits_xor(VecAvx2 a, VecAvx2 b) { return make(_mm256_xor_ps(a.v, b.v)); }
+    static VecAvx2 select_sign(VecAvx2 mask, VecAvx2 a, VecAvx2 b) {
+        return make(_mm256_blendv_ps(a.v, b.v, mask.v));
+    }
+    float lane(int i) const {
+        alignas(32) float t[8];
+        _mm256_store_ps(t, v);
+        return t[i];
     }
     static VecAvx2 max(VecAvx2 a, VecAvx2 b) {  // b where a is NaN
         return make(_mm256_max_ps(a.v, b.v));

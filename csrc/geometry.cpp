@@ -9,15 +9,22 @@
 
 namespace gsi {
 
-Gauss setup(const float* m, const float* q, int64_t H, int64_t W) {
+Gauss setup(const float* m, const float* q, const float* wave, int64_t H, int64_t W) {
     Gauss g;
     g.mx = m[0]; g.my = m[1]; g.a = q[0]; g.b = q[1]; g.c = q[2];
+    g.kx = g.ky = g.phase = g.amp = 0.0f;
     g.valid = false;
     g.i0 = 0; g.i1 = -1;
     g.det = 0.0;
     if (!(std::isfinite(g.mx) && std::isfinite(g.my) && std::isfinite(g.a) &&
           std::isfinite(g.b) && std::isfinite(g.c)))
         return g;
+    if (wave && wave[3] != 0.0f) {  // (NaN != 0: a wave, not finite)
+        if (!(std::isfinite(wave[0]) && std::isfinite(wave[1]) && std::isfinite(wave[2]) &&
+              std::isfinite(wave[3])))
+            return g;
+        g.kx = wave[0]; g.ky = wave[1]; g.phase = wave[2]; g.amp = wave[3];
+    }
     const float det32 = g.a * g.c - g.b * g.b;
     if (!(g.a > 0.0f) || !(det32 > 0.0f)) return g;  // not positive definite: skip
     const double a = g.a, b = g.b, c = g.c;
@@ -40,9 +47,11 @@ Gauss setup(const float* m, const float* q, int64_t H, int64_t W) {
     return g;
 }
 
-std::vector<Gauss> setup_all(const float* m, const float* q, int64_t N, int64_t H, int64_t W) {
+std::vector<Gauss> setup_all(const float* m, const float* q, const float* waves, int64_t N,
+                             int64_t H, int64_t W) {
     std::vector<Gauss> gs((size_t)N);
-    for (int64_t k = 0; k < N; ++k) gs[k] = setup(m + 2 * k, q + 3 * k, H, W);
+    for (int64_t k = 0; k < N; ++k)
+        gs[k] = setup(m + 2 * k, q + 3 * k, waves ? waves + 4 * k : nullptr, H, W);
     return gs;
 }
 

@@ -46,6 +46,7 @@ struct Impl {
     void (*forward_band)(int, const Gauss*, const int32_t*, int64_t, int64_t, const float*,
                          int, int, int64_t, float*, float*, float*);
     float (*fast_exp)(float);
+    float (*cos_gsi)(float);
     void (*plan_spans)(const Gauss*, int64_t, int64_t, int64_t, const int64_t*, RowSpan*);
     void (*plan_weights)(const Gauss*, int64_t, int64_t, const int64_t*, const RowSpan*,
                          float*);
@@ -59,8 +60,8 @@ struct Impl {
 };
 
 #define GSI_IMPL(NAME, NS)                                                                    \
-    {NAME, NS::forward_band, NS::fast_exp_out, NS::plan_spans_chunk, NS::plan_weights_chunk,    \
-     NS::plan_forward_band, NS::plan_backward_chunk}
+    {NAME, NS::forward_band, NS::fast_exp_out, NS::cos_gsi_out, NS::plan_spans_chunk,         \
+     NS::plan_weights_chunk, NS::plan_forward_band, NS::plan_backward_chunk}
 const Impl kBase = GSI_IMPL("baseline", gsi_base);
 #if GSI_HAVE_AVX2
 const Impl kAvx2 = GSI_IMPL("avx2", gsi_avx2);
@@ -146,13 +147,18 @@ double fast_exp_max_rel_error(double lo, double hi, int64_t steps) {
     return worst;
 }
 
-void forward(const float* m, const float* q, const float* c, int64_t N, int C, int64_t H,
-             int64_t W, float* out, int nt) {
+void cos_gsi_values(const float* x, int64_t n, float* out) {
+    const Impl* im = impl();
+    for (int64_t i = 0; i < n; ++i) out[i] = im->cos_gsi(x[i]);
+}
+
+void forward(const float* m, const float* q, const float* c, const float* waves, int64_t N,
+             int C, int64_t H, int64_t W, float* out, int nt) {
     if (N == 0 || H == 0 || W == 0) {
         std::memset(out, 0, sizeof(float) * (size_t)(H * W * C));
         return;
     }
-    const auto gs = setup_all(m, q, N, H, W);
+    const auto gs = setup_all(m, q, waves, N, H, W);
     forward_impl(*impl(), gs, c, C, H, W, out, nt);
 }
 
@@ -186,7 +192,7 @@ Plan::Plan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t W, in
            int64_t max_weights)
     : H_(H), W_(W), N_(N) {
     const Impl& im = *impl();
-    gs_ = setup_all(pm, pq, N_, H_, W_);
+    gs_ = setup_all(pm, pq, nullptr, N_, H_, W_);  // no waves (the fit has FitPlan)
     if (H_ == 0 || W_ == 0)
         for (auto& g : gs_) g.valid = false;
     rows_start_.assign((size_t)N_ + 1, 0);

@@ -6,7 +6,10 @@
 //     q = (a*dx + (2*b)*dy)*dx + (c*dy)*dy          (float32, this evaluation order, no FMA)
 // Gaussian k adds colors_k * exp(-q/2) to the pixel iff q <= Q_CUT and a > 0 and
 // a*c - b*b > 0 (float32). These files are built with -ffp-contract=off so that q is
-// bit-identical to the reference, which evaluates the same expression op by op.
+// bit-identical to the reference, which evaluates the same expression op by op. A Gaussian
+// with a wave (format v5, amp != 0) adds colors_k * exp(-q/2) * (1 + amp * cos_gsi(arg)),
+// in spec section 10's order (`forward` only: the exact Plan has no waves; the fit draws
+// them with FitPlan).
 //
 // Forward: Gaussians are binned into bands of BAND rows by their (widened) y-extent; bands
 // are processed in parallel (dynamic scheduling), each accumulating into a band-local planar
@@ -32,9 +35,14 @@ const char* exact_isa_name();
 // Max relative error of the exact kernel's exp on a grid of [lo, hi].
 double fast_exp_max_rel_error(double lo, double hi, int64_t steps);
 
-// Render N Gaussians (means [N,2], conics [N,3], colors [N,C]) to out [H, W, C].
-void forward(const float* m, const float* q, const float* c, int64_t N, int C, int64_t H,
-             int64_t W, float* out, int nt);
+// The exact hot loops' cos_gsi (spec section 10) of n values (tests).
+void cos_gsi_values(const float* x, int64_t n, float* out);
+
+// Render N Gaussians (means [N,2], conics [N,3], colors [N,C], waves [N,4] (kx, ky, phase,
+// amp) or null) to out [H, W, C]. A Gaussian whose amp is 0 is drawn with no cosine, bit
+// for bit as with no waves.
+void forward(const float* m, const float* q, const float* c, const float* waves, int64_t N,
+             int C, int64_t H, int64_t W, float* out, int nt);
 
 // A weight array of a plan; freed arrays are kept for the next plan (release_buffers).
 struct Buffer {

@@ -36,6 +36,35 @@ static inline float fast_exp(float x) {
 
 static float fast_exp_out(float x) { return fast_exp(x); }
 
+// cos_gsi of spec section 10 (the wave's cosine), float32 operation by operation: clamp to
+// +-2^22, reduce by pi in two parts (n * PI_HI exact), the even Taylor polynomial of degree
+// 12 on [-pi/2, pi/2], negated for odd n. Branch-free (vectorizes); NaN stays NaN.
+static inline float cos_gsi(float x) {
+    x = x < -4194304.0f ? -4194304.0f : x;
+    x = x > 4194304.0f ? 4194304.0f : x;
+    const float t = x * 0x1.45f306p-2f;             // INV_PI = f32(1/pi), 0x3EA2F983
+    const float tm = t + 12582912.0f;                // 1.5 * 2^23 + n: n in the low bits
+    const float n = tm - 12582912.0f;
+    float r = x - n * 3.140625f;                     // PI_HI
+    r = r - n * 0x1.fb5444p-11f;                     // PI_LO = f32(pi - PI_HI), 0x3A7DAA22
+    const float r2 = r * r;
+    float p = 0x1.1eed8ep-29f;                       // C6 = f32(1/12!), 0x310F76C7
+    p = p * r2 + -0x1.27e4fcp-22f;                   // C5 0xB493F27E
+    p = p * r2 + 0x1.a01a02p-16f;                    // C4 0x37D00D01
+    p = p * r2 + -0x1.6c16c2p-10f;                   // C3 0xBAB60B61
+    p = p * r2 + 0x1.555556p-5f;                     // C2 0x3D2AAAAB
+    p = p * r2 + -0.5f;                              // C1
+    p = p * r2 + 1.0f;                               // C0
+    uint32_t nb, pb;
+    std::memcpy(&nb, &tm, sizeof(nb));
+    std::memcpy(&pb, &p, sizeof(pb));
+    pb ^= nb << 31;                                  // -p for odd n (the sign bit alone)
+    std::memcpy(&p, &pb, sizeof(p));
+    return p;
+}
+
+static float cos_gsi_out(float x) { return cos_gsi(x); }
+
 // Widened, clamped column span [j0, j1] of the ellipse on the row at offset dy.
 static inline bool row_span(const Gauss& g, float dy, int64_t W, int& j0, int& j1) {
     const double a = g.a;
@@ -69,6 +98,29 @@ static inline void row_weights(const Gauss& g, float dy, int j0, int j1, float* 
     }
 }
 
+// The same with the Gaussian's wave (amp != 0), spec section 10's order: e = exp(-q/2),
+// arg = (kx*dx + ky*dy) + phase, t = 1 + amp * cos_gsi(arg), w = e * t, every operation
+// rounded (no FMA: the build contracts nothing).
+static inline void row_weights_wave(const Gauss& g, float dy, int j0, int j1, float* w) {
+    const float a = g.a, mx = g.mx, kx = g.kx, phase = g.phase, amp = g.amp;
+    const float B = (2.0f * g.b) * dy;
+    const float Cq = (g.c * dy) * dy;
+    const float kydy = g.ky * dy;
+    const int n = j1 - j0 + 1;
+    const float x0 = (float)j0;
+#pragma omp simd
+    for (int t = 0; t < n; ++t) {
+        const float dx = ((x0 + (float)t) + 0.5f) - mx;
+        const float q = (a * dx + B) * dx + Cq;
+        const float e = fast_exp(-0.5f * q);
+        const float arg = (kx * dx + kydy) + phase;
+        float f = amp * cos_gsi(arg);
+        f = 1.0f + f;
+        const float wv = e * f;
+        w[t] = q <= Q_CUT ? wv : 0.0f;
+    }
+}
+
 // One band of rows [r0, r1): accumulate the Gaussians ids[e0..e1) (index order) into the
 // planar scratch acc [C][r1-r0][W], then write rows r0..r1 of out [H, W, C].
 template <int C>
@@ -88,7 +140,10 @@ static void forward_band_t(const Gauss* gs, const int32_t* ids, int64_t e0, int6
             const float dy = ((float)i + 0.5f) - g.my;
             int j0, j1;
             if (!row_span(g, dy, W, j0, j1)) continue;
-            row_weights(g, dy, j0, j1, w);
+            if (g.amp != 0.0f)
+                row_weights_wave(g, dy, j0, j1, w);
+            else
+                row_weights(g, dy, j0, j1, w);  // no wave: no cosine (as before waves)
             const int n = j1 - j0 + 1;
             for (int ch = 0; ch < C; ++ch) {
                 float* dst = acc + ((size_t)ch * bh + (i - r0)) * W + j0;

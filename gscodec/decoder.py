@@ -88,8 +88,8 @@ def render_gaussians(qg: QuantizedGaussians, *, scale: float = 1.0, device: str 
     means, conics, colors = qg.render_inputs()
     # The scaled view (spec 10.1); render_window moves it to each strip's origin.
     means, conics = transform_for_view(means, conics, scale)
-    # None: no Gaussian has a wave (format v5). Only the numpy reference draws waves yet:
-    # a file with waves renders with it on the CPU (slower, and correct: no warning).
+    # None: no Gaussian has a wave (format v5). The Triton backend draws no waves yet: a
+    # file with waves renders on the CPU (the kernel, or its numpy fallback: same bytes).
     waves = waves_for_view(qg.render_waves(), scale)
     if waves is not None:
         dev = "cpu"

@@ -505,3 +505,9 @@ def test_bench_fit_step_script(tmp_path, capsys):
         assert r["ms"] > 0 and r["cpu_ms"] >= 0
         assert (r["ratio_to_baseline"] is None) == (r["baseline"] is None)
     assert "cg_fit_fused" in capsys.readouterr().out
+    assert mod.main(["--image", str(img), "--gaussians", "60", "--threads", "1",
+                     "--repeat", "1", "--json", str(out), "--waves"]) == 0
+    data = json.loads(out.read_text())
+    rows = {r["arm"]: r for r in data["rows"]}
+    assert data["waves"] and rows["fit_waves"]["baseline"] == "fit"
+    assert rows["fit_waves0"]["ms"] > 0 and rows["fit_waves"]["ms"] > 0

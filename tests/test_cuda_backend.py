@@ -353,7 +353,8 @@ _FAST_EXP_CPP = r"""
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-struct Gauss { float mx, my, a, b, c; double det; int i0, i1; bool valid; };
+struct Gauss { float mx, my, a, b, c, kx, ky, phase, amp; double det; int i0, i1;
+               bool valid; };   // csrc/common.h's
 struct RowSpan { int32_t j0, n; int64_t off; };
 constexpr int PAD = 8;
 inline int padded(int n) { return (n + PAD - 1) / PAD * PAD; }

@@ -1,6 +1,7 @@
 """Waves (format version 5): the renderers' cosine, the wave term in the numpy and torch
-renderers, the backends that refuse waves, scaling, and the decoder's routing of files with
-waves to the numpy renderer (spec/gsi-format.md sections 9 and 10)."""
+renderers, the compiled kernel's backend with waves and the Triton backend that refuses them,
+scaling, and the decoder's rendering of files with waves (spec/gsi-format.md sections 9 and
+10; the kernel's waves in detail: tests/test_kernel_waves.py)."""
 from __future__ import annotations
 
 import importlib
@@ -133,26 +134,22 @@ def test_non_finite_wave_contributes_nothing():
     assert torch.isfinite(out).all()
 
 
-# ---- backends without waves, dispatch ----------------------------------------------------------
-def test_backends_without_waves_refuse_them():
+# ---- backends, dispatch -----------------------------------------------------------------------
+def test_kernel_draws_waves_and_triton_refuses_them():
     m, q, c, w = (torch.from_numpy(a) for a in waved_gaussians(20, 16, 16, seed=6))
     if cpu_backend.kernel_available():
-        from gscodec.render.kernel_torch import PlanColorOperator, render_cpu, render_mse_cpu
-        with pytest.raises(NotImplementedError, match="does not draw waves"):
-            render_cpu(m, q, c, 16, 16, w)
-        with pytest.raises(NotImplementedError, match="does not draw waves"):
-            R.render(m, q, c, 16, 16, backend="kernel", waves=w)
-        with pytest.raises(NotImplementedError, match="does not draw waves"):
-            PlanColorOperator(m, q, 16, 16, w)
-        with pytest.raises(NotImplementedError, match="does not draw waves"):
-            render_mse_cpu(m, q, c, torch.zeros(16, 16, 3), None, 1.0, w)
-        # waves that change nothing and want no gradient: the kernel renders
+        # the kernel's render is the numpy renderer's, bit for bit
+        want = render_numpy_ref(*(a.numpy() for a in (m, q, c)), 16, 16, w.numpy())
+        assert np.array_equal(R.render(m, q, c, 16, 16, backend="kernel", waves=w).numpy(),
+                              want)
+        # waves that change nothing: no wave; a fit's waves at amplitude 0 get d/d amp
         z = w.clone()
         z[:, 3] = 0
         assert torch.equal(R.render(m, q, c, 16, 16, backend="kernel", waves=z),
                            R.render(m, q, c, 16, 16, backend="kernel"))
-        with pytest.raises(NotImplementedError):          # a fit's waves at amplitude 0
-            R.render(m, q, c, 16, 16, backend="kernel", waves=z.requires_grad_(True))
+        z.requires_grad_(True)
+        R.render(m, q, c, 16, 16, backend="kernel", waves=z).square().sum().backward()
+        assert z.grad[:, 3].abs().max() > 0 and not z.grad[:, :3].any()
     pytest.importorskip("triton")
     from gscodec.render import triton as tb
     for call in (lambda: tb.render(m, q, c, 16, 16, waves=w),
@@ -165,9 +162,12 @@ def test_backends_without_waves_refuse_them():
 
 def test_auto_backend_and_colour_operator_draw_waves():
     m, q, c, w = (torch.from_numpy(a) for a in waved_gaussians(60, 20, 24, seed=7))
-    assert R.resolve_backend("auto", m, w) == "torch_reference"
+    auto = "kernel" if cpu_backend.kernel_available() else "torch_reference"
+    assert R.resolve_backend("auto", m, w) == auto
     ref_img = R.render(m, q, c, 20, 24, backend="torch_reference", waves=w)
-    assert torch.equal(R.render(m, q, c, 20, 24, waves=w), ref_img)
+    assert torch.equal(R.render(m, q, c, 20, 24, waves=w),
+                       R.render(m, q, c, 20, 24, backend=auto, waves=w))
+    assert torch.allclose(R.render(m, q, c, 20, 24, waves=w), ref_img, atol=1e-6)
     op = R.color_operator(m, q, 20, 24, waves=w)
     assert torch.allclose(op.forward(c), ref_img, atol=1e-6)
     v = torch.rand(20, 24, 3, generator=torch.Generator().manual_seed(0))
@@ -226,21 +226,36 @@ def test_reference_wave_inputs_are_gscodecs():
             assert got.tobytes() == want.tobytes(), path.name
 
 
-def test_decoder_routes_waves_to_the_numpy_renderer(monkeypatch):
+def test_decoder_draws_waves_with_the_kernel(monkeypatch):
+    """A file with waves decodes with the compiled kernel (where built) to the numpy
+    renderer's bytes, with no warning; with the numpy fallback to the same bytes."""
     data = WAVES_VECTOR.read_bytes()
     qg = gsi.read(data)
     assert qg.has_waves()
     m, q, c = qg.render_inputs()
     want = R.to_uint8_numpy(render_numpy_ref(m, q, c, qg.height, qg.width, qg.render_waves()))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")       # correct, only slower: no warning
+    import gscodec.render.numpy_reference as npref
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if cpu_backend.kernel_available():
+            def no_numpy(*args, **kwargs):
+                raise AssertionError("the numpy renderer was used where the kernel is built")
+            patch.setattr(npref, "render_numpy_ref", no_numpy)
+            patch.setattr(npref, "render_window", no_numpy)
         assert np.array_equal(gscodec.decode(data), want)
+    from gscodec.render import backends
+    monkeypatch.setattr(backends, "_warned", set())      # its one-time warning stays here
     monkeypatch.setenv("GSCODEC_NO_KERNEL", "1")
-    assert np.array_equal(gscodec.decode(data), want)
-    monkeypatch.delenv("GSCODEC_NO_KERNEL")
+    R.refresh()              # availability is cached: ask again after the change
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # the fallback's one-time warning
+            assert np.array_equal(gscodec.decode(data), want)
+    finally:
+        monkeypatch.delenv("GSCODEC_NO_KERNEL")
+        R.refresh()
     # a GPU decode of a file with waves renders on the CPU (the Triton backend has none)
     import gscodec.decoder as dec
-    from gscodec.render import backends
 
     def no_gpu(*args, **kwargs):
         raise AssertionError("the GPU path was taken for a file with waves")

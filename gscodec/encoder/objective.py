@@ -72,10 +72,10 @@ class Objective:
         if self._fused is None:
             self._fused = (type(self).extra_loss is Objective.extra_loss
                            and resolve_backend(self.cfg.backend, self.target) == "kernel")
-        if self._fused and p.wave is None:
+        if self._fused:   # (with waves too: the kernel returns their gradients)
             from ..render.kernel_torch import render_mse_cpu
             mse = render_mse_cpu(p.pos, p.conics(), p.color, self.target, self.known,
-                                 1.0 / (self.npix * self.c))
+                                 1.0 / (self.npix * self.c), p.waves())
             return mse, mse
         out = self.render(p)
         mse = self.mse(out)
@@ -86,9 +86,11 @@ class Objective:
         fitting kernel: its gradients with respect to means, conics and colours chained to
         the log2 scales and angles in closed form (`gradients.py`); the loss in one kernel
         call, or with an extra term on the render through the kernel's backward of the
-        term's image gradient. None where the kernel cannot (another backend, waves): the
-        caller uses autograd through `loss`; so does an objective with a loss of its own
-        (`SSIMObjective`: log units, MS-SSIM)."""
+        term's image gradient. None where the kernel cannot (another backend) or for a set
+        with waves (their chain rule through `wave_vectors` is left to autograd, which
+        `loss` feeds from the kernel's wave gradients): the caller uses autograd through
+        `loss`; so does an objective with a loss of its own (`SSIMObjective`: log units,
+        MS-SSIM)."""
         if (p.wave is not None or type(self).loss is not Objective.loss
                 or not self._kernel_fits()):
             return None

@@ -27,8 +27,8 @@ Where Gaussian k contributes, a wave (amp != 0) multiplies its weight e = exp(-0
 1 + amp * cos(arg), arg = (kx*dx + ky*dy) + phase, in float32 in that order (t = amp * cos,
 t = 1 + t, w = e * t), cos being the spec's cos_gsi (`numpy_reference.cos_gsi`) in the exact
 backends; amp == 0 evaluates no cosine, so it is bit-identical to no wave. A Gaussian with
-a wave that is not finite contributes nothing. Only "numpy_reference" and
-"torch_reference" draw waves yet (`backends`).
+a wave that is not finite contributes nothing. The CPU backends draw waves ("kernel"
+bit-identical to "numpy_reference"); "triton" does not yet (`backends`).
 
 Output: the unclamped float32 sum over all Gaussians, shape [H, W, C].
 

@@ -14,10 +14,10 @@ entry below says it implements):
         The decoder's pixels by spec section 10, bit-exact: float32 numpy arrays of the
         scaled view in, the window at (x0, y0) rendered strip by strip ("window").
 
-Each of them takes an optional `waves` [N, 4] (kx, ky, phase, amp; format version 5). Only
-"torch_reference" (differentiable) and "numpy_reference" (window) draw waves yet; the
-others raise NotImplementedError when waves matter (`common.waves_active`), and "auto"
-picks those two for data with such waves.
+Each of them takes an optional `waves` [N, 4] (kx, ky, phase, amp; format version 5). The
+CPU backends ("kernel", "torch_reference", "numpy_reference") draw waves, the kernel's
+window bit-identical to numpy_reference's; "triton" raises NotImplementedError when waves
+matter (`common.waves_active`), and a window with such waves is rendered on the CPU.
 
 Nothing here imports torch; a backend module is imported when it is first used.
 """
@@ -51,8 +51,6 @@ BACKENDS = {b.name: b for b in (
 # "auto" on the CPU: the first available of these (the second is a slow fallback).
 _CPU_ORDER = {"differentiable": ("kernel", "torch_reference"),
               "window": ("kernel", "numpy_reference")}
-# "auto" for data with waves that matter: the backends that draw waves (format v5).
-WAVE_BACKENDS = {"differentiable": "torch_reference", "window": "numpy_reference"}
 _warned: set[str] = set()
 
 
@@ -117,28 +115,20 @@ def choose(backend: str, *, kind: str = "differentiable", on_cuda: bool = False)
     return backend
 
 
-def _wave_choice(backend: str, waves, kind: str, on_cuda: bool) -> str:
-    """"auto" for data with waves that matter on the CPU: the backend of this kind that
-    draws them (no warning: it is the renderer for them, not a fallback)."""
-    if backend == "auto" and not on_cuda and waves_active(waves):
-        return WAVE_BACKENDS[kind]
-    return backend
-
-
 def resolve_backend(backend: str, means=None, waves=None) -> str:
-    """The backend `render` would use for `backend` and tensors like `means` (and
-    `waves`)."""
+    """The backend `render` would use for `backend` and tensors like `means` (`waves`
+    changes nothing: every CPU backend draws them)."""
     on_cuda = bool(getattr(means, "is_cuda", False))
-    return choose(_wave_choice(backend, waves, "differentiable", on_cuda), on_cuda=on_cuda)
+    return choose(backend, on_cuda=on_cuda)
 
 
 def render(means, conics, colors, height: int, width: int, *, backend: str = "auto",
            waves=None):
     """Render N Gaussians to an unclamped float32 image [height, width, C] by the contract
     of gscodec.render, differentiable with respect to means, conics and colors (and waves
-    [N, 4], format v5: "torch_reference" only, yet)."""
+    [N, 4], format v5: the CPU backends)."""
     on_cuda = bool(getattr(means, "is_cuda", False))
-    name = choose(_wave_choice(backend, waves, "differentiable", on_cuda), on_cuda=on_cuda)
+    name = choose(backend, on_cuda=on_cuda)
     return module(name).render(means, conics, colors, int(height), int(width), waves=waves)
 
 
@@ -150,7 +140,7 @@ def color_operator(means, conics, height: int, width: int, *, backend: str = "au
     solve."""
     on_cuda = bool(getattr(means, "is_cuda", False))
     waves = None if waves is None else waves.detach()      # fixed: only the colours vary
-    name = choose(_wave_choice(backend, waves, "differentiable", on_cuda), on_cuda=on_cuda)
+    name = choose(backend, on_cuda=on_cuda)
     return module(name).color_operator(means, conics, int(height), int(width), waves=waves)
 
 
@@ -159,11 +149,10 @@ def render_window(means, conics, colors, x0: int, y0: int, width: int, height: i
     """The decoder's pixels: uint8 [height, width, C] of the window at (x0, y0) of the
     scaled view (float32 numpy arrays; waves [N, 4] or None), by spec section 10, on
     `device` ("cpu" or "cuda"). Every window backend gives the same bytes; with waves that
-    matter, the one that draws them ("numpy_reference", on the CPU)."""
+    matter, on the CPU (the Triton backend draws none)."""
     if waves_active(waves):
         device = "cpu"
-    name = choose(_wave_choice("auto", waves, "window", device == "cuda"), kind="window",
-                  on_cuda=device == "cuda")
+    name = choose("auto", kind="window", on_cuda=device == "cuda")
     if name == "triton" and unavailable_reason(name) is not None:
         raise RuntimeError(f"render backend 'triton' unavailable: {unavailable_reason(name)}")
     return module(name).render_window(means, conics, colors, int(x0), int(y0), int(width),

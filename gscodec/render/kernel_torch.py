@@ -16,6 +16,12 @@ The fit's own paths, the fused loss (`render_mse_cpu`) and the colour solves
 about 1e-6 of the exact weights, the decoder's cut-off, band by band; 0.3x the time of
 `Plan` for the fused step (benchmarks/bench_fit_step.py). Only the fit sees it: the file is
 decoded (and the tests compare renders) on the exact path.
+
+Waves (format version 5, `waves` [N, 4] = (kx, ky, phase, amp)): `render_cpu` draws them
+with the exact forward and takes their gradients from the fitting kernel; the fused loss
+returns the gradients of the waves too (for every Gaussian, amp 0 included: the fit starts
+its waves there); the colour operator of a set whose amplitudes are all 0 is that of the
+set without waves.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from contextlib import contextmanager
 import torch
 
 from . import kernel
-from .common import refuse_waves
+
+SUPPORTS_WAVES = True   # render_cpu, render_mse_cpu and PlanColorOperator draw waves
 
 _kept_threads: int | None = None    # set by kernel_threads_kept()
 
@@ -61,13 +68,18 @@ def make_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int
                              kernel_threads(), MAX_PLAN_WEIGHTS)
 
 
-def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
-    """The fitting kernel's plan of a geometry (the exact Plan on a build without it)."""
+def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int,
+                  waves: torch.Tensor | None = None):
+    """The fitting kernel's plan of a geometry, with waves [N, 4] or None (the exact Plan on
+    a build without it, which has no waves)."""
     ext = kernel.kernel()
     if not hasattr(ext, "FitPlan"):
+        if waves is not None:
+            raise RuntimeError("this build of the CPU kernel has no FitPlan (no waves)")
         return make_plan(means, conics, height, width)
+    extra = () if waves is None else (_np(waves),)
     return ext.FitPlan(_np(means), _np(conics), int(height), int(width),
-                       kernel_threads())
+                       kernel_threads(), *extra)
 
 
 def release_buffers() -> int:
@@ -97,23 +109,59 @@ class _RasterizeCPU(torch.autograd.Function):
                 torch.from_numpy(gc).to(dc) if ctx.needs_input_grad[2] else None, None, None)
 
 
+class _RasterizeWavesCPU(torch.autograd.Function):
+    """render with waves: the exact forward (the pixels the decoder draws), gradients from
+    the fitting kernel (FitPlan.backward: within about 1e-6 of the exact weights)."""
+
+    @staticmethod
+    def forward(ctx, means, conics, colors, waves, height, width):
+        arrays = [t.detach().to(torch.float32).contiguous() for t in (means, conics, colors,
+                                                                        waves)]
+        ctx.save_for_backward(*arrays)
+        ctx.size = (height, width)
+        ctx.dtypes = tuple(t.dtype for t in (means, conics, colors, waves))
+        m, q, c, wv = (t.numpy() for t in arrays)
+        return torch.from_numpy(kernel.kernel().forward(m, q, c, height, width,
+                                                        kernel_threads(), wv))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        m, q, c, wv = (t.numpy() for t in ctx.saved_tensors)
+        nt = kernel_threads()
+        g = _np(grad_out)
+        plan = kernel.kernel().FitPlan(m, q, *ctx.size, nt, wv)
+        need = ctx.needs_input_grad
+        if need[0] or need[1] or need[3]:
+            grads = plan.backward(c, g, nt)            # gmeans, gconics, gcolors, gwaves
+        else:
+            grads = (None, None, plan.adjoint(g, nt), None)
+        out = [torch.from_numpy(x).to(dt) if n and x is not None else None
+               for x, dt, n in zip(grads, ctx.dtypes, need[:4], strict=True)]
+        return (*out, None, None)
+
+
 def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
                height: int, width: int, waves: torch.Tensor | None = None) -> torch.Tensor:
-    """Render with the compiled kernel: [height, width, C] float32, differentiable. The
-    kernel draws no waves yet: NotImplementedError if `waves` matter (`refuse_waves`)."""
-    refuse_waves(waves, "kernel")
+    """Render with the compiled kernel: [height, width, C] float32, differentiable (in the
+    waves [N, 4] (kx, ky, phase, amp) too, if given)."""
     if kernel.kernel() is None:
         raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
-    for name, t in (("means", means), ("conics", conics), ("colors", colors)):
-        if t.device.type != "cpu":
+    tensors = (("means", means), ("conics", conics), ("colors", colors), ("waves", waves))
+    for name, t in tensors:
+        if t is not None and t.device.type != "cpu":
             raise ValueError(f"render backend 'kernel' needs CPU tensors, {name} is on {t.device}")
     kernel.check_shapes(means.shape, conics.shape, colors.shape)
-    if not (torch.is_grad_enabled() and (means.requires_grad or conics.requires_grad
-                                         or colors.requires_grad)):
+    if waves is not None and tuple(waves.shape) != (means.shape[0], 4):
+        raise ValueError(f"bad shape: waves {tuple(waves.shape)}, need [{means.shape[0]}, 4]")
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                            for _, t in tensors)):
         # No backward will follow: the one-pass forward, without a plan.
+        extra = () if waves is None else (_np(waves),)
         out = kernel.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
-                                   int(width), kernel_threads())
+                                   int(width), kernel_threads(), *extra)
         return torch.from_numpy(out)
+    if waves is not None:
+        return _RasterizeWavesCPU.apply(means, conics, colors, waves, int(height), int(width))
     return _RasterizeCPU.apply(means, conics, colors, int(height), int(width))
 
 
@@ -122,35 +170,38 @@ class _RenderMSECPU(torch.autograd.Function):
     (Plan.loss_backward): the rendered image never reaches torch."""
 
     @staticmethod
-    def forward(ctx, means, conics, colors, target, weight, scale):
+    def forward(ctx, means, conics, colors, target, weight, scale, waves):
         h, w, _ = target.shape
-        plan = make_fit_plan(means, conics, h, w)
-        loss, gm, gq, gc = plan.loss_backward(
+        plan = make_fit_plan(means, conics, h, w, waves)
+        loss, gm, gq, gc, *gw = plan.loss_backward(
             _np(colors), _np(target), None if weight is None else _np(weight), float(scale),
             kernel_threads())
         ctx.grads = (torch.from_numpy(gm).to(means.dtype), torch.from_numpy(gq).to(conics.dtype),
                      torch.from_numpy(gc).to(colors.dtype))
+        ctx.gwaves = torch.from_numpy(gw[0]).to(waves.dtype) if gw else None
         return torch.tensor(loss, dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, g):
         gm, gq, gc = ctx.grads
-        ctx.grads = None
-        return gm * g, gq * g, gc * g, None, None, None
+        gw = ctx.gwaves
+        ctx.grads = ctx.gwaves = None
+        return gm * g, gq * g, gc * g, None, None, None, None if gw is None else gw * g
 
 
 def render_mse_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
                    target: torch.Tensor, weight: torch.Tensor | None, scale: float,
                    waves: torch.Tensor | None = None) -> torch.Tensor:
     """scale * sum((weight[:, :, None] * render(...) - target)^2), differentiable in means,
-    conics and colors, with the compiled kernel. The gradients are computed with the value
-    (the fit always asks for them): 0.8x the time of render + F.mse_loss + backward.
-    No waves yet (NotImplementedError if they matter)."""
-    refuse_waves(waves, "kernel")
+    conics, colors and waves [N, 4] (if given), with the compiled kernel. The gradients are
+    computed with the value (the fit always asks for them): 0.8x the time of render +
+    F.mse_loss + backward."""
     if kernel.kernel() is None:
         raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
     kernel.check_shapes(means.shape, conics.shape, colors.shape)
-    return _RenderMSECPU.apply(means, conics, colors, target, weight, scale)
+    if waves is not None and tuple(waves.shape) != (means.shape[0], 4):
+        raise ValueError(f"bad shape: waves {tuple(waves.shape)}, need [{means.shape[0]}, 4]")
+    return _RenderMSECPU.apply(means, conics, colors, target, weight, scale, waves)
 
 
 class PlanColorOperator:
@@ -160,8 +211,10 @@ class PlanColorOperator:
 
     def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int,
                  waves: torch.Tensor | None = None):
-        refuse_waves(waves, "kernel")
-        self.plan = make_fit_plan(means, conics, height, width)
+        # The colours alone vary here: waves whose amplitudes are all 0 change nothing.
+        if waves is not None and not bool((waves[:, 3] != 0).any()):
+            waves = None
+        self.plan = make_fit_plan(means, conics, height, width, waves)
         self.fused = hasattr(kernel.kernel(), "FitPlan")   # has loss_backward(geometry=)
 
     def forward(self, colors: torch.Tensor) -> torch.Tensor:
