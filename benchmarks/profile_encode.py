@@ -130,7 +130,7 @@ class TimedKernel:
 
 
 class TimedKernelModule:
-    """Stands in for the backend's `kernel` module: kernel() gives the timed module."""
+    """Stands in for kernel_torch's `extension` module: kernel() gives the timed module."""
 
     def __init__(self, prof: Profiler, module):
         self._prof, self._module = prof, module
@@ -151,7 +151,7 @@ def instrument(prof: Profiler):
     from gscodec.bitstream import format as gsi_format
     from gscodec.encoder import adam, objective, pipeline, quantize, refine, stages, waves
     from gscodec.render import kernel_torch
-    kernel_torch.kernel = TimedKernelModule(prof, kernel_torch.kernel)
+    kernel_torch.extension = TimedKernelModule(prof, kernel_torch.extension)
     run_stage = pipeline.Pipeline.run_stage
 
     def timed_stage(stage, *args, **kw):

@@ -201,7 +201,7 @@ def test_torch_backend_fit_paths_use_the_fitting_kernel(ext, monkeypatch):
             made.append(args[2:4])
             return real(*args)
 
-    monkeypatch.setattr(kernel_torch.kernel, "kernel", lambda: Spy())
+    monkeypatch.setattr(kernel_torch.extension, "kernel", lambda: Spy())
     m, q, c = (torch.from_numpy(x) for x in geometry("random", 30, 10, 12, 3, 2))
     target = torch.rand(10, 12, 3)
     kernel_torch.render_mse_cpu(m, q, c.requires_grad_(True), target, None, 0.1)

@@ -150,7 +150,7 @@ def test_one_thread_keeps_the_kernels_threads(monkeypatch):
     torch had; both are restored after."""
     needs_kernel()
     from gscodec.render import kernel_torch
-    ext = kernel_torch.kernel.kernel()
+    ext = kernel_torch.extension.kernel()
     seen = []
 
     class Spy:
@@ -158,7 +158,7 @@ def test_one_thread_keeps_the_kernels_threads(monkeypatch):
             seen.append(nt)
             return ext.FitPlan(m, q, h, w, nt)
 
-    monkeypatch.setattr(kernel_torch.kernel, "kernel", lambda: Spy())
+    monkeypatch.setattr(kernel_torch.extension, "kernel", lambda: Spy())
     obj = Objective(image(), FitConfig())
     p = random_set(10, 40, 56)
     old = torch.get_num_threads()

@@ -160,7 +160,8 @@ def test_cpu_uses_torch_threads(monkeypatch):
             seen.append(("forward", args[-1]))
             return ext.forward(*args)
 
-    monkeypatch.setattr(cpu_backend, "kernel", lambda: Spy())
+    from gscodec.render import extension  # where the torch backend reaches the kernel
+    monkeypatch.setattr(extension, "kernel", lambda: Spy())
     means, conics, colors = random_gaussians(20, 9, 11, 3)
     old = torch.get_num_threads()
     try:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 
 import torch
 
-from . import kernel
+from . import extension
 
 SUPPORTS_WAVES = True   # render_cpu, render_mse_cpu and PlanColorOperator draw waves
 
@@ -64,7 +64,7 @@ MAX_PLAN_WEIGHTS = 1 << 25
 
 
 def make_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
-    return kernel.kernel().Plan(_np(means), _np(conics), int(height), int(width),
+    return extension.kernel().Plan(_np(means), _np(conics), int(height), int(width),
                              kernel_threads(), MAX_PLAN_WEIGHTS)
 
 
@@ -72,7 +72,7 @@ def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width:
                   waves: torch.Tensor | None = None):
     """The fitting kernel's plan of a geometry, with waves [N, 4] or None (the exact Plan on
     a build without it, which has no waves)."""
-    ext = kernel.kernel()
+    ext = extension.kernel()
     if not hasattr(ext, "FitPlan"):
         if waves is not None:
             raise RuntimeError("this build of the CPU kernel has no FitPlan (no waves)")
@@ -85,7 +85,7 @@ def make_fit_plan(means: torch.Tensor, conics: torch.Tensor, height: int, width:
 def release_buffers() -> int:
     """Free the weight buffers the kernel keeps for the next plan (bytes freed; 0 without
     the kernel). `encode` calls it when it ends."""
-    k = kernel.kernel()
+    k = extension.kernel()
     return int(k.release_buffers()) if k is not None else 0
 
 
@@ -121,7 +121,7 @@ class _RasterizeWavesCPU(torch.autograd.Function):
         ctx.size = (height, width)
         ctx.dtypes = tuple(t.dtype for t in (means, conics, colors, waves))
         m, q, c, wv = (t.numpy() for t in arrays)
-        return torch.from_numpy(kernel.kernel().forward(m, q, c, height, width,
+        return torch.from_numpy(extension.kernel().forward(m, q, c, height, width,
                                                         kernel_threads(), wv))
 
     @staticmethod
@@ -129,7 +129,7 @@ class _RasterizeWavesCPU(torch.autograd.Function):
         m, q, c, wv = (t.numpy() for t in ctx.saved_tensors)
         nt = kernel_threads()
         g = _np(grad_out)
-        plan = kernel.kernel().FitPlan(m, q, *ctx.size, nt, wv)
+        plan = extension.kernel().FitPlan(m, q, *ctx.size, nt, wv)
         need = ctx.needs_input_grad
         if need[0] or need[1] or need[3]:
             grads = plan.backward(c, g, nt)            # gmeans, gconics, gcolors, gwaves
@@ -144,20 +144,20 @@ def render_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor,
                height: int, width: int, waves: torch.Tensor | None = None) -> torch.Tensor:
     """Render with the compiled kernel: [height, width, C] float32, differentiable (in the
     waves [N, 4] (kx, ky, phase, amp) too, if given)."""
-    if kernel.kernel() is None:
-        raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
+    if extension.kernel() is None:
+        raise RuntimeError(f"CPU raster kernel unavailable: {extension.unavailable_reason()}")
     tensors = (("means", means), ("conics", conics), ("colors", colors), ("waves", waves))
     for name, t in tensors:
         if t is not None and t.device.type != "cpu":
             raise ValueError(f"render backend 'kernel' needs CPU tensors, {name} is on {t.device}")
-    kernel.check_shapes(means.shape, conics.shape, colors.shape)
+    extension.check_shapes(means.shape, conics.shape, colors.shape)
     if waves is not None and tuple(waves.shape) != (means.shape[0], 4):
         raise ValueError(f"bad shape: waves {tuple(waves.shape)}, need [{means.shape[0]}, 4]")
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                             for _, t in tensors)):
         # No backward will follow: the one-pass forward, without a plan.
         extra = () if waves is None else (_np(waves),)
-        out = kernel.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
+        out = extension.kernel().forward(_np(means), _np(conics), _np(colors), int(height),
                                    int(width), kernel_threads(), *extra)
         return torch.from_numpy(out)
     if waves is not None:
@@ -196,9 +196,9 @@ def render_mse_cpu(means: torch.Tensor, conics: torch.Tensor, colors: torch.Tens
     conics, colors and waves [N, 4] (if given), with the compiled kernel. The gradients are
     computed with the value (the fit always asks for them): 0.8x the time of render +
     F.mse_loss + backward."""
-    if kernel.kernel() is None:
-        raise RuntimeError(f"CPU raster kernel unavailable: {kernel.unavailable_reason()}")
-    kernel.check_shapes(means.shape, conics.shape, colors.shape)
+    if extension.kernel() is None:
+        raise RuntimeError(f"CPU raster kernel unavailable: {extension.unavailable_reason()}")
+    extension.check_shapes(means.shape, conics.shape, colors.shape)
     if waves is not None and tuple(waves.shape) != (means.shape[0], 4):
         raise ValueError(f"bad shape: waves {tuple(waves.shape)}, need [{means.shape[0]}, 4]")
     return _RenderMSECPU.apply(means, conics, colors, target, weight, scale, waves)
@@ -215,7 +215,7 @@ class PlanColorOperator:
         if waves is not None and not bool((waves[:, 3] != 0).any()):
             waves = None
         self.plan = make_fit_plan(means, conics, height, width, waves)
-        self.fused = hasattr(kernel.kernel(), "FitPlan")   # has loss_backward(geometry=)
+        self.fused = hasattr(extension.kernel(), "FitPlan")   # has loss_backward(geometry=)
 
     def forward(self, colors: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.plan.forward(_np(colors), kernel_threads()))
