@@ -17,8 +17,6 @@ import pytest
 import torch
 from test_render import degenerate_gaussians, random_gaussians
 
-from gscodec.render import kernel
-
 TIGHT = {"forward": 5e-5, "loss": 1e-5, "grad": 2e-4}        # about 10x the measured
 LOOSE = {"forward": 1e-2, "loss": 1e-5, "grad": 1e-2}        # about 7x the measured
 
@@ -27,22 +25,6 @@ CASES = [  # (n, height, width, channels, seed)
     (5, 1, 1, 3, 4), (10, 7, 1, 1, 6), (400, 120, 160, 3, 7)]
 
 
-@pytest.fixture
-def ext():
-    k = kernel.kernel()
-    if k is None:
-        pytest.skip(f"compiled CPU kernel unavailable: {kernel.unavailable_reason()}")
-    return k
-
-
-@pytest.fixture(params=["avx2", "baseline"])
-def isa(request, ext):
-    """Both copies of the hot loops (the AVX2+FMA one where the CPU has it)."""
-    if request.param == "avx2" and ext.isa() != "avx2":
-        pytest.skip("no AVX2 here")
-    ext._set_isa(request.param)
-    yield ext.fit_isa()
-    ext._set_isa("auto")
 
 
 def rel(x, y) -> float:

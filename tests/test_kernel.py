@@ -25,13 +25,6 @@ _STUB = ("import sys, types; pkg = types.ModuleType('gscodec'); pkg.__path__ = [
          "sys.modules['gscodec'] = pkg; ")
 
 
-@pytest.fixture
-def ext():
-    k = kernel.kernel()
-    if k is None:
-        pytest.skip(f"compiled CPU kernel unavailable: {kernel.unavailable_reason()}")
-    return k
-
 
 CASES = [(200, 37, 23, 3, 0), (300, 64, 96, 1, 1), (150, 50, 70, 4, 2), (80, 45, 33, 2, 3),
          (5, 1, 1, 3, 4), (10, 7, 1, 1, 6)]

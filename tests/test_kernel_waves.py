@@ -36,22 +36,6 @@ CASES = [  # (n, height, width, channels, seed)
 _f = np.float32
 
 
-@pytest.fixture
-def ext():
-    k = kernel.kernel()
-    if k is None:
-        pytest.skip(f"compiled CPU kernel unavailable: {kernel.unavailable_reason()}")
-    return k
-
-
-@pytest.fixture(params=["avx2", "baseline"])
-def isa(request, ext):
-    """Both copies of the hot loops (the AVX2 ones where the CPU has AVX2)."""
-    if request.param == "avx2" and ext.isa() != "avx2":
-        pytest.skip("no AVX2 here")
-    ext._set_isa(request.param)
-    yield request.param
-    ext._set_isa("auto")
 
 
 # ---- the spec's arithmetic in numpy (float32 operation by operation) ------------------------

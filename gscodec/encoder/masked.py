@@ -25,8 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from .config import FitConfig
-from .hole_prior import FILL_COARSE, anisotropic_fill, csr_counts, harmonic_fill  # noqa: F401
-from .init import blur, image_gradients, luminance, random_init, solve_colors, structure_init
+from .hole_prior import (  # noqa: F401  (anisotropic_fill, harmonic_fill: re-exported)
+    FILL_COARSE,
+    anisotropic_fill,
+    blur_big,
+    csr_counts,
+    harmonic_fill,
+)
+from .init import image_gradients, luminance, random_init, solve_colors, structure_init
 from .objective import Objective
 from .params import GaussianParams
 
@@ -55,19 +61,6 @@ def hole_distance(hole: torch.Tensor, max_steps: int = 128) -> torch.Tensor:
 
 
 
-def _blur_big(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of [H,W] for large sigma: on a downsampled grid, then upsampled."""
-    h, w = x.shape
-    f = 1
-    while sigma / f > 4 and min(h, w) // (2 * f) >= 8:
-        f *= 2
-    y = F.avg_pool2d(x[None, None], f, ceil_mode=True)[0, 0] if f > 1 else x
-    y = blur(y, sigma / f)
-    if f > 1:
-        y = F.interpolate(y[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-    return y
-
-
 def known_structure(img: torch.Tensor, known: torch.Tensor, sigma: float):
     """Structure tensor from known pixels only (normalised convolution at scale sigma):
     returns (edge angle, coherence) maps [H,W]; edges run across the gradient."""
@@ -75,8 +68,8 @@ def known_structure(img: torch.Tensor, known: torch.Tensor, sigma: float):
     gx, gy = image_gradients(lum)
     pk = F.pad(known[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
     valid = (known * pk[1:-1, 2:] * pk[1:-1, :-2] * pk[2:, 1:-1] * pk[:-2, 1:-1])
-    norm = _blur_big(valid, sigma).clamp(min=1e-6)
-    jxx, jxy, jyy = (_blur_big(t * valid, sigma) / norm for t in (gx * gx, gx * gy, gy * gy))
+    norm = blur_big(valid, sigma).clamp(min=1e-6)
+    jxx, jxy, jyy = (blur_big(t * valid, sigma) / norm for t in (gx * gx, gx * gy, gy * gy))
     tr_half = 0.5 * (jxx + jyy)
     disc = torch.sqrt(torch.clamp(0.25 * (jxx - jyy) ** 2 + jxy ** 2, min=0))
     l1, l2 = tr_half + disc, torch.clamp(tr_half - disc, min=0)
