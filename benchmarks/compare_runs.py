@@ -61,8 +61,9 @@ def main(argv=None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             print(f"compare_runs: cannot read {name}.json: {e}", file=sys.stderr)
             return 1
-        common = set(a["meta"]["images"]) & set(t["meta"]["images"])
-        if common != set(a["meta"]["images"]) or common != set(t["meta"]["images"]):
+        ia, it = (set(d.get("meta", {}).get("images", ())) for d in (a, t))
+        common = ia & it
+        if ia and it and (common != ia or common != it):
             print(f"{name}: the {len(common)} images both runs have")
             a, t = restrict(a, common), restrict(t, common)
         bd = bd_pair(t, a)

@@ -312,6 +312,25 @@ def test_compare_runs_bd_rate_between_two_runs(tmp_path, capsys):
     assert mod.main([str(tmp_path / "old"), str(tmp_path / "nothing")]) == 1
     assert "no codec results" in capsys.readouterr().err
 
+    # Runs on different images: both cut to the images they share. The old run's "b" is
+    # 0.8x as costly as its "a", the new run has only "a" at the old run's rates: the
+    # shared image's curves are equal (0 %), where the mean curves would differ.
+    def run(name, images):
+        rows = [{"image": im, "density": d, "bpp": r * (0.8 if im == "b" else 1.0),
+                 "psnr-rgb": q, "ms-ssim-rgb": m}
+                for im in images for d, r, q, m in zip((2, 5, 11, 24, 48), RATES, PSNRS, MSSSIM,
+                                                       strict=True)]
+        d = tmp_path / name
+        d.mkdir()
+        (d / "gsi.json").write_text(json.dumps({"name": "gsi", "meta": {"images": images},
+                                                "results": {}, "per_image": rows}))
+    run("two", ["a", "b"])
+    run("one", ["a"])
+    assert mod.main([str(tmp_path / "two"), str(tmp_path / "one"), "--json", str(out)]) == 0
+    bd = json.loads(out.read_text())["bd_rate"]["gsi"]
+    assert bd["psnr"]["bd_rate_percent"] == pytest.approx(0.0, abs=1e-6)
+    assert "the 1 images both runs have" in capsys.readouterr().out
+
 
 def test_gsi_cache_key_changes_with_the_encoder():
     from gscodec.benchmark.peers import encoder_fingerprint, make_codec
