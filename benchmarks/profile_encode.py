@@ -115,12 +115,18 @@ class TimedKernel:
 
     def __getattr__(self, name):
         attr = getattr(self._ext, name)
-        if name in ("Plan", "FitPlan"):
+        if name in ("Plan", "FitPlan", "fit_plan_flat"):
             def make(*args, **kw):
-                with self._prof.stage(f"kernel {name} set-up"):
+                label = "FitPlan" if name == "fit_plan_flat" else name
+                with self._prof.stage(f"kernel {label} set-up"):
                     plan = attr(*args, **kw)
                 return TimedPlan(self._prof, plan)
             return make
+        if name == "flat_gradients":
+            def chain(*args, **kw):
+                with self._prof.stage("closed-form chain"):
+                    return attr(*args, **kw)
+            return chain
         if name in ("forward", "backward"):
             def timed(*args, **kw):
                 with self._prof.stage(f"kernel {name} (one-pass)"):

@@ -4,6 +4,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -284,6 +286,67 @@ py::object fit_loss_backward(const gsi::FitPlan& p, py::handle colors, py::objec
     return py::make_tuple(loss, gc);
 }
 
+// The flat parameters x [N, K >= 5] (fit.h flat_geometry) as a float32 array.
+farray flat_arg(py::handle x) {
+    auto a = as_f32(x, "x", 2);
+    if (a.shape(1) < 5)
+        throw py::value_error("x must be [N, K >= 5] (x, y, l1, l2, theta, ...), got " +
+                              shape_str(a));
+    return a;
+}
+
+std::unique_ptr<gsi::FitPlan> fit_plan_flat(py::handle x, int64_t height, int64_t width,
+                                            int num_threads) {
+    auto a = flat_arg(x);
+    const int64_t N = a.shape(0), K = a.shape(1);
+    auto m = new_array(N, 2), q = new_array(N, 3);
+    gsi::flat_geometry(a.data(), N, K, m.mutable_data(), q.mutable_data());
+    return make_plan<gsi::FitPlan>(m, q, height, width, num_threads, 0);
+}
+
+// g [N, K]: the chain rule to x's first 5 columns, gcolors in the C after them, zeros in
+// the rest.
+py::array_t<float> flat_gradients(py::handle x, py::handle gmeans, py::handle gconics,
+                                  py::handle gcolors) {
+    auto a = flat_arg(x);
+    const int64_t N = a.shape(0), K = a.shape(1);
+    auto gm = as_f32(gmeans, "gmeans", 2), gq = as_f32(gconics, "gconics", 2);
+    auto gc = as_f32(gcolors, "gcolors", 2);
+    const int64_t C = gc.shape(1);
+    if (gm.shape(0) != N || gm.shape(1) != 2 || gq.shape(0) != N || gq.shape(1) != 3 ||
+        gc.shape(0) != N || 5 + C > K)
+        throw py::value_error("flat_gradients: need gmeans [N, 2], gconics [N, 3], gcolors "
+                              "[N, C] with N = x.shape[0] and 5 + C <= x.shape[1]");
+    auto g = new_array(N, K);
+    float* pg = g.mutable_data();
+    std::fill(pg, pg + N * K, 0.0f);
+    gsi::flat_chain(a.data(), N, K, gm.data(), gq.data(), pg);
+    for (int64_t k = 0; k < N; ++k)
+        std::copy(gc.data() + k * C, gc.data() + (k + 1) * C, pg + k * K + 5);
+    return g;
+}
+
+// In place on x, m, v (float32 [N, K], C-contiguous, writable: torch tensors' numpy views;
+// no cast, which would copy: another dtype is a TypeError).
+using inplace_array = py::array_t<float, 0>;
+void adam_step(inplace_array x, inplace_array m, inplace_array v,
+               py::handle grad, py::handle lr, double b1, double b2, int64_t t, double eps,
+               double factor) {
+    for (auto* a : {&x, &m, &v})
+        if (a->ndim() != 2 || !(a->flags() & py::array::c_style) || !a->writeable() ||
+            a->shape(0) != x.shape(0) || a->shape(1) != x.shape(1))
+            throw py::value_error("adam_step: x, m and v must be writable C-contiguous "
+                                  "float32 arrays of one shape [N, K]");
+    auto g = as_f32(grad, "grad", 2), r = as_f32(lr, "lr", 1);
+    const int64_t N = x.shape(0), K = x.shape(1);
+    if (g.shape(0) != N || g.shape(1) != K || r.shape(0) != K)
+        throw py::value_error("adam_step: need grad [N, K] and lr [K] for x [N, K]");
+    if (t < 1) throw py::value_error("adam_step: t (the step count) must be >= 1");
+    gsi::adam_step(x.mutable_data(), m.mutable_data(), v.mutable_data(), g.data(), r.data(), N,
+                   K, b1, b2, 1.0 - std::pow(b1, (double)t), 1.0 - std::pow(b2, (double)t),
+                   eps, factor);
+}
+
 // Gradients of sum(forward * grad_out): one pass, on a plan that keeps no weights.
 py::tuple backward(py::handle means, py::handle conics, py::handle colors, py::handle grad_out,
                    int num_threads) {
@@ -383,6 +446,20 @@ PYBIND11_MODULE(_raster, m) {
         .def_property_readonly("evaluations", &gsi::FitPlan::evaluations,
                                "Gaussian-pixel evaluations of one pass (its spans' pixels)")
         .def_property_readonly("nbytes", &gsi::FitPlan::nbytes);
+    m.def("fit_plan_flat", &fit_plan_flat, py::arg("x"), py::arg("height"), py::arg("width"),
+          py::arg("num_threads") = 0,
+          "FitPlan of the encoder's flat parameters x [N, K >= 5] (x, y, log2 sigma_1,\n"
+          "log2 sigma_2, theta, ...): the means and conics formed here.");
+    m.def("flat_gradients", &flat_gradients, py::arg("x"), py::arg("gmeans"),
+          py::arg("gconics"), py::arg("gcolors"),
+          "g [N, K]: the gradients with respect to x's columns (x, y, l1, l2, theta, then\n"
+          "the C colours; zeros after) from those with respect to the means, the conics\n"
+          "and the colours (the chain rule of encoder/gradients.py).");
+    m.def("adam_step", &adam_step, py::arg("x"), py::arg("m"), py::arg("v"), py::arg("grad"),
+          py::arg("lr"), py::arg("b1"), py::arg("b2"), py::arg("t"), py::arg("eps"),
+          py::arg("factor"),
+          "Adam's step t (>= 1) in place on x, m, v [N, K] (float32, C-contiguous), a step\n"
+          "per column lr [K] times factor: encoder/adam.py FlatAdam in one call.");
     m.def("release_buffers", &gsi::release_buffers,
           "Free the weight buffers that ended plans left for reuse; returns the bytes freed.");
     m.def("set_num_threads", &gsi::set_num_threads, py::arg("n"),

@@ -48,7 +48,7 @@ struct RowSpan {    // one candidate row of one Gaussian (exact plans)
 // contributes nothing, as the spec says), one with amp == 0 is taken as (0, 0, 0, 0).
 Gauss setup(const float* m, const float* q, const float* wave, int64_t H, int64_t W);
 std::vector<Gauss> setup_all(const float* m, const float* q, const float* waves, int64_t N,
-                             int64_t H, int64_t W);
+                             int64_t H, int64_t W, int nt = 1);
 
 // Gaussians binned into bands of BAND rows by their candidate rows: the band b holds
 // ids[start[b] .. start[b+1]) in index order (the forward's summation order).

@@ -42,7 +42,6 @@ namespace {
 
 // Partial sums per slot (FitPlan::npart): 5 geometry + up to 4 colours, + 4 of a wave.
 constexpr int NPART_MAX = 13;
-constexpr int64_t SPAN_CHUNK = 64;  // Gaussians per work item of the span set-up
 constexpr int64_t RED_CHUNK = 256;  // Gaussians per work item of the reduction
 
 struct FitImpl {
@@ -113,6 +112,56 @@ double fit_sincos_max_error(double lo, double hi, int64_t steps) {
     return worst;
 }
 
+void flat_geometry(const float* x, int64_t N, int64_t K, float* means, float* conics) {
+    for (int64_t k = 0; k < N; ++k) {
+        const float* r = x + k * K;
+        const double i1 = std::exp2(-2.0 * r[2]), i2 = std::exp2(-2.0 * r[3]);
+        const double cs = std::cos((double)r[4]), sn = std::sin((double)r[4]);
+        means[2 * k] = r[0];
+        means[2 * k + 1] = r[1];
+        conics[3 * k] = (float)(cs * cs * i1 + sn * sn * i2);
+        conics[3 * k + 1] = (float)(cs * sn * (i1 - i2));
+        conics[3 * k + 2] = (float)(sn * sn * i1 + cs * cs * i2);
+    }
+}
+
+void flat_chain(const float* x, int64_t N, int64_t K, const float* gm, const float* gq,
+                float* g) {
+    const double ln2x2 = 2.0 * std::log(2.0);
+    for (int64_t k = 0; k < N; ++k) {
+        const float* r = x + k * K;
+        float* o = g + k * K;
+        const double i1 = std::exp2(-2.0 * r[2]), i2 = std::exp2(-2.0 * r[3]);
+        const double c = std::cos((double)r[4]), s = std::sin((double)r[4]);
+        const double cc = c * c, ss = s * s, cs = c * s;
+        const double ga = gq[3 * k], gb = gq[3 * k + 1], gc = gq[3 * k + 2];
+        o[0] = gm[2 * k];
+        o[1] = gm[2 * k + 1];
+        // d i_k / d l_k = -2 ln 2 i_k; d(a, b, c)/d theta = (i1 - i2)(-sin 2t, cos 2t, sin 2t)
+        o[2] = (float)(-ln2x2 * i1 * (cc * ga + cs * gb + ss * gc));
+        o[3] = (float)(-ln2x2 * i2 * (ss * ga - cs * gb + cc * gc));
+        o[4] = (float)((i1 - i2) * (2.0 * cs * (gc - ga) + (cc - ss) * gb));
+    }
+}
+
+void adam_step(float* x, float* m, float* v, const float* g, const float* lr, int64_t N,
+               int64_t K, double b1, double b2, double bc1, double bc2, double eps,
+               double factor) {
+    const float fb1 = (float)b1, fa1 = (float)(1.0 - b1), fb2 = (float)b2,
+                fa2 = (float)(1.0 - b2), ibc2 = (float)(1.0 / bc2), feps = (float)eps;
+    std::vector<float> step((size_t)K);
+    for (int64_t j = 0; j < K; ++j) step[j] = (float)(lr[j] * (factor / bc1));
+    for (int64_t k = 0; k < N; ++k) {
+        float *xr = x + k * K, *mr = m + k * K, *vr = v + k * K;
+        const float* gr = g + k * K;
+        for (int64_t j = 0; j < K; ++j) {
+            mr[j] = fb1 * mr[j] + fa1 * gr[j];
+            vr[j] = fb2 * vr[j] + fa2 * (gr[j] * gr[j]);
+            xr[j] -= mr[j] / (std::sqrt(vr[j] * ibc2) + feps) * step[j];
+        }
+    }
+}
+
 namespace {
 
 // A Gaussian's wave for the fit: as given where finite (one with amp != 0 that is not is
@@ -134,18 +183,22 @@ FitPlan::FitPlan(const float* pm, const float* pq, const float* pw, int64_t N, i
                  int64_t W, int nt)
     : H_(H), W_(W), N_(N), waved_(pw != nullptr) {
     const FitImpl& im = fit_impl();
-    std::vector<Gauss> gs = setup_all(pm, pq, pw, N_, H_, W_);
+    std::vector<Gauss> gs = setup_all(pm, pq, pw, N_, H_, W_, nt);
     if (H_ == 0 || W_ == 0)
         for (auto& g : gs) g.valid = false;
     Bands bands = bin_bands(gs, H_);
     band_start_ = std::move(bands.start);
     const int64_t nb = (int64_t)band_start_.size() - 1, ne = (int64_t)bands.ids.size();
-    // Entries band by band, their spans laid out in the same order.
+    // The set-up runs every fit step, so it runs band by band in parallel too: first each
+    // band's entries with their rows counted from the band's first span, then (once the
+    // bands' offsets are known) their spans. Every band's work is its own: the plan does not
+    // depend on the thread count.
     entries_.resize((size_t)ne);
     if (waved_) waves_.resize((size_t)ne);
-    int64_t rows = 0;
-    for (int64_t b = 0; b < nb; ++b) {
+    std::vector<int64_t> band_rows((size_t)nb + 1, 0);
+    parallel_dynamic(nb, nt, [&](int64_t b) {
         const int r0 = (int)(b * BAND), r1 = (int)std::min<int64_t>(H_, r0 + BAND) - 1;
+        int64_t rows = 0;
         for (int64_t e = band_start_[b]; e < band_start_[b + 1]; ++e) {
             const int32_t k = bands.ids[e];
             const Gauss& g = gs[k];
@@ -158,20 +211,25 @@ FitPlan::FitPlan(const float* pm, const float* pq, const float* pw, int64_t N, i
             rows += f.nrows;
             if (waved_) waves_[e] = fit_wave(pw + 4 * (int64_t)k);
         }
-    }
-    spans_.resize((size_t)rows);
-    parallel_dynamic((ne + SPAN_CHUNK - 1) / SPAN_CHUNK, nt, [&](int64_t ch) {
-        im.spans(entries_.data(), ch * SPAN_CHUNK, std::min(ne, (ch + 1) * SPAN_CHUNK), W_,
-                 spans_.data());
+        band_rows[b + 1] = rows;
     });
+    for (int64_t b = 0; b < nb; ++b) band_rows[b + 1] += band_rows[b];
+    spans_.resize((size_t)band_rows[nb]);
     band_vectors_.assign((size_t)nb, 0);
-    for (int64_t b = 0; b < nb; ++b)
-        for (int64_t e = band_start_[b]; e < band_start_[b + 1]; ++e)
-            for (int r = 0; r < entries_[e].nrows; ++r) {
-                const int n = spans_[entries_[e].span + r].n;
-                evaluations_ += n;
-                band_vectors_[b] += (n + 7) / 8;
-            }
+    std::vector<int64_t> band_evals((size_t)nb, 0);
+    parallel_dynamic(nb, nt, [&](int64_t b) {
+        const int64_t e0 = band_start_[b], e1 = band_start_[b + 1];
+        for (int64_t e = e0; e < e1; ++e) entries_[e].span += band_rows[b];
+        im.spans(entries_.data(), e0, e1, W_, spans_.data());
+        int64_t evals = 0, vectors = 0;
+        for (int64_t r = band_rows[b]; r < band_rows[b + 1]; ++r) {
+            evals += spans_[r].n;
+            vectors += (spans_[r].n + 7) / 8;
+        }
+        band_evals[b] = evals;
+        band_vectors_[b] = vectors;
+    });
+    for (int64_t v : band_evals) evaluations_ += v;
     // Each Gaussian's entries in band order (bands hold Gaussians in index order).
     slot_start_.assign((size_t)N_ + 1, 0);
     for (int64_t k = 0; k < N_; ++k)

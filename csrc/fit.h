@@ -13,11 +13,37 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <utility>
 #include <vector>
 
 #include "common.h"
 
 namespace gsi {
+
+// A vector whose resize leaves new elements uninitialised (for arrays that a plan fills
+// completely right after: zeroing them cost about a tenth of the set-up).
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = DefaultInitAllocator<U>;
+    };
+    DefaultInitAllocator() = default;
+    template <class U>
+    DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new ((void*)p) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new ((void*)p) U(std::forward<Args>(args)...);
+    }
+};
+template <class T>
+using FilledVector = std::vector<T, DefaultInitAllocator<T>>;
 
 struct FitSpan {    // one candidate row of one Gaussian
     int32_t j0, n;  // first column and pixel count (n = 0: the row has no span)
@@ -48,6 +74,25 @@ const char* fit_isa_name();
 double fit_exp_max_rel_error(double lo, double hi, int64_t steps);
 // Max absolute error of the fitting kernels' sin and cos on a grid of [lo, hi].
 double fit_sincos_max_error(double lo, double hi, int64_t steps);
+
+// The encoder's flat parameters (encoder/adam.py FlatParams): x [N, K], row stride K >= 5, with
+// the columns (x, y, l1, l2, theta, ...), l_k = log2 sigma_k. flat_geometry writes the means
+// [N, 2] and the conics [N, 3] of Sigma^-1: a = cos^2 i1 + sin^2 i2, b = cos sin (i1 - i2),
+// c = sin^2 i1 + cos^2 i2 with i_k = 2^(-2 l_k) (bitstream/model.py conics_from_scale_rot).
+// flat_chain writes to g's first 5 columns (row stride K) the gradients with respect to
+// (x, y, l1, l2, theta) given those with respect to the means gm [N, 2] and the conics
+// gq [N, 3] (the chain rule of encoder/gradients.py, in one pass instead of a dozen torch
+// operations per fit step).
+void flat_geometry(const float* x, int64_t N, int64_t K, float* means, float* conics);
+void flat_chain(const float* x, int64_t N, int64_t K, const float* gm, const float* gq,
+                float* g);
+
+// One Adam step (Kingma & Ba) on x [N, K] in place, a step per column (lr [K], times
+// factor): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+// x -= m / (sqrt(v / bc2) + eps) * lr * factor / bc1 (bc: the bias corrections).
+void adam_step(float* x, float* m, float* v, const float* g, const float* lr, int64_t N,
+               int64_t K, double b1, double b2, double bc1, double bc2, double eps,
+               double factor);
 
 // Waves (format v5): a plan made with waves [N, 4] (kx, ky, phase, amp) draws every
 // Gaussian's weight as w = e (1 + amp cos(kx dx + ky dy + phase)), and its geometry's
@@ -91,8 +136,8 @@ class FitPlan {
     int64_t H_ = 0, W_ = 0, N_ = 0, evaluations_ = 0;
     std::vector<int64_t> band_start_;   // the entries of band b: band_start_[b] ...
     std::vector<int64_t> band_vectors_; // 8-pixel vectors of band b's rows
-    std::vector<FitEntry> entries_;     // band by band, each band's in Gaussian order
-    std::vector<FitSpan> spans_;        // band by band, each entry's rows in order
+    FilledVector<FitEntry> entries_;    // band by band, each band's in Gaussian order
+    FilledVector<FitSpan> spans_;       // band by band, each entry's rows in order
     std::vector<int64_t> slot_start_;   // the entries of Gaussian k, in band order, are
     std::vector<int64_t> slot_entry_;   // slot_entry_[slot_start_[k] ...]
     bool waved_ = false;                // made with waves

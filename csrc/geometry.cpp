@@ -48,10 +48,15 @@ Gauss setup(const float* m, const float* q, const float* wave, int64_t H, int64_
 }
 
 std::vector<Gauss> setup_all(const float* m, const float* q, const float* waves, int64_t N,
-                             int64_t H, int64_t W) {
+                             int64_t H, int64_t W, int nt) {
     std::vector<Gauss> gs((size_t)N);
-    for (int64_t k = 0; k < N; ++k)
-        gs[k] = setup(m + 2 * k, q + 3 * k, waves ? waves + 4 * k : nullptr, H, W);
+    // Independent per Gaussian: chunks in parallel give the serial result.
+    constexpr int64_t CHUNK = 512;
+    parallel_dynamic((N + CHUNK - 1) / CHUNK, nt, [&](int64_t ch) {
+        const int64_t k1 = std::min(N, (ch + 1) * CHUNK);
+        for (int64_t k = ch * CHUNK; k < k1; ++k)
+            gs[k] = setup(m + 2 * k, q + 3 * k, waves ? waves + 4 * k : nullptr, H, W);
+    });
     return gs;
 }
 

@@ -158,7 +158,7 @@ void forward(const float* m, const float* q, const float* c, const float* waves,
         std::memset(out, 0, sizeof(float) * (size_t)(H * W * C));
         return;
     }
-    const auto gs = setup_all(m, q, waves, N, H, W);
+    const auto gs = setup_all(m, q, waves, N, H, W, nt);
     forward_impl(*impl(), gs, c, C, H, W, out, nt);
 }
 
@@ -192,7 +192,7 @@ Plan::Plan(const float* pm, const float* pq, int64_t N, int64_t H, int64_t W, in
            int64_t max_weights)
     : H_(H), W_(W), N_(N) {
     const Impl& im = *impl();
-    gs_ = setup_all(pm, pq, nullptr, N_, H_, W_);  // no waves (the fit has FitPlan)
+    gs_ = setup_all(pm, pq, nullptr, N_, H_, W_, nt);  // no waves (the fit has FitPlan)
     if (H_ == 0 || W_ == 0)
         for (auto& g : gs_) g.valid = false;
     rows_start_.assign((size_t)N_ + 1, 0);

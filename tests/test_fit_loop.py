@@ -56,6 +56,35 @@ def test_conic_gradients_are_the_chain_rule_of_the_conics():
     assert torch.allclose(g_rot, rot.grad, rtol=1e-10, atol=1e-14)
 
 
+def test_kernel_flat_chain_equals_the_torch_chain():
+    """The kernel's flat parameters (fit_plan_flat's conics, flat_gradients' chain rule) are
+    gradients.py's in float32: x [N, 5 + C + 2] read by row stride, the colour gradients
+    copied after the chain, zeros in the columns after."""
+    needs_kernel()
+    from gscodec.render import extension
+    ext = extension.kernel()
+    p = random_set(60, 40, 56)
+    x = torch.cat([p.pos, p.scale, p.rot[:, None], p.color, torch.ones(60, 2)], 1)
+    g = torch.Generator().manual_seed(5)
+    gm, gq, gc = (torch.randn(60, k, generator=g) for k in (2, 3, 3))
+    out = torch.from_numpy(ext.flat_gradients(x.numpy(), gm.numpy(), gq.numpy(), gc.numpy()))
+    conics, parts = conics_with_parts(p.scale.double(), p.rot.double())
+    g_scale, g_rot = conic_gradients(parts, gq.double())
+    assert torch.equal(out[:, :2], gm) and torch.equal(out[:, 5:8], gc)
+    assert torch.allclose(out[:, 2:4].double(), g_scale, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out[:, 4].double(), g_rot, rtol=1e-5, atol=1e-6)
+    assert not out[:, 8:].any()
+    # the plan of x is the plan of its means and conics
+    plan = ext.fit_plan_flat(x.numpy(), 40, 56)
+    ref = ext.FitPlan(p.pos.numpy(), conics.float().numpy(), 40, 56)
+    assert np.allclose(plan.forward(p.color.numpy()), ref.forward(p.color.numpy()),
+                       rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="x must be"):
+        ext.fit_plan_flat(np.zeros((3, 4), np.float32), 40, 56)
+    with pytest.raises(ValueError, match="flat_gradients"):
+        ext.flat_gradients(x.numpy(), gm.numpy(), gq.numpy(), torch.zeros(60, 6).numpy())
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_closed_form_gradients_equal_autograd(masked):
     """Objective.closed_form_gradients (the kernel's gradients chained in closed form) gives
@@ -113,8 +142,15 @@ def test_flat_params_are_views_of_one_buffer():
     assert lr.tolist() == [2.0, 2.0] + [0.0] * 7 + [1.0, 2.0, 3.0, 0.0, 0.0]
 
 
-def test_flat_adam_is_adam_per_column():
-    """One Adam over the buffer, a step per column, takes the steps of Adam per tensor."""
+@pytest.mark.parametrize("on_kernel", [True, False])
+def test_flat_adam_is_adam_per_column(on_kernel, monkeypatch):
+    """One Adam over the buffer, a step per column, takes the steps of Adam per tensor: in
+    the kernel's one call (adam_step) and in torch."""
+    from gscodec.encoder import adam
+    if on_kernel:
+        needs_kernel()
+    else:
+        monkeypatch.setattr(adam, "_kernel_for", lambda x: None)
     p = random_set(9, 20, 30)
     grads = [torch.randn(6, *t.shape, generator=torch.Generator().manual_seed(i))
              for i, t in enumerate(p.tensors())]
@@ -131,6 +167,25 @@ def test_flat_adam_is_adam_per_column():
         fopt.step(flat.pack(GaussianParams(*(g[k] for g in grads))))
     for a, name in zip(ref, ("pos", "scale", "rot", "color"), strict=True):
         assert torch.allclose(getattr(flat.params, name), a, rtol=1e-6, atol=1e-6)
+
+
+def test_kernel_adam_step_only_steps_in_place():
+    """adam_step refuses what it could not step in place (a cast or a copy would leave
+    the caller's buffer unchanged) and a step count below 1."""
+    needs_kernel()
+    from gscodec.render import extension
+    ext = extension.kernel()
+    x, m, v, g = (np.zeros((4, 3), np.float32) for _ in range(4))
+    lr = np.ones(3, np.float32)
+    with pytest.raises(TypeError):
+        ext.adam_step(x.astype(np.float64), m, v, g, lr, 0.9, 0.9, 1, 1e-12, 1.0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ext.adam_step(np.zeros((3, 4), np.float32).T, m, v, g, lr, 0.9, 0.9, 1, 1e-12, 1.0)
+    with pytest.raises(ValueError, match="t"):
+        ext.adam_step(x, m, v, g, lr, 0.9, 0.9, 0, 1e-12, 1.0)
+    g[:] = 1.0
+    ext.adam_step(x, m, v, g, lr, 0.9, 0.9, 1, 1e-12, 1.0)
+    assert np.allclose(x, -1.0)     # Adam's first step is -lr along the gradient's sign
 
 
 def test_fixed_attributes_stay_bit_for_bit():
@@ -154,9 +209,12 @@ def test_one_thread_keeps_the_kernels_threads(monkeypatch):
     seen = []
 
     class Spy:
-        def FitPlan(self, m, q, h, w, nt):
+        def fit_plan_flat(self, x, h, w, nt):
             seen.append(nt)
-            return ext.FitPlan(m, q, h, w, nt)
+            return ext.fit_plan_flat(x, h, w, nt)
+
+        def __getattr__(self, name):
+            return getattr(ext, name)
 
     monkeypatch.setattr(kernel_torch.extension, "kernel", lambda: Spy())
     obj = Objective(image(), FitConfig())

@@ -112,14 +112,30 @@ class FlatAdam:
 
     @torch.no_grad()
     def step(self, g: torch.Tensor, factor: float = 1.0):
-        """One step along the gradient g (shaped as x), the steps times `factor`."""
+        """One step along the gradient g (shaped as x), the steps times `factor`: in one
+        kernel call on the CPU (a dozen torch operations on a small buffer cost more than
+        their arithmetic), else in torch."""
         self.t += 1
+        ext = _kernel_for(self.x)
+        if ext is not None:
+            ext.adam_step(self.x.numpy(), self.m.numpy(), self.v.numpy(),
+                          g.detach().to(torch.float32).contiguous().numpy(),
+                          self.lr.numpy(), self.b1, self.b2, self.t, self.eps, factor)
+            return
         bc1 = 1 - self.b1 ** self.t
         bc2 = 1 - self.b2 ** self.t
         self.m.mul_(self.b1).add_(g, alpha=1 - self.b1)
         self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
         denom = (self.v / bc2).sqrt_().add_(self.eps)
         self.x.sub_(self.m / denom * (self.lr * (factor / bc1)))
+
+
+def _kernel_for(x: torch.Tensor):
+    """The compiled kernel, if it can step x in place (a contiguous float32 CPU tensor)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
+        return None
+    from ..render import extension
+    return extension.kernel()
 
 
 @dataclass(frozen=True)
@@ -151,13 +167,12 @@ class AdamPhase:
 
 def gradients(obj, state, phase: AdamPhase, flat: FlatParams, at=None):
     """(mse, the loss's gradient laid out as flat.x): in closed form where the objective
-    can (`Objective.closed_form_gradients`), else by autograd through the loss; `at`:
+    can (`Objective.flat_gradients`), else by autograd through the loss; `at`:
     (phase label, step, steps), for objectives whose loss changes during the fit."""
     if not phase.quantized:
-        out = obj.closed_form_gradients(flat.params)
+        out = obj.flat_gradients(flat)
         if out is not None:
-            mse, g = out
-            return mse, flat.pack(g)
+            return out
     x = flat.x.detach().requires_grad_(True)
     p = flat.view(x)
     view = fake_quantize(p, state.quant, obj.w, obj.h, state.cls) if phase.quantized else p

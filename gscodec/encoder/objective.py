@@ -91,25 +91,45 @@ class Objective:
         `loss` feeds from the kernel's wave gradients): the caller uses autograd through
         `loss`; so does an objective with a loss of its own (`SSIMObjective`: log units,
         MS-SSIM)."""
-        if (p.wave is not None or type(self).loss is not Objective.loss
-                or not self._kernel_fits()):
+        if not self._closed_form(p):
             return None
+        if type(self).extra_loss is Objective.extra_loss:
+            x = torch.cat([p.pos, p.scale, p.rot[:, None], p.color], 1)
+            mse, g = self._flat_loss_gradients(x)
+            return mse, GaussianParams(g[:, 0:2], g[:, 2:4], g[:, 4], g[:, 5:])
         from ..render.kernel_torch import FitStep
         means, colors = p.pos.contiguous(), p.color.contiguous()
         conics, parts = conics_with_parts(p.scale, p.rot)
         step = FitStep(means, conics, self.h, self.w)
-        scale = 1.0 / (self.npix * self.c)
-        if type(self).extra_loss is Objective.extra_loss:
-            mse, gm, gq, gc = step.loss_gradients(colors, self.target, self.known, scale)
-        else:
-            with torch.enable_grad():
-                out = step.forward(colors).requires_grad_(True)
-                mse = self.mse(out)
-                (g_out,) = torch.autograd.grad(mse + self.extra_loss(p, out), out)
-            gm, gq, gc = step.backward(colors, g_out)
-            mse = float(mse.detach())
+        with torch.enable_grad():
+            out = step.forward(colors).requires_grad_(True)
+            mse = self.mse(out)
+            (g_out,) = torch.autograd.grad(mse + self.extra_loss(p, out), out)
+        gm, gq, gc = step.backward(colors, g_out)
         g_scale, g_rot = conic_gradients(parts, gq)
-        return mse, GaussianParams(gm, g_scale, g_rot, gc)
+        return float(mse.detach()), GaussianParams(gm, g_scale, g_rot, gc)
+
+    def flat_gradients(self, flat):
+        """(mse, the loss's gradient laid out as flat.x: `adam.FlatParams`) without autograd,
+        or None as `closed_form_gradients`. The squared error of a set without waves reads
+        the buffer as it is (`kernel_torch.FlatFitStep`)."""
+        p = flat.params
+        if (type(self).extra_loss is Objective.extra_loss and self._closed_form(p)
+                and flat.names == ("pos", "scale", "rot", "color")):
+            return self._flat_loss_gradients(flat.x)
+        out = self.closed_form_gradients(p)
+        return None if out is None else (out[0], flat.pack(out[1]))
+
+    def _closed_form(self, p: GaussianParams) -> bool:
+        """Whether closed-form gradients apply (see closed_form_gradients)."""
+        return (p.wave is None and type(self).loss is Objective.loss
+                and self._kernel_fits())
+
+    def _flat_loss_gradients(self, x: torch.Tensor):
+        """(mse, g) of the squared error for x [N, 5 + C] (x, y, l1, l2, theta, colours)."""
+        from ..render.kernel_torch import FlatFitStep
+        step = FlatFitStep(x, self.h, self.w)
+        return step.loss_gradients(self.target, self.known, 1.0 / (self.npix * self.c))
 
     def _kernel_fits(self) -> bool:
         """Whether the fit runs on the compiled CPU kernel (set on first use)."""
