@@ -84,6 +84,40 @@ def test_closed_form_gradients_equal_autograd(masked):
         assert torch.allclose(a, b, rtol=1e-4, atol=2e-4 * float(b.abs().max())), name
 
 
+def scattered_mask(h=40, w=56, seed=2):
+    """Pixels missing at random all over the image: the hole's box is the whole image."""
+    m = np.random.default_rng(seed).random((h, w)) < 0.1
+    m[0, 0] = m[-1, -1] = True
+    return m
+
+
+def box_mask(h=40, w=56, edge=False):
+    m = np.zeros((h, w), bool)
+    if edge:
+        m[:12, 30:] = True      # the box grown by one pixel is clipped to the image
+    else:
+        m[10:25, 15:40] = True
+    return m
+
+
+@pytest.mark.parametrize("cls, mask", [
+    (Objective, None), (Objective, scattered_mask()), (HoleAwareObjective, box_mask()),
+    (HoleAwareObjective, box_mask(edge=True)), (HoleAwareObjective, scattered_mask())],
+    ids=["plain", "plain-scattered", "hole-box", "hole-edge-box", "hole-scattered"])
+def test_image_gradient_equals_autograd(cls, mask):
+    """Objective.image_gradient (closed form; the masked objective's extra term on the
+    hole's box) is the mse and the gradient of mse + extra_loss by autograd, on a random
+    render."""
+    obj = cls(image(), FitConfig(), mask)
+    out = torch.rand(obj.h, obj.w, obj.c, generator=torch.Generator().manual_seed(4)) * 1.2 - 0.1
+    mse, g = obj.image_gradient(out)
+    ref = out.clone().requires_grad_(True)
+    ref_mse = obj.mse(ref)
+    (ref_g,) = torch.autograd.grad(ref_mse + obj.extra_loss(None, ref), ref)
+    assert mse == pytest.approx(float(ref_mse.detach()), rel=1e-5)
+    assert torch.allclose(g, ref_g, rtol=1e-5, atol=1e-6 * float(ref_g.abs().max()))
+
+
 def test_closed_form_gradients_leave_waves_to_autograd():
     """A set with waves (the kernel has none) takes the autograd path."""
     obj = Objective(image(), FitConfig())
