@@ -454,7 +454,7 @@ PYBIND11_MODULE(_raster, m) {
           py::arg("gconics"), py::arg("gcolors"),
           "g [N, K]: the gradients with respect to x's columns (x, y, l1, l2, theta, then\n"
           "the C colours; zeros after) from those with respect to the means, the conics\n"
-          "and the colours (the chain rule of encoder/gradients.py).");
+          "and the colours (the chain rule of flat_geometry's conics).");
     m.def("adam_step", &adam_step, py::arg("x"), py::arg("m"), py::arg("v"), py::arg("grad"),
           py::arg("lr"), py::arg("b1"), py::arg("b2"), py::arg("t"), py::arg("eps"),
           py::arg("factor"),

@@ -81,8 +81,8 @@ double fit_sincos_max_error(double lo, double hi, int64_t steps);
 // c = sin^2 i1 + cos^2 i2 with i_k = 2^(-2 l_k) (bitstream/model.py conics_from_scale_rot).
 // flat_chain writes to g's first 5 columns (row stride K) the gradients with respect to
 // (x, y, l1, l2, theta) given those with respect to the means gm [N, 2] and the conics
-// gq [N, 3] (the chain rule of encoder/gradients.py, in one pass instead of a dozen torch
-// operations per fit step).
+// gq [N, 3]: with d i_k / d l_k = -2 ln 2 i_k and d(a, b, c)/d theta = (i1 - i2)
+// (-sin 2t, cos 2t, sin 2t); one pass instead of a dozen torch operations per fit step.
 void flat_geometry(const float* x, int64_t N, int64_t K, float* means, float* conics);
 void flat_chain(const float* x, int64_t N, int64_t K, const float* gm, const float* gq,
                 float* g);

@@ -9,7 +9,6 @@ import torch
 from gscodec.bitstream.model import conics_from_scale_rot
 from gscodec.encoder.adam import Adam, AdamPhase, FlatAdam, FlatParams, run_adam
 from gscodec.encoder.config import FitConfig
-from gscodec.encoder.gradients import conic_gradients, conics_with_parts
 from gscodec.encoder.init import solve_colors
 from gscodec.encoder.masked import HoleAwareObjective
 from gscodec.encoder.objective import Objective
@@ -40,26 +39,11 @@ def image(h=40, w=56, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def test_conic_gradients_are_the_chain_rule_of_the_conics():
-    """conics_with_parts is the format's conic, and conic_gradients its exact chain rule
-    (float64 against autograd)."""
-    g = torch.Generator().manual_seed(3)
-    scale = (torch.rand(50, 2, generator=g, dtype=torch.float64) * 6 - 2).requires_grad_(True)
-    rot = (torch.rand(50, generator=g, dtype=torch.float64) * 8 - 4).requires_grad_(True)
-    gq = torch.randn(50, 3, generator=g, dtype=torch.float64)
-    ref = conics_from_scale_rot(torch.exp2(scale), rot)
-    conics, parts = conics_with_parts(scale.detach(), rot.detach())
-    assert torch.allclose(conics, ref.detach(), rtol=1e-12, atol=0)
-    (ref * gq).sum().backward()
-    g_scale, g_rot = conic_gradients(parts, gq)
-    assert torch.allclose(g_scale, scale.grad, rtol=1e-10, atol=1e-14)
-    assert torch.allclose(g_rot, rot.grad, rtol=1e-10, atol=1e-14)
-
-
-def test_kernel_flat_chain_equals_the_torch_chain():
-    """The kernel's flat parameters (fit_plan_flat's conics, flat_gradients' chain rule) are
-    gradients.py's in float32: x [N, 5 + C + 2] read by row stride, the colour gradients
-    copied after the chain, zeros in the columns after."""
+def test_kernel_flat_chain_is_the_chain_rule_of_the_conics():
+    """The kernel's flat parameters: fit_plan_flat's conics are the format's conics of the
+    log2 scales and angles, and flat_gradients their chain rule (against float64 autograd
+    through bitstream.model.conics_from_scale_rot), x [N, 5 + C + 2] read by row stride,
+    the colour gradients copied after the chain, zeros in the columns after."""
     needs_kernel()
     from gscodec.render import extension
     ext = extension.kernel()
@@ -68,15 +52,17 @@ def test_kernel_flat_chain_equals_the_torch_chain():
     g = torch.Generator().manual_seed(5)
     gm, gq, gc = (torch.randn(60, k, generator=g) for k in (2, 3, 3))
     out = torch.from_numpy(ext.flat_gradients(x.numpy(), gm.numpy(), gq.numpy(), gc.numpy()))
-    conics, parts = conics_with_parts(p.scale.double(), p.rot.double())
-    g_scale, g_rot = conic_gradients(parts, gq.double())
+    scale = p.scale.double().requires_grad_(True)
+    rot = p.rot.double().requires_grad_(True)
+    conics = conics_from_scale_rot(torch.exp2(scale), rot)
+    (conics * gq.double()).sum().backward()
     assert torch.equal(out[:, :2], gm) and torch.equal(out[:, 5:8], gc)
-    assert torch.allclose(out[:, 2:4].double(), g_scale, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(out[:, 4].double(), g_rot, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out[:, 2:4].double(), scale.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out[:, 4].double(), rot.grad, rtol=1e-5, atol=1e-6)
     assert not out[:, 8:].any()
     # the plan of x is the plan of its means and conics
     plan = ext.fit_plan_flat(x.numpy(), 40, 56)
-    ref = ext.FitPlan(p.pos.numpy(), conics.float().numpy(), 40, 56)
+    ref = ext.FitPlan(p.pos.numpy(), conics.detach().float().numpy(), 40, 56)
     assert np.allclose(plan.forward(p.color.numpy()), ref.forward(p.color.numpy()),
                        rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="x must be"):
@@ -111,6 +97,40 @@ def test_closed_form_gradients_equal_autograd(masked):
         # Both run the fitting kernel for the plain objective (measured up to 6e-6 of the
         # largest gradient); the masked one's autograd renders with the exact kernel (1.4e-5).
         assert torch.allclose(a, b, rtol=1e-4, atol=2e-4 * float(b.abs().max())), name
+
+
+def scattered_mask(h=40, w=56, seed=2):
+    """Pixels missing at random all over the image: the hole's box is the whole image."""
+    m = np.random.default_rng(seed).random((h, w)) < 0.1
+    m[0, 0] = m[-1, -1] = True
+    return m
+
+
+def box_mask(h=40, w=56, edge=False):
+    m = np.zeros((h, w), bool)
+    if edge:
+        m[:12, 30:] = True      # the box grown by one pixel is clipped to the image
+    else:
+        m[10:25, 15:40] = True
+    return m
+
+
+@pytest.mark.parametrize("cls, mask", [
+    (Objective, None), (Objective, scattered_mask()), (HoleAwareObjective, box_mask()),
+    (HoleAwareObjective, box_mask(edge=True)), (HoleAwareObjective, scattered_mask())],
+    ids=["plain", "plain-scattered", "hole-box", "hole-edge-box", "hole-scattered"])
+def test_image_gradient_equals_autograd(cls, mask):
+    """Objective.image_gradient (closed form; the masked objective's extra term on the
+    hole's box) is the mse and the gradient of mse + extra_loss by autograd, on a random
+    render."""
+    obj = cls(image(), FitConfig(), mask)
+    out = torch.rand(obj.h, obj.w, obj.c, generator=torch.Generator().manual_seed(4)) * 1.2 - 0.1
+    mse, g = obj.image_gradient(out)
+    ref = out.clone().requires_grad_(True)
+    ref_mse = obj.mse(ref)
+    (ref_g,) = torch.autograd.grad(ref_mse + obj.extra_loss(None, ref), ref)
+    assert mse == pytest.approx(float(ref_mse.detach()), rel=1e-5)
+    assert torch.allclose(g, ref_g, rtol=1e-5, atol=1e-6 * float(ref_g.abs().max()))
 
 
 def test_closed_form_gradients_leave_waves_to_autograd():

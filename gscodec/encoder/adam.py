@@ -3,7 +3,7 @@ fit, the quantization-aware fit, the re-fits of the progressive rounding) is an 
 run through it; what happens between steps (refinements, colour re-solves) is a strategy
 passed in `events` (`refine.py`). The loop works on one buffer of all the attributes
 (`FlatParams`, `FlatAdam`), with the gradients in closed form where the objective has them
-(`gradients.py`)."""
+(`Objective.flat_gradients`, on the kernel)."""
 from __future__ import annotations
 
 import math

@@ -60,6 +60,22 @@ def hole_distance(hole: torch.Tensor, max_steps: int = 128) -> torch.Tensor:
     return dist
 
 
+def pair_weights(hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (1 or 0) of the horizontal [H, W-1] and vertical [H-1, W] pixel pairs with
+    at least one hole pixel (those under the gradient penalty)."""
+    return (torch.maximum(hole[:, 1:], hole[:, :-1]),
+            torch.maximum(hole[1:, :], hole[:-1, :]))
+
+
+def hole_box(hole: torch.Tensor) -> tuple[slice, slice]:
+    """Rows and columns of the hole's bounding box grown by one pixel (within the image):
+    every pixel of a pair under the gradient penalty is inside."""
+    h, w = hole.shape
+    rows = torch.nonzero(hole.any(1)).flatten()
+    cols = torch.nonzero(hole.any(0)).flatten()
+    return (slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)),
+            slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)))
+
 
 def known_structure(img: torch.Tensor, known: torch.Tensor, sigma: float):
     """Structure tensor from known pixels only (normalised convolution at scale sigma):
@@ -98,8 +114,9 @@ class HoleAwareObjective(Objective):
         self.dist = hole_distance(self.hole.cpu()).to(self.device)
         self.color_weight = self.known + math.sqrt(PRIOR_WEIGHT) * self.hole
         # Gradient penalty region: pixel pairs with at least one hole pixel.
-        self._gx_w = torch.maximum(self.hole[:, 1:], self.hole[:, :-1])
-        self._gy_w = torch.maximum(self.hole[1:, :], self.hole[:-1, :])
+        self._gx_w, self._gy_w = pair_weights(self.hole)
+        self._box = hole_box(self.hole)
+        self._box_weights = self._extra_weights()
 
     # ---- placement ------------------------------------------------------------------------
     def start(self, n: int, gen: torch.Generator) -> GaussianParams:
@@ -144,3 +161,34 @@ class HoleAwareObjective(Objective):
         gy = (out[1:] - out[:-1]) * self._gy_w[:, :, None]
         grad = ((gx * gx).sum() + (gy * gy).sum()) / (self.npix * self.c)
         return PRIOR_WEIGHT * prior + GRAD_WEIGHT * grad
+
+    def image_gradient(self, out: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """mse(out) and the gradient of mse + extra_loss with respect to the render out, in
+        closed form: the extra term's gradient is zero outside the hole's box
+        (`hole_box`), so it is computed on that crop alone."""
+        mse, g = super().image_gradient(out)
+        out = out[self._box]
+        prior_w, gx_w, gy_w = self._box_weights
+        g_box = g[self._box]
+        g_box += (out - self.fill[self._box]).mul_(prior_w)
+        ex = (out[:, 1:] - out[:, :-1]).mul_(gx_w)
+        ey = (out[1:] - out[:-1]).mul_(gy_w)
+        g_box[:, 1:] += ex
+        g_box[:, :-1] -= ex
+        g_box[1:] += ey
+        g_box[:-1] -= ey
+        return mse, g
+
+    def _extra_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The factors of extra_loss's gradient on the hole's box: of (render - fill), of the
+        horizontal and of the vertical differences (the weights are 0 or 1, so their
+        squares are themselves), per channel (faster than broadcast products)."""
+        hole = self.hole[self._box]
+        gx_w, gy_w = pair_weights(hole)
+        scale = 2.0 / (self.npix * self.c)
+
+        def per_channel(w: torch.Tensor, weight: float) -> torch.Tensor:
+            return (weight * scale) * w[:, :, None].expand(*w.shape, self.c).contiguous()
+
+        return (per_channel(hole, PRIOR_WEIGHT), per_channel(gx_w, GRAD_WEIGHT),
+                per_channel(gy_w, GRAD_WEIGHT))

@@ -252,39 +252,15 @@ class PlanColorOperator:
         return -torch.from_numpy(gc)
 
 
-class FitStep:
-    """One geometry on the fitting kernel, for the fit's gradients without autograd: the
+class FlatFitStep:
+    """One geometry of the encoder's flat parameters x [N, 5 + C] (x, y, log2 sigma_1, log2
+    sigma_2, theta, the colours: `encoder/adam.FlatParams` without waves) on the fitting
+    kernel, for the fit's gradients without autograd: the means and conics formed, the
     squared error and its gradients with respect to means, conics and colours in one call
     (`loss_gradients`), or a render and the gradients of any loss of it (`forward`,
-    `backward`). The encoder chains them to its own parameters in closed form
-    (`encoder/gradients.py`)."""
-
-    def __init__(self, means: torch.Tensor, conics: torch.Tensor, height: int, width: int):
-        self.plan = make_fit_plan(means, conics, height, width)
-
-    def loss_gradients(self, colors: torch.Tensor, target: torch.Tensor,
-                       weight: torch.Tensor | None, scale: float):
-        """(loss, gmeans, gconics, gcolors) of scale * sum((weight * render - target)^2)."""
-        loss, gm, gq, gc = self.plan.loss_backward(
-            _np(colors), _np(target), None if weight is None else _np(weight), float(scale),
-            kernel_threads())
-        return loss, torch.from_numpy(gm), torch.from_numpy(gq), torch.from_numpy(gc)
-
-    def forward(self, colors: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.plan.forward(_np(colors), kernel_threads()))
-
-    def backward(self, colors: torch.Tensor, grad_out: torch.Tensor):
-        """(gmeans, gconics, gcolors) of sum(render(colors) * grad_out)."""
-        gm, gq, gc = self.plan.backward(_np(colors), _np(grad_out), kernel_threads())
-        return torch.from_numpy(gm), torch.from_numpy(gq), torch.from_numpy(gc)
-
-
-class FlatFitStep:
-    """FitStep on the encoder's flat parameters x [N, 5 + C] (x, y, log2 sigma_1, log2
-    sigma_2, theta, the colours: `encoder/adam.FlatParams` without waves): the means and
-    conics formed, the squared error and its gradients, and the chain rule to x's columns,
-    all in the kernel (`encoder/gradients.py` has the formulas): three calls a fit step in
-    place of a dozen small torch operations."""
+    `backward`), and the chain rule to x's columns, all in the kernel (csrc/fit.h
+    flat_geometry, flat_chain): three calls a fit step in place of a dozen small torch
+    operations."""
 
     def __init__(self, x: torch.Tensor, height: int, width: int):
         self.x = _np(x)
