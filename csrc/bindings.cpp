@@ -300,14 +300,15 @@ std::unique_ptr<gsi::FitPlan> fit_plan_flat(py::handle x, int64_t height, int64_
     auto a = flat_arg(x);
     const int64_t N = a.shape(0), K = a.shape(1);
     auto m = new_array(N, 2), q = new_array(N, 3);
-    gsi::flat_geometry(a.data(), N, K, m.mutable_data(), q.mutable_data());
+    gsi::flat_geometry(a.data(), N, K, m.mutable_data(), q.mutable_data(),
+                       gsi::resolve_threads(num_threads));
     return make_plan<gsi::FitPlan>(m, q, height, width, num_threads, 0);
 }
 
 // g [N, K]: the chain rule to x's first 5 columns, gcolors in the C after them, zeros in
 // the rest.
 py::array_t<float> flat_gradients(py::handle x, py::handle gmeans, py::handle gconics,
-                                  py::handle gcolors) {
+                                  py::handle gcolors, int num_threads) {
     auto a = flat_arg(x);
     const int64_t N = a.shape(0), K = a.shape(1);
     auto gm = as_f32(gmeans, "gmeans", 2), gq = as_f32(gconics, "gconics", 2);
@@ -320,7 +321,8 @@ py::array_t<float> flat_gradients(py::handle x, py::handle gmeans, py::handle gc
     auto g = new_array(N, K);
     float* pg = g.mutable_data();
     std::fill(pg, pg + N * K, 0.0f);
-    gsi::flat_chain(a.data(), N, K, gm.data(), gq.data(), pg);
+    gsi::flat_chain(a.data(), N, K, gm.data(), gq.data(), pg,
+                    gsi::resolve_threads(num_threads));
     for (int64_t k = 0; k < N; ++k)
         std::copy(gc.data() + k * C, gc.data() + (k + 1) * C, pg + k * K + 5);
     return g;
@@ -451,7 +453,7 @@ PYBIND11_MODULE(_raster, m) {
           "FitPlan of the encoder's flat parameters x [N, K >= 5] (x, y, log2 sigma_1,\n"
           "log2 sigma_2, theta, ...): the means and conics formed here.");
     m.def("flat_gradients", &flat_gradients, py::arg("x"), py::arg("gmeans"),
-          py::arg("gconics"), py::arg("gcolors"),
+          py::arg("gconics"), py::arg("gcolors"), py::arg("num_threads") = 0,
           "g [N, K]: the gradients with respect to x's columns (x, y, l1, l2, theta, then\n"
           "the C colours; zeros after) from those with respect to the means, the conics\n"
           "and the colours (the chain rule of flat_geometry's conics).");

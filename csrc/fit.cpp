@@ -112,36 +112,47 @@ double fit_sincos_max_error(double lo, double hi, int64_t steps) {
     return worst;
 }
 
-void flat_geometry(const float* x, int64_t N, int64_t K, float* means, float* conics) {
-    for (int64_t k = 0; k < N; ++k) {
-        const float* r = x + k * K;
-        const double i1 = std::exp2(-2.0 * r[2]), i2 = std::exp2(-2.0 * r[3]);
-        const double cs = std::cos((double)r[4]), sn = std::sin((double)r[4]);
-        means[2 * k] = r[0];
-        means[2 * k + 1] = r[1];
-        conics[3 * k] = (float)(cs * cs * i1 + sn * sn * i2);
-        conics[3 * k + 1] = (float)(cs * sn * (i1 - i2));
-        conics[3 * k + 2] = (float)(sn * sn * i1 + cs * cs * i2);
-    }
+// Per Gaussian, in chunks of this many (the flat parameters' passes run every fit step).
+constexpr int64_t FLAT_CHUNK = 1024;
+
+void flat_geometry(const float* x, int64_t N, int64_t K, float* means, float* conics,
+                   int nt) {
+    parallel_dynamic((N + FLAT_CHUNK - 1) / FLAT_CHUNK, nt, [&](int64_t ch) {
+        const int64_t k1 = std::min(N, (ch + 1) * FLAT_CHUNK);
+        for (int64_t k = ch * FLAT_CHUNK; k < k1; ++k) {
+            const float* r = x + k * K;
+            const double i1 = std::exp2(-2.0 * r[2]), i2 = std::exp2(-2.0 * r[3]);
+            const double cs = std::cos((double)r[4]), sn = std::sin((double)r[4]);
+            means[2 * k] = r[0];
+            means[2 * k + 1] = r[1];
+            conics[3 * k] = (float)(cs * cs * i1 + sn * sn * i2);
+            conics[3 * k + 1] = (float)(cs * sn * (i1 - i2));
+            conics[3 * k + 2] = (float)(sn * sn * i1 + cs * cs * i2);
+        }
+    });
 }
 
 void flat_chain(const float* x, int64_t N, int64_t K, const float* gm, const float* gq,
-                float* g) {
+                float* g, int nt) {
     const double ln2x2 = 2.0 * std::log(2.0);
-    for (int64_t k = 0; k < N; ++k) {
-        const float* r = x + k * K;
-        float* o = g + k * K;
-        const double i1 = std::exp2(-2.0 * r[2]), i2 = std::exp2(-2.0 * r[3]);
-        const double c = std::cos((double)r[4]), s = std::sin((double)r[4]);
-        const double cc = c * c, ss = s * s, cs = c * s;
-        const double ga = gq[3 * k], gb = gq[3 * k + 1], gc = gq[3 * k + 2];
-        o[0] = gm[2 * k];
-        o[1] = gm[2 * k + 1];
-        // d i_k / d l_k = -2 ln 2 i_k; d(a, b, c)/d theta = (i1 - i2)(-sin 2t, cos 2t, sin 2t)
-        o[2] = (float)(-ln2x2 * i1 * (cc * ga + cs * gb + ss * gc));
-        o[3] = (float)(-ln2x2 * i2 * (ss * ga - cs * gb + cc * gc));
-        o[4] = (float)((i1 - i2) * (2.0 * cs * (gc - ga) + (cc - ss) * gb));
-    }
+    parallel_dynamic((N + FLAT_CHUNK - 1) / FLAT_CHUNK, nt, [&](int64_t ch) {
+        const int64_t k1 = std::min(N, (ch + 1) * FLAT_CHUNK);
+        for (int64_t k = ch * FLAT_CHUNK; k < k1; ++k) {
+            const float* r = x + k * K;
+            float* o = g + k * K;
+            const double i1 = std::exp2(-2.0 * r[2]), i2 = std::exp2(-2.0 * r[3]);
+            const double c = std::cos((double)r[4]), s = std::sin((double)r[4]);
+            const double cc = c * c, ss = s * s, cs = c * s;
+            const double ga = gq[3 * k], gb = gq[3 * k + 1], gc = gq[3 * k + 2];
+            o[0] = gm[2 * k];
+            o[1] = gm[2 * k + 1];
+            // d i_k / d l_k = -2 ln 2 i_k; d(a, b, c)/d theta = (i1 - i2)(-sin 2t, cos 2t,
+            // sin 2t)
+            o[2] = (float)(-ln2x2 * i1 * (cc * ga + cs * gb + ss * gc));
+            o[3] = (float)(-ln2x2 * i2 * (ss * ga - cs * gb + cc * gc));
+            o[4] = (float)((i1 - i2) * (2.0 * cs * (gc - ga) + (cc - ss) * gb));
+        }
+    });
 }
 
 void adam_step(float* x, float* m, float* v, const float* g, const float* lr, int64_t N,

@@ -83,9 +83,10 @@ double fit_sincos_max_error(double lo, double hi, int64_t steps);
 // (x, y, l1, l2, theta) given those with respect to the means gm [N, 2] and the conics
 // gq [N, 3]: with d i_k / d l_k = -2 ln 2 i_k and d(a, b, c)/d theta = (i1 - i2)
 // (-sin 2t, cos 2t, sin 2t); one pass instead of a dozen torch operations per fit step.
-void flat_geometry(const float* x, int64_t N, int64_t K, float* means, float* conics);
+void flat_geometry(const float* x, int64_t N, int64_t K, float* means, float* conics,
+                   int nt);
 void flat_chain(const float* x, int64_t N, int64_t K, const float* gm, const float* gq,
-                float* g);
+                float* g, int nt);
 
 // One Adam step (Kingma & Ba) on x [N, K] in place, a step per column (lr [K], times
 // factor): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,

@@ -276,7 +276,7 @@ class FlatFitStep:
         loss, gm, gq, gc = self.plan.loss_backward(
             self._colors(c), _np(target), None if weight is None else _np(weight),
             float(scale), kernel_threads())
-        return loss, torch.from_numpy(extension.kernel().flat_gradients(self.x, gm, gq, gc))
+        return loss, self._chain(gm, gq, gc)
 
     def forward(self, c: int) -> torch.Tensor:
         """The render [H, W, c] of x's first c colour columns."""
@@ -286,4 +286,8 @@ class FlatFitStep:
         """g [N, K]: the gradients of sum(render * grad_out) with respect to x's columns."""
         c = grad_out.shape[2]
         gm, gq, gc = self.plan.backward(self._colors(c), _np(grad_out), kernel_threads())
-        return torch.from_numpy(extension.kernel().flat_gradients(self.x, gm, gq, gc))
+        return self._chain(gm, gq, gc)
+
+    def _chain(self, gm, gq, gc) -> torch.Tensor:
+        return torch.from_numpy(extension.kernel().flat_gradients(self.x, gm, gq, gc,
+                                                                  kernel_threads()))
