@@ -20,8 +20,9 @@ def inpaint(image, mask, *, keep_known: bool = True, texture: bool = False,
     """Fill the pixels of `image` marked by `mask` (HxW, nonzero = missing).
 
     keep_known=True (default): a local masked fit. The hole is given an edge-directed
-    interpolant of the known pixels as a prior (`encoder.hole_prior.anisotropic_fill`;
-    the pixels under the mask are never read),
+    interpolant of the known pixels as a prior (`encoder.hole_prior.anisotropic_fill`:
+    edges carried across the hole, colour regions of the border kept apart deep inside
+    instead of averaged; the pixels under the mask are never read),
     Gaussians are laid on lattices over the hole and a ring of known pixels around it
     (fine next to the border, coarser deep inside), their colours are solved by least
     squares, and the hole is filled by rendering those Gaussians (the decoder's renderer,

@@ -32,7 +32,7 @@ LATTICE_MAX_SPACING = 32   #   ones get Gaussians twice as far apart and twice a
 RING = 1                   # known pixels within RING of the hole are fitted too (context)
 RING_WEIGHT = 0.1          # their weight relative to the hole's pixels
 LS_DAMPING = 0.05          # damping of the colour solve toward its start (x mean diagonal)
-LS_ITERATIONS = 3          # conjugate-gradient iterations of the colour least squares
+LS_ITERATIONS = 30         # conjugate-gradient iterations of the colour least squares (3: terraces)
 
 
 def _maxpool_sep(x: torch.Tensor, r: int) -> torch.Tensor:
