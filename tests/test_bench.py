@@ -148,6 +148,10 @@ def test_tiny_run_peers_and_resume(tmp_path, capsys):
     assert "2 to compute" in capsys.readouterr().out
     assert len(_cache_lines(out)) == 14
     assert len(json.loads((out / "jpeg.json").read_text())["results"]["bpp"]) == 4
+    # the summary shows the codec of the earlier run too, with the commit that measured it
+    summary = (out / "summary.txt").read_text()
+    assert "JPEG [jpeg]" in summary and "WebP [webp]" in summary
+    assert "(earlier run: webp.json, commit " in summary
 
 
 def test_interrupted_cache_line_is_ignored(tmp_path, capsys):

@@ -351,6 +351,14 @@ def _write_report(args, out, name, images, kodak, codecs, cached, base_meta, ski
         tables.append(format_codec_table(codec, res))
     earlier, notes = load_folder_results(out, base_meta["images"], set(measured))
     all_notes.extend(notes)
+    for cname, doc in earlier.items():
+        # the summary shows every codec the BD-rates use, with the commit that measured it
+        commit = str((doc.get("meta") or {}).get("git_commit") or "unknown")[:7]
+        try:
+            tables.append(format_codec_table(make_codec(cname), doc["results"])
+                          + f"\n  (earlier run: {cname}.json, commit {commit})")
+        except (KeyError, IndexError, TypeError, ValueError):
+            all_notes.append(f"{cname}.json (earlier run): no table, its results lack a field")
     for_bd = {**measured, **earlier}
 
     anchors_dir = Path(args.anchors_dir) if args.anchors_dir else (default_anchors_dir()
