@@ -169,7 +169,7 @@ def run(files, kinds, fns, args):
     warm = np.zeros((32, 32, 3), np.uint8)
     warm_mask = np.zeros((32, 32), bool)
     warm_mask[10:20, 10:20] = True
-    fns["gsi"](warm, warm_mask)
+    gscodec.inpaint(warm, warm_mask)
     for i, f in enumerate(files):
         im = Image.open(f).convert("RGB")
         if args.scale != 1.0:
