@@ -21,7 +21,7 @@ Writes inpaint.json and inpaint.png (examples side by side) to --out.
     python benchmarks/inpaint.py ... --rows DIR/inpaint.partial.json   # summarise a stopped run
 
 gsi is `gscodec.inpaint` with its defaults: the local Gaussian fit around the hole
-(harmonic prior, multi-level Gaussian lattices, least-squares colours, rendered by the
+(edge-directed prior, multi-level Gaussian lattices, least-squares colours, rendered by the
 decoder); gsi-texture adds exemplar detail (`texture=True`). --gaussians / --iterations
 pass through to both.
 """

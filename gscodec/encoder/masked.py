@@ -2,8 +2,9 @@
 unknown), so that an ordinary decode of the .gsi fills the hole.
 
 The prior is `anisotropic_fill` (hole_prior.py): the harmonic interpolant of the known
-pixels, refined near the border by a diffusion that follows the edges of the known pixels
-across the hole. The pixels under the mask are never read.
+pixels, refined by a diffusion that follows the edges of the known pixels across the hole,
+with the colour regions of the border kept apart deep inside a large hole. The pixels under
+the mask are never read.
 
 `HoleAwareObjective` fits the whole picture: the data term sees known pixels only (the hole
 is replaced by the prior before anything else looks at the image), and
