@@ -87,9 +87,10 @@ def anisotropic_fill(img: torch.Tensor, known: torch.Tensor, iters: int | None =
     sharpening (module docstring) on top. Unknown input values are never read."""
     hole = known < 0.5
     h, w, c = img.shape
-    vals = img * (~hole)[:, :, None]
+    known_vals = vals = img * (~hole)[:, :, None]
     k = 0
-    deep = _distance(hole, 2 * LABEL_NEAR)
+    dist = _distance(hole, ANISO_BAND + 4)
+    deep = dist.clamp(max=2 * LABEL_NEAR + 1)        # = _distance(hole, 2 * LABEL_NEAR)
     # Thin strokes (almost no pixel 8 px from the border) skip the region channels: the
     # sharpening would touch 1 % of their pixels for 16 channels of solve.
     if sharpen and float((deep > 2 * LABEL_NEAR).sum()) >= LABEL_MIN_DEEP * float(hole.sum()):
@@ -97,7 +98,7 @@ def anisotropic_fill(img: torch.Tensor, known: torch.Tensor, iters: int | None =
         if onehot is not None:
             k = onehot.shape[2]
             vals = torch.cat([(onehot[:, :, j:j + 1] * vals) for j in range(k)] + [onehot], 2)
-    out = _directed_fill(img, known, vals, iters)
+    out = _directed_fill(img, known, vals, dist, iters)
     if k == 0:
         return out
     p = out[:, :, k * c:].clamp(min=1e-6)                       # [H,W,K] region shares
@@ -108,7 +109,7 @@ def anisotropic_fill(img: torch.Tensor, known: torch.Tensor, iters: int | None =
     wgt = wgt / wgt.sum(2, keepdim=True)
     fill = sum(out[:, :, j * c:(j + 1) * c] * (wgt[:, :, j:j + 1] / p[:, :, j:j + 1])
                for j in range(k))                               # sum_k w_k c_k
-    return torch.where(hole[:, :, None], fill, img * (~hole)[:, :, None])
+    return torch.where(hole[:, :, None], fill, known_vals)
 
 
 def _labels(vals: torch.Tensor, hole: torch.Tensor):
@@ -134,12 +135,11 @@ def _labels(vals: torch.Tensor, hole: torch.Tensor):
 
 
 def _directed_fill(img: torch.Tensor, known: torch.Tensor, vals: torch.Tensor,
-                   iters: int | None) -> torch.Tensor:
+                   dist: torch.Tensor, iters: int | None) -> torch.Tensor:
     """The edge-directed fill (structure from img's known pixels) of every channel of vals
-    [H,W,K] (zeros in the hole)."""
+    [H,W,K] (zeros in the hole); dist: `_distance(hole, ANISO_BAND + 4)`."""
     hole = known < 0.5
     base = _fill_level(vals, hole, FILL_ITERATIONS)
-    dist = _distance(hole, ANISO_BAND + 4)
     band = hole & (dist <= ANISO_BAND)
     idx = torch.nonzero(band.flatten()).flatten()
     if idx.numel() == 0:
