@@ -14,7 +14,10 @@ from PIL import Image
 import gscodec
 from gscodec.encoder.api import fit_config
 from gscodec.encoder.msssim import MSSSIMTo, ms_ssim, scales_for
-from gscodec.encoder.objective import SSIMObjective
+from gscodec.encoder.objective import Objective, SSIMObjective
+from gscodec.encoder.quantize import to_integers
+from gscodec.encoder.refine import ColorResolves
+from gscodec.encoder.stages import Colours, EncodeState, FreeFit, RoundGeometry
 from gscodec.errors import InputError
 
 from helpers import blobs_image, waves_image
@@ -93,6 +96,35 @@ def test_ssim_loss_is_the_mix_of_the_two_metrics_in_db():
                                         + w * math.log(1 - float(m)), rel=1e-4)
     loss.backward()
     assert p.pos.grad is not None and float(p.pos.grad.abs().sum()) > 0
+
+
+def test_tune_ssim_keeps_its_fitted_colours_where_least_squares_would_undo_them():
+    """tune ssim: the free fit's colour re-solves stop where the term starts, the rounding
+    re-fits once more with the angles on the grid, and the file's colours are the re-fitted
+    ones rounded (no least-squares solve); tune psnr, fast (no re-fits) and
+    ssim_ls_colors=True keep the least-squares colours."""
+    img = waves_image(48, 64)
+    cfg = fit_config(tune="ssim")
+    assert not cfg.ls_colors() and cfg.resolve_until() == cfg.ssim_from
+    for other in (fit_config(), fit_config(tune="ssim", effort="fast"),
+                  replace(cfg, ssim_ls_colors=True)):
+        assert other.ls_colors() and other.resolve_until() == other.color_solve_until
+    rounds = len(RoundGeometry(fit_config(), 10).rounds())
+    assert len(RoundGeometry(cfg, 10).rounds()) == rounds + 1
+    resolves = [e for e in FreeFit(cfg, 10).phase(SSIMObjective(img, cfg)).events
+                if isinstance(e, ColorResolves)]
+    assert resolves[0].until == cfg.ssim_from
+
+    # The file's colours: the fitted ones rounded under tune ssim, solved ones under psnr.
+    for c, objective in ((cfg, SSIMObjective), (fit_config(), Objective)):
+        obj = objective(img, c)
+        state = EncodeState.new(obj, 0)
+        state.params = obj.start(40, state.gen)
+        state.ensure_quant(obj)
+        fitted = to_integers(state.params, state.quant, obj.w, obj.h,
+                             cls=state.cls.cpu().numpy()).color
+        Colours(c).run(obj, state, None)
+        assert np.array_equal(state.coded.color, fitted) == (c is cfg)
 
 
 def test_tune_ssim_encodes_a_file_the_decoder_reads():

@@ -110,6 +110,12 @@ class FitConfig:
     ssim_from: float = 0.67
     ssim_pool: int = 2
     ssim_round: bool = True
+    # tune ssim: least-squares colours minimise the squared error alone and undo what the
+    # term did to the colours, so (False) the free fit's re-solves stop where the term
+    # starts and the finish rounds the re-fitted colours, after a third re-fit round with
+    # the whole geometry on the grid, instead of solving them; a coarser colour step for
+    # tune ssim was neutral (Primitives and the loss, 2026-12-06 least squares off).
+    ssim_ls_colors: bool = False
     # ---- the run ----------------------------------------------------------------------
     seed: int = 0
     backend: str = "auto"
@@ -146,6 +152,18 @@ class FitConfig:
         return (int(round(max(0, self.round_refit_steps) * s)),
                 max(1, int(round(self.color_round_batches * s))),
                 int(round(self.color_round_steps * s)))
+
+    def ls_colors(self) -> bool:
+        """Whether colours are solved by least squares once the loss is no longer the
+        squared error alone (tune ssim, `ssim_ls_colors`): always for tune psnr, and
+        where the rounding has no re-fits to fit the colours on the grid (fast)."""
+        return self.tune != "ssim" or self.ssim_ls_colors or self.round_refit_steps <= 0
+
+    def resolve_until(self) -> float:
+        """The fraction of the free fit up to which the colours are re-solved."""
+        if self.ls_colors():
+            return self.color_solve_until
+        return min(self.color_solve_until, self.ssim_from)
 
     def qat_steps(self) -> int:
         """Quantization-aware steps of the gsi profile."""

@@ -112,7 +112,7 @@ class FreeFit:
         cfg = self.cfg
         events = (Refinement(self.count, cfg.refine_at, cfg.refine_fraction),
                   WaveSelection(cfg.wave_select_at, cfg.wave_keep),
-                  ColorResolves(cfg.color_solve_every, cfg.color_solve_until,
+                  ColorResolves(cfg.color_solve_every, cfg.resolve_until(),
                                 cfg.color_resolve_steps))
         return AdamPhase(self.name, self.steps(objective), adam_steps(cfg), cfg.lr_free_boost,
                          cfg.free_beta2, cfg.lr_final_fraction, events=events,
@@ -150,16 +150,24 @@ class Quantize:
 @dataclass(frozen=True)
 class RoundGeometry:
     """Progressive rounding: positions rounded to the file's grid, then sizes, each
-    followed by a short re-fit of the attributes still free (cfg.finish_effort); `Colours`
-    rounds the rest. `count`: the Gaussians asked for (the progress bar's length)."""
+    followed by a short re-fit of the attributes still free (cfg.finish_effort), and
+    without least-squares colours (cfg.ls_colors()) the angles too; `Colours` rounds the
+    rest. `count`: the Gaussians asked for (the progress bar's length)."""
     cfg: FitConfig
     count: int
     name: ClassVar[str] = "round"
     ROUNDS: ClassVar[tuple] = ((("pos",), ("scale", "rot", "color", "wave")),
                                (("pos", "scale"), ("rot", "color", "wave")))
+    LAST_ROUND: ClassVar[tuple] = ((("pos", "scale", "rot"), ("color", "wave")),)
 
     def steps(self, objective) -> int:
-        return len(self.ROUNDS) * self.cfg.finish_effort(self.count, objective.npix)[0]
+        return len(self.rounds()) * self.cfg.finish_effort(self.count, objective.npix)[0]
+
+    def rounds(self) -> tuple:
+        """(rounded, free) of each re-fit. Without least-squares colours the angles are
+        rounded here too, so that the colours' re-fit makes up for them (`Colours` then
+        only rounds the colours)."""
+        return self.ROUNDS if self.cfg.ls_colors() else self.ROUNDS + self.LAST_ROUND
 
     def run(self, objective, state: EncodeState, bar: Progress) -> None:
         cfg = self.cfg
@@ -169,7 +177,7 @@ class RoundGeometry:
         if k <= 0 or p.count == 0:
             return
         p = canonicalize(p)
-        for rounded, free in self.ROUNDS:
+        for rounded, free in self.rounds():
             g = fake_quantize(p, state.quant, objective.w, objective.h, state.cls)
             state.params = p.with_attributes(g, rounded)
             phase = AdamPhase(self.name, k, adam_steps(cfg), cfg.round_refit_lr,
@@ -183,8 +191,9 @@ class RoundGeometry:
 class Colours:
     """Least-squares colours for the rounded geometry, rounded to the file's steps in
     batches (cfg.finish_effort; a fixed random partition), the colours not yet rounded
-    re-solved after each so that they make up for their neighbours' rounding; then the
-    integers (state.coded)."""
+    re-solved after each so that they make up for their neighbours' rounding; without
+    least-squares colours (cfg.ls_colors(): tune ssim) the re-fitted colours rounded at
+    once. Then the integers (state.coded)."""
     cfg: FitConfig
     name: ClassVar[str] = "colours"
 
@@ -196,10 +205,13 @@ class Colours:
         p, q = state.params, state.quant
         g = fake_quantize(p, q, objective.w, objective.h, state.cls)
         geom = g.with_attributes(p, ("color",))
-        geom.color = solve_colors(objective.target, geom, self.cfg.color_solve_steps,
-                                  objective.color_weight)
         out = p.detach()
-        out.color = self.round_colors(objective, state, geom)
+        if not self.cfg.ls_colors():   # (the re-fitted colours, rounded at once)
+            out.color = g.color.detach()
+        else:
+            geom.color = solve_colors(objective.target, geom, self.cfg.color_solve_steps,
+                                      objective.color_weight)
+            out.color = self.round_colors(objective, state, geom)
         state.coded = to_integers(out, q, objective.w, objective.h,
                                   masked=objective.known is not None,
                                   cls=state.cls.cpu().numpy())
