@@ -534,3 +534,57 @@ def test_bench_fit_step_script(tmp_path, capsys):
     rows = {r["arm"]: r for r in data["rows"]}
     assert data["waves"] and rows["fit_waves"]["baseline"] == "fit"
     assert rows["fit_waves0"]["ms"] > 0 and rows["fit_waves"]["ms"] > 0
+
+
+def test_screen_settings_compares_arms_at_equal_rate(tmp_path, capsys):
+    """benchmarks/screen_settings.py encodes every image with every arm's FitConfig
+    overrides and gives each row its gain at equal rate against the first arm (0 for the
+    first arm itself); a field that is not FitConfig's is refused."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "screen_settings", Path(__file__).resolve().parents[1] / "benchmarks/screen_settings.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    img = sorted(_make_images(tmp_path / "imgs", n=1, w=64, h=48).iterdir())[0]
+    out = tmp_path / "s.jsonl"
+    assert mod.main(["--images", str(img), "--densities", "20", "--arms", "base:iterations=30",
+                     "short:iterations=10", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["arm"] for r in rows] == ["base", "short"]
+    base, short = rows
+    assert base["gain_psnr"] == 0 and base["bytes_ratio"] == 1
+    assert short["overrides"] == {"iterations": 10}
+    slope = mod.SLOPES.get(20.0, 3.3)
+    assert short["gain_psnr"] == pytest.approx(
+        short["psnr"] - base["psnr"] + slope * math.log(base["bytes"] / short["bytes"]))
+    assert short["msssim_db"] is None   # 48x64 is below MS-SSIM's minimum
+    assert "short: mean gain" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not FIELD=VALUE"):
+        mod.main(["--images", str(img), "--arms", "a:nonsense=1"])
+
+
+def test_error_by_activity_splits_both_codecs_errors(tmp_path, capsys):
+    """benchmarks/error_by_activity.py: the activity classes cover every pixel, each codec's
+    shares of its squared error add up to 1, and every Gaussian of the file is classed."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "error_by_activity",
+        Path(__file__).resolve().parents[1] / "benchmarks/error_by_activity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    img = sorted(_make_images(tmp_path / "imgs", n=1, w=64, h=48).iterdir())[0]
+    out = tmp_path / "a.json"
+    assert mod.main(["--images", str(img), "--density", "20", "--json", str(out)]) == 0
+    (res,) = json.loads(out.read_text())["rows"]
+    assert res["gsi_bpp"] > 0 and res["jpeg2000_bpp"] > 0
+    assert sum(c["pixels"] for c in res["classes"]) == pytest.approx(1.0)
+    for codec in ("gsi", "jpeg2000"):
+        assert sum(c[f"{codec}_share"] for c in res["classes"]) == pytest.approx(1.0)
+    assert sum(g["gaussians"] for g in res["gaussians"]) == pytest.approx(1.0)
+    a = np.random.default_rng(1).random((9, 13))
+    box = mod.box_mean(a, 3)
+    assert box[4, 6] == pytest.approx(a[3:6, 5:8].mean())
+    assert box[0, 0] == pytest.approx(np.pad(a, 1, mode="symmetric")[0:3, 0:3].mean())
+    assert "JPEG 2000" in capsys.readouterr().out

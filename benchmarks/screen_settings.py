@@ -1,0 +1,160 @@
+"""Screen encoder settings on whole encodes: each arm is a set of `FitConfig` overrides, every
+arm encodes every image at every density (default effort unless overridden, one torch
+thread), and each arm's file is compared with the first arm's at equal rate:
+
+    gain = dPSNR + slope * ln(bytes of the first arm / bytes of this arm)
+
+(the same for MS-SSIM in dB, -10 log10(1 - MS-SSIM)), with the local slope of the Kodak curve
+in dB per e-fold of rate (--slopes; MS-SSIM: --ms-slope). Prints a table and writes JSON rows
+(one per encode, appended, so that runs side by side can share one file). This is how the
+fourth session's screens of docs/experiments.md were measured.
+
+    python benchmarks/screen_settings.py --images kodim12,kodim16 --densities 11,24 \\
+        --arms base: rf10:refine_fraction=0.1 --out /tmp/screen.jsonl
+
+An image is a path to a PNG or a Kodak name (kodimNN, ../shared/datasets/kodak). An override
+is FIELD=VALUE with a FitConfig field of type float, int, bool (0/1) or str.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
+# Local slopes of the committed Kodak curve, dB of PSNR per e-fold of rate, by density.
+SLOPES = {2: 2.75, 5: 3.0, 11: 3.34, 24: 3.94}
+
+
+def parse_arm(text: str, cfg_fields: dict) -> tuple[str, dict]:
+    """NAME:FIELD=VALUE,FIELD=VALUE -> (NAME, overrides), values typed as the field."""
+    name, _, opts = text.partition(":")
+    kw = {}
+    for opt in filter(None, opts.split(",")):
+        key, sep, val = opt.partition("=")
+        if not sep or key not in cfg_fields:
+            raise SystemExit(f"screen_settings: {opt!r} is not FIELD=VALUE of a FitConfig field")
+        kind = type(cfg_fields[key])
+        if kind is bool:
+            kw[key] = val.lower() in ("1", "true", "yes")
+        elif kind in (int, float, str):
+            kw[key] = kind(val)
+        else:
+            raise SystemExit(f"screen_settings: field {key} ({kind.__name__}) cannot be set here")
+    return name or "arm", kw
+
+
+def load(spec: str) -> tuple[str, np.ndarray]:
+    from gscodec.benchmark.distortion import load_rgb
+    path = Path(spec)
+    if not path.exists():
+        path = KODAK / f"{spec}.png"
+    if not path.exists():
+        raise SystemExit(f"screen_settings: no image {spec!r} (a PNG path or a Kodak name)")
+    return path.stem, load_rgb(str(path))
+
+
+def gains(rows: list[dict], ms_slope: float, slopes: dict) -> list[dict]:
+    """Each row's gain at equal rate against the first arm's row of the same image and
+    density (the first arm's own rows get 0)."""
+    first = rows[0]["arm"] if rows else None
+    base = {(r["image"], r["density"]): r for r in rows if r["arm"] == first}
+    out = []
+    for r in rows:
+        b = base.get((r["image"], r["density"]))
+        if b is None:
+            continue
+        lr = math.log(b["bytes"] / r["bytes"])
+        slope = slopes.get(r["density"], 3.3)
+        ms = (None if r["msssim_db"] is None or b["msssim_db"] is None
+              else r["msssim_db"] - b["msssim_db"] + ms_slope * lr)
+        out.append(dict(r, gain_psnr=r["psnr"] - b["psnr"] + slope * lr, gain_msssim_db=ms,
+                        bytes_ratio=r["bytes"] / b["bytes"],
+                        time_ratio=r["seconds"] / b["seconds"]))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", required=True, help="comma-separated PNG paths or Kodak names")
+    ap.add_argument("--densities", default="5", help="Gaussians per 1000 pixels, comma-separated")
+    ap.add_argument("--arms", nargs="+", required=True,
+                    help="NAME:FIELD=VALUE,... (the first arm is the reference; NAME: alone is "
+                         "the defaults)")
+    ap.add_argument("--effort", default="default", choices=("fast", "default", "max"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ms-slope", type=float, default=3.5,
+                    help="dB of MS-SSIM per e-fold of rate (default 3.5, Kodak)")
+    ap.add_argument("--out", help="append one JSON row per encode to this file")
+    a = ap.parse_args(argv)
+
+    import torch
+    torch.set_num_threads(1)
+    import gscodec
+    from gscodec.benchmark.distortion import ms_ssim, psnr
+    from gscodec.encoder.api import default_gaussians, fit_config, make_objective
+    from gscodec.encoder.pipeline import encode_pipeline
+    from gscodec.encoder.stages import EncodeState
+    from gscodec.render.kernel_torch import release_buffers
+
+    base_cfg = fit_config(effort=a.effort, seed=a.seed)
+    cfg_fields = {f.name: getattr(base_cfg, f.name) for f in fields(base_cfg)}
+    arms = [parse_arm(t, cfg_fields) for t in a.arms]
+    densities = [float(d) for d in a.densities.split(",")]
+    rows = []
+    print(f"{'image':10s} {'density':>7s} {'arm':12s} {'bpp':>7s} {'PSNR':>7s} {'MS-SSIM dB':>10s}"
+          f" {'s':>6s} {'gain dB':>8s} {'(MS-SSIM)':>9s}", flush=True)
+    for spec in a.images.split(","):
+        name, rgb = load(spec)
+        h, w = rgb.shape[:2]
+        for d in densities:
+            n = default_gaussians(h, w, d)
+            for arm, kw in arms:
+                cfg = replace(base_cfg, **kw)
+                obj = make_objective(rgb, cfg)
+                t0 = time.perf_counter()
+                state = encode_pipeline(cfg, n).run(obj, EncodeState.new(obj, cfg.seed))
+                secs = time.perf_counter() - t0
+                release_buffers()
+                dec = gscodec.decode(state.data)[:, :, :3]
+                m = ms_ssim(rgb, dec)   # NaN under 161 pixels: no MS-SSIM figures then
+                m_db = -10 * math.log10(max(1e-12, 1 - m)) if math.isfinite(m) else None
+                row = dict(image=name, density=d, arm=arm, overrides=kw, bytes=len(state.data),
+                           bpp=len(state.data) * 8 / (h * w), psnr=psnr(rgb, dec),
+                           msssim=m if math.isfinite(m) else None, msssim_db=m_db, seconds=secs)
+                rows.append(row)
+                g = gains(rows, a.ms_slope, SLOPES)[-1]
+                print(f"{name:10s} {d:7g} {arm:12s} {row['bpp']:7.4f} {row['psnr']:7.3f} "
+                      f"{_f(row['msssim_db'], '10.3f')} {secs:6.1f} {g['gain_psnr']:+8.3f} "
+                      f"{_f(g['gain_msssim_db'], '+9.3f')}", flush=True)
+                if a.out:
+                    with open(a.out, "a") as f:
+                        f.write(json.dumps(g) + "\n")
+    done = gains(rows, a.ms_slope, SLOPES)
+    for arm, _ in arms[1:]:
+        sel = [r for r in done if r["arm"] == arm]
+        ms = [r["gain_msssim_db"] for r in sel if r["gain_msssim_db"] is not None]
+        print(f"{arm}: mean gain {np.mean([r['gain_psnr'] for r in sel]):+.3f} dB PSNR, "
+              f"{_f(np.mean(ms) if ms else None, '+.3f')} dB MS-SSIM at equal rate against "
+              f"{arms[0][0]} ({len(sel)} encodes)")
+    return 0
+
+
+def _f(v, spec: str) -> str:
+    """v formatted, or n/a (no MS-SSIM), padded to the spec's width."""
+    if v is None:
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "n/a".rjust(int(width) if width else 0)
+    return format(v, spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
