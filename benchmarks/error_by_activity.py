@@ -8,22 +8,18 @@ writes JSON (docs/experiments.md, Primitives and the loss, 2026-12-06 fourth ses
     python benchmarks/error_by_activity.py --images kodim16,kodim12 --density 24 \\
         --json /tmp/activity.json
 
-An image is a path to a PNG or a Kodak name (kodimNN, ../shared/datasets/kodak).
+An image is a path to a PNG or a Kodak name (kodimNN, in `gsi bench`'s default dataset).
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
 EDGES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)   # activity classes, 8-bit levels
 WINDOW = 7
 
@@ -46,13 +42,12 @@ def activity(rgb: np.ndarray) -> np.ndarray:
 
 
 def jpeg2000_at(rgb: np.ndarray, bpp: float) -> tuple[np.ndarray, float]:
-    """Pillow's JPEG 2000 (irreversible, mct=1) at about `bpp`: (decoded, its bpp)."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG2000", quality_mode="rates",
-                              quality_layers=[24.0 / bpp], mct=1, irreversible=True)
-    data = buf.getvalue()
-    dec = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return dec, len(data) * 8 / (rgb.shape[0] * rgb.shape[1])
+    """The benchmark's JPEG 2000 peer (`gsi bench`'s settings) at about `bpp`: (decoded,
+    its bpp)."""
+    from gscodec.benchmark.peers import JPEG2000
+    codec = JPEG2000()
+    data, _ = codec.encode(rgb, bpp)
+    return codec.decode(data)[:, :, :3], len(data) * 8 / (rgb.shape[0] * rgb.shape[1])
 
 
 def classes(act: np.ndarray, img: np.ndarray, dec: dict) -> list[dict]:
@@ -109,11 +104,15 @@ def main(argv=None) -> int:
 
     import gscodec
     from gscodec.benchmark.distortion import load_rgb, psnr
+    from gscodec.benchmark.provenance import default_dataset
     from gscodec.encoder.api import default_gaussians
 
+    kodak = default_dataset()
     out = []
     for spec in a.images.split(","):
-        path = Path(spec) if Path(spec).exists() else KODAK / f"{spec}.png"
+        path = Path(spec)
+        if not path.exists() and kodak is not None:
+            path = kodak / f"{spec}.png"
         if not path.exists():
             raise SystemExit(f"error_by_activity: no image {spec!r} (a PNG path or a Kodak name)")
         img = load_rgb(str(path))

@@ -4,15 +4,15 @@ thread), and each arm's file is compared with the first arm's at equal rate:
 
     gain = dPSNR + slope * ln(bytes of the first arm / bytes of this arm)
 
-(the same for MS-SSIM in dB, -10 log10(1 - MS-SSIM)), with the local slope of the Kodak curve
-in dB per e-fold of rate (--slopes; MS-SSIM: --ms-slope). Prints a table and writes JSON rows
-(one per encode, appended, so that runs side by side can share one file). This is how the
-fourth session's screens of docs/experiments.md were measured.
+(the same for MS-SSIM in dB, -10 log10(1 - MS-SSIM)), with the local slope of the Kodak
+curve in dB per e-fold of rate (SLOPES by density; MS-SSIM: --ms-slope). Prints a table and
+writes JSON rows (one per encode, appended, so that runs side by side can share one file).
+This is how the fourth session's screens of docs/experiments.md were measured.
 
     python benchmarks/screen_settings.py --images kodim12,kodim16 --densities 11,24 \\
         --arms base: rf10:refine_fraction=0.1 --out /tmp/screen.jsonl
 
-An image is a path to a PNG or a Kodak name (kodimNN, ../shared/datasets/kodak). An override
+An image is a path to a PNG or a Kodak name (kodimNN, in `gsi bench`'s default dataset). An override
 is FIELD=VALUE with a FitConfig field of type float, int, bool (0/1) or str.
 """
 from __future__ import annotations
@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
 # Local slopes of the committed Kodak curve, dB of PSNR per e-fold of rate, by density.
 SLOPES = {2: 2.75, 5: 3.0, 11: 3.34, 24: 3.94}
 
@@ -53,32 +51,24 @@ def parse_arm(text: str, cfg_fields: dict) -> tuple[str, dict]:
 
 def load(spec: str) -> tuple[str, np.ndarray]:
     from gscodec.benchmark.distortion import load_rgb
-    path = Path(spec)
-    if not path.exists():
-        path = KODAK / f"{spec}.png"
+    from gscodec.benchmark.provenance import default_dataset
+    path, kodak = Path(spec), default_dataset()
+    if not path.exists() and kodak is not None:
+        path = kodak / f"{spec}.png"
     if not path.exists():
         raise SystemExit(f"screen_settings: no image {spec!r} (a PNG path or a Kodak name)")
     return path.stem, load_rgb(str(path))
 
 
-def gains(rows: list[dict], ms_slope: float, slopes: dict) -> list[dict]:
-    """Each row's gain at equal rate against the first arm's row of the same image and
-    density (the first arm's own rows get 0)."""
-    first = rows[0]["arm"] if rows else None
-    base = {(r["image"], r["density"]): r for r in rows if r["arm"] == first}
-    out = []
-    for r in rows:
-        b = base.get((r["image"], r["density"]))
-        if b is None:
-            continue
-        lr = math.log(b["bytes"] / r["bytes"])
-        slope = slopes.get(r["density"], 3.3)
-        ms = (None if r["msssim_db"] is None or b["msssim_db"] is None
-              else r["msssim_db"] - b["msssim_db"] + ms_slope * lr)
-        out.append(dict(r, gain_psnr=r["psnr"] - b["psnr"] + slope * lr, gain_msssim_db=ms,
-                        bytes_ratio=r["bytes"] / b["bytes"],
-                        time_ratio=r["seconds"] / b["seconds"]))
-    return out
+def with_gain(r: dict, b: dict, ms_slope: float) -> dict:
+    """Row r with its gain at equal rate against row b (the first arm's, same image and
+    density; b = r gives 0)."""
+    lr = math.log(b["bytes"] / r["bytes"])
+    slope = SLOPES.get(r["density"], 3.3)
+    ms = (None if r["msssim_db"] is None or b["msssim_db"] is None
+          else r["msssim_db"] - b["msssim_db"] + ms_slope * lr)
+    return dict(r, gain_psnr=r["psnr"] - b["psnr"] + slope * lr, gain_msssim_db=ms,
+                bytes_ratio=r["bytes"] / b["bytes"], time_ratio=r["seconds"] / b["seconds"])
 
 
 def main(argv=None) -> int:
@@ -117,6 +107,7 @@ def main(argv=None) -> int:
         h, w = rgb.shape[:2]
         for d in densities:
             n = default_gaussians(h, w, d)
+            base = None   # the first arm's row of this image and density
             for arm, kw in arms:
                 cfg = replace(base_cfg, **kw)
                 obj = make_objective(rgb, cfg)
@@ -130,17 +121,17 @@ def main(argv=None) -> int:
                 row = dict(image=name, density=d, arm=arm, overrides=kw, bytes=len(state.data),
                            bpp=len(state.data) * 8 / (h * w), psnr=psnr(rgb, dec),
                            msssim=m if math.isfinite(m) else None, msssim_db=m_db, seconds=secs)
-                rows.append(row)
-                g = gains(rows, a.ms_slope, SLOPES)[-1]
+                base = base or row
+                g = with_gain(row, base, a.ms_slope)
+                rows.append(g)
                 print(f"{name:10s} {d:7g} {arm:12s} {row['bpp']:7.4f} {row['psnr']:7.3f} "
                       f"{_f(row['msssim_db'], '10.3f')} {secs:6.1f} {g['gain_psnr']:+8.3f} "
                       f"{_f(g['gain_msssim_db'], '+9.3f')}", flush=True)
                 if a.out:
                     with open(a.out, "a") as f:
                         f.write(json.dumps(g) + "\n")
-    done = gains(rows, a.ms_slope, SLOPES)
     for arm, _ in arms[1:]:
-        sel = [r for r in done if r["arm"] == arm]
+        sel = [r for r in rows if r["arm"] == arm]
         ms = [r["gain_msssim_db"] for r in sel if r["gain_msssim_db"] is not None]
         print(f"{arm}: mean gain {np.mean([r['gain_psnr'] for r in sel]):+.3f} dB PSNR, "
               f"{_f(np.mean(ms) if ms else None, '+.3f')} dB MS-SSIM at equal rate against "

@@ -204,11 +204,11 @@ class Colours:
         state.ensure_quant(objective)
         p, q = state.params, state.quant
         g = fake_quantize(p, q, objective.w, objective.h, state.cls)
-        geom = g.with_attributes(p, ("color",))
         out = p.detach()
         if not self.cfg.ls_colors():   # (the re-fitted colours, rounded at once)
             out.color = g.color.detach()
         else:
+            geom = g.with_attributes(p, ("color",))
             geom.color = solve_colors(objective.target, geom, self.cfg.color_solve_steps,
                                       objective.color_weight)
             out.color = self.round_colors(objective, state, geom)
