@@ -103,6 +103,31 @@ def test_refine_keeps_the_count_and_moves_gaussians_to_the_error():
     assert not torch.equal(q.pos, p.pos)
 
 
+def test_refinement_moves_every_gaussian_cheaper_than_a_new_one():
+    """With refine_gain_ratio a refinement also moves the Gaussians whose removal costs less
+    than a new Gaussian is expected to gain (`cheap_count`), up to max_fraction of the set:
+    here the 20 of colour 0 in the flat dark half, which refine_fraction alone moves 2 of."""
+    img = edge_image()
+    obj, state = objective_and_state(img, FitConfig(iterations=0))
+    gen = torch.Generator().manual_seed(5)
+    n = 40
+    xy = torch.rand(n, 2, generator=gen) * torch.tensor([20.0, 40.0]) + torch.tensor([2.0, 4.0])
+    xy[20:, 0] += 40.0                    # 20 in the dark half (x < 22), 20 in the bright one
+    p = GaussianParams(xy, torch.full((n, 2), 1.5), torch.zeros(n), torch.zeros(n, 3))
+    p.color[20:] = 0.6
+    assert refine_mod.cheap_count(obj, p, 0.5) >= 20
+
+    def dark_after(**kw):
+        step = refine_mod.Refinement(n, (0.5,), 0.05, **kw)
+        q = step.before_step(obj, EncodeState.new(obj, 0), p.detach(), 5, 10)
+        assert q.count == n
+        return int((q.pos[:, 0] < 24).sum())
+
+    assert dark_after() >= 18                                  # 2 moved
+    assert dark_after(gain_ratio=0.5, max_fraction=0.9) <= 4   # the 20 cheap ones moved
+    assert dark_after(gain_ratio=0.5, max_fraction=0.25) >= 10  # at most 10 moved
+
+
 def test_overcomplete_start_is_pruned_back_to_the_count(monkeypatch):
     """The free fit starts with `overcomplete` times the Gaussians and its refinements
     prune the excess; a set too small to refine is not enlarged; a refinement that moves

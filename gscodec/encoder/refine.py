@@ -45,14 +45,33 @@ def densify_prune(obj, p: GaussianParams, k: int, gen: torch.Generator, prune: b
     return GaussianParams.cat(p.select(keep), new)
 
 
+def cheap_count(obj, p: GaussianParams, ratio: float) -> int:
+    """How many Gaussians of p cost less, removed (`removal_cost`), than `ratio` times what
+    a new Gaussian is expected to gain: the smoothed squared residual under its footprint
+    (2 pi sigma^2, sigma as `densify_prune` gives it), averaged over where new ones are
+    drawn (in proportion to that residual)."""
+    with torch.no_grad():
+        resid = obj.residual(p)
+        err = blur((resid * resid).sum(-1), 1.0).clamp(min=0).double()
+        total = float(err.sum())
+        if total <= 0:
+            return 0
+        sigma = max(0.5, NEW_SIGMA_SPACING * math.sqrt(obj.h * obj.w / p.count))
+        gain = float((err * err).sum()) / total * 2 * math.pi * sigma * sigma
+        return int((obj.removal_cost(p, resid).double() < ratio * gain).sum())
+
+
 @dataclass(frozen=True)
 class Refinement:
     """Densify and prune at the fractions `at` of the fit, each moving `fraction` of the
-    Gaussians and pruning a share of those beyond `count`, so that the last one leaves
-    `count`; least-squares colours after each."""
+    Gaussians, or with `gain_ratio` every one that costs less than a new one would gain
+    (`cheap_count`) up to `max_fraction`, and pruning a share of those beyond `count`, so
+    that the last one leaves `count`; least-squares colours after each."""
     count: int
     at: tuple
     fraction: float
+    gain_ratio: float = 0.0
+    max_fraction: float = 0.2
 
     def before_step(self, obj, state, p, step: int, steps: int):
         planned = sorted({int(f * steps) for f in self.at if 0 < f < 1})
@@ -60,7 +79,13 @@ class Refinement:
             return None
         left = len(planned) - planned.index(step)
         extra = max(0, p.count - self.count) // left
-        p = densify_prune(obj, p.detach(), int(self.fraction * p.count), state.gen, extra=extra)
+        k = int(self.fraction * p.count)
+        # (not in a masked fit: Gaussians in the hole have no error of their own to weigh)
+        if self.gain_ratio > 0 and obj.known is None:
+            cheap = min(cheap_count(obj, p.detach(), self.gain_ratio),
+                        int(self.max_fraction * p.count))
+            k = max(k, cheap - extra)
+        p = densify_prune(obj, p.detach(), k, state.gen, extra=extra)
         return obj.solve_colors(p)
 
 

@@ -110,7 +110,8 @@ class FreeFit:
 
     def phase(self, objective) -> AdamPhase:
         cfg = self.cfg
-        events = (Refinement(self.count, cfg.refine_at, cfg.refine_fraction),
+        events = (Refinement(self.count, cfg.refine_at, cfg.refine_fraction,
+                                 cfg.refine_gain_ratio, cfg.refine_max_fraction),
                   WaveSelection(cfg.wave_select_at, cfg.wave_keep),
                   ColorResolves(cfg.color_solve_every, cfg.resolve_until(),
                                 cfg.color_resolve_steps))
