@@ -18,6 +18,18 @@ from .params import GaussianParams, start_waves
 NEW_SIGMA_SPACING = 0.3
 
 
+def smoothed_error(resid: torch.Tensor) -> torch.Tensor:
+    """[H,W]: the squared residual summed over channels, blurred (sigma 1 px): where new
+    Gaussians are drawn and what they are expected to remove."""
+    return blur((resid * resid).sum(-1), 1.0).clamp(min=0)
+
+
+def new_sigma(obj, count: int) -> float:
+    """The sigma of a new Gaussian in a set of `count` (NEW_SIGMA_SPACING of the mean
+    spacing, at least half a pixel)."""
+    return max(0.5, NEW_SIGMA_SPACING * math.sqrt(obj.h * obj.w / count))
+
+
 def densify_prune(obj, p: GaussianParams, k: int, gen: torch.Generator, prune: bool = True,
                   extra: int = 0) -> GaussianParams:
     """Error-guided densify and prune: drop the k + extra Gaussians whose removal would
@@ -27,7 +39,7 @@ def densify_prune(obj, p: GaussianParams, k: int, gen: torch.Generator, prune: b
         return p
     with torch.no_grad():
         resid = obj.residual(p)
-        err = blur((resid * resid).sum(-1), 1.0).clamp(min=0)
+        err = smoothed_error(resid)
         keep = obj.keep_mask(p, resid, k + extra if prune else 0)
         if float(err.sum()) <= 0:
             return p
@@ -36,8 +48,7 @@ def densify_prune(obj, p: GaussianParams, k: int, gen: torch.Generator, prune: b
         jitter = torch.rand(k, 2, generator=gen, device=obj.device)
         pos = torch.stack([(idx % obj.w).float(), (idx // obj.w).float()], -1) + jitter
         # New Gaussians are small (detail), isotropic, coloured by the residual.
-        sigma = NEW_SIGMA_SPACING * math.sqrt(obj.h * obj.w / p.count)
-        scale = torch.full((k, 2), math.log2(max(0.5, sigma)), device=obj.device)
+        scale = torch.full((k, 2), math.log2(new_sigma(obj, p.count)), device=obj.device)
         new = GaussianParams(pos, scale, torch.zeros(k, device=obj.device),
                              resid.reshape(-1, obj.c)[idx])
         if p.wave is not None:
@@ -52,11 +63,11 @@ def cheap_count(obj, p: GaussianParams, ratio: float) -> int:
     drawn (in proportion to that residual)."""
     with torch.no_grad():
         resid = obj.residual(p)
-        err = blur((resid * resid).sum(-1), 1.0).clamp(min=0).double()
+        err = smoothed_error(resid).double()
         total = float(err.sum())
         if total <= 0:
             return 0
-        sigma = max(0.5, NEW_SIGMA_SPACING * math.sqrt(obj.h * obj.w / p.count))
+        sigma = new_sigma(obj, p.count)
         gain = float((err * err).sum()) / total * 2 * math.pi * sigma * sigma
         return int((obj.removal_cost(p, resid).double() < ratio * gain).sum())
 
