@@ -117,15 +117,20 @@ def test_refinement_moves_every_gaussian_cheaper_than_a_new_one():
     p.color[20:] = 0.6
     assert refine_mod.cheap_count(obj, p, 0.5) >= 20
 
-    def dark_after(**kw):
+    def dark_after(o=obj, **kw):
         step = refine_mod.Refinement(n, (0.5,), 0.05, **kw)
-        q = step.before_step(obj, EncodeState.new(obj, 0), p.detach(), 5, 10)
+        q = step.before_step(o, EncodeState.new(o, 0), p.detach(), 5, 10)
         assert q.count == n
         return int((q.pos[:, 0] < 24).sum())
 
     assert dark_after() >= 18                                  # 2 moved
     assert dark_after(gain_ratio=0.5, max_fraction=0.9) <= 4   # the 20 cheap ones moved
     assert dark_after(gain_ratio=0.5, max_fraction=0.25) >= 10  # at most 10 moved
+    # a masked fit moves refine_fraction only
+    hole = np.zeros(img.shape[:2], bool)
+    hole[20:28, 40:48] = True
+    masked, _ = objective_and_state(img, FitConfig(iterations=0), hole)
+    assert dark_after(masked, gain_ratio=0.5, max_fraction=0.9) >= 18
 
 
 def test_overcomplete_start_is_pruned_back_to_the_count(monkeypatch):
