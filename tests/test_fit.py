@@ -3,6 +3,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from gscodec.encoder import refine as refine_mod
@@ -17,6 +18,7 @@ from gscodec.encoder.quantize import (
     COLOR_BUCKET_MIN,
     COLOR_BUCKETS,
     COLOR_REF_PSNR,
+    ENCODER_CLASS,
     FINE_POS_DENSITY,
     ROT_X0,
     QuantConfig,
@@ -24,6 +26,7 @@ from gscodec.encoder.quantize import (
     canonicalize,
     fake_quantize,
     render_inputs,
+    snap_positions,
     to_integers,
 )
 from gscodec.encoder.refine import densify_prune
@@ -361,7 +364,8 @@ def test_steps_follow_the_fitted_set():
     assert pinned.for_fit(dense, pixels, 40.0) is pinned
     # The written file carries the chosen steps: 48x64 pixels, a dense and a sparse set.
     img = edge_image()
-    for n, bits in ((int(FINE_POS_DENSITY * 48 * 64 / 1000) + 1, 3), (20, 2)):
+    for n, bits in ((int(FINE_POS_DENSITY * 48 * 64 / 1000) + 1, ENCODER_CLASS.pos_bits + 1),
+                    (20, ENCODER_CLASS.pos_bits)):
         f = Fitter(img, FitConfig(iterations=4, qat_iterations=2, seed=0))
         qg = f.fit(n)
         assert qg.count == n and [k.pos_bits for k in qg.classes] == [bits]
@@ -408,6 +412,46 @@ def test_fused_loss_equals_render_and_mse():
         # exact ones): measured up to 6e-6 of the largest gradient where sums cancel.
         for x, y in zip(ga, gb, strict=True):
             assert torch.allclose(x, y, rtol=1e-4, atol=3e-5 * float(y.abs().max()))
+
+
+def test_positions_snap_to_the_grid_point_nearest_in_each_gaussians_metric():
+    """snap_positions: every position on its grid inside the image, at the point of the
+    4 x 4 around it with the least d^T Sigma^-1 d (brute force here), which for a thin
+    Gaussian at 45 degrees is not the nearest in x and y; an isotropic Gaussian gets the
+    nearest point and a position on the grid stays."""
+    w, h = 40, 30
+    pos = torch.tensor([[10.3, 10.2], [20.3, 12.2], [5.0, 7.5], [0.1, 29.9], [39.8, 0.3]])
+    scale = torch.log2(torch.tensor([[4.0, 0.5], [2.0, 2.0], [3.0, 0.4], [3.0, 0.5],
+                                     [1.0, 0.5]]))
+    rot = torch.tensor([math.pi / 4, 0.3, 1.0, 2.0, -0.7])
+    p = GaussianParams(pos, scale, rot, torch.ones(5, 3))
+    cfg = QuantConfig.single(pos_bits=1)
+    out = snap_positions(p, cfg, w, h)
+    assert torch.equal(out * 2, torch.round(out * 2))
+    assert (out >= 0).all() and (out[:, 0] <= w).all() and (out[:, 1] <= h).all()
+    cov_inv = torch.linalg.inv(torch.stack([
+        torch.stack([torch.stack([torch.cos(t), -torch.sin(t)]),
+                     torch.stack([torch.sin(t), torch.cos(t)])])
+        @ torch.diag(torch.exp2(2 * s)) @
+        torch.stack([torch.stack([torch.cos(t), torch.sin(t)]),
+                     torch.stack([-torch.sin(t), torch.cos(t)])])
+        for s, t in zip(scale.double(), rot.double(), strict=True)]))
+
+    def cost(i, q):
+        d = (q.double() - pos[i].double())
+        return float(d @ cov_inv[i] @ d)
+
+    for i in range(5):
+        best = min(cost(i, torch.tensor([min(max((math.floor(pos[i, 0] * 2) + a) / 2, 0), w),
+                                         min(max((math.floor(pos[i, 1] * 2) + b) / 2, 0), h)]))
+                   for a in range(-1, 3) for b in range(-1, 3))
+        assert cost(i, out[i]) == pytest.approx(best, rel=1e-6)
+        assert cost(i, out[i]) <= cost(i, torch.round(pos[i] * 2) / 2) + 1e-9
+    nearest = torch.round(pos * 2) / 2
+    # the thin Gaussian moves across its axis less than nearest rounding would move it
+    assert cost(0, out[0]) < 0.5 * cost(0, nearest[0])
+    assert torch.equal(out[1], nearest[1])       # isotropic: the nearest point
+    assert torch.equal(out[2], pos[2])           # already on the grid
 
 
 def test_progressive_rounding_puts_the_geometry_on_the_grid_and_lowers_the_error():

@@ -28,6 +28,7 @@ from ..bitstream.model import (
     angle_levels,
     angle_levels_array,
     color_dens,
+    conics_from_scale_rot,
 )
 from .init import structure_maps
 from .params import (
@@ -42,8 +43,10 @@ from .params import (
 
 # The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave, which beat
 # 1/16, 1/6 and 1/4 once sizes are rounded before the angles and colours are re-fitted
-# (Quantization, 2026-12-01 (eleventh session) 17b389a).
-ENCODER_CLASS = QuantClass(scale_steps=8)
+# (Quantization, 2026-12-01 (eleventh session) 17b389a), and positions in half pixels:
+# rounded in each Gaussian's own metric (`snap_positions`), half pixels beat quarter
+# pixels (Quantization, 2026-12-06 (sixth session)).
+ENCODER_CLASS = QuantClass(pos_bits=1, scale_steps=8)
 
 # The steps follow the fitted set (`QuantConfig.for_fit`; Quantization, 2026-11-30 (fifth
 # session) 5b1fdad, and the entries named below):
@@ -210,6 +213,34 @@ def canonicalize(p: GaussianParams) -> GaussianParams:
     out = GaussianParams(p.pos.detach().clone(), ls, theta, p.color.detach().clone())
     out.wave = wave
     return out
+
+
+def snap_positions(p: GaussianParams, cfg: QuantConfig, width: int, height: int,
+                   cls: torch.Tensor | None = None) -> torch.Tensor:
+    """p's positions on their class's grid, each at the grid point nearest in the
+    Gaussian's own metric, d^T Sigma^-1 d for a move d, among the 4 x 4 points around it
+    (its grid cell's corners and their neighbours), within [0, W] x [0, H]. Nearest
+    rounding of x and y treats every direction alike, but moving a thin Gaussian along its
+    major axis changes the image little, across it much: with a converged fit the squared
+    error grows as |c|^2 (pi / 2) sigma1 sigma2 d^T Sigma^-1 d (its Gauss-Newton term in
+    closed form), so this point costs least. A position already on the grid stays."""
+    if cls is None:
+        cls = torch.zeros(p.count, dtype=torch.long, device=p.pos.device)
+    with torch.no_grad():
+        step = cfg.steps(cls, p.pos.device)[0][:, None, None]            # [N,1,1] per pixel
+        pos = p.pos.detach()
+        lim = torch.tensor([width, height], dtype=pos.dtype, device=pos.device)
+        off = torch.arange(-1, 3, dtype=pos.dtype, device=pos.device)
+        oy, ox = torch.meshgrid(off, off, indexing="ij")
+        grid = torch.stack([ox.flatten(), oy.flatten()], -1)               # [16,2]
+        cand = (torch.floor(pos * step[:, 0])[:, None, :] + grid) / step
+        cand = torch.minimum(torch.clamp(cand, min=0.0), lim)
+        d = cand - pos[:, None, :]
+        a, b, c = conics_from_scale_rot(torch.exp2(p.scale.detach()),
+                                        p.rot.detach())[:, :, None].unbind(1)
+        cost = a * d[..., 0] ** 2 + 2 * b * d[..., 0] * d[..., 1] + c * d[..., 1] ** 2
+        best = cost.argmin(1)
+        return cand[torch.arange(p.count, device=pos.device), best]
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:

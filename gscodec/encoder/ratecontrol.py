@@ -30,7 +30,7 @@ import torch
 from ..errors import InputError
 from .params import GaussianParams
 from .pipeline import Pipeline, fit_stages
-from .quantize import COLOR_BUCKET_MIN, COLOR_BUCKETS, FINE_POS_DENSITY
+from .quantize import COLOR_BUCKET_MIN, COLOR_BUCKETS, ENCODER_CLASS, FINE_POS_DENSITY
 from .refine import densify_prune
 from .stages import Colours, EncodeState, Quantize, RoundGeometry, Write
 
@@ -38,7 +38,7 @@ from .stages import Colours, EncodeState, Quantize, RoundGeometry, Write
 # commit 52ac6b4 (24 Kodak images at densities 2/5/11/24, 16 photos at 2/5/11, default
 # effort) give a mean of 30.2-30.5 per density (28-33 per image); docs/experiments.md.
 BITS_OTHER = 30.3
-POS_GRID = 16                # quarter-pixel grid cells per pixel (pos_bits = 2)
+POS_GRID = 4 ** ENCODER_CLASS.pos_bits   # position grid cells per pixel
 TOLERANCE = 0.03             # aim within 3 % so that the 5 % promise holds
 REFIT_MISS = 0.15            # a file this much too large is fitted again at a new count
 MAX_REFITS = 1

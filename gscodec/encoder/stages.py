@@ -23,7 +23,7 @@ from .config import FitConfig
 from .init import solve_colors
 from .params import GaussianParams, start_waves
 from .progress import Progress
-from .quantize import QuantConfig, canonicalize, fake_quantize, to_integers
+from .quantize import QuantConfig, canonicalize, fake_quantize, snap_positions, to_integers
 from .refine import ColorResolves, Refinement
 from .waves import WaveSelection
 
@@ -180,6 +180,8 @@ class RoundGeometry:
         p = canonicalize(p)
         for rounded, free in self.rounds():
             g = fake_quantize(p, state.quant, objective.w, objective.h, state.cls)
+            if cfg.snap_positions:   # (positions already on the grid stay where they are)
+                g.pos = snap_positions(p, state.quant, objective.w, objective.h, state.cls)
             state.params = p.with_attributes(g, rounded)
             phase = AdamPhase(self.name, k, adam_steps(cfg), cfg.round_refit_lr,
                               cfg.free_beta2, cfg.lr_final_fraction, free=free)
@@ -204,6 +206,9 @@ class Colours:
     def run(self, objective, state: EncodeState, bar: Progress) -> None:
         state.ensure_quant(objective)
         p, q = state.params, state.quant
+        if self.cfg.snap_positions and p.count:   # (without RoundGeometry's re-fits: fast)
+            p = p.detach()
+            p.pos = snap_positions(p, q, objective.w, objective.h, state.cls)
         g = fake_quantize(p, q, objective.w, objective.h, state.cls)
         out = p.detach()
         if not self.cfg.ls_colors():   # (the re-fitted colours, rounded at once)
