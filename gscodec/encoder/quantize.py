@@ -41,12 +41,12 @@ from .params import (
     wave_vectors,
 )
 
-# The encoder's steps: the format's defaults, but log2 sigma in 1/8 octave, which beat
-# 1/16, 1/6 and 1/4 once sizes are rounded before the angles and colours are re-fitted
-# (Quantization, 2026-12-01 (eleventh session) 17b389a), and positions in half pixels:
-# rounded in each Gaussian's own metric (`snap_positions`), half pixels beat quarter
-# pixels (Quantization, 2026-12-06 (sixth session)).
-ENCODER_CLASS = QuantClass(pos_bits=1, scale_steps=8)
+# The encoder's steps: the format's defaults, but positions in half pixels and log2 sigma
+# in 1/6 octave. Once positions are rounded in each Gaussian's own metric
+# (`snap_positions`), half pixels beat quarter pixels, and then 1/6 octave beat 1/8 (with
+# the colour step below; 1/8 had beaten 1/16, 1/6 and 1/4 before: Quantization,
+# 2026-12-01 (eleventh session) 17b389a and 2026-12-06 (sixth session)).
+ENCODER_CLASS = QuantClass(pos_bits=1, scale_steps=6)
 
 # The steps follow the fitted set (`QuantConfig.for_fit`; Quantization, 2026-11-30 (fifth
 # session) 5b1fdad, and the entries named below):
@@ -54,8 +54,10 @@ ENCODER_CLASS = QuantClass(pos_bits=1, scale_steps=8)
 FINE_POS_DENSITY = 16.0          # Gaussians per 1000 pixels
 MAX_POS_BITS = PARAM_RANGES["pos_bits"][1]   # the format's limit
 # - the colour step follows the fit's error: the better the fit, the finer the step (it
-#   halves about every 6 dB above COLOR_REF_PSNR and every 12 dB below);
-COLOR_REF_PSNR = 32.5            # the fit's PSNR at which the class's own step is kept
+#   halves about every 6 dB above COLOR_REF_PSNR and every 12 dB below; 32.5 dB until
+#   positions snapped, then 1.12-1.26x coarser steps paid: Quantization, 2026-12-06
+#   (sixth session));
+COLOR_REF_PSNR = 34.5            # the fit's PSNR at which the class's own step is kept
 COLOR_DEN_LIMITS = (16, 1024)
 # - colour steps by size (format v3 buckets): a colour error spreads over the Gaussian's
 #   footprint, so the best step shrinks with the square root of its area; buckets of one
