@@ -13,7 +13,18 @@ This is how the fourth session's screens of docs/experiments.md were measured.
         --arms base: rf10:refine_fraction=0.1 --out /tmp/screen.jsonl
 
 An image is a path to a PNG or a Kodak name (kodimNN, in `gsi bench`'s default dataset). An override
-is FIELD=VALUE with a FitConfig field of type float, int, bool (0/1) or str.
+is FIELD=VALUE with a FitConfig field of type float, int, bool (0/1) or str, or class.FIELD=VALUE
+with a field of the encoder's quantization class (`quantize.ENCODER_CLASS`: pos_bits,
+scale_steps, rot_levels, color_den; the rules of `QuantConfig.for_fit` still apply on top).
+
+--tail DIR screens settings that act after the free fit (steps, rounding) on one saved free
+fit per image and density (the first arm's settings; kept in DIR, so that a second screen
+reuses them): each arm then runs only the gsi tail (`pipeline.gsi_tail`: steps, progressive
+rounding, colours, the file), 5 to 10 times faster than a whole encode and without the fit's
+noise between arms. The sixth session's quantization screens were measured so.
+
+    python benchmarks/screen_settings.py --images kodim16,kodim23 --densities 5,24 \
+        --tail /tmp/fits --arms base: ss6:class.scale_steps=6 nosnap:snap_positions=0
 """
 from __future__ import annotations
 
@@ -31,15 +42,20 @@ import numpy as np
 SLOPES = {2: 2.75, 5: 3.0, 11: 3.34, 24: 3.94}
 
 
-def parse_arm(text: str, cfg_fields: dict) -> tuple[str, dict]:
-    """NAME:FIELD=VALUE,FIELD=VALUE -> (NAME, overrides), values typed as the field."""
+def parse_arm(text: str, cfg_fields: dict, class_fields: dict | None = None
+              ) -> tuple[str, dict]:
+    """NAME:FIELD=VALUE,FIELD=VALUE -> (NAME, overrides), values typed as the field; a
+    class.FIELD key (a field of class_fields) is kept with its prefix."""
     name, _, opts = text.partition(":")
     kw = {}
     for opt in filter(None, opts.split(",")):
         key, sep, val = opt.partition("=")
-        if not sep or key not in cfg_fields:
-            raise SystemExit(f"screen_settings: {opt!r} is not FIELD=VALUE of a FitConfig field")
-        kind = type(cfg_fields[key])
+        known = class_fields if key.startswith("class.") else cfg_fields
+        field_name = key.removeprefix("class.")
+        if not sep or known is None or field_name not in known:
+            raise SystemExit(f"screen_settings: {opt!r} is not FIELD=VALUE of a FitConfig field "
+                             "or class.FIELD=VALUE of a quantization class field")
+        kind = type(known[field_name])
         if kind is bool:
             kw[key] = val.lower() in ("1", "true", "yes")
         elif kind in (int, float, str):
@@ -84,6 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ms-slope", type=float, default=3.5,
                     help="dB of MS-SSIM per e-fold of rate (default 3.5, Kodak)")
     ap.add_argument("--out", help="append one JSON row per encode to this file")
+    ap.add_argument("--tail", metavar="DIR",
+                    help="screen the gsi tail only, on free fits saved in DIR (see above)")
     a = ap.parse_args(argv)
 
     import torch
@@ -91,13 +109,36 @@ def main(argv=None) -> int:
     import gscodec
     from gscodec.benchmark.distortion import ms_ssim, psnr
     from gscodec.encoder.api import default_gaussians, fit_config, make_objective
-    from gscodec.encoder.pipeline import encode_pipeline
+    from gscodec.encoder.pipeline import Pipeline, encode_pipeline, fit_stages, gsi_tail
     from gscodec.encoder.stages import EncodeState
     from gscodec.render.kernel_torch import release_buffers
 
     base_cfg = fit_config(effort=a.effort, seed=a.seed)
     cfg_fields = {f.name: getattr(base_cfg, f.name) for f in fields(base_cfg)}
-    arms = [parse_arm(t, cfg_fields) for t in a.arms]
+    base_class = base_cfg.quant.classes[0]
+    class_fields = {f: getattr(base_class, f) for f in ("pos_bits", "scale_steps",
+                                                         "rot_levels", "color_den")}
+    arms = [parse_arm(t, cfg_fields, class_fields) for t in a.arms]
+
+    def config(kw: dict):
+        """base_cfg with an arm's overrides (class.FIELD ones into every class of its quant)."""
+        ckw = {k.removeprefix("class."): v for k, v in kw.items() if k.startswith("class.")}
+        cfg = replace(base_cfg, **{k: v for k, v in kw.items() if not k.startswith("class.")})
+        if ckw:
+            cfg = replace(cfg, quant=replace(cfg.quant, classes=tuple(
+                replace(k, **ckw) for k in cfg.quant.classes)))
+        return cfg
+
+    def saved_fit(name: str, d: float, obj, n: int) -> EncodeState:
+        """The first arm's free fit of this image and density, from a.tail or made there."""
+        path = Path(a.tail) / f"{name}_d{d:g}_{a.effort}_s{a.seed}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=False)
+        cfg0 = config(arms[0][1])
+        state = Pipeline(fit_stages(cfg0, n)).run(obj, EncodeState.new(obj, cfg0.seed))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        return state
     densities = [float(d) for d in a.densities.split(",")]
     rows = []
     print(f"{'image':10s} {'density':>7s} {'arm':12s} {'bpp':>7s} {'PSNR':>7s} {'MS-SSIM dB':>10s}"
@@ -108,11 +149,17 @@ def main(argv=None) -> int:
         for d in densities:
             n = default_gaussians(h, w, d)
             base = None   # the first arm's row of this image and density
+            fitted = None
             for arm, kw in arms:
-                cfg = replace(base_cfg, **kw)
+                cfg = config(kw)
                 obj = make_objective(rgb, cfg)
+                if a.tail and fitted is None:
+                    fitted = saved_fit(name, d, obj, n)
                 t0 = time.perf_counter()
-                state = encode_pipeline(cfg, n).run(obj, EncodeState.new(obj, cfg.seed))
+                if a.tail:
+                    state = Pipeline(gsi_tail(cfg, n)).run(obj, fitted.fork())
+                else:
+                    state = encode_pipeline(cfg, n).run(obj, EncodeState.new(obj, cfg.seed))
                 secs = time.perf_counter() - t0
                 release_buffers()
                 dec = gscodec.decode(state.data)[:, :, :3]

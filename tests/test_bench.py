@@ -564,6 +564,34 @@ def test_screen_settings_compares_arms_at_equal_rate(tmp_path, capsys):
         mod.main(["--images", str(img), "--arms", "a:nonsense=1"])
 
 
+def test_screen_settings_tail_reuses_one_saved_fit(tmp_path):
+    """--tail: one free fit per image and density is saved and reused, and every arm runs
+    only the tail on it, so an arm equal to the first gives the same file; a quantization
+    class override (class.FIELD) reaches the file's steps."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "screen_settings", Path(__file__).resolve().parents[1] / "benchmarks/screen_settings.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    img = sorted(_make_images(tmp_path / "imgs", n=1, w=64, h=48).iterdir())[0]
+    fits, out = tmp_path / "fits", tmp_path / "t.jsonl"
+    args = ["--images", str(img), "--densities", "20", "--tail", str(fits), "--out", str(out)]
+    assert mod.main(args + ["--arms", "base:iterations=30", "same:"]) == 0
+    saved = sorted(fits.iterdir())
+    assert len(saved) == 1
+    stamp = saved[0].stat().st_mtime_ns
+    assert mod.main(args + ["--arms", "base:iterations=30", "fine:class.pos_bits=3"]) == 0
+    assert sorted(fits.iterdir()) == saved and saved[0].stat().st_mtime_ns == stamp
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["arm"] for r in rows] == ["base", "same", "base", "fine"]
+    assert rows[1]["bytes"] == rows[0]["bytes"] == rows[2]["bytes"]
+    assert rows[1]["psnr"] == rows[0]["psnr"] and rows[1]["gain_psnr"] == 0
+    assert rows[3]["overrides"] == {"class.pos_bits": 3} and rows[3]["bytes"] > rows[0]["bytes"]
+    with pytest.raises(SystemExit, match="not FIELD=VALUE"):
+        mod.main(args + ["--arms", "a:class.nonsense=1"])
+
+
 def test_error_by_activity_splits_both_codecs_errors(tmp_path, capsys):
     """benchmarks/error_by_activity.py: the activity classes cover every pixel, each codec's
     shares of its squared error add up to 1, and every Gaussian of the file is classed."""
