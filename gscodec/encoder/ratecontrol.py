@@ -35,9 +35,9 @@ from .refine import densify_prune
 from .stages import Colours, EncodeState, Quantize, RoundGeometry, Write
 
 # Scale + rotation + colour bits per Gaussian. With the size model below, the encodes of
-# commit 52ac6b4 (24 Kodak images at densities 2/5/11/24, 16 photos at 2/5/11, default
-# effort) give a mean of 30.2-30.5 per density (28-33 per image); docs/experiments.md.
-BITS_OTHER = 30.3
+# commit 09f1d83 (24 Kodak images at densities 2/5/11/24, default effort) give a mean of
+# 26.3-26.7 per density (30.2-30.5 at 52ac6b4); docs/experiments.md (Rate control).
+BITS_OTHER = 26.5
 POS_GRID = 4 ** ENCODER_CLASS.pos_bits   # position grid cells per pixel
 TOLERANCE = 0.03             # aim within 3 % so that the 5 % promise holds
 REFIT_MISS = 0.15            # a file this much too large is fitted again at a new count
