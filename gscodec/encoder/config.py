@@ -95,11 +95,11 @@ class FitConfig:
     # up much of what rounding costs (Quantization, 2026-12-01 (eleventh session) 17b389a).
     # 0: round everything at once.
     round_refit_steps: int = 50
+    round_refit_lr: float = 0.5
     # Positions go to the grid point nearest in each Gaussian's own metric
     # (`quantize.snap_positions`), not to the nearest in x and y: +0.02 to +0.06 dB at the
     # same steps, and half-pixel steps then pay (Quantization, 2026-12-06 (sixth session)).
     snap_positions: bool = True
-    round_refit_lr: float = 0.5
     # The rounding finish (re-fit steps, colour batches, their CG steps) grows with the
     # density as the free fit does (Quantization, 2026-12-01 (thirteenth session) 534ecd1).
     finish_scales: bool = True
