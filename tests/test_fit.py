@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gscodec.bitstream import format as gsi_format
 from gscodec.bitstream.model import ILOG4
 from gscodec.encoder import refine as refine_mod
 from gscodec.encoder import stages as stages_mod
@@ -14,7 +15,7 @@ from gscodec.encoder.fit import Fitter
 from gscodec.encoder.init import solve_colors, structure_init
 from gscodec.encoder.objective import Objective
 from gscodec.encoder.params import GaussianParams
-from gscodec.encoder.pipeline import Pipeline, fit_stages
+from gscodec.encoder.pipeline import Pipeline, PositionChoice, fit_stages, gsi_tail, rd_slope
 from gscodec.encoder.quantize import (
     COLOR_BUCKET_MIN,
     COLOR_BUCKETS,
@@ -511,3 +512,42 @@ def test_colours_rounded_in_batches_lie_on_the_grid_and_beat_rounding_at_once():
     # measured over seeds 0-5, 1 and 2 threads: 0.957 .. 0.981 (0.978 .. 0.988 at the
     # fifth session's steps)
     assert max(ratios) < 1.0, ratios
+
+
+def test_position_choice_keeps_the_better_file_at_equal_rate():
+    """PositionChoice: a fit below cfg.coarse_pos_psnr is written at its position step and
+    one bit coarser, and the file with the better PSNR at equal rate (rd_slope) is kept,
+    the decision in state.coarse_pos; with the trial off the tail runs once at the fit's
+    steps; under tune ssim or pinned steps it never applies."""
+    rng = np.random.default_rng(3)
+    img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)    # noise: every fit is poor
+    cfg = replace(FitConfig(), iterations=60, coarse_pos_psnr=100.0)   # always tried
+    obj, state = objective_and_state(img, cfg)
+    n = 60
+    free_fit(obj, state, n)
+    runs = {}
+    for name, c in (("off", replace(cfg, coarse_pos_psnr=0.0)), ("on", cfg)):
+        runs[name] = Pipeline(gsi_tail(c, n)).run(obj, state.fork())
+    # the coarser file, written by hand: the fit's steps with one position bit less
+    coarse = state.fork()
+    Pipeline(gsi_tail(cfg, n)[:1]).run(obj, coarse)
+    coarse.quant = PositionChoice.coarser(coarse.quant)
+    Pipeline(gsi_tail(cfg, n)[1].tail).run(obj, coarse)
+    runs["coarse"] = coarse
+    bits = {k: gsi_format.read(r.data).classes[0].pos_bits for k, r in runs.items()}
+    assert bits["coarse"] == bits["off"] - 1 >= 0
+    psnr = {k: PositionChoice.file_psnr(obj, r.data) for k, r in runs.items()}
+    gain = (psnr["coarse"] - psnr["off"] + rd_slope(1000.0 * n / obj.npix)
+            * math.log(len(runs["off"].data) / len(runs["coarse"].data)))
+    kept = "coarse" if gain > 0 else "off"
+    assert runs["on"].coarse_pos == (kept == "coarse")
+    assert bits["on"] == bits[kept]
+    assert abs(len(runs["on"].data) - len(runs[kept].data)) <= 0.01 * len(runs[kept].data)
+    assert abs(psnr["on"] - psnr[kept]) < 0.05
+    assert runs["off"].coarse_pos is None
+    # never under tune ssim, with pinned position steps, or once decided against
+    assert PositionChoice(cfg, ()).applies(runs["off"])
+    assert not PositionChoice(replace(cfg, tune="ssim"), ()).applies(runs["off"])
+    pinned = replace(cfg, quant=QuantConfig.single(pos_bits=2))
+    assert not PositionChoice(pinned, ()).applies(runs["off"])
+    assert not PositionChoice(cfg, ()).applies(replace(runs["off"], coarse_pos=False))

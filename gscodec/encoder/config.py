@@ -89,6 +89,12 @@ class FitConfig:
     # 1384ab5); the GaussianImage profile keeps a fifth of `iterations` (`gi_qat_steps`).
     qat_iterations: int | None = None
     quant: QuantConfig = field(default_factory=QuantConfig)   # steps and classes
+    # A file below this PSNR (dB) is written again with positions one bit coarser, and the
+    # better at equal rate kept (`pipeline.PositionChoice`; tune psnr, steps following the
+    # fit): poorly fitted texture gains 0.06-0.16 dB, printed text would lose up to 0.6, so
+    # the rule is a trial, not a threshold; above 28.5 dB no fit gained (Quantization,
+    # 2026-12-06 (seventh session)). 0: never.
+    coarse_pos_psnr: float = 28.5
     # ---- RoundGeometry ------------------------------------------------------------------
     # Positions rounded first, then sizes, each followed by this many Adam steps on the
     # attributes still free (round_refit_lr times the base steps): the free attributes make

@@ -1,7 +1,7 @@
 """An encode as a pipeline of named stages (`stages.py`) over one explicit state.
 
     free fit        Start, FreeFit                                  (`fit_stages`)
-    gsi tail        Quantize, RoundGeometry, Colours, Write         (TAILS["gsi"])
+    gsi tail        Quantize, PositionChoice(RoundGeometry, Colours, Write)  (TAILS["gsi"])
     GaussianImage   GIFineTune, Write                               (TAILS["gaussianimage"])
 
 `encode_pipeline(cfg, n, profile)` is the whole encode; rate control (`ratecontrol.py`) and
@@ -12,11 +12,19 @@ for exact times).
 """
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
+import numpy as np
+import torch
+
+from ..decoder import decode
 from .config import FitConfig
 from .gi_finetune import GIFineTune
 from .progress import Progress
+from .quantize import QuantConfig
 from .stages import Colours, EncodeState, FreeFit, Quantize, RoundGeometry, Start, Write
 from .threads import one_thread
 
@@ -49,6 +57,75 @@ class Pipeline:
                                      + time.perf_counter() - t0)
 
 
+def rd_slope(density: float) -> float:
+    """The codec's PSNR gain per e-fold of rate at `density` Gaussians per 1000 pixels: the
+    local slopes of the Kodak curve (2.75 / 3.0 / 3.34 / 3.94 dB at 2 / 5 / 11 / 24),
+    as a line in log density."""
+    return 2.4 + 0.45 * math.log(max(density, 0.5))
+
+
+@dataclass(frozen=True)
+class PositionChoice:
+    """Runs `tail` (the stages after `Quantize`: rounding, colours, write) and, where the
+    file's PSNR is below cfg.coarse_pos_psnr, runs it again from the same set with the
+    positions one bit coarser and keeps the file with the better PSNR at equal rate (the
+    difference in PSNR plus `rd_slope` times the log of the size ratio). Only for tune psnr,
+    with the position steps following the fit (cfg.quant.pos_by_density). The decision is
+    kept in state.coarse_pos: rate control's later writes of the same encode follow it.
+    Its wall time (`Pipeline.run_stage`) includes its tail's stages, which record their own."""
+    cfg: FitConfig
+    tail: tuple
+    name: ClassVar[str] = "position choice"
+
+    def steps(self, objective) -> int:
+        return sum(stage.steps(objective) for stage in self.tail)
+
+    def applies(self, state) -> bool:
+        cfg = self.cfg
+        return (cfg.coarse_pos_psnr > 0 and cfg.tune == "psnr" and cfg.quant.pos_by_density
+                and state.quant is not None and state.coarse_pos is not False
+                and all(k.pos_bits >= 1 for k in state.quant.classes))
+
+    @staticmethod
+    def coarser(quant: QuantConfig) -> QuantConfig:
+        return QuantConfig(tuple(replace(k, pos_bits=k.pos_bits - 1) for k in quant.classes),
+                           pos_by_density=False, color_by_quality=False, color_by_size=False,
+                           rot_by_shape=False)
+
+    def run(self, objective, state, bar: Progress) -> None:
+        if not self.applies(state):
+            return self._run_tail(objective, state, bar)
+        if state.coarse_pos:                    # decided by an earlier write of this encode
+            state.quant = self.coarser(state.quant)
+            return self._run_tail(objective, state, bar)
+        alt = state.fork()
+        self._run_tail(objective, state, bar)
+        state.coarse_pos = False
+        base_psnr = self.file_psnr(objective, state.data)
+        if base_psnr >= self.cfg.coarse_pos_psnr:
+            return
+        alt.quant = self.coarser(alt.quant)
+        self._run_tail(objective, alt, Progress(0, False))
+        gain = (self.file_psnr(objective, alt.data) - base_psnr
+                + rd_slope(1000.0 * state.params.count / objective.npix)
+                * math.log(len(state.data) / len(alt.data)))
+        if gain > 0:
+            for f in ("params", "quant", "cls", "coded", "data"):
+                setattr(state, f, getattr(alt, f))
+            state.coarse_pos = True
+
+    def _run_tail(self, objective, state, bar: Progress) -> None:
+        for stage in self.tail:
+            Pipeline.run_stage(stage, objective, state, bar)
+
+    @staticmethod
+    def file_psnr(objective, data: bytes) -> float:
+        """PSNR of the decoded file against the target, over the known pixels."""
+        img = decode(data).reshape(objective.h, objective.w, -1)
+        out = torch.from_numpy(img.astype(np.float32) / 255.0).to(objective.device)
+        return -10.0 * math.log10(max(float(objective.mse(out)), 1e-12))
+
+
 def fit_stages(cfg: FitConfig, n: int) -> tuple:
     """The free fit of n Gaussians, common to both profiles."""
     return (Start(cfg, n), FreeFit(cfg, n))
@@ -57,7 +134,7 @@ def fit_stages(cfg: FitConfig, n: int) -> tuple:
 def gsi_tail(cfg: FitConfig, n: int) -> tuple:
     """The gsi profile after the free fit: steps and classes, progressive rounding,
     colours, the entropy-coded file."""
-    return (Quantize(cfg), RoundGeometry(cfg, n), Colours(cfg), Write())
+    return (Quantize(cfg), PositionChoice(cfg, (RoundGeometry(cfg, n), Colours(cfg), Write())))
 
 
 def gaussianimage_tail(cfg: FitConfig, n: int) -> tuple:

@@ -41,12 +41,13 @@ from .params import (
     wave_vectors,
 )
 
-# The encoder's steps: the format's defaults, but positions in half pixels and log2 sigma
-# in 1/6 octave. Once positions are rounded in each Gaussian's own metric
-# (`snap_positions`), half pixels beat quarter pixels, and then 1/6 octave beat 1/8 (with
-# the colour step below; 1/8 had beaten 1/16, 1/6 and 1/4 before: Quantization,
-# 2026-12-01 (eleventh session) 17b389a and 2026-12-06 (sixth session)).
-ENCODER_CLASS = QuantClass(pos_bits=1, scale_steps=6)
+# The encoder's steps: the format's defaults, but positions in half pixels, log2 sigma
+# in 1/6 octave and up to 512 angle levels. Once positions are rounded in each Gaussian's
+# own metric (`snap_positions`), half pixels beat quarter pixels, and then 1/6 octave beat
+# 1/8 (with the colour step below; 1/8 had beaten 1/16, 1/6 and 1/4 before: Quantization,
+# 2026-12-01 (eleventh session) 17b389a and 2026-12-06 (sixth session)); the cap of 512
+# levels binds only the thinnest Gaussians (with ROT_X0 7: Quantization, seventh session).
+ENCODER_CLASS = QuantClass(pos_bits=1, scale_steps=6, rot_levels=512)
 
 # The steps follow the fitted set (`QuantConfig.for_fit`; Quantization, 2026-11-30 (fifth
 # session) 5b1fdad, and the entries named below):
@@ -68,8 +69,9 @@ COLOR_BUCKET_SCALE = 0.5
 COLOR_BUCKET_MIN = 150
 # - angle steps by shape and size (format v4 rot_bias): the levels grow with a Gaussian's
 #   anisotropy and area, from rot_bias = ROT_X0 - the set's median area octave (8 or 9 best
-#   of 6 to 9: Quantization, 2026-12-01 (twelfth session) fdc5abf).
-ROT_X0 = 8
+#   of 6 to 9 under a cap of 128 levels: Quantization, 2026-12-01 (twelfth session) fdc5abf;
+#   7 under the cap of 512: 2026-12-06 (seventh session)).
+ROT_X0 = 7
 # - waves (format v5): amplitude in 1/WAVE_DEN (at most WAVE_AMP_MAX, the format's limit),
 #   WAVE_FREQS frequencies a half octave apart from 2^(WAVE_F0 / 2) radians per sigma,
 #   WAVE_PHASES phases (Primitives, 2026-12-05: 8 / 8 / 8 lost 0.1-0.3 dB against float
