@@ -518,7 +518,7 @@ def test_position_choice_keeps_the_better_file_at_equal_rate():
     """PositionChoice: a fit below cfg.coarse_pos_psnr is written at its position step and
     one bit coarser, and the file with the better PSNR at equal rate (rd_slope) is kept,
     the decision in state.coarse_pos; with the trial off the tail runs once at the fit's
-    steps; under tune ssim or pinned steps it never applies."""
+    steps; under tune ssim or with pinned steps it never applies."""
     rng = np.random.default_rng(3)
     img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)    # noise: every fit is poor
     cfg = replace(FitConfig(), iterations=60, coarse_pos_psnr=100.0)   # always tried
@@ -545,9 +545,8 @@ def test_position_choice_keeps_the_better_file_at_equal_rate():
     assert abs(len(runs["on"].data) - len(runs[kept].data)) <= 0.01 * len(runs[kept].data)
     assert abs(psnr["on"] - psnr[kept]) < 0.05
     assert runs["off"].coarse_pos is None
-    # never under tune ssim, with pinned position steps, or once decided against
+    # never under tune ssim or with pinned position steps
     assert PositionChoice(cfg, ()).applies(runs["off"])
     assert not PositionChoice(replace(cfg, tune="ssim"), ()).applies(runs["off"])
     pinned = replace(cfg, quant=QuantConfig.single(pos_bits=2))
     assert not PositionChoice(pinned, ()).applies(runs["off"])
-    assert not PositionChoice(cfg, ()).applies(replace(runs["off"], coarse_pos=False))

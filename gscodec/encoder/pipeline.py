@@ -70,9 +70,9 @@ class PositionChoice:
     file's PSNR is below cfg.coarse_pos_psnr, runs it again from the same set with the
     positions one bit coarser and keeps the file with the better PSNR at equal rate (the
     difference in PSNR plus `rd_slope` times the log of the size ratio). Only for tune psnr,
-    with the position steps following the fit (cfg.quant.pos_by_density). The decision is
-    kept in state.coarse_pos: rate control's later writes of the same encode follow it.
-    Its wall time (`Pipeline.run_stage`) includes its tail's stages, which record their own."""
+    with the position steps following the fit (cfg.quant.pos_by_density); not in rate
+    control (`ratecontrol.fit_to_size`). The decision is recorded in state.coarse_pos. Its
+    wall time (`Pipeline.run_stage`) includes its tail's stages, which record their own."""
     cfg: FitConfig
     tail: tuple
     name: ClassVar[str] = "position choice"
@@ -83,8 +83,7 @@ class PositionChoice:
     def applies(self, state) -> bool:
         cfg = self.cfg
         return (cfg.coarse_pos_psnr > 0 and cfg.tune == "psnr" and cfg.quant.pos_by_density
-                and state.quant is not None and state.coarse_pos is not False
-                and all(k.pos_bits >= 1 for k in state.quant.classes))
+                and state.quant is not None and all(k.pos_bits >= 1 for k in state.quant.classes))
 
     @staticmethod
     def coarser(quant: QuantConfig) -> QuantConfig:
@@ -94,9 +93,6 @@ class PositionChoice:
 
     def run(self, objective, state, bar: Progress) -> None:
         if not self.applies(state):
-            return self._run_tail(objective, state, bar)
-        if state.coarse_pos:                    # decided by an earlier write of this encode
-            state.quant = self.coarser(state.quant)
             return self._run_tail(objective, state, bar)
         alt = state.fork()
         self._run_tail(objective, state, bar)

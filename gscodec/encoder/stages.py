@@ -39,8 +39,8 @@ class EncodeState:
     data: bytes | None = None            # the file
     history: list = field(default_factory=list)   # (phase, step, mse): FitConfig.record_every
     seconds: dict = field(default_factory=dict)   # wall time of each stage run, by name
-    coarse_pos: bool | None = None       # positions one bit coarser (`PositionChoice`; None:
-                                         # not tried yet)
+    coarse_pos: bool | None = None       # `PositionChoice` kept the coarser positions (None:
+                                         # not tried)
 
     @classmethod
     def new(cls, objective, seed: int) -> "EncodeState":
