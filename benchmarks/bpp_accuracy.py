@@ -38,12 +38,16 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="only merge the rows of earlier runs (e.g. shards) into --json")
     ap.add_argument("--shard", default="0/1", metavar="K/M",
-                    help="run only images K, K+M, K+2M, ... (parallel shards; merge after)")
+                    help="run only images K, K+M, K+2M, ... with K from 0 to M-1 (parallel "
+                         "shards; merge after)")
     args = ap.parse_args(argv)
     if args.merge:
         rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
         return report(rows, args, sorted({r["target_bpp"] for r in rows}))
     k, m = (int(v) for v in args.shard.split("/"))
+    if not 0 <= k < m:       # (shards count from 0: 1/2 and 2/2 would skip the first image)
+        print(f"bpp_accuracy: --shard {args.shard}: K must be 0 to M-1", file=sys.stderr)
+        return 2
     files = sorted(Path(args.dataset).glob("*.png"))[: args.images][k::m]
     if not files:
         print(f"bpp_accuracy: no PNG images in {args.dataset}", file=sys.stderr)

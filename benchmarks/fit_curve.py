@@ -127,6 +127,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         k, m = (int(x) for x in args.shard.split("/"))
+        if not 0 <= k < m:   # (shards count from 0)
+            raise ValueError(f"--shard {args.shard}: K must be 0 to M-1")
         runs = [(a.split("@")[0], int(a.split("@")[1])) for a in args.arms.split(",")]
         for arm, _ in runs:
             arm_config(arm, 1, 0)
