@@ -542,6 +542,8 @@ def test_position_choice_keeps_the_better_file_at_equal_rate():
     kept = "coarse" if gain > 0 else "off"
     assert runs["on"].coarse_pos == (kept == "coarse")
     assert bits["on"] == bits[kept]
+    # measured (seeds 3-5, one and two threads): the kept file is byte-identical to the one
+    # written by hand (the coarser one on this noise); the bounds leave room for other CPUs
     assert abs(len(runs["on"].data) - len(runs[kept].data)) <= 0.01 * len(runs[kept].data)
     assert abs(psnr["on"] - psnr[kept]) < 0.05
     assert runs["off"].coarse_pos is None
