@@ -400,8 +400,9 @@ def test_cholesky_quantizer_not_stretched_by_an_outlier(small_fit):
     from gscodec.encoder.gi_finetune import GIFineTuneConfig
     from gscodec.encoder.params import GaussianParams
     f, p, _ = small_fit
-    # one thin Gaussian at 45 degrees, 200 px long: its l21 is far outside the others'
-    out = GaussianParams(torch.tensor([[5.0, 5.0]]), torch.tensor([[math.log2(200.0), -1.0]]),
+    # one thin Gaussian at 45 degrees, 1000 px long: its l21 is far outside the others'
+    # (the fixture's own span of l21 is about 10; 200 px gave only 14x it)
+    out = GaussianParams(torch.tensor([[5.0, 5.0]]), torch.tensor([[math.log2(1000.0), -1.0]]),
                          torch.tensor([math.pi / 4]), torch.zeros(1, 3))
     q = GaussianParams.cat(p.detach(), out)
     L = cholesky_from_params(q).float().numpy()

@@ -50,9 +50,13 @@ class FitConfig:
     # (`waves.select_waves`; Primitives, 2026-12-05).
     wave_select_at: tuple = (0.7, 0.95)
     wave_keep: float = 0.15
-    # The free fit's steps are the base ones times this: x4 beat x1, x2 and x8 (Fitting,
-    # 2026-11-21 a495b19).
-    lr_free_boost: float = 4.0
+    # The free fit's steps are the base ones times lr_free_boost up to scale_from Gaussians
+    # per 1000 pixels, then times (scale_from / density) ** boost_exponent (`free_boost`):
+    # smaller Gaussians, closer together, want smaller steps. 8 with 0.5 (x5.9 at density
+    # 11, x4 at 24) beat the 4 everywhere of 2026-11-21 a495b19 (Fitting, 2026-12-06
+    # (eighth session)).
+    lr_free_boost: float = 8.0
+    boost_exponent: float = 0.5
     # Adam's second-moment decay in the free fit: with 0.999 the early, large gradients
     # keep the steps small for ~1000 iterations (Fitting, 2026-11-21 free-fit rework).
     free_beta2: float = 0.9
@@ -143,7 +147,8 @@ class FitConfig:
     def first_release(cls, **kw) -> "FitConfig":
         """The first release's fit (the old behaviour that fit_curve compares against):
         random start, base Adam steps with beta2 0.999, no refinement, no colour re-solves."""
-        base = dict(init="random", lr_free_boost=1.0, free_beta2=0.999, color_solve_every=0,
+        base = dict(init="random", lr_free_boost=1.0, boost_exponent=0.0, free_beta2=0.999,
+                    color_solve_every=0,
                     refine_at=(), log2_sigma_floor=float(LOG2_SIGMA_MIN))
         base.update(kw)
         return cls(**base)
@@ -157,6 +162,15 @@ class FitConfig:
         density = 1000.0 * n / npix
         scale = max(1.0, density / self.scale_from) ** self.iterations_exponent
         return min(self.iterations_max_scale, scale)
+
+    def free_boost(self, n: int, npix: float) -> float:
+        """The free fit's step multiplier for n Gaussians on npix (known) pixels:
+        lr_free_boost up to scale_from Gaussians per 1000 pixels, falling as
+        (scale_from / density) ** boost_exponent above."""
+        if self.boost_exponent <= 0 or npix <= 0:
+            return self.lr_free_boost
+        falloff = min(1.0, self.scale_from * npix / max(1000.0 * n, 1e-9))
+        return self.lr_free_boost * falloff ** self.boost_exponent
 
     def free_steps(self, n: int, npix: float) -> int:
         """Free-fit iterations for n Gaussians on npix (known) pixels."""

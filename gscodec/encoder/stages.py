@@ -117,7 +117,8 @@ class FreeFit:
                   WaveSelection(cfg.wave_select_at, cfg.wave_keep),
                   ColorResolves(cfg.color_solve_every, cfg.resolve_until(),
                                 cfg.color_resolve_steps))
-        return AdamPhase(self.name, self.steps(objective), adam_steps(cfg), cfg.lr_free_boost,
+        return AdamPhase(self.name, self.steps(objective), adam_steps(cfg),
+                         cfg.free_boost(self.count, objective.npix),
                          cfg.free_beta2, cfg.lr_final_fraction, events=events,
                          record_every=cfg.record_every)
 
