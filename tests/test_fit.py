@@ -199,6 +199,32 @@ def test_free_iterations_grow_with_density_unless_given(monkeypatch):
     assert seen == [obj.cfg.free_steps(n, obj.npix)] and seen[0] > 10
 
 
+def test_free_fit_steps_shrink_above_scale_from(monkeypatch):
+    """free_boost: the free fit's step multiplier is lr_free_boost up to scale_from
+    Gaussians per 1000 pixels and falls as (scale_from / density) ** boost_exponent above
+    (smaller Gaussians, closer together); the free fit's Adam phase runs with it."""
+    npix = 10_000.0
+    cfg = FitConfig(lr_free_boost=8.0, boost_exponent=0.5, scale_from=6.0)
+    assert cfg.free_boost(20, npix) == 8.0                       # density 2
+    assert cfg.free_boost(60, npix) == 8.0                       # density 6
+    assert cfg.free_boost(240, npix) == pytest.approx(4.0)       # (6 / 24) ** 0.5 = 1/2
+    assert replace(cfg, boost_exponent=0.0).free_boost(240, npix) == 8.0
+    assert FitConfig.first_release().free_boost(240, npix) == 1.0
+    img = edge_image()
+    obj, state = objective_and_state(img, replace(cfg, iterations=5, refine_at=()))
+    n = round(24 * obj.npix / 1000)
+    seen = []
+    first = stages_mod.run_adam
+    def spy(o, s, phase, bar):
+        seen.append(phase.scale)
+        return first(o, s, phase, bar)
+
+    monkeypatch.setattr(stages_mod, "run_adam", spy)
+    free_fit(obj, state, n)
+    assert seen == [pytest.approx(obj.cfg.free_boost(n, obj.npix))]
+    assert seen[0] < 8.0
+
+
 def test_rounding_finish_grows_with_density_like_the_free_fit(monkeypatch):
     """finish_effort: the re-fit steps, colour batches and their CG steps are the
     configured ones up to scale_from, then times the free fit's density scale;
