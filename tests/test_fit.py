@@ -64,6 +64,18 @@ def edge_image(h=48, w=64):
     return img
 
 
+def adam_phases(monkeypatch) -> list:
+    """The AdamPhase of every `run_adam` call the stages make from here on (run as usual)."""
+    phases = []
+    run = stages_mod.run_adam
+    def spy(o, s, phase, bar):
+        phases.append(phase)
+        return run(o, s, phase, bar)
+
+    monkeypatch.setattr(stages_mod, "run_adam", spy)
+    return phases
+
+
 def test_structure_init_follows_the_edge():
     img = torch.from_numpy(edge_image().astype(np.float32) / 255)
     p = structure_init(img, 400, torch.Generator().manual_seed(0))
@@ -188,14 +200,9 @@ def test_free_iterations_grow_with_density_unless_given(monkeypatch):
     obj, state = objective_and_state(img, FitConfig(iterations=10, iterations_exponent=1.0,
                                                     scale_from=6.0, refine_at=()))
     n = round(24 * img.shape[0] * img.shape[1] / 1000)
-    seen = []
-    first = stages_mod.run_adam
-    def spy(o, s, phase, bar):
-        seen.append(phase.steps)
-        return first(o, s, phase, bar)
-
-    monkeypatch.setattr(stages_mod, "run_adam", spy)
+    phases = adam_phases(monkeypatch)
     assert free_fit(obj, state, n).count == n
+    seen = [ph.steps for ph in phases]
     assert seen == [obj.cfg.free_steps(n, obj.npix)] and seen[0] > 10
 
 
@@ -213,14 +220,9 @@ def test_free_fit_steps_shrink_above_scale_from(monkeypatch):
     img = edge_image()
     obj, state = objective_and_state(img, replace(cfg, iterations=5, refine_at=()))
     n = round(24 * obj.npix / 1000)
-    seen = []
-    first = stages_mod.run_adam
-    def spy(o, s, phase, bar):
-        seen.append(phase.scale)
-        return first(o, s, phase, bar)
-
-    monkeypatch.setattr(stages_mod, "run_adam", spy)
+    phases = adam_phases(monkeypatch)
     free_fit(obj, state, n)
+    seen = [ph.scale for ph in phases]
     assert seen == [pytest.approx(obj.cfg.free_boost(n, obj.npix))]
     assert seen[0] < 8.0
 
@@ -249,16 +251,11 @@ def test_rounding_finish_grows_with_density_like_the_free_fit(monkeypatch):
     obj, state = objective_and_state(img, replace(cfg, iterations=30, refine_at=()))
     n = round(24 * obj.npix / 1000)
     free_fit(obj, state, n)
-    steps, solves = [], []
-    adam = stages_mod.run_adam
-    def spy(o, s, phase, bar):
-        steps.append(phase.steps)
-        return adam(o, s, phase, bar)
-
-    monkeypatch.setattr(stages_mod, "run_adam", spy)
+    solves = []
+    phases = adam_phases(monkeypatch)
     rounding = RoundGeometry(obj.cfg, n)
     Pipeline((rounding,)).run(obj, state)
-    assert steps == [20, 20] and rounding.steps(obj) == 40
+    assert [ph.steps for ph in phases] == [20, 20] and rounding.steps(obj) == 40
     solve = stages_mod.solve_colors
     monkeypatch.setattr(stages_mod, "solve_colors",
                         lambda t, g, k, *a: (solves.append(k), solve(t, g, k, *a))[1])
