@@ -148,8 +148,7 @@ class FitConfig:
         """The first release's fit (the old behaviour that fit_curve compares against):
         random start, base Adam steps with beta2 0.999, no refinement, no colour re-solves."""
         base = dict(init="random", lr_free_boost=1.0, boost_exponent=0.0, free_beta2=0.999,
-                    color_solve_every=0,
-                    refine_at=(), log2_sigma_floor=float(LOG2_SIGMA_MIN))
+                    color_solve_every=0, refine_at=(), log2_sigma_floor=float(LOG2_SIGMA_MIN))
         base.update(kw)
         return cls(**base)
 
