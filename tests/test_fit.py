@@ -13,9 +13,16 @@ from gscodec.encoder import stages as stages_mod
 from gscodec.encoder.config import FitConfig
 from gscodec.encoder.fit import Fitter
 from gscodec.encoder.init import solve_colors, structure_init
-from gscodec.encoder.objective import Objective
+from gscodec.encoder.objective import Objective, SSIMObjective
 from gscodec.encoder.params import GaussianParams
-from gscodec.encoder.pipeline import Pipeline, PositionChoice, fit_stages, gsi_tail, rd_slope
+from gscodec.encoder.pipeline import (
+    Pipeline,
+    PositionChoice,
+    fit_stages,
+    gsi_tail,
+    ms_ssim_slope,
+    rd_slope,
+)
 from gscodec.encoder.quantize import (
     COLOR_BUCKET_MIN,
     COLOR_BUCKETS,
@@ -537,15 +544,18 @@ def test_colours_rounded_in_batches_lie_on_the_grid_and_beat_rounding_at_once():
     assert max(ratios) < 1.0, ratios
 
 
-def test_position_choice_keeps_the_better_file_at_equal_rate():
+@pytest.mark.parametrize("tune", ["psnr", "ssim"])
+def test_position_choice_keeps_the_better_file_at_equal_rate(tune):
     """PositionChoice: a fit below cfg.coarse_pos_psnr is written at its position step and
-    one bit coarser, and the file with the better PSNR at equal rate (rd_slope) is kept,
-    the decision in state.coarse_pos; with the trial off the tail runs once at the fit's
-    steps; under tune ssim or with pinned steps it never applies."""
+    one bit coarser, and the file better at equal rate is kept (PSNR and rd_slope for tune
+    psnr, MS-SSIM in dB and ms_ssim_slope for tune ssim), the decision in state.coarse_pos;
+    with the trial off the tail runs once at the fit's steps; with pinned steps it never
+    applies."""
     rng = np.random.default_rng(3)
     img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)    # noise: every fit is poor
-    cfg = replace(FitConfig(), iterations=60, coarse_pos_psnr=100.0)   # always tried
-    obj, state = objective_and_state(img, cfg)
+    cfg = replace(FitConfig(), iterations=60, coarse_pos_psnr=100.0, tune=tune)  # always tried
+    obj = (SSIMObjective if tune == "ssim" else Objective)(img, cfg)
+    state = EncodeState.new(obj, cfg.seed)
     n = 60
     free_fit(obj, state, n)
     runs = {}
@@ -559,8 +569,10 @@ def test_position_choice_keeps_the_better_file_at_equal_rate():
     runs["coarse"] = coarse
     bits = {k: gsi_format.read(r.data).classes[0].pos_bits for k, r in runs.items()}
     assert bits["coarse"] == bits["off"] - 1 >= 0
-    psnr = {k: PositionChoice.file_psnr(obj, r.data) for k, r in runs.items()}
-    gain = (psnr["coarse"] - psnr["off"] + rd_slope(1000.0 * n / obj.npix)
+    quality, slope = ((PositionChoice.file_ms_ssim_db, ms_ssim_slope) if tune == "ssim"
+                      else (PositionChoice.file_psnr, rd_slope))
+    q = {k: quality(obj, r.data) for k, r in runs.items()}
+    gain = (q["coarse"] - q["off"] + slope(1000.0 * n / obj.npix)
             * math.log(len(runs["off"].data) / len(runs["coarse"].data)))
     kept = "coarse" if gain > 0 else "off"
     assert runs["on"].coarse_pos == (kept == "coarse")
@@ -568,10 +580,9 @@ def test_position_choice_keeps_the_better_file_at_equal_rate():
     # measured (seeds 3-5, one and two threads): the kept file is byte-identical to the one
     # written by hand (the coarser one on this noise); the bounds leave room for other CPUs
     assert abs(len(runs["on"].data) - len(runs[kept].data)) <= 0.01 * len(runs[kept].data)
-    assert abs(psnr["on"] - psnr[kept]) < 0.05
+    assert abs(q["on"] - q[kept]) < 0.05
     assert runs["off"].coarse_pos is None
-    # never under tune ssim or with pinned position steps
+    # never with pinned position steps
     assert PositionChoice(cfg, ()).applies(runs["off"])
-    assert not PositionChoice(replace(cfg, tune="ssim"), ()).applies(runs["off"])
     pinned = replace(cfg, quant=QuantConfig.single(pos_bits=2))
     assert not PositionChoice(pinned, ()).applies(runs["off"])

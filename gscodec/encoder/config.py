@@ -94,10 +94,11 @@ class FitConfig:
     qat_iterations: int | None = None
     quant: QuantConfig = field(default_factory=QuantConfig)   # steps and classes
     # A file below this PSNR (dB) is written again with positions one bit coarser, and the
-    # better at equal rate kept (`pipeline.PositionChoice`; tune psnr, steps following the
-    # fit): poorly fitted texture gains 0.06-0.16 dB, printed text would lose up to 0.6, so
-    # the rule is a trial, not a threshold; above 28.5 dB no fit gained (Quantization,
-    # 2026-12-06 (seventh session)). 0: never.
+    # better at equal rate kept (`pipeline.PositionChoice`; steps following the fit):
+    # poorly fitted texture gains 0.06-0.16 dB, printed text would lose up to 0.6, so the
+    # rule is a trial, not a threshold; above 28.5 dB no fit gained (Quantization,
+    # 2026-12-06 (seventh session)). Tune ssim judges by MS-SSIM: +0.02 to +0.12 dB of it
+    # (Primitives and the loss, 2026-12-06 (ninth session)). 0: never.
     coarse_pos_psnr: float = 28.5
     # ---- RoundGeometry ------------------------------------------------------------------
     # Positions rounded first, then sizes, each followed by this many Adam steps on the
