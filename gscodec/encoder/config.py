@@ -97,7 +97,7 @@ class FitConfig:
     # better at equal rate kept (`pipeline.PositionChoice`; steps following the fit):
     # poorly fitted texture gains 0.06-0.16 dB, printed text would lose up to 0.6, so the
     # rule is a trial, not a threshold; above 28.5 dB no fit gained (Quantization,
-    # 2026-12-06 (seventh session)). Tune ssim judges by MS-SSIM: +0.02 to +0.12 dB of it
+    # 2026-12-06 (seventh session)). Tune ssim judges by MS-SSIM: +0.02 to +0.14 dB of it
     # (Primitives and the loss, 2026-12-06 (ninth session)). 0: never.
     coarse_pos_psnr: float = 28.5
     # ---- RoundGeometry ------------------------------------------------------------------
