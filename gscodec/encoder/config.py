@@ -100,6 +100,10 @@ class FitConfig:
     # 2026-12-06 (seventh session)). Tune ssim judges by MS-SSIM: +0.02 to +0.14 dB of it
     # (Primitives and the loss, 2026-12-06 (ninth session)). 0: never.
     coarse_pos_psnr: float = 28.5
+    # Tune ssim: and below this MS-SSIM (dB, -10 log10(1 - MS-SSIM)): above it (12.7 to
+    # 13.4 dB at density 11) the fine positions were always kept, and the trial cost 1.2 to
+    # 1.9x the encode (Primitives and the loss, 2026-12-07).
+    coarse_pos_ms_ssim: float = 11.5
     # ---- RoundGeometry ------------------------------------------------------------------
     # Positions rounded first, then sizes, each followed by this many Adam steps on the
     # attributes still free (round_refit_lr times the base steps): the free attributes make
@@ -130,6 +134,11 @@ class FitConfig:
     # step, random windows, a stale image-space gradient) and MS-SSIM of the luma paid
     # less (docs/experiments.md, Primitives and the loss, 2026-12-05 --tune ssim).
     ssim_weight: float = 0.8
+    # tune ssim: more of the term where the set is sparse (under ssim_sparse_density
+    # Gaussians per 1000 pixels): 0.9 gained +0.05 to +0.17 dB of MS-SSIM at equal rate at
+    # densities 2 and 5 and lost at 24 (Primitives and the loss, 2026-12-07).
+    ssim_weight_sparse: float = 0.9
+    ssim_sparse_density: float = 8.0
     ssim_from: float = 0.67
     ssim_pool: int = 2
     ssim_round: bool = True
@@ -190,6 +199,10 @@ class FitConfig:
         squared error alone (tune ssim, `ssim_ls_colors`): always for tune psnr, and
         where the rounding has no re-fits to fit the colours on the grid (fast)."""
         return self.tune != "ssim" or self.ssim_ls_colors or self.round_refit_steps <= 0
+
+    def ssim_weight_at(self, density: float) -> float:
+        """The MS-SSIM term's weight for a set of `density` Gaussians per 1000 pixels."""
+        return self.ssim_weight_sparse if density < self.ssim_sparse_density else self.ssim_weight
 
     def resolve_until(self) -> float:
         """The fraction of the free fit up to which the colours are re-solved."""

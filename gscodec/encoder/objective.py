@@ -230,9 +230,10 @@ class Objective:
 
 class SSIMObjective(Objective):
     """`--tune ssim`: the gradient steps minimise (1 - w) log(MSE) + w log(1 - MS-SSIM), w =
-    cfg.ssim_weight: a weighted sum of the two metrics in dB (PSNR and MS-SSIM as the
-    benchmark converts it), so the mix does not depend on either's scale. The colour
-    solves, the pruning cost and the choice of steps stay least squares (`Objective`).
+    cfg.ssim_weight_at(the set's density): a weighted sum of the two metrics in dB (PSNR
+    and MS-SSIM as the benchmark converts it), so the mix does not depend on either's
+    scale. The colour solves, the pruning cost and the choice of steps stay least squares
+    (`Objective`).
 
     MS-SSIM costs more than the kernel's fused squared-error step, so the term is on in
     the last part of the free fit only (from cfg.ssim_from of its steps) and, when
@@ -261,7 +262,7 @@ class SSIMObjective(Objective):
 
     def uses_ssim(self, at) -> bool:
         """Whether the step `at` = (phase label, step, steps) has the MS-SSIM term."""
-        if self.ms_ssim is None or self.cfg.ssim_weight <= 0 or at is None:
+        if self.ms_ssim is None or at is None:
             return False
         label, step, steps = at
         return ((label == FreeFit.name and step >= self.cfg.ssim_from * steps)
@@ -271,8 +272,8 @@ class SSIMObjective(Objective):
         """(mse, loss): with the MS-SSIM term one render through autograd (the kernel's
         plan forward, its backward with the image's gradient), without it the fused
         kernel; the loss is in log units either way, so Adam sees one scale."""
-        w = self.cfg.ssim_weight
-        if not self.uses_ssim(at):
+        w = self.cfg.ssim_weight_at(1000.0 * p.count / self.npix)
+        if w <= 0 or not self.uses_ssim(at):
             mse = super().loss(p)[0]
             return mse, (1 - w) * torch.log(mse)
         out = self.render(p)

@@ -74,7 +74,8 @@ def ms_ssim_slope(density: float) -> float:
 @dataclass(frozen=True)
 class PositionChoice:
     """Runs `tail` (the stages after `Quantize`: rounding, colours, write) and, where the
-    file's PSNR is below cfg.coarse_pos_psnr, runs it again from the same set with the
+    file's PSNR is below cfg.coarse_pos_psnr (and, for tune ssim, its MS-SSIM below
+    cfg.coarse_pos_ms_ssim dB), runs it again from the same set with the
     positions one bit coarser and keeps the file that is better at equal rate: the
     difference in quality plus the slope times the log of the size ratio, quality and slope
     being PSNR and `rd_slope` for tune psnr, MS-SSIM in dB and `ms_ssim_slope` for tune ssim
@@ -106,19 +107,22 @@ class PositionChoice:
         alt = state.fork()
         self._run_tail(objective, state, bar)
         state.coarse_pos = False
-        base_psnr = self.file_psnr(objective, state.data)
-        if base_psnr >= self.cfg.coarse_pos_psnr:
+        base = self.decoded(objective, state.data)
+        if self.psnr(objective, base) >= self.cfg.coarse_pos_psnr:
+            return
+        density = 1000.0 * state.params.count / objective.npix
+        if self.cfg.tune == "ssim" and getattr(objective, "ms_ssim", None) is not None:
+            quality, slope = self.ms_ssim_db, ms_ssim_slope(density)
+            limit = self.cfg.coarse_pos_ms_ssim
+        else:
+            quality, slope, limit = self.psnr, rd_slope(density), math.inf
+        base_quality = quality(objective, base)
+        if base_quality >= limit:
             return
         alt.quant = self.coarser(alt.quant)
         self._run_tail(objective, alt, Progress(0, False))
-        density = 1000.0 * state.params.count / objective.npix
-        if self.cfg.tune == "ssim" and getattr(objective, "ms_ssim", None) is not None:
-            gain = (self.file_ms_ssim_db(objective, alt.data)
-                    - self.file_ms_ssim_db(objective, state.data))
-            slope = ms_ssim_slope(density)
-        else:
-            gain, slope = self.file_psnr(objective, alt.data) - base_psnr, rd_slope(density)
-        gain += slope * math.log(len(state.data) / len(alt.data))
+        gain = (quality(objective, self.decoded(objective, alt.data)) - base_quality
+                + slope * math.log(len(state.data) / len(alt.data)))
         if gain > 0:
             for f in ("params", "quant", "cls", "coded", "data"):
                 setattr(state, f, getattr(alt, f))
@@ -134,19 +138,29 @@ class PositionChoice:
         img = decode(data).reshape(objective.h, objective.w, -1)
         return torch.from_numpy(img.astype(np.float32) / 255.0).to(objective.device)
 
-    @classmethod
-    def file_psnr(cls, objective, data: bytes) -> float:
-        """PSNR of the decoded file against the target, over the known pixels."""
-        return -10.0 * math.log10(max(float(objective.mse(cls.decoded(objective, data))), 1e-12))
+    @staticmethod
+    def psnr(objective, img: torch.Tensor) -> float:
+        """PSNR of a decoded image against the target, over the known pixels."""
+        return -10.0 * math.log10(max(float(objective.mse(img)), 1e-12))
 
-    @classmethod
-    def file_ms_ssim_db(cls, objective, data: bytes) -> float:
-        """MS-SSIM of the decoded file against the target (whole image, the benchmark's
+    @staticmethod
+    def ms_ssim_db(objective, img: torch.Tensor) -> float:
+        """MS-SSIM of a decoded image against the target (whole image, the benchmark's
         formula), in dB: -10 log10(1 - MS-SSIM)."""
         from .msssim import ms_ssim
         with torch.no_grad():
-            m = float(ms_ssim(cls.decoded(objective, data), objective.target))
+            m = float(ms_ssim(img, objective.target))
         return -10.0 * math.log10(max(1.0 - m, 1e-12))
+
+    @classmethod
+    def file_psnr(cls, objective, data: bytes) -> float:
+        """PSNR of the decoded file."""
+        return cls.psnr(objective, cls.decoded(objective, data))
+
+    @classmethod
+    def file_ms_ssim_db(cls, objective, data: bytes) -> float:
+        """MS-SSIM of the decoded file in dB."""
+        return cls.ms_ssim_db(objective, cls.decoded(objective, data))
 
 
 def fit_stages(cfg: FitConfig, n: int) -> tuple:
