@@ -569,9 +569,9 @@ def test_position_choice_keeps_the_better_file_at_equal_rate(tune):
     runs["coarse"] = coarse
     bits = {k: gsi_format.read(r.data).classes[0].pos_bits for k, r in runs.items()}
     assert bits["coarse"] == bits["off"] - 1 >= 0
-    quality, slope = ((PositionChoice.file_ms_ssim_db, ms_ssim_slope) if tune == "ssim"
-                      else (PositionChoice.file_psnr, rd_slope))
-    q = {k: quality(obj, r.data) for k, r in runs.items()}
+    quality, slope = ((PositionChoice.ms_ssim_db, ms_ssim_slope) if tune == "ssim"
+                      else (PositionChoice.psnr, rd_slope))
+    q = {k: quality(obj, PositionChoice.decoded(obj, r.data)) for k, r in runs.items()}
     gain = (q["coarse"] - q["off"] + slope(1000.0 * n / obj.npix)
             * math.log(len(runs["off"].data) / len(runs["coarse"].data)))
     kept = "coarse" if gain > 0 else "off"

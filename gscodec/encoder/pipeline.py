@@ -108,17 +108,16 @@ class PositionChoice:
         self._run_tail(objective, state, bar)
         state.coarse_pos = False
         base = self.decoded(objective, state.data)
-        if self.psnr(objective, base) >= self.cfg.coarse_pos_psnr:
+        base_quality = self.psnr(objective, base)
+        if base_quality >= self.cfg.coarse_pos_psnr:
             return
         density = 1000.0 * state.params.count / objective.npix
+        quality, slope = self.psnr, rd_slope(density)
         if self.cfg.tune == "ssim" and getattr(objective, "ms_ssim", None) is not None:
             quality, slope = self.ms_ssim_db, ms_ssim_slope(density)
-            limit = self.cfg.coarse_pos_ms_ssim
-        else:
-            quality, slope, limit = self.psnr, rd_slope(density), math.inf
-        base_quality = quality(objective, base)
-        if base_quality >= limit:
-            return
+            base_quality = quality(objective, base)
+            if base_quality >= self.cfg.coarse_pos_ms_ssim:
+                return
         alt.quant = self.coarser(alt.quant)
         self._run_tail(objective, alt, Progress(0, False))
         gain = (quality(objective, self.decoded(objective, alt.data)) - base_quality
@@ -151,16 +150,6 @@ class PositionChoice:
         with torch.no_grad():
             m = float(ms_ssim(img, objective.target))
         return -10.0 * math.log10(max(1.0 - m, 1e-12))
-
-    @classmethod
-    def file_psnr(cls, objective, data: bytes) -> float:
-        """PSNR of the decoded file."""
-        return cls.psnr(objective, cls.decoded(objective, data))
-
-    @classmethod
-    def file_ms_ssim_db(cls, objective, data: bytes) -> float:
-        """MS-SSIM of the decoded file in dB."""
-        return cls.ms_ssim_db(objective, cls.decoded(objective, data))
 
 
 def fit_stages(cfg: FitConfig, n: int) -> tuple:
