@@ -549,8 +549,9 @@ def test_position_choice_keeps_the_better_file_at_equal_rate(tune):
     """PositionChoice: a fit below cfg.coarse_pos_psnr is written at its position step and
     one bit coarser, and the file better at equal rate is kept (PSNR and rd_slope for tune
     psnr, MS-SSIM in dB and ms_ssim_slope for tune ssim), the decision in state.coarse_pos;
-    with the trial off (or, for tune ssim, a file above cfg.coarse_pos_ms_ssim) the tail
-    runs once at the fit's steps; with pinned steps it never applies."""
+    with the trial off (or, for tune ssim, a file above cfg.coarse_pos_ms_ssim at a density
+    under cfg.coarse_pos_ms_ssim_density) the tail runs once at the fit's steps; with pinned
+    steps it never applies."""
     rng = np.random.default_rng(3)
     img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)    # noise: every fit is poor
     cfg = replace(FitConfig(), iterations=60, coarse_pos_psnr=100.0, tune=tune)  # always tried
@@ -583,10 +584,17 @@ def test_position_choice_keeps_the_better_file_at_equal_rate(tune):
     assert abs(q["on"] - q[kept]) < 0.05
     assert runs["off"].coarse_pos is None
     if tune == "ssim":   # above cfg.coarse_pos_ms_ssim the fit's own steps, no trial
-        above = Pipeline(gsi_tail(replace(cfg, coarse_pos_ms_ssim=q["off"] - 0.01), n)).run(
+        density = 1000.0 * n / obj.npix
+        above = replace(cfg, coarse_pos_ms_ssim=q["off"] - 0.01)
+        skip = Pipeline(gsi_tail(replace(above, coarse_pos_ms_ssim_density=density + 1), n)).run(
             obj, state.fork())
-        assert above.coarse_pos is False and gsi_format.read(above.data).classes[0].pos_bits \
+        assert skip.coarse_pos is False and gsi_format.read(skip.data).classes[0].pos_bits \
             == bits["off"]
+        # ... but only under cfg.coarse_pos_ms_ssim_density: above it the trial runs
+        dense = Pipeline(gsi_tail(replace(above, coarse_pos_ms_ssim_density=density - 1), n)).run(
+            obj, state.fork())
+        assert dense.coarse_pos == runs["on"].coarse_pos is True   # the coarser on this noise
+        assert gsi_format.read(dense.data).classes[0].pos_bits == bits["on"]
     # never with pinned position steps
     assert PositionChoice(cfg, ()).applies(runs["off"])
     pinned = replace(cfg, quant=QuantConfig.single(pos_bits=2))

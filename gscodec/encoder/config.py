@@ -100,10 +100,13 @@ class FitConfig:
     # 2026-12-06 (seventh session)). Tune ssim judges by MS-SSIM: +0.02 to +0.14 dB of it
     # (Primitives and the loss, 2026-12-06 (ninth session)). 0: never.
     coarse_pos_psnr: float = 28.5
-    # Tune ssim: and below this MS-SSIM (dB, -10 log10(1 - MS-SSIM)): above it (12.7 to
-    # 13.4 dB at density 11) the fine positions were always kept, and the trial cost 1.2 to
-    # 1.9x the encode (Primitives and the loss, 2026-12-07).
+    # Tune ssim: and, below coarse_pos_ms_ssim_density, below this MS-SSIM (dB, -10 log10(1 -
+    # MS-SSIM)): above it (12.7 to 13.4 dB at density 11) the fine positions were always
+    # kept, and the trial cost 1.2 to 1.9x the encode (Primitives and the loss, 2026-12-07).
+    # At density 24 files at 12.5 and 15.9 dB kept the coarser ones with profit (+0.14 and
+    # +0.07 dB; Whole-codec runs, tenth session), so there the PSNR limit alone decides.
     coarse_pos_ms_ssim: float = 11.5
+    coarse_pos_ms_ssim_density: float = 16.0
     # ---- RoundGeometry ------------------------------------------------------------------
     # Positions rounded first, then sizes, each followed by this many Adam steps on the
     # attributes still free (round_refit_lr times the base steps): the free attributes make

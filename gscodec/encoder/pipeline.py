@@ -74,7 +74,8 @@ def ms_ssim_slope(density: float) -> float:
 @dataclass(frozen=True)
 class PositionChoice:
     """Runs `tail` (the stages after `Quantize`: rounding, colours, write) and, where the
-    file's PSNR is below cfg.coarse_pos_psnr (and, for tune ssim, its MS-SSIM below
+    file's PSNR is below cfg.coarse_pos_psnr (and, for tune ssim below
+    cfg.coarse_pos_ms_ssim_density Gaussians per 1000 pixels, its MS-SSIM below
     cfg.coarse_pos_ms_ssim dB), runs it again from the same set with the
     positions one bit coarser and keeps the file that is better at equal rate: the
     difference in quality plus the slope times the log of the size ratio, quality and slope
@@ -116,7 +117,8 @@ class PositionChoice:
         if self.cfg.tune == "ssim" and getattr(objective, "ms_ssim", None) is not None:
             quality, slope = self.ms_ssim_db, ms_ssim_slope(density)
             base_quality = quality(objective, base)
-            if base_quality >= self.cfg.coarse_pos_ms_ssim:
+            if (density < self.cfg.coarse_pos_ms_ssim_density
+                    and base_quality >= self.cfg.coarse_pos_ms_ssim):
                 return
         alt.quant = self.coarser(alt.quant)
         self._run_tail(objective, alt, Progress(0, False))
