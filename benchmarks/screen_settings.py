@@ -5,7 +5,8 @@ thread), and each arm's file is compared with the first arm's at equal rate:
     gain = dPSNR + slope * ln(bytes of the first arm / bytes of this arm)
 
 (the same for MS-SSIM in dB, -10 log10(1 - MS-SSIM)), with the local slope of the Kodak
-curve in dB per e-fold of rate (SLOPES by density; MS-SSIM: --ms-slope). Prints a table and
+curve in dB per e-fold of rate (SLOPES by density; MS-SSIM: `pipeline.ms_ssim_slope` at the
+density, the `--tune ssim` curve's, unless --ms-slope fixes one). Prints a table and
 writes JSON rows (one per encode, appended, so that runs side by side can share one file).
 This is how the fourth session's screens of docs/experiments.md were measured.
 
@@ -76,11 +77,14 @@ def load(spec: str) -> tuple[str, np.ndarray]:
     return path.stem, load_rgb(str(path))
 
 
-def with_gain(r: dict, b: dict, ms_slope: float) -> dict:
+def with_gain(r: dict, b: dict, ms_slope: float | None) -> dict:
     """Row r with its gain at equal rate against row b (the first arm's, same image and
-    density; b = r gives 0)."""
+    density; b = r gives 0); ms_slope None: `ms_ssim_slope` at the row's density."""
+    from gscodec.encoder.pipeline import ms_ssim_slope
     lr = math.log(b["bytes"] / r["bytes"])
     slope = SLOPES.get(r["density"], 3.3)
+    if ms_slope is None:
+        ms_slope = ms_ssim_slope(r["density"])
     ms = (None if r["msssim_db"] is None or b["msssim_db"] is None
           else r["msssim_db"] - b["msssim_db"] + ms_slope * lr)
     return dict(r, gain_psnr=r["psnr"] - b["psnr"] + slope * lr, gain_msssim_db=ms,
@@ -97,8 +101,10 @@ def main(argv=None) -> int:
                          "the defaults)")
     ap.add_argument("--effort", default="default", choices=("fast", "default", "max"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ms-slope", type=float, default=3.5,
-                    help="dB of MS-SSIM per e-fold of rate (default 3.5, Kodak)")
+    ap.add_argument("--ms-slope", type=float, default=None,
+                    help="dB of MS-SSIM per e-fold of rate, one for every density (default: "
+                         "the tune-ssim Kodak curve's at each density, 2.5 / 3.3 / 4.0 / 4.7 "
+                         "at 2 / 5 / 11 / 24)")
     ap.add_argument("--out", help="append one JSON row per encode to this file")
     ap.add_argument("--tail", metavar="DIR",
                     help="screen the gsi tail only, on free fits saved in DIR (see above)")

@@ -562,6 +562,15 @@ def test_screen_settings_compares_arms_at_equal_rate(tmp_path, capsys):
     assert "short: mean gain" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not FIELD=VALUE"):
         mod.main(["--images", str(img), "--arms", "a:nonsense=1"])
+    # MS-SSIM gains: the tune-ssim curve's slope at the row's density, unless one is given
+    from gscodec.encoder.pipeline import ms_ssim_slope
+    b = dict(density=24, bytes=1000, psnr=30.1, msssim_db=15.05, seconds=1.0)
+    for d in (2, 24):
+        r = dict(b, density=d, bytes=900, psnr=30.0, msssim_db=15.0)
+        assert mod.with_gain(r, b, None)["gain_msssim_db"] == pytest.approx(
+            -0.05 + ms_ssim_slope(d) * math.log(1000 / 900))
+        assert mod.with_gain(r, b, 3.5)["gain_msssim_db"] == pytest.approx(
+            -0.05 + 3.5 * math.log(1000 / 900))
 
 
 def test_screen_settings_tail_reuses_one_saved_fit(tmp_path):
