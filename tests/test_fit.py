@@ -573,7 +573,8 @@ def test_position_choice_keeps_the_better_file_at_equal_rate(tune):
     quality, slope = ((PositionChoice.ms_ssim_db, ms_ssim_slope) if tune == "ssim"
                       else (PositionChoice.psnr, rd_slope))
     q = {k: quality(obj, PositionChoice.decoded(obj, r.data)) for k, r in runs.items()}
-    gain = (q["coarse"] - q["off"] + slope(1000.0 * n / obj.npix)
+    density = 1000.0 * n / obj.npix
+    gain = (q["coarse"] - q["off"] + slope(density)
             * math.log(len(runs["off"].data) / len(runs["coarse"].data)))
     kept = "coarse" if gain > 0 else "off"
     assert runs["on"].coarse_pos == (kept == "coarse")
@@ -584,7 +585,6 @@ def test_position_choice_keeps_the_better_file_at_equal_rate(tune):
     assert abs(q["on"] - q[kept]) < 0.05
     assert runs["off"].coarse_pos is None
     if tune == "ssim":   # above cfg.coarse_pos_ms_ssim the fit's own steps, no trial
-        density = 1000.0 * n / obj.npix
         above = replace(cfg, coarse_pos_ms_ssim=q["off"] - 0.01)
         skip = Pipeline(gsi_tail(replace(above, coarse_pos_ms_ssim_density=density + 1), n)).run(
             obj, state.fork())
