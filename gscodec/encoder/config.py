@@ -142,11 +142,6 @@ class FitConfig:
     # densities 2 and 5 and lost at 24 (Primitives and the loss, 2026-12-07).
     ssim_weight_sparse: float = 0.9
     ssim_sparse_density: float = 8.0
-    # tune ssim: between the sparse and the dense weights up to ssim_mid_density: 0.85 gained
-    # +0.031 dB of MS-SSIM at equal rate at density 11 over all 24 Kodak images, 20 of them
-    # positive (Primitives and the loss, 2026-12-07 (eleventh session)).
-    ssim_weight_mid: float = 0.85
-    ssim_mid_density: float = 16.0
     ssim_from: float = 0.67
     ssim_pool: int = 2
     ssim_round: bool = True
@@ -209,13 +204,8 @@ class FitConfig:
         return self.tune != "ssim" or self.ssim_ls_colors or self.round_refit_steps <= 0
 
     def ssim_weight_at(self, density: float) -> float:
-        """The MS-SSIM term's weight for a set of `density` Gaussians per 1000 pixels: it falls
-        as the set gets denser (sparse, mid, then the dense `ssim_weight`)."""
-        if density < self.ssim_sparse_density:
-            return self.ssim_weight_sparse
-        if density < self.ssim_mid_density:
-            return self.ssim_weight_mid
-        return self.ssim_weight
+        """The MS-SSIM term's weight for a set of `density` Gaussians per 1000 pixels."""
+        return self.ssim_weight_sparse if density < self.ssim_sparse_density else self.ssim_weight
 
     def resolve_until(self) -> float:
         """The fraction of the free fit up to which the colours are re-solved."""
