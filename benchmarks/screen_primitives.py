@@ -4,8 +4,11 @@ Dense torch renderer (every Gaussian at every pixel, cut at q <= 12), Adam as gs
 (lr x4, beta2 0.9, cosine to 5 %), least-squares colours every 50 steps, error-guided
 refinement at 10..60 %. Float PSNR at equal primitive count; bits are weighed afterwards
 (screen_primitives_bits.py). Crops are NAME:X:Y:SIZE, NAME a Kodak image (kodimNN), a photo
-(wikiNNN, ../shared/datasets/photos), `stripes` (synthetic) or a scikit-image picture. Results
-and the commands: docs/experiments.md, Primitives (issue 33).
+(wikiNNN, ../shared/datasets/photos), `stripes` (synthetic) or a scikit-image picture. Kinds:
+gauss, gabor (gabor0 without a phase, gabor2 an amplitude per channel), gexp, edge, norm, and
+base<S> (Gaussians plus a coarse base layer: a bilinear grid with a node every S pixels, its
+values solved with the colours). Results and the commands: docs/experiments.md, Primitives
+(issue 33).
 
     python benchmarks/screen_primitives.py --crops grass:100:100:128,page:120:30:128 \
         --kinds gauss,gabor --n 320 --iters 600 --out /tmp/s.json
@@ -79,13 +82,15 @@ class Prims:
             self.t["b"] = torch.zeros(n)
         elif kind == "norm":
             self.t["eps"] = torch.zeros(1)       # global, log
+        elif kind.startswith("base"):            # base<S>: a bilinear grid, a node every S px
+            self.t["base"] = torch.zeros(1)      # sized by fit() once the crop is known
         for v in self.t.values():
             v.requires_grad_(True)
 
     def select(self, keep):
         p = Prims.__new__(Prims)
         p.kind = self.kind
-        p.t = {k: (v.detach()[keep].clone() if k != "eps" else v.detach().clone())
+        p.t = {k: (v.detach()[keep].clone() if k not in GLOBAL else v.detach().clone())
                .requires_grad_(True)
                for k, v in self.t.items()}
         return p
@@ -95,7 +100,7 @@ class Prims:
         p.kind = self.kind
         p.t = {}
         for k, v in self.t.items():
-            if k == "eps":
+            if k in GLOBAL:
                 p.t[k] = v.detach().clone().requires_grad_(True)
             else:
                 p.t[k] = torch.cat([v.detach(), new[k]]).requires_grad_(True)
@@ -108,6 +113,21 @@ class Prims:
 
 
 BUCKETS = (7, 15, 31, 63, 127, 255)
+GLOBAL = ("eps", "base")     # parameters of the whole crop, not of one primitive
+
+
+def base_step(kind):
+    return int(kind[4:] or 16)
+
+
+def base_hats(h, w, step):
+    """[P, G] bilinear interpolation weights of the base grid's nodes (a node every `step`
+    pixels, from pixel centre 0 to past the far edge)."""
+    gh, gw = h // step + 2, w // step + 2
+    def hat(n, g):
+        x = (torch.arange(n, dtype=torch.float32) + 0.5) / step
+        return (1 - (x[:, None] - torch.arange(g, dtype=torch.float32)[None]).abs()).clamp(min=0)
+    return (hat(h, gh)[:, None, :, None] * hat(w, gw)[None, :, None, :]).reshape(h * w, gh * gw)
 
 
 def _local(p, sl, pix_unused, h, w, K):
@@ -186,7 +206,19 @@ def render_parts(p, h, w, want_osc=False):
         img = img.index_add(0, idx.flatten(), contrib.reshape(-1, C))
         if p.kind == "norm":
             den = den.index_add(0, idx.flatten(), wt.flatten())
+    if p.kind.startswith("base"):
+        img = img + _hats(p, h, w) @ p.t["base"]
     return img, den
+
+
+_HATS = {}
+
+
+def _hats(p, h, w):
+    key = (h, w, base_step(p.kind))
+    if key not in _HATS:
+        _HATS[key] = base_hats(h, w, key[2])
+    return _HATS[key]
 
 
 def basis_dense(p, h, w):
@@ -277,6 +309,8 @@ def solve_colors(p, pix, target, h, w):
         y = target.reshape(-1, C)
         if p.kind == "gabor2":
             return  # amplitudes couple with colours; leave to Adam
+        if p.kind.startswith("base"):
+            return _solve_base(p, y, h, w)
         B = basis_dense(p, h, w).t()
         if p.kind == "norm":
             den = B.sum(0)[None, :] + torch.exp(p.t["eps"])
@@ -287,8 +321,18 @@ def solve_colors(p, pix, target, h, w):
         p.t["col"].data.copy_(sol.float().clamp(-2, 3))
 
 
+def _solve_base(p, y, h, w):
+    """Least squares over the primitives' colours and the base grid together."""
+    n = p.n
+    A = torch.cat([basis_dense(p, h, w), _hats(p, h, w)], 1).double()   # [P, N + G]
+    sol = torch.linalg.lstsq(A.t() @ A + 1e-6 * torch.eye(A.shape[1], dtype=torch.float64),
+                             A.t() @ y.double()).solution.float()
+    p.t["col"].data.copy_(sol[:n].clamp(-2, 3))
+    p.t["base"] = sol[n:].clone().requires_grad_(True)
+
+
 LR = {"xy": 0.15, "ls": 0.02, "th": 0.03, "col": 0.006, "amp": 0.01, "freq": 0.01, "phase": 0.03,
-      "beta": 0.01, "k": 0.03, "b": 0.02, "eps": 0.01}
+      "beta": 0.01, "k": 0.03, "b": 0.02, "eps": 0.01, "base": 0.006}
 
 
 def adam(p, boost=4.0):
@@ -353,7 +397,7 @@ def fit(kind, target, n, iters, seed=0, log=False):
                 new = {"xy": newxy, "ls": torch.full((k, 2), math.log2(max(0.5, sig))),
                        "th": torch.zeros(k), "col": resid.reshape(-1, C)[idx]}
                 for key in p.t:
-                    if key not in new and key != "eps":
+                    if key not in new and key not in GLOBAL:
                         ref = p.t[key].detach()
                         if key == "freq":
                             new[key] = 0.6 + 2.4 * torch.rand(k, generator=g)
