@@ -83,7 +83,7 @@ class Prims:
         elif kind == "norm":
             self.t["eps"] = torch.zeros(1)       # global, log
         elif kind.startswith("base"):            # base<S>: a bilinear grid, a node every S px
-            self.t["base"] = torch.zeros(1)      # sized by fit() once the crop is known
+            self.t["base"] = torch.zeros(1)      # sized by the first colour solve
         for v in self.t.values():
             v.requires_grad_(True)
 
