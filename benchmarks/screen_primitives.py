@@ -16,6 +16,7 @@ values solved with the colours). Results and the commands: docs/experiments.md, 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -120,9 +121,10 @@ def base_step(kind):
     return int(kind[4:] or 16)
 
 
+@functools.lru_cache(maxsize=None)
 def base_hats(h, w, step):
     """[P, G] bilinear interpolation weights of the base grid's nodes (a node every `step`
-    pixels, from pixel centre 0 to past the far edge)."""
+    pixels, from pixel centre 0 to past the far edge); cached: every render needs them."""
     gh, gw = h // step + 2, w // step + 2
     def hat(n, g):
         x = (torch.arange(n, dtype=torch.float32) + 0.5) / step
@@ -207,18 +209,8 @@ def render_parts(p, h, w, want_osc=False):
         if p.kind == "norm":
             den = den.index_add(0, idx.flatten(), wt.flatten())
     if p.kind.startswith("base"):
-        img = img + _hats(p, h, w) @ p.t["base"]
+        img = img + base_hats(h, w, base_step(p.kind)) @ p.t["base"]
     return img, den
-
-
-_HATS = {}
-
-
-def _hats(p, h, w):
-    key = (h, w, base_step(p.kind))
-    if key not in _HATS:
-        _HATS[key] = base_hats(h, w, key[2])
-    return _HATS[key]
 
 
 def basis_dense(p, h, w):
@@ -309,26 +301,19 @@ def solve_colors(p, pix, target, h, w):
         y = target.reshape(-1, C)
         if p.kind == "gabor2":
             return  # amplitudes couple with colours; leave to Adam
-        if p.kind.startswith("base"):
-            return _solve_base(p, y, h, w)
         B = basis_dense(p, h, w).t()
         if p.kind == "norm":
             den = B.sum(0)[None, :] + torch.exp(p.t["eps"])
             B = B / den * (1 + torch.exp(p.t["eps"]))
-        A = B.t().double()
+        A = B.t()
+        if p.kind.startswith("base"):     # the grid is solved with the colours
+            A = torch.cat([A, base_hats(h, w, base_step(p.kind))], 1)
+        A = A.double()
         sol = torch.linalg.lstsq(A.t() @ A + 1e-6 * torch.eye(A.shape[1], dtype=torch.float64),
-                                 A.t() @ y.double()).solution
-        p.t["col"].data.copy_(sol.float().clamp(-2, 3))
-
-
-def _solve_base(p, y, h, w):
-    """Least squares over the primitives' colours and the base grid together."""
-    n = p.n
-    A = torch.cat([basis_dense(p, h, w), _hats(p, h, w)], 1).double()   # [P, N + G]
-    sol = torch.linalg.lstsq(A.t() @ A + 1e-6 * torch.eye(A.shape[1], dtype=torch.float64),
-                             A.t() @ y.double()).solution.float()
-    p.t["col"].data.copy_(sol[:n].clamp(-2, 3))
-    p.t["base"] = sol[n:].clone().requires_grad_(True)
+                                 A.t() @ y.double()).solution.float()
+        p.t["col"].data.copy_(sol[:p.n].clamp(-2, 3))
+        if p.kind.startswith("base"):
+            p.t["base"] = sol[p.n:].clone().requires_grad_(True)
 
 
 LR = {"xy": 0.15, "ls": 0.02, "th": 0.03, "col": 0.006, "amp": 0.01, "freq": 0.01, "phase": 0.03,
